@@ -1,0 +1,146 @@
+"""The one dispatch point for LightNet's additive attention: validates inputs, then picks a backend."""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+
+from .reference import State, additive_attention_torch
+
+__all__ = ["additive_attention", "available_backends", "BACKENDS"]
+
+BACKENDS = ("auto", "torch", "triton")
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _triton_available(t: torch.Tensor) -> bool:
+    if not t.is_cuda:
+        return False
+    try:
+        from . import triton_ops  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def available_backends(device: Union[str, torch.device] = "cpu") -> Tuple[str, ...]:
+    """Backends that can run on ``device`` (``'torch'`` always; ``'triton'`` on CUDA when installed)."""
+    probe = torch.empty(0, device=device)
+    return ("torch", "triton") if _triton_available(probe) else ("torch",)
+
+
+def _check_inputs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: Optional[torch.Tensor],
+    lrpe_theta: Optional[torch.Tensor],
+    initial_state: Optional[State],
+) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"additive_attention: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"additive_attention: {name} must have rank 4 [B, N, H, D], got shape {tuple(t.shape)}")
+        if t.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"additive_attention: {name} must be a floating tensor (fp16/bf16/fp32/fp64), got {t.dtype}")
+    if q.shape != k.shape:
+        raise ValueError(f"additive_attention: q {tuple(q.shape)} and k {tuple(k.shape)} must have the same shape [B, N, H, D]")
+    if v.shape[:3] != q.shape[:3]:
+        raise ValueError(
+            f"additive_attention: v {tuple(v.shape)} must match q {tuple(q.shape)} in batch, tokens and heads "
+            "([B, N, H, E]); a head-count mismatch is the usual cause"
+        )
+    devices = {t.device for t in (q, k, v)}
+    if len(devices) != 1:
+        raise ValueError(f"additive_attention: q, k, v are on different devices: {sorted(map(str, devices))}")
+    B, N, H, D = q.shape
+    if key_padding_mask is not None:
+        if key_padding_mask.dtype != torch.bool:
+            raise TypeError(f"additive_attention: key_padding_mask must be bool (True = padding), got {key_padding_mask.dtype}")
+        if tuple(key_padding_mask.shape) != (B, N):
+            raise ValueError(
+                f"additive_attention: key_padding_mask must have shape [B, N] = {(B, N)}, got {tuple(key_padding_mask.shape)}"
+            )
+        if key_padding_mask.device != q.device:
+            raise ValueError(f"additive_attention: key_padding_mask is on {key_padding_mask.device}, inputs on {q.device}")
+    if lrpe_theta is not None:
+        if tuple(lrpe_theta.shape) != (N, D):
+            raise ValueError(f"additive_attention: lrpe_theta must have shape [N, D] = {(N, D)}, got {tuple(lrpe_theta.shape)}")
+        if lrpe_theta.device != q.device:
+            raise ValueError(f"additive_attention: lrpe_theta is on {lrpe_theta.device}, inputs on {q.device}")
+    if initial_state is not None:
+        if not (isinstance(initial_state, (tuple, list)) and len(initial_state) == 2):
+            raise TypeError("additive_attention: initial_state must be a pair (S [B, H, D', E], z [B, H, D])")
+        S, z = initial_state
+        Dp = 2 * D if lrpe_theta is not None else D
+        if tuple(S.shape) != (B, H, Dp, v.shape[-1]):
+            raise ValueError(f"additive_attention: initial_state S must have shape {(B, H, Dp, v.shape[-1])}, got {tuple(S.shape)}")
+        if tuple(z.shape) != (B, H, D):
+            raise ValueError(f"additive_attention: initial_state z must have shape {(B, H, D)}, got {tuple(z.shape)}")
+
+
+def additive_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    scale: Optional[float] = None,
+    key_padding_mask: Optional[torch.Tensor] = None,
+    lrpe_theta: Optional[torch.Tensor] = None,
+    initial_state: Optional[State] = None,
+    output_final_state: bool = False,
+    backend: str = "auto",
+    check_finite: bool = False,
+) -> Union[torch.Tensor, Tuple[torch.Tensor, State]]:
+    """LightNet additive linear attention.
+
+    Args:
+        q: ``[B, N, H, D]`` queries.
+        k: ``[B, N, H, D]`` raw key logits (normalised here by a softmax over tokens per channel;
+            a cumulative one when ``causal``).
+        v: ``[B, N, H, E]`` values.
+        causal: prefix-only (LM) form; otherwise the single order-free scan.
+        scale: output scale; ``None`` means 1 (the paper's normalised form).
+        key_padding_mask: ``[B, N]`` bool, True marks padding tokens (excluded from normalisation and state).
+        lrpe_theta: ``[N, D]`` MD-LRPE angles (cosine form) applied to q and the normalised keys.
+        initial_state: ``(S [B, H, D', E], z [B, H, D])`` fp32 from a previous call (``D' = 2D`` with LRPE).
+        output_final_state: also return the final state.
+        backend: ``'auto'`` (Triton on CUDA when available, else reference), ``'torch'`` or ``'triton'``.
+        check_finite: raise if q, k or v hold NaN/inf (costs a reduction; off by default).
+
+    Returns:
+        ``o [B, N, H, E]`` in q's dtype, or ``(o, (S, z))`` with ``output_final_state=True``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"additive_attention: unknown backend {backend!r}; choose one of {BACKENDS}")
+    _check_inputs(q, k, v, key_padding_mask, lrpe_theta, initial_state)
+    if check_finite:
+        for name, t in (("q", q), ("k", k), ("v", v)):
+            if not torch.isfinite(t).all():
+                raise ValueError(f"additive_attention: {name} contains NaN or inf")
+    scale = 1.0 if scale is None else float(scale)
+    use_triton = backend == "triton" or (backend == "auto" and _triton_available(q))
+    if use_triton:
+        if not _triton_available(q) and not _interpreting():
+            raise RuntimeError("additive_attention: backend='triton' needs CUDA tensors and triton installed")
+        from .triton_ops import additive_attention_triton
+
+        o, state = additive_attention_triton(
+            q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask,
+            lrpe_theta=lrpe_theta, initial_state=initial_state,
+        )
+    else:
+        o, state = additive_attention_torch(
+            q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask,
+            lrpe_theta=lrpe_theta, initial_state=initial_state,
+        )
+    o = o.to(q.dtype)
+    return (o, state) if output_final_state else o
+
+
+def _interpreting() -> bool:
+    import os
+
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
