@@ -1,0 +1,76 @@
+"""LightNet block: pre-norm token mixer and GLU channel mixer, each with a residual and drop-path."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from timm.layers import DropPath
+from torch import nn
+
+from ..kernels import State
+from .mixer import LightNetAttention
+from .mlp import GLU
+from .norm import RMSNorm
+
+__all__ = ["LightNetBlock", "make_norm"]
+
+
+def make_norm(kind: str, dim: int, eps: float = 1e-6) -> nn.Module:
+    """``'rmsnorm'`` or ``'layernorm'`` over the last dimension."""
+    if kind == "rmsnorm":
+        return RMSNorm(dim, eps=eps)
+    if kind == "layernorm":
+        return nn.LayerNorm(dim, eps=eps)
+    raise ValueError(f"unknown norm {kind!r}; choose 'rmsnorm' or 'layernorm'")
+
+
+class LightNetBlock(nn.Module):
+    """``x + drop_path(mixer(norm1(x)))``, then ``x + drop_path(glu(norm2(x)))``. Shapes ``[B, N, C]``.
+
+    Args:
+        dim: width ``C``.
+        num_heads: mixer heads.
+        mlp_ratio: GLU hidden width over ``C``.
+        drop_path: stochastic-depth rate.
+        norm: ``'rmsnorm'`` or ``'layernorm'``.
+        mlp_act: GLU activation.
+        proj_drop: dropout inside the mixer output and the GLU.
+        **attn_kwargs: forwarded to :class:`LightNetAttention` (``causal``, ``num_axes``, ``use_lrpe``, ``scale``, ...).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        mlp_ratio: float = 8 / 3,
+        drop_path: float = 0.0,
+        norm: str = "rmsnorm",
+        mlp_act: str = "silu",
+        proj_drop: float = 0.0,
+        **attn_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self.norm1 = make_norm(norm, dim)
+        self.attn = LightNetAttention(dim, num_heads, proj_drop=proj_drop, **attn_kwargs)
+        self.drop_path1 = DropPath(drop_path)
+        self.norm2 = make_norm(norm, dim)
+        self.mlp = GLU(dim, mlp_ratio, act=mlp_act, drop=proj_drop)
+        self.drop_path2 = DropPath(drop_path)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        grid_shape: Optional[Sequence[int]] = None,
+        key_padding_mask: Optional[torch.Tensor] = None,
+        state: Optional[State] = None,
+        return_state: bool = False,
+        position_offset: int = 0,
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, State]]:
+        mixed = self.attn(
+            self.norm1(x), grid_shape, key_padding_mask,
+            state=state, return_state=return_state, position_offset=position_offset,
+        )
+        mixed, new_state = mixed if return_state else (mixed, None)
+        x = x + self.drop_path1(mixed)
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return (x, new_state) if return_state else x

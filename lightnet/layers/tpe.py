@@ -1,0 +1,171 @@
+"""MD-TPE: multi-dimensional Toeplitz positional encoding.
+
+Per grid axis ``a`` and channel ``c``, a depthwise Toeplitz mixing ``y_i = Σ_j t_{a,c}(i − j) x_j`` along that axis,
+with a kernel that is a function of the relative offset only — a sum of ``J`` exponentials (an SSM-parameterised
+Toeplitz kernel, as in the first author's TPE and ETSC):
+
+    t(0) = w0_c,     t(r) = Σ_j w⁺_{c,j} λ_{c,j}^r  (r ≥ 1),     t(−r) = Σ_j w⁻_{c,j} μ_{c,j}^r  (r ≥ 1)
+
+with decays ``λ, μ = sigmoid(·) ∈ (0, 1)``. Bidirectional axes (image rows/columns) use both sides; causal axes (time
+in an LM) set ``t(−r) = 0``. The kernel exists for any length, so any grid size works without interpolation.
+Outputs of all axes are summed: ``y = x + Σ_a T_a(x)`` (``residual=True``) or ``Σ_a T_a(x)``.
+
+Parallel evaluation is an FFT convolution (O(n log n) per axis line). A causal 1-axis TPE also has an exact
+recurrent form with state ``h ∈ [B, C, J]``: ``y_t = w0 x_t + Σ_j w⁺_j λ_j h_{t−1,j}``, ``h_t = λ ⊙ h_{t−1} + x_t``
+(used for constant-memory decoding).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+__all__ = ["MDTPE", "toeplitz_fft"]
+
+
+def toeplitz_fft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Depthwise Toeplitz product along dim 1 by FFT.
+
+    Args:
+        x: ``[B, n, C]``.
+        kernel: ``[2n − 1, C]`` holding ``t(r)`` for ``r = −(n−1) … n−1`` (index ``r + n − 1``).
+    Returns:
+        ``[B, n, C]`` with ``y_i = Σ_j t(i − j) x_j`` (fp32).
+    """
+    n = x.shape[1]
+    size = 1 << (2 * n - 1).bit_length()  # power of two ≥ 2n−1 (no circular wrap)
+    # circular layout: t(r) at index r mod size
+    k = torch.zeros(size, kernel.shape[1], dtype=torch.float32, device=x.device)
+    k[:n] = kernel[n - 1 :]  # r = 0 … n−1
+    if n > 1:
+        k[size - (n - 1) :] = kernel[: n - 1]  # r = −(n−1) … −1
+    X = torch.fft.rfft(x.float(), n=size, dim=1)
+    K = torch.fft.rfft(k, n=size, dim=0)
+    return torch.fft.irfft(X * K[None], n=size, dim=1)[:, :n]
+
+
+class _AxisToeplitz(nn.Module):
+    """Relative-position Toeplitz kernel of one axis (sum of ``J`` exponentials per channel)."""
+
+    def __init__(self, dim: int, num_decays: int, causal: bool, init_std: float) -> None:
+        super().__init__()
+        self.causal = causal
+        # decays initialised on a spread of ranges: λ from ~0.5 to ~0.99
+        target = torch.linspace(0.5, 0.99, num_decays)
+        logit = torch.log(target / (1 - target))
+        self.w0 = nn.Parameter(torch.zeros(dim))
+        self.fwd_logit = nn.Parameter(logit.repeat(dim, 1))  # [C, J]
+        self.fwd_weight = nn.Parameter(torch.randn(dim, num_decays) * init_std)
+        if not causal:
+            self.bwd_logit = nn.Parameter(logit.repeat(dim, 1))
+            self.bwd_weight = nn.Parameter(torch.randn(dim, num_decays) * init_std)
+
+    @staticmethod
+    def _side(logit: torch.Tensor, weight: torch.Tensor, n: int) -> torch.Tensor:
+        """``Σ_j w_j λ_j^r`` for r = 1 … n−1: ``[n − 1, C]``."""
+        r = torch.arange(1, n, device=logit.device, dtype=torch.float32)[:, None, None]  # [n−1, 1, 1]
+        log_lam = torch.nn.functional.logsigmoid(logit.float())[None]  # [1, C, J]
+        return (torch.exp(r * log_lam) * weight.float()[None]).sum(-1)
+
+    def kernel(self, n: int) -> torch.Tensor:
+        """``[2n − 1, C]``: t(r) for r = −(n−1) … n−1."""
+        pos = self._side(self.fwd_logit, self.fwd_weight, n)
+        neg = torch.zeros_like(pos) if self.causal else self._side(self.bwd_logit, self.bwd_weight, n)
+        return torch.cat([neg.flip(0), self.w0.float()[None], pos], dim=0)
+
+    def step(self, x: torch.Tensor, h: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Causal chunk continuation: ``x [B, n, C]`` and state ``h [B, C, J]`` → ``(y [B, n, C], h')``."""
+        B, n, C = x.shape
+        xf = x.float()
+        y = toeplitz_fft(xf, self.kernel(n))
+        lam = torch.sigmoid(self.fwd_logit.float())  # [C, J]
+        log_lam = torch.log(lam)
+        t = torch.arange(n, device=x.device, dtype=torch.float32)
+        if h is not None:  # contribution of the past: Σ_j w_j λ_j^(t+1) h_j
+            decay = torch.exp((t[:, None, None] + 1) * log_lam[None])  # [n, C, J]
+            y = y + torch.einsum("tcj,bcj,cj->btc", decay, h, self.fwd_weight.float())
+        # new state: λ^n h + Σ_s λ^(n−1−s) x_s
+        tail = torch.exp((n - 1 - t)[:, None, None] * log_lam[None])  # [n, C, J]
+        h_new = torch.einsum("tcj,btc->bcj", tail, xf)
+        if h is not None:
+            h_new = h_new + torch.exp(n * log_lam)[None] * h
+        return y, h_new
+
+
+class MDTPE(nn.Module):
+    """Multi-dimensional Toeplitz positional encoding applied once after the embedding.
+
+    Args:
+        dim: channels ``C``.
+        num_axes: grid dimensionality.
+        causal: one flag for all axes, or one per axis (True = information flows only from lower indices).
+        num_decays: exponentials per side and channel (``J``).
+        residual: return ``x + Σ_a T_a(x)`` (True) or ``Σ_a T_a(x)``.
+        num_prefix_tokens: leading tokens passed through unchanged.
+        init_std: std of the initial exponential weights (w0 starts at 0, so the module starts near identity).
+
+    Shapes: ``forward(x [B, N, C], grid_shape)`` with ``N = P + prod(grid_shape)`` → ``[B, N, C]``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_axes: int = 2,
+        causal: Union[bool, Sequence[bool]] = False,
+        num_decays: int = 4,
+        residual: bool = True,
+        num_prefix_tokens: int = 0,
+        init_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        flags = [bool(causal)] * num_axes if isinstance(causal, bool) else [bool(c) for c in causal]
+        if len(flags) != num_axes:
+            raise ValueError(f"MDTPE: {len(flags)} causal flags for {num_axes} axes")
+        self.dim = dim
+        self.num_axes = num_axes
+        self.residual = residual
+        self.num_prefix_tokens = num_prefix_tokens
+        self.axes = nn.ModuleList(_AxisToeplitz(dim, num_decays, c, init_std) for c in flags)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        grid_shape: Sequence[int],
+        state: Optional[torch.Tensor] = None,
+        return_state: bool = False,
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        """Mix ``x [B, N, C]`` along every grid axis; ``state``/``return_state`` for a causal 1-axis TPE only."""
+        grid_shape = tuple(int(s) for s in grid_shape)
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"MDTPE: expected [B, N, {self.dim}], got {tuple(x.shape)}")
+        if len(grid_shape) != self.num_axes:
+            raise ValueError(f"MDTPE: grid_shape {grid_shape} has {len(grid_shape)} axes, expected {self.num_axes}")
+        P = self.num_prefix_tokens
+        if P + math.prod(grid_shape) != x.shape[1]:
+            raise ValueError(f"MDTPE: grid {grid_shape} plus {P} prefix tokens != {x.shape[1]} tokens")
+        streaming = state is not None or return_state
+        if streaming and not (self.num_axes == 1 and self.axes[0].causal):
+            raise ValueError("MDTPE: state/return_state need a single causal axis (the LM case)")
+        prefix, grid = x[:, :P], x[:, P:]
+        B, C = x.shape[0], self.dim
+        if streaming:
+            mixed, new_state = self.axes[0].step(grid, state)
+        else:
+            g = grid.reshape(B, *grid_shape, C)
+            mixed = torch.zeros_like(g, dtype=torch.float32)
+            for a, axis in enumerate(self.axes):
+                moved = g.movedim(a + 1, -2)  # [B, ..., n_a, C]
+                lead = moved.shape[:-2]
+                flat = moved.reshape(-1, grid_shape[a], C)
+                y = toeplitz_fft(flat, axis.kernel(grid_shape[a])).reshape(*lead, grid_shape[a], C)
+                mixed = mixed + y.movedim(-2, a + 1)
+            mixed = mixed.reshape(B, -1, C)
+        out = (grid.float() + mixed if self.residual else mixed).to(x.dtype)
+        out = torch.cat([prefix, out], dim=1) if P else out
+        return (out, new_state) if streaming and return_state else out
+
+    def extra_repr(self) -> str:
+        causal = [a.causal for a in self.axes]
+        return f"dim={self.dim}, num_axes={self.num_axes}, causal={causal}, residual={self.residual}"
