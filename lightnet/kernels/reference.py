@@ -41,7 +41,7 @@ def _lrpe_expand(x: torch.Tensor, theta: Optional[torch.Tensor]) -> torch.Tensor
     """``[B, N, H, D]`` → ``[B, N, H, 2D]`` (cos half, sin half) when ``theta`` ``[N, D]`` is given."""
     if theta is None:
         return x
-    t = theta.to(torch.float32)[None, :, None, :]
+    t = theta.to(x.dtype)[None, :, None, :]
     return torch.cat([x * torch.cos(t), x * torch.sin(t)], dim=-1)
 
 
@@ -55,15 +55,20 @@ def _dup(x: torch.Tensor, theta: Optional[torch.Tensor]) -> torch.Tensor:
 _PAD_LOGIT = -1e30
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """fp32 for half/bf16/fp32 inputs, fp64 for fp64 inputs (so the reference can serve as an fp64 oracle)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 def _masked_logits(
     k: torch.Tensor, key_padding_mask: Optional[torch.Tensor]
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """fp32 logits with padding filled, and the keep-mask ``[B, N, 1, 1]`` (None without padding)."""
-    kf = k.to(torch.float32)
+    """Logits in the compute dtype with padding filled, and the keep-mask ``[B, N, 1, 1]`` (None without padding)."""
+    kf = k.to(compute_dtype(k))
     if key_padding_mask is None:
         return kf, None
     pad = key_padding_mask[:, :, None, None]
-    return kf.masked_fill(pad, _PAD_LOGIT), (~pad).to(torch.float32)
+    return kf.masked_fill(pad, _PAD_LOGIT), (~pad).to(kf.dtype)
 
 
 def _safe_exp_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -83,20 +88,21 @@ def noncausal_attention_torch(
     lrpe_theta: Optional[torch.Tensor] = None,
     initial_state: Optional[State] = None,
 ) -> Tuple[torch.Tensor, State]:
-    """Single-scan (order-free) additive attention. Returns ``(o [B,N,H,E] fp32, (S, z))``."""
+    """Single-scan (order-free) additive attention. Returns ``(o [B,N,H,E], (S, z))`` in the compute dtype."""
     kf, keep = _masked_logits(k, key_padding_mask)  # [B, N, H, D]
     z = torch.logsumexp(kf, dim=1)  # [B, H, D]
     if initial_state is not None:
-        z = torch.logaddexp(z, initial_state[1].to(torch.float32))
-    w = torch.exp(kf - z[:, None])  # softmax over tokens
+        z = torch.logaddexp(z, initial_state[1].to(kf.dtype))
+    # softmax over tokens; without a prior state torch.softmax keeps full relative precision for huge logits
+    w = torch.softmax(kf, dim=1) if initial_state is None else torch.exp(kf - z[:, None])
     if keep is not None:
         w = w * keep  # padding takes no part (also when every token is padding)
     w = _lrpe_expand(w, lrpe_theta)
-    S = torch.einsum("bnhd,bnhe->bhde", w, v.to(torch.float32))
+    S = torch.einsum("bnhd,bnhe->bhde", w, v.to(kf.dtype))
     if initial_state is not None:
         S0, z0 = initial_state
-        S = S + _dup(_safe_exp_diff(z0.to(torch.float32), z), lrpe_theta)[..., None] * S0.to(torch.float32)
-    qf = _lrpe_expand(q.to(torch.float32), lrpe_theta)
+        S = S + _dup(_safe_exp_diff(z0.to(kf.dtype), z), lrpe_theta)[..., None] * S0.to(kf.dtype)
+    qf = _lrpe_expand(q.to(kf.dtype), lrpe_theta)
     o = torch.einsum("bnhd,bhde->bnhe", qf, S) * scale
     return o, (S, z)
 
@@ -116,13 +122,13 @@ def causal_attention_recurrent_torch(
     E = v.shape[-1]
     Dp = 2 * D if lrpe_theta is not None else D
     kf, keep = _masked_logits(k, key_padding_mask)
-    qf = _lrpe_expand(q.to(torch.float32), lrpe_theta)
-    vf = v.to(torch.float32)
+    qf = _lrpe_expand(q.to(kf.dtype), lrpe_theta)
+    vf = v.to(kf.dtype)
     if initial_state is None:
-        S = q.new_zeros((B, H, Dp, E), dtype=torch.float32)
-        z = q.new_full((B, H, D), _NEG_INF, dtype=torch.float32)
+        S = q.new_zeros((B, H, Dp, E), dtype=kf.dtype)
+        z = q.new_full((B, H, D), _NEG_INF, dtype=kf.dtype)
     else:
-        S, z = (t.to(torch.float32) for t in initial_state)
+        S, z = (t.to(kf.dtype) for t in initial_state)
     outs = []
     for t in range(N):
         kt = kf[:, t]  # [B, H, D]
@@ -132,7 +138,7 @@ def causal_attention_recurrent_torch(
         if keep is not None:
             w = w * keep[:, t]
         if lrpe_theta is not None:
-            th = lrpe_theta[t].to(torch.float32)
+            th = lrpe_theta[t].to(kf.dtype)
             w = torch.cat([w * torch.cos(th), w * torch.sin(th)], dim=-1)
         S = decay[..., None] * S + w[..., None] * vf[:, t, :, None, :]
         z = z_new
@@ -162,19 +168,19 @@ def causal_attention_chunked_torch(
     E = v.shape[-1]
     Dp = 2 * D if lrpe_theta is not None else D
     kf, keep = _masked_logits(k, key_padding_mask)
-    qf = q.to(torch.float32)
-    vf = v.to(torch.float32)
+    qf = q.to(kf.dtype)
+    vf = v.to(kf.dtype)
     if initial_state is None:
-        S = q.new_zeros((B, H, Dp, E), dtype=torch.float32)
-        z = q.new_full((B, H, D), _NEG_INF, dtype=torch.float32)
+        S = q.new_zeros((B, H, Dp, E), dtype=kf.dtype)
+        z = q.new_full((B, H, D), _NEG_INF, dtype=kf.dtype)
     else:
-        S, z = (t.to(torch.float32) for t in initial_state)
+        S, z = (t.to(kf.dtype) for t in initial_state)
     outs = []
     for start in range(0, N, chunk_size):
         end = min(start + chunk_size, N)
         C = end - start
         kc, qc, vc = kf[:, start:end], qf[:, start:end], vf[:, start:end]  # [B, C, H, *]
-        th = None if lrpe_theta is None else lrpe_theta[start:end].to(torch.float32)
+        th = None if lrpe_theta is None else lrpe_theta[start:end].to(kf.dtype)
         zc = torch.logaddexp(z[:, None], torch.logcumsumexp(kc, dim=1))  # [B, C, H, D]
         # inter-chunk: q_t ⊙ exp(z_prev − z_t) against S_prev
         q_inter = _lrpe_expand(qc * _safe_exp_diff(z[:, None], zc), th)
