@@ -31,7 +31,8 @@ def naive_additive(q, k, v, causal, mask=None, theta=None, scale=1.0):
 
 
 def rel_err(a, b):
-    return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
 def make_inputs(B=2, N=13, H=3, D=8, E=5, key_scale=2.0, seed=0, dtype=torch.float32):
