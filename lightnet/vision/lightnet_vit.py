@@ -1,0 +1,569 @@
+"""Isotropic LightNet image classifiers as timm models (``timm.create_model('lightnet_small')``).
+
+Patch embedding → MD-TPE (2-D, bidirectional) → ``depth`` × :class:`~lightnet.layers.LightNetBlock` (2-D MD-LRPE inside
+the token mixer) → final norm → global pool (no class token) → dropout → linear head. Both positional encodings are
+relative, so any image size divisible by the patch works without resampling anything (``dynamic_img_size=True``).
+
+Output conventions (see ``docs/models.md``):
+    * ``forward_features(x)`` returns an **NHWC** map ``[B, H/p, W/p, C]`` (``model.output_fmt == 'NHWC'``, as timm's
+      mambaout), so timm's standard cfg checks (``pool_size``, ``global_pool=''``) apply unchanged;
+    * ``forward_intermediates`` / ``features_only=True`` return NCHW maps by default (``output_fmt='NHWC'``/``'NLC'``
+      on request), one per block, reduction = patch size.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+
+import torch
+from torch import nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import PatchEmbed, resample_patch_embed, to_2tuple, trunc_normal_
+from timm.models import (
+    build_model_with_cfg,
+    checkpoint,
+    generate_default_cfgs,
+    named_apply,
+    register_model,
+    register_notrace_function,
+    register_notrace_module,
+)
+
+from ..layers import MDTPE, LightNetAttention, LightNetBlock, make_norm
+
+__all__ = ["LightNet", "checkpoint_filter_fn"]
+
+# FX (timm's feature extraction / its fx tests): the mixer and MD-TPE derive tables from the grid size, so they are
+# traced as leaf modules rather than symbolically.
+register_notrace_module(LightNetAttention)
+register_notrace_module(MDTPE)
+
+_POOL_TYPES = ("", "avg", "max", "avgmax")
+_INTERMEDIATE_FORMATS = ("NCHW", "NHWC", "NLC")
+
+
+def _take_indices(num_blocks: int, indices: Optional[Union[int, Sequence[int]]]) -> Tuple[List[int], int]:
+    """Absolute block indices to return and the largest one.
+
+    ``None`` → all blocks; an int ``n`` → the last ``n`` blocks; a sequence → those indices (negative from the end).
+    """
+    if indices is None:
+        indices = num_blocks
+    if isinstance(indices, int):
+        if not 0 < indices <= num_blocks:
+            raise ValueError(f"LightNet: asked for the last {indices} blocks, the model has {num_blocks}")
+        taken = list(range(num_blocks - indices, num_blocks))
+    else:
+        taken = []
+        for i in indices:
+            j = num_blocks + i if i < 0 else i
+            if not 0 <= j < num_blocks:
+                raise ValueError(f"LightNet: block index {i} is out of range for {num_blocks} blocks")
+            taken.append(j)
+        if not taken:
+            raise ValueError("LightNet: empty list of block indices")
+    return taken, max(taken)
+
+
+@register_notrace_function
+def _check_image(
+    x: torch.Tensor,
+    in_chans: int,
+    img_size: Tuple[int, int],
+    patch_size: Tuple[int, int],
+    dynamic_img_size: bool,
+    dynamic_img_pad: bool,
+) -> None:
+    """Raise a ``ValueError`` naming the problem when ``x`` is not a valid image batch for the model."""
+    if x.dim() != 4:
+        raise ValueError(f"LightNet: expected an image batch [B, C, H, W], got a rank-{x.dim()} tensor {tuple(x.shape)}")
+    C, H, W = x.shape[1:]
+    if C != in_chans:
+        raise ValueError(f"LightNet: expected {in_chans} input channels, got {C} (input shape {tuple(x.shape)})")
+    if not dynamic_img_size:
+        if (H, W) != tuple(img_size):
+            raise ValueError(
+                f"LightNet: expected image size {tuple(img_size)}, got {(H, W)}; create the model with "
+                f"dynamic_img_size=True (any size divisible by the patch {tuple(patch_size)}) or img_size={(H, W)}"
+            )
+    elif not dynamic_img_pad and (H % patch_size[0] or W % patch_size[1]):
+        raise ValueError(
+            f"LightNet: image size {(H, W)} is not divisible by the patch size {tuple(patch_size)}; "
+            "resize/crop the input or create the model with dynamic_img_pad=True"
+        )
+
+
+def _init_weights(module: nn.Module, name: str = "") -> None:
+    """ViT-style init: truncated normal (std 0.02) on every Linear, zero biases. Other modules keep their own init."""
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class LightNet(nn.Module):
+    """Isotropic LightNet classifier / backbone.
+
+    Shapes: image ``[B, in_chans, H, W]`` → tokens ``[B, H/p · W/p, C]`` → logits ``[B, num_classes]``.
+
+    Args:
+        img_size: nominal input size (checked exactly unless ``dynamic_img_size``).
+        patch_size: patch size ``p`` (reduction of every feature map).
+        in_chans: image channels.
+        num_classes: classes of the linear head; 0 → no head (``forward`` returns pooled features).
+        global_pool: ``'avg'`` (mean over tokens), ``'max'``, ``'avgmax'`` or ``''`` (no pooling: NHWC output).
+        embed_dim: width ``C``.
+        depth: number of LightNet blocks.
+        num_heads: heads of the token mixer (head dim ``C / num_heads``; 64 in the registered models).
+        mlp_ratio: GLU hidden width over ``C``.
+        drop_rate: dropout before the head.
+        proj_drop_rate: dropout inside the mixer output and the GLU.
+        drop_path_rate: stochastic depth, increasing linearly to this rate over the blocks.
+        dynamic_img_size: accept any image size divisible by the patch (nothing is resampled).
+        dynamic_img_pad: zero-pad images to a patch multiple (implies any size works).
+        norm: ``'rmsnorm'`` or ``'layernorm'`` (blocks and the final norm).
+        use_tpe: MD-TPE after the patch embedding.
+        tpe_decays: exponentials per side and channel of the MD-TPE kernels.
+        use_lrpe: MD-LRPE inside every token mixer.
+        lrpe_base: MD-LRPE frequency base.
+        qkv_bias: bias on the q/k/v projection.
+        q_act: query activation (see :class:`~lightnet.layers.LightNetAttention`).
+        scale: attention output scale (``'none'``, ``'sqrt'`` or a float).
+        gate_rank: rank of the output gate (``None`` → ``max(16, C // 8)``, 0 → no gate).
+        gate_act: output gate activation.
+        out_norm: per-head RMSNorm of the mixer output.
+        mlp_act: GLU activation.
+        attn_backend: kernel backend (``'auto'``, ``'torch'``, ``'triton'``).
+        weight_init: ``''`` (ViT-style truncated normal) or ``'skip'``.
+        device, dtype: factory arguments (parameters are created on ``device`` and cast to ``dtype``; MD-LRPE
+            frequency tables stay fp32).
+    """
+
+    output_fmt = "NHWC"
+
+    def __init__(
+        self,
+        img_size: Union[int, Tuple[int, int]] = 224,
+        patch_size: Union[int, Tuple[int, int]] = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "avg",
+        embed_dim: int = 384,
+        depth: int = 12,
+        num_heads: int = 6,
+        mlp_ratio: float = 8 / 3,
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        dynamic_img_size: bool = False,
+        dynamic_img_pad: bool = False,
+        norm: str = "rmsnorm",
+        use_tpe: bool = True,
+        tpe_decays: int = 4,
+        use_lrpe: bool = True,
+        lrpe_base: float = 10000.0,
+        qkv_bias: bool = False,
+        q_act: str = "silu",
+        scale: Union[str, float] = "none",
+        gate_rank: Optional[int] = None,
+        gate_act: str = "sigmoid",
+        out_norm: bool = True,
+        mlp_act: str = "silu",
+        attn_backend: str = "auto",
+        weight_init: str = "",
+        device: Optional[Union[str, torch.device]] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        if global_pool not in _POOL_TYPES:
+            raise ValueError(f"LightNet: global_pool must be one of {_POOL_TYPES}, got {global_pool!r}")
+        if num_classes < 0:
+            raise ValueError(f"LightNet: num_classes must be >= 0, got {num_classes}")
+        if embed_dim % num_heads:
+            raise ValueError(f"LightNet: embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        if weight_init not in ("", "skip"):
+            raise ValueError(f"LightNet: weight_init must be '' or 'skip', got {weight_init!r}")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
+        self.num_prefix_tokens = 0
+        self.dynamic_img_size = dynamic_img_size or dynamic_img_pad
+        self.dynamic_img_pad = dynamic_img_pad
+        self.grad_checkpointing = False
+
+        factory = torch.device(device) if device is not None else contextlib.nullcontext()
+        with factory:
+            self.patch_embed = PatchEmbed(
+                img_size=img_size,
+                patch_size=patch_size,
+                in_chans=in_chans,
+                embed_dim=embed_dim,
+                output_fmt="NHWC",
+                strict_img_size=not self.dynamic_img_size,
+                dynamic_img_pad=dynamic_img_pad,
+            )
+            self.tpe = MDTPE(embed_dim, num_axes=2, causal=False, num_decays=tpe_decays) if use_tpe else None
+            dpr = [r.item() for r in torch.linspace(0, drop_path_rate, depth, device="cpu")]
+            self.blocks = nn.Sequential(*[
+                LightNetBlock(
+                    embed_dim,
+                    num_heads,
+                    mlp_ratio=mlp_ratio,
+                    drop_path=dpr[i],
+                    norm=norm,
+                    mlp_act=mlp_act,
+                    proj_drop=proj_drop_rate,
+                    num_axes=2,
+                    use_lrpe=use_lrpe,
+                    lrpe_base=lrpe_base,
+                    qkv_bias=qkv_bias,
+                    q_act=q_act,
+                    scale=scale,
+                    gate_rank=gate_rank,
+                    gate_act=gate_act,
+                    out_norm=out_norm,
+                    backend=attn_backend,
+                )
+                for i in range(depth)
+            ])
+            self.norm = make_norm(norm, embed_dim)
+            self.head_drop = nn.Dropout(drop_rate)
+            self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        reduction = self.patch_embed.feat_ratio()
+        self.feature_info = [dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=reduction) for i in range(depth)]
+
+        if weight_init != "skip":
+            named_apply(_init_weights, self)
+        if dtype is not None:
+            self.to(dtype=dtype)
+            self.init_non_persistent_buffers()  # keep the MD-LRPE frequency tables in fp32
+
+    # ------------------------------------------------------------------ timm API: housekeeping
+    def init_non_persistent_buffers(self) -> None:
+        """Recreate non-persistent buffers (MD-LRPE frequency tables), e.g. after meta-device construction."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "init_non_persistent_buffers"):
+                module.init_non_persistent_buffers()
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        """MD-TPE kernel parameters (decay logits and weights) and learnable LRPE frequencies: no weight decay."""
+        return {n for n, _ in self.named_parameters() if n.startswith("tpe.") or n.endswith("lrpe.freqs")}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        """Parameter groups for layer-wise LR decay: stem (patch embed + MD-TPE), one group per block, final norm."""
+        return dict(stem=r"^patch_embed|^tpe", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass (per-block checkpoint; blocks take the grid shape)."""
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the head (``num_classes=0`` → identity); ``global_pool=''`` keeps the NHWC map."""
+        if num_classes < 0:
+            raise ValueError(f"LightNet: num_classes must be >= 0, got {num_classes}")
+        if global_pool is not None:
+            if global_pool not in _POOL_TYPES:
+                raise ValueError(f"LightNet: global_pool must be one of {_POOL_TYPES}, got {global_pool!r}")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        ref = self.norm.weight if getattr(self.norm, "weight", None) is not None else self.patch_embed.proj.weight
+        if num_classes > 0:
+            self.head = nn.Linear(self.embed_dim, num_classes, device=ref.device, dtype=ref.dtype)
+            _init_weights(self.head)
+        else:
+            self.head = nn.Identity()
+        self.head.train(self.training)
+
+    def set_input_size(
+        self,
+        img_size: Optional[Union[int, Tuple[int, int]]] = None,
+        patch_size: Optional[Union[int, Tuple[int, int]]] = None,
+    ) -> None:
+        """Change the nominal image size and/or the patch size (patch-embedding weights are resampled).
+
+        MD-TPE and MD-LRPE are relative encodings: nothing else depends on the grid size.
+        """
+        self.patch_embed.set_input_size(img_size=img_size, patch_size=patch_size)
+        reduction = self.patch_embed.feat_ratio()
+        for info in self.feature_info:
+            info["reduction"] = reduction
+
+    # ------------------------------------------------------------------ forward
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Image ``[B, C_in, H, W]`` → patch tokens ``[B, H/p, W/p, C]``."""
+        _check_image(
+            x, self.in_chans, self.patch_embed.img_size, self.patch_embed.patch_size,
+            self.dynamic_img_size, self.dynamic_img_pad,
+        )
+        return self.patch_embed(x)
+
+    def _run_block(self, block: nn.Module, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint(block, x, grid)
+        return block(x, grid)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Image ``[B, C_in, H, W]`` → normalised feature map ``[B, H/p, W/p, C]`` (NHWC, unpooled)."""
+        x = self._embed(x)
+        B, H, W, C = x.shape
+        grid = (H, W)
+        x = x.reshape(B, H * W, C)
+        if self.tpe is not None:
+            x = self.tpe(x, grid)
+        for block in self.blocks:
+            x = self._run_block(block, x, grid)
+        x = self.norm(x)
+        return x.reshape(B, H, W, C)
+
+    def pool(self, x: torch.Tensor, pool_type: Optional[str] = None) -> torch.Tensor:
+        """Global pool over all token axes: ``[B, H, W, C]`` or ``[B, N, C]`` → ``[B, C]`` (identity for ``''``)."""
+        pool_type = self.global_pool if pool_type is None else pool_type
+        if not pool_type:
+            return x
+        dims = tuple(range(1, x.dim() - 1))
+        if pool_type == "avg":
+            return x.mean(dim=dims)
+        if pool_type == "max":
+            return x.amax(dim=dims)
+        return 0.5 * (x.mean(dim=dims) + x.amax(dim=dims))  # avgmax
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Features from :meth:`forward_features` → logits ``[B, num_classes]`` (``pre_logits``: pooled ``[B, C]``)."""
+        x = self.pool(x)
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    # ------------------------------------------------------------------ intermediates / features
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, List[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Block outputs as feature maps.
+
+        Args:
+            x: image ``[B, C_in, H, W]``.
+            indices: blocks to return: ``None`` all, int ``n`` the last ``n``, or a list (negative from the end).
+            norm: apply the final norm to every intermediate.
+            stop_early: stop after the last requested block (the final features are then those of that block).
+            output_fmt: ``'NCHW'`` ``[B, C, h, w]``, ``'NHWC'`` ``[B, h, w, C]`` or ``'NLC'`` ``[B, h·w, C]``.
+            intermediates_only: return only the list.
+
+        Returns:
+            ``(final, intermediates)`` where ``final`` equals :meth:`forward_features` (NHWC) when all blocks ran,
+            or just ``intermediates``.
+        """
+        fmt = str(getattr(output_fmt, "value", output_fmt))
+        if fmt not in _INTERMEDIATE_FORMATS:
+            raise ValueError(f"LightNet: output_fmt must be one of {_INTERMEDIATE_FORMATS}, got {output_fmt!r}")
+        take, max_index = _take_indices(len(self.blocks), indices)
+        x = self._embed(x)
+        B, H, W, C = x.shape
+        grid = (H, W)
+        x = x.reshape(B, H * W, C)
+        if self.tpe is not None:
+            x = self.tpe(x, grid)
+        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[: max_index + 1]
+        intermediates = []
+        for i, block in enumerate(blocks):
+            x = self._run_block(block, x, grid)
+            if i in take:
+                y = self.norm(x) if norm else x
+                if fmt == "NCHW":
+                    y = y.reshape(B, H, W, C).permute(0, 3, 1, 2).contiguous()
+                elif fmt == "NHWC":
+                    y = y.reshape(B, H, W, C)
+                intermediates.append(y)
+        if intermediates_only:
+            return intermediates
+        return self.norm(x).reshape(B, H, W, C), intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: Union[int, List[int]] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> List[int]:
+        """Drop blocks after the last index in ``indices`` (and optionally the final norm and the head).
+
+        Returns the absolute indices kept.
+        """
+        take, max_index = _take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[: max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
+
+
+# ---------------------------------------------------------------------- checkpoints
+_WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _unwrap(checkpoint_dict: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    """Training checkpoint → plain state dict (EMA weights preferred, as timm does), wrapper prefixes stripped."""
+    sd = checkpoint_dict
+    for key in _WRAPPER_KEYS:
+        if isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
+    out = {}
+    for k, v in sd.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in _PREFIXES:
+                if k.startswith(p):
+                    k, changed = k[len(p):], True
+        out[k] = v
+    return out
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LightNet) -> Dict[str, torch.Tensor]:
+    """Prepare a checkpoint for :class:`LightNet` (timm's ``pretrained_filter_fn``).
+
+    Unwraps ``state_dict_ema`` / ``model_ema`` / ``state_dict`` / ``model`` containers, strips ``module.`` and
+    ``_orig_mod.`` prefixes, resamples the patch-embedding kernel to the model's patch size, and raises a
+    ``ValueError`` naming the keys when the checkpoint belongs to another architecture or size. The head is left to
+    timm (it is dropped when ``num_classes`` differs from the pretrained cfg).
+    """
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"LightNet checkpoint: expected a dict of tensors, got {type(state_dict).__name__}")
+    sd = _unwrap(state_dict)
+    own = model.state_dict()
+    pe_key = "patch_embed.proj.weight"
+    if pe_key in sd and pe_key in own and sd[pe_key].shape[-2:] != own[pe_key].shape[-2:]:
+        sd[pe_key] = resample_patch_embed(sd[pe_key], list(own[pe_key].shape[-2:]), verbose=True)
+
+    body = lambda k: not k.startswith("head.")  # noqa: E731  (head handled by timm)
+    missing = sorted(k for k in own if body(k) and k not in sd)
+    unexpected = sorted(k for k in sd if body(k) and k not in own)
+    mismatched = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if body(k) and k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
+        and not (k == pe_key and sd[k].shape[0] == own[k].shape[0])  # in_chans adapted by timm
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys (e.g. {missing[:5]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:5]})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches (e.g. {mismatched[:5]})")
+    if problems:
+        raise ValueError(
+            "checkpoint does not match this LightNet model (another architecture or size?): " + "; ".join(problems)
+        )
+    head_w = sd.get("head.weight")
+    cfg_classes = getattr(model, "pretrained_cfg", {}).get("num_classes")
+    if (
+        head_w is not None and isinstance(model.head, nn.Linear) and head_w.shape != model.head.weight.shape
+        and model.num_classes == cfg_classes
+    ):
+        raise ValueError(
+            f"checkpoint head has {head_w.shape[0]} classes (input dim {head_w.shape[1]}), the model "
+            f"{model.num_classes}: pass pretrained_cfg_overlay=dict(file=..., num_classes={head_w.shape[0]}) to keep "
+            "it, or num_classes=N with a different N to start a fresh head"
+        )
+    return sd
+
+
+# ---------------------------------------------------------------------- registry
+def _cfg(url: str = "", **kwargs: Any) -> Dict[str, Any]:
+    return {
+        "url": url,
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": (14, 14),
+        "crop_pct": 0.9,
+        "interpolation": "bicubic",
+        "fixed_input_size": True,  # exact size unless created with dynamic_img_size=True
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "patch_embed.proj",
+        "classifier": "head",
+        "license": "apache-2.0",
+        "paper_ids": "arXiv:2405.21022",
+        "paper_name": "You Only Scan Once: Efficient Multi-dimension Sequential Modeling with LightNet",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    "lightnet_tiny.untrained": _cfg(),
+    "lightnet_small.untrained": _cfg(),
+    "lightnet_base.untrained": _cfg(),
+    "lightnet_small_patch8.untrained": _cfg(pool_size=(28, 28)),
+    "test_lightnet.untrained": _cfg(input_size=(3, 160, 160), pool_size=(10, 10), crop_pct=0.875),
+})
+
+
+def _create_lightnet(variant: str, pretrained: bool = False, **kwargs: Any) -> LightNet:
+    overlay = kwargs.get("pretrained_cfg_overlay") or {}
+    file = overlay.get("file")
+    if pretrained and file and not os.path.isfile(file):
+        raise FileNotFoundError(f"{variant}: pretrained weights file not found: {file}")
+    out_indices = kwargs.pop("out_indices", 3)
+    return build_model_with_cfg(
+        LightNet,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
+        **kwargs,
+    )
+
+
+@register_model
+def lightnet_tiny(pretrained: bool = False, **kwargs: Any) -> LightNet:
+    """LightNet-Tiny: width 192, depth 12, 3 heads of 64, patch 16 at 224²."""
+    model_args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
+    return _create_lightnet("lightnet_tiny", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def lightnet_small(pretrained: bool = False, **kwargs: Any) -> LightNet:
+    """LightNet-Small: width 384, depth 12, 6 heads of 64, patch 16 at 224²."""
+    model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
+    return _create_lightnet("lightnet_small", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def lightnet_base(pretrained: bool = False, **kwargs: Any) -> LightNet:
+    """LightNet-Base: width 768, depth 12, 12 heads of 64, patch 16 at 224²."""
+    model_args = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
+    return _create_lightnet("lightnet_base", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def lightnet_small_patch8(pretrained: bool = False, **kwargs: Any) -> LightNet:
+    """LightNet-Small with patch 8 (784 tokens at 224²) for high-resolution / dense use."""
+    model_args = dict(patch_size=8, embed_dim=384, depth=12, num_heads=6)
+    return _create_lightnet("lightnet_small_patch8", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def test_lightnet(pretrained: bool = False, **kwargs: Any) -> LightNet:
+    """Tiny LightNet for fast tests: width 64, depth 4, 2 heads of 32, patch 16 at 160²."""
+    model_args = dict(img_size=160, patch_size=16, embed_dim=64, depth=4, num_heads=2, mlp_ratio=2.0)
+    return _create_lightnet("test_lightnet", pretrained=pretrained, **dict(model_args, **kwargs))
