@@ -1,0 +1,5 @@
+"""Diffusion transformers with LightNet blocks, as diffusers models and pipelines."""
+from .pipeline import LightNetDiTPipeline, null_class_of
+from .transformer import DIT_PRESETS, LightNetDiTModel, list_presets
+
+__all__ = ["DIT_PRESETS", "LightNetDiTModel", "LightNetDiTPipeline", "list_presets", "null_class_of"]
