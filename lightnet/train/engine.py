@@ -1,0 +1,494 @@
+"""The training loop shared by every LightNet trainer, on ``accelerate``.
+
+A trainer (classification, diffusion, LM) supplies a model, a dataset, a loss function and optionally
+an evaluation function; :class:`Trainer` does the rest: accelerate setup (CPU, one GPU, or
+``accelerate launch`` multi-GPU with no code changes; ``bf16``/``fp16`` mixed precision; gradient
+accumulation), timm optimizer and scheduler, gradient clipping, non-finite-loss handling, tqdm/CSV/
+TensorBoard logging, atomic checkpoints, and ``--resume`` that continues **bitwise** on CPU (data order,
+augmentation, dropout/mixup randomness, optimizer and scheduler all continue from the checkpoint, also
+mid-epoch).
+
+Minimal use (see :mod:`lightnet.train.classify` for a full trainer)::
+
+    accelerator = make_accelerator(cfg.run)
+    seed_everything(cfg.run.seed)                       # before building the model: same init everywhere
+    model = build_my_model(...)
+    trainer = Trainer(cfg.run, accelerator, model, dataset=train_ds, batch_size=64,
+                      loss_fn=lambda model, batch: (loss, {"acc": acc}),
+                      optim=cfg.optim, sched=cfg.sched, run_dir=run_dir, config=cfg,
+                      evaluate_fn=lambda model: {"eval_top1": ...})
+    result = trainer.fit(resume_from=find_latest(run_dir))   # or None
+
+Conventions: a *step* is one optimizer update (``grad_accum_steps`` micro-batches); step numbers are
+1-based in messages and name the checkpoints (``step_00000120`` = after 120 updates). Batches are
+moved to the device with ``accelerate.utils.send_to_device`` before ``loss_fn`` sees them; the model
+passed to ``loss_fn`` is the prepared (possibly DDP-wrapped, autocast) model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch.utils.data import Dataset
+
+from .checkpoint import (
+    CheckpointManager,
+    CheckpointError,
+    atomic_torch_save,
+    find_latest,
+    load_model_weights,
+    safe_torch_load,
+    save_safetensors,
+    MODEL_FILE,
+    STATE_FILE,
+)
+from .config import save_config
+from .data import EpochBatchSampler, SeededDataset, make_loader
+from .rng import capture_rng_state, derive_seed, restore_rng_state, seed_everything
+from .run_log import RunLogger
+from .schema import OptimConfig, RunConfig, SchedConfig
+
+__all__ = [
+    "NonFiniteLossError",
+    "TrainResult",
+    "TrainState",
+    "Trainer",
+    "build_optimizer",
+    "build_scheduler",
+    "create_run_dir",
+    "make_accelerator",
+    "resolve_resume",
+]
+
+LossFn = Callable[[torch.nn.Module, Any], "tuple[torch.Tensor, Mapping[str, float]]"]
+EvalFn = Callable[[torch.nn.Module], "Mapping[str, float]"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss (or gradient norm) became NaN/inf; ``step`` is the 1-based optimizer step."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+def make_accelerator(run: RunConfig, cpu: bool = False):
+    """``accelerate.Accelerator`` for ``run.mixed_precision`` and ``run.grad_accum_steps``.
+
+    Works unchanged on CPU, one GPU and under ``accelerate launch --multi_gpu``. Under ``accelerate
+    launch`` the launcher's ``--mixed_precision`` wins if the config says ``no``.
+    """
+    from accelerate import Accelerator
+
+    if run.grad_accum_steps < 1:
+        raise ValueError(f"run.grad_accum_steps must be >= 1, got {run.grad_accum_steps}")
+    mp = run.mixed_precision if run.mixed_precision != "no" else None
+    acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=run.grad_accum_steps, cpu=cpu)
+    if run.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return acc
+
+
+def create_run_dir(run: RunConfig, name: str, is_main: bool = True) -> Path:
+    """``run.run_dir`` if set, else ``<run.output_dir>/<YYYYmmdd-HHMMSS>-<name>`` (created on the main process)."""
+    if run.run_dir:
+        path = Path(run.run_dir)
+    else:
+        path = Path(run.output_dir) / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{name}"
+    if is_main:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve_resume(resume: str, output_dir: str | Path, name: str) -> tuple[Path, Path]:
+    """Turn a ``--resume`` argument into ``(run_dir, checkpoint_dir)``.
+
+    ``resume`` may be a run folder, a ``checkpoints`` folder, one ``step_*`` checkpoint folder, or
+    ``auto``/``latest`` (the newest run folder ``<output_dir>/*-<name>`` that has a checkpoint).
+    """
+    if resume in ("auto", "latest"):
+        runs = sorted(Path(output_dir).glob(f"*-{name}"), reverse=True)
+        for r in runs:
+            ck = find_latest(r)
+            if ck is not None:
+                return r, ck
+        raise CheckpointError(f"--resume {resume}: no run folder '{output_dir}/*-{name}' with a checkpoint found")
+    p = Path(resume)
+    if not p.exists():
+        raise CheckpointError(f"--resume: path not found: {p}")
+    if (p / "meta.json").is_file():  # a single checkpoint folder
+        return p.parent.parent, p
+    ck = find_latest(p)
+    if ck is None:
+        raise CheckpointError(f"--resume: no complete checkpoint under {p}")
+    run_dir = p.parent if p.name == "checkpoints" else p
+    return run_dir, ck
+
+
+def build_optimizer(model: torch.nn.Module, optim: OptimConfig, global_batch: int) -> torch.optim.Optimizer:
+    """``timm.optim.create_optimizer_v2`` from an :class:`OptimConfig` (honours the model's ``no_weight_decay``).
+
+    ``optim.lr = null`` means ``lr_base * global_batch / lr_base_size``.
+    """
+    from timm.optim import create_optimizer_v2
+
+    lr = optim.lr if optim.lr is not None else optim.lr_base * global_batch / optim.lr_base_size
+    kwargs: dict[str, Any] = dict(optim.kwargs)
+    if optim.eps is not None:
+        kwargs["eps"] = optim.eps
+    if optim.betas is not None:
+        kwargs["betas"] = tuple(optim.betas)
+    try:
+        return create_optimizer_v2(model, opt=optim.opt, lr=lr, weight_decay=optim.weight_decay,
+                                   momentum=optim.momentum, layer_decay=optim.layer_decay, **kwargs)
+    except (AssertionError, ValueError) as e:
+        raise ValueError(f"cannot create optimizer optim.opt={optim.opt!r}: {e}") from e
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, sched: SchedConfig, epochs: int, updates_per_epoch: int):
+    """``timm.scheduler.create_scheduler_v2`` stepped per optimizer update (``step_on_epochs=False``)."""
+    from timm.scheduler import create_scheduler_v2
+
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched=sched.sched, num_epochs=epochs, warmup_epochs=sched.warmup_epochs,
+        warmup_lr=sched.warmup_lr, min_lr=sched.min_lr, cooldown_epochs=sched.cooldown_epochs,
+        decay_rate=sched.decay_rate, decay_milestones=list(sched.decay_milestones),
+        step_on_epochs=False, updates_per_epoch=max(1, updates_per_epoch), **sched.kwargs)
+    if scheduler is None:
+        raise ValueError(f"unknown scheduler sched.sched={sched.sched!r}")
+    return scheduler
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0  # optimizer updates done
+    epoch: int = 0  # current epoch, 0-based
+    batch_in_epoch: int = 0  # micro-batches of this epoch already consumed (this process)
+    skipped_steps: int = 0  # updates skipped for non-finite loss (on_nonfinite=skip)
+    epoch_loss_sum: float = 0.0
+    epoch_loss_count: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns."""
+
+    run_dir: Path
+    state: TrainState
+    metrics: dict[str, float] = field(default_factory=dict)  # final evaluation
+    checkpoint: Path | None = None
+    stopped_early: bool = False  # stopped by run.max_steps
+    seconds: float = 0.0
+
+
+class Trainer:
+    """Runs epochs of optimizer steps with checkpointing, logging and resume.
+
+    Args:
+        run: the ``run:`` section (epochs, precision, checkpoints, logging, non-finite policy).
+        accelerator: from :func:`make_accelerator`.
+        model: an ``nn.Module`` (not yet prepared).
+        dataset: map-style training dataset; items are collated by ``collate_fn`` (default collation).
+        batch_size: per-process micro-batch size.
+        loss_fn: ``(prepared_model, batch_on_device) -> (scalar loss, {name: float})``.
+        optim, sched: optimizer/scheduler sections (timm factories).
+        run_dir: run folder (checkpoints under ``run_dir/checkpoints``).
+        config: the trainer's whole config (saved as ``config.yaml`` in the run and every checkpoint).
+        evaluate_fn: ``(prepared_model) -> {"eval_...": float}``; called on every process at epoch ends
+            (every ``run.eval_every_epochs``) and at the end; must not use the global random generators.
+        extra_modules: more modules to save/restore with the model (e.g. ``{"ema": ema_model}``); each is
+            stored as ``<name>.safetensors`` in the checkpoint.
+        num_workers: data-loader workers.
+        collate_fn: batch collation.
+        batch_items: ``batch -> number of samples`` for throughput (default: length of the first tensor).
+    """
+
+    def __init__(self, run: RunConfig, accelerator, model: torch.nn.Module, dataset: Dataset, batch_size: int,
+                 loss_fn: LossFn, optim: OptimConfig, sched: SchedConfig, run_dir: str | Path, config: Any = None,
+                 evaluate_fn: EvalFn | None = None, extra_modules: Mapping[str, torch.nn.Module] | None = None,
+                 num_workers: int = 0, collate_fn: Callable | None = None,
+                 batch_items: Callable[[Any], int] | None = None) -> None:
+        self.run, self.acc = run, accelerator
+        self.run_dir = Path(run_dir)
+        self.config = config
+        self.loss_fn, self.evaluate_fn = loss_fn, evaluate_fn
+        self.extra_modules = dict(extra_modules or {})
+        self.batch_items = batch_items or _default_batch_items
+        self.state = TrainState()
+        self.sampler = EpochBatchSampler(len(dataset), batch_size, seed=run.seed, rank=accelerator.process_index,
+                                         world_size=accelerator.num_processes, shuffle=True, drop_last=True)
+        if self.sampler.batches_per_epoch < run.grad_accum_steps:
+            raise ValueError(f"one epoch has {self.sampler.batches_per_epoch} batches, fewer than "
+                             f"run.grad_accum_steps={run.grad_accum_steps}")
+        self.loader = make_loader(SeededDataset(dataset, seed=run.seed), self.sampler, num_workers=num_workers,
+                                  collate_fn=collate_fn, pin_memory=accelerator.device.type == "cuda")
+        self.updates_per_epoch = self.sampler.batches_per_epoch // run.grad_accum_steps
+        self.global_batch = batch_size * accelerator.num_processes * run.grad_accum_steps
+        optimizer = build_optimizer(model, optim, self.global_batch)
+        self.scheduler = build_scheduler(optimizer, sched, run.epochs, self.updates_per_epoch)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.clip_grad = optim.clip_grad
+        self.ckpt = CheckpointManager(self.run_dir / "checkpoints", keep_last=run.keep_last)
+        self.logger = RunLogger(self.run_dir, enabled=accelerator.is_main_process, tensorboard=run.tensorboard)
+        # Training randomness (dropout, drop-path, mixup) differs per process but is reproducible.
+        seed_everything(derive_seed(run.seed, accelerator.process_index, 0x7A11))
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def total_steps(self) -> int:
+        """Optimizer updates of the full schedule (``epochs * updates_per_epoch``)."""
+        return self.run.epochs * self.updates_per_epoch
+
+    def print(self, *args: Any) -> None:
+        """Print on the main process (through tqdm so the bar is not broken)."""
+        if self.acc.is_main_process:
+            from tqdm.auto import tqdm
+
+            tqdm.write(" ".join(str(a) for a in args))
+
+    def unwrapped(self) -> torch.nn.Module:
+        return self.acc.unwrap_model(self.model)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path:
+        """Write a checkpoint of the current state atomically (all processes must call this)."""
+        step = self.state.step
+        main = self.acc.is_main_process
+        tmp = self.ckpt.begin(step, is_main=main)
+        self.acc.wait_for_everyone()
+        atomic_torch_save(capture_rng_state(), tmp / f"rng_rank{self.acc.process_index}.pt")
+        if main:
+            save_safetensors(self.unwrapped().state_dict(), tmp / MODEL_FILE)
+            for name, module in self.extra_modules.items():
+                save_safetensors(module.state_dict(), tmp / f"{name}.safetensors")
+            training_state = {
+                "state": self.state.as_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "num_processes": self.acc.num_processes,
+            }
+            if self.acc.scaler is not None:
+                training_state["scaler"] = self.acc.scaler.state_dict()
+            atomic_torch_save(training_state, tmp / STATE_FILE)
+            if self.config is not None:
+                save_config(self.config, tmp / "config.yaml")
+        self.acc.wait_for_everyone()
+        final = self.ckpt.commit(step, {"epoch": self.state.epoch, "batch_in_epoch": self.state.batch_in_epoch},
+                                 is_main=main)
+        self.acc.wait_for_everyone()
+        self._last_saved = step
+        return final
+
+    def load_checkpoint(self, ckpt: str | Path) -> None:
+        """Restore model, extra modules, optimizer, scheduler, counters and RNG from a checkpoint folder."""
+        ckpt = Path(ckpt)
+        load_model_weights(self.unwrapped(), ckpt / MODEL_FILE)
+        for name, module in self.extra_modules.items():
+            load_model_weights(module, ckpt / f"{name}.safetensors")
+        ts = safe_torch_load(ckpt / STATE_FILE)
+        if not isinstance(ts, dict) or "state" not in ts or "optimizer" not in ts:
+            raise CheckpointError(f"{ckpt / STATE_FILE} is not a LightNet training state")
+        self.optimizer.load_state_dict(ts["optimizer"])
+        self.scheduler.load_state_dict(ts.get("scheduler", {}))
+        if "scaler" in ts and self.acc.scaler is not None:
+            self.acc.scaler.load_state_dict(ts["scaler"])
+        self.state = TrainState(**ts["state"])
+        if ts.get("num_processes", 1) != self.acc.num_processes:
+            self.print(f"warning: checkpoint was written by {ts.get('num_processes')} processes, resuming on "
+                       f"{self.acc.num_processes}; data order restarts at the next epoch boundary")
+            if self.state.batch_in_epoch:
+                self.state.epoch += 1
+                self.state.batch_in_epoch = 0
+                self.state.epoch_loss_sum, self.state.epoch_loss_count = 0.0, 0
+        rng_file = ckpt / f"rng_rank{self.acc.process_index}.pt"
+        if rng_file.is_file():
+            restore_rng_state(safe_torch_load(rng_file))
+        else:
+            self.print(f"warning: {rng_file.name} missing; random state re-seeded (resume is not bitwise)")
+            seed_everything(derive_seed(self.run.seed, self.acc.process_index, self.state.step))
+        self._last_saved = self.state.step
+        self.logger.truncate_after(self.state.step)
+
+    # ------------------------------------------------------------------ the loop
+    def _nonfinite(self, value: torch.Tensor) -> bool:
+        bad = (~torch.isfinite(value.detach().float())).any().to(torch.float32).reshape(1)
+        if self.acc.num_processes > 1:
+            bad = self.acc.reduce(bad.to(self.acc.device), reduction="sum")
+        return bool(bad.item() > 0)
+
+    def _handle_nonfinite(self, what: str, value: torch.Tensor) -> None:
+        """Raise (on_nonfinite=stop) or count a skip; names the 1-based step."""
+        step = self.state.step + 1
+        where = (f"step {step} (epoch {self.state.epoch + 1}, batch {self.state.batch_in_epoch} of the epoch)")
+        if self.run.on_nonfinite == "stop":
+            last = find_latest(self.ckpt.root)
+            raise NonFiniteLossError(
+                f"non-finite {what} ({value.detach().float().flatten()[0].item()}) at {where}; training stopped so "
+                f"that no update uses NaN/inf. Last checkpoint: {last or 'none'}. Lower optim.lr, set "
+                f"optim.clip_grad, or set run.on_nonfinite=skip to skip such steps.", step)
+        self.state.skipped_steps += 1
+        self.print(f"warning: non-finite {what} at {where}; update skipped "
+                   f"({self.state.skipped_steps} skipped so far)")
+        if self.state.skipped_steps > self.run.max_skipped_steps:
+            raise NonFiniteLossError(f"more than run.max_skipped_steps={self.run.max_skipped_steps} updates had a "
+                                     f"non-finite {what} (last at {where}); giving up", step)
+
+    def _train_step(self, it) -> tuple[float, dict[str, float], int]:
+        """One optimizer update over ``grad_accum_steps`` micro-batches; returns (mean loss, metrics, samples)."""
+        from accelerate.utils import send_to_device
+
+        self.scheduler.step_update(self.state.step)
+        skip = False
+        losses: list[float] = []
+        metric_sums: dict[str, float] = {}
+        samples = 0
+        fp16 = self.acc.mixed_precision == "fp16"
+        for _ in range(self.run.grad_accum_steps):
+            batch = send_to_device(next(it), self.acc.device)
+            self.state.batch_in_epoch += 1
+            samples += self.batch_items(batch)
+            with self.acc.accumulate(self.model):
+                loss, metrics = self.loss_fn(self.model, batch)
+                if loss.dim() != 0:
+                    raise ValueError(f"loss_fn must return a scalar loss, got shape {tuple(loss.shape)}")
+                if not skip and self._nonfinite(loss):
+                    self._handle_nonfinite("loss", loss)
+                    skip = True
+                if not skip:
+                    self.acc.backward(loss)
+                    losses.append(float(loss.detach().float().item()))
+                    for k, v in metrics.items():
+                        metric_sums[k] = metric_sums.get(k, 0.0) + float(v)
+                if self.acc.sync_gradients:
+                    if not skip and self.clip_grad:
+                        norm = self.acc.clip_grad_norm_(self.model.parameters(), self.clip_grad)
+                        if not fp16 and norm is not None and self._nonfinite(torch.as_tensor(norm)):
+                            self._handle_nonfinite("gradient norm", torch.as_tensor(norm))
+                            skip = True
+                    if not skip:
+                        self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        n = max(1, len(losses))
+        mean_loss = sum(losses) / n if losses else float("nan")
+        return mean_loss, {k: v / n for k, v in metric_sums.items()}, samples
+
+    def evaluate(self) -> dict[str, float]:
+        """Run ``evaluate_fn`` in eval mode (returns {} without one)."""
+        if self.evaluate_fn is None:
+            return {}
+        self.model.eval()
+        with torch.no_grad():
+            metrics = dict(self.evaluate_fn(self.model))
+        self.model.train()
+        return metrics
+
+    def fit(self, resume_from: str | Path | None = None) -> TrainResult:
+        """Train to ``run.epochs`` (or ``run.max_steps``), evaluating, logging and checkpointing.
+
+        Raises:
+            NonFiniteLossError: a NaN/inf loss with ``run.on_nonfinite=stop`` (names the step).
+        """
+        from tqdm.auto import tqdm
+
+        t0 = time.time()
+        self._last_saved = -1
+        if self.acc.is_main_process and self.config is not None:
+            save_config(self.config, self.run_dir / "config.yaml")
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+            self.print(f"resumed from {resume_from} at step {self.state.step} (epoch {self.state.epoch + 1}, "
+                       f"batch {self.state.batch_in_epoch})")
+        total = self.total_steps if self.run.max_steps is None else min(self.total_steps, self.run.max_steps)
+        bar = tqdm(total=total, initial=min(self.state.step, total), desc="train", dynamic_ncols=True,
+                   disable=not (self.acc.is_main_process and self.run.progress))
+        stopped_early = False
+        metrics: dict[str, float] = {}
+        metrics_step = -1
+        self.model.train()
+        window_t, window_samples = time.time(), 0
+        while self.state.epoch < self.run.epochs and not stopped_early:
+            st = self.state
+            epoch_t0 = time.time()
+            self.sampler.set_epoch(st.epoch, start_batch=st.batch_in_epoch)
+            it = iter(self.loader)
+            first_update = st.batch_in_epoch // self.run.grad_accum_steps
+            for _ in range(first_update, self.updates_per_epoch):
+                if (self.run.max_steps is not None and st.step >= self.run.max_steps
+                        and st.batch_in_epoch // self.run.grad_accum_steps < self.updates_per_epoch):
+                    stopped_early = True  # mid-epoch stop; at an epoch end, finish the epoch first
+                    break
+                loss, step_metrics, samples = self._train_step(it)
+                if not math.isnan(loss):
+                    st.epoch_loss_sum += loss
+                    st.epoch_loss_count += 1
+                window_samples += samples
+                bar.update(1)
+                lr = self.optimizer.param_groups[0]["lr"]
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", epoch=st.epoch + 1)
+                if self.run.log_every and st.step % self.run.log_every == 0:
+                    dt = max(time.time() - window_t, 1e-9)
+                    self.logger.log_step(st.step, {"epoch": st.epoch + 1, "loss": loss, "lr": lr,
+                                                   "samples_per_s": window_samples * self.acc.num_processes / dt,
+                                                   **step_metrics})
+                    window_t, window_samples = time.time(), 0
+                if self.run.checkpoint_every and st.step % self.run.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if (self.run.max_steps is not None and st.step >= self.run.max_steps
+                        and st.batch_in_epoch // self.run.grad_accum_steps < self.updates_per_epoch):
+                    stopped_early = True  # mid-epoch stop; at an epoch end, finish the epoch first
+                    break
+            if stopped_early:
+                break
+            # End of epoch: the remainder batches (fewer than grad_accum_steps) are dropped.
+            epoch_row = {"train_loss": st.epoch_loss_sum / max(1, st.epoch_loss_count),
+                         "lr": self.optimizer.param_groups[0]["lr"], "epoch_s": time.time() - epoch_t0}
+            last_epoch = st.epoch + 1 == self.run.epochs
+            if self.run.eval_every_epochs and ((st.epoch + 1) % self.run.eval_every_epochs == 0 or last_epoch):
+                metrics = self.evaluate()
+                metrics_step = st.step
+                epoch_row.update(metrics)
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                self.print(f"epoch {st.epoch + 1}/{self.run.epochs}: train_loss {epoch_row['train_loss']:.4f}"
+                           + (f", {shown}" if shown else ""))
+            self.logger.log_epoch(st.epoch + 1, st.step, epoch_row)
+            st.epoch += 1
+            st.batch_in_epoch = 0
+            st.epoch_loss_sum, st.epoch_loss_count = 0.0, 0
+            if (self.run.checkpoint_every_epochs and st.epoch % self.run.checkpoint_every_epochs == 0
+                    and self._last_saved != st.step):
+                self.save_checkpoint()
+        bar.close()
+        if metrics_step != self.state.step:
+            metrics = self.evaluate()
+            if metrics:
+                self.print("final evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        ckpt = self.save_checkpoint() if self._last_saved != self.state.step else find_latest(self.ckpt.root)
+        if self.acc.is_main_process:
+            save_safetensors(self.unwrapped().state_dict(), self.run_dir / MODEL_FILE)
+        png = self.logger.close(plot=self.run.plot)
+        self.acc.wait_for_everyone()
+        if png:
+            self.print(f"training curves: {png}")
+        return TrainResult(self.run_dir, self.state, metrics, ckpt, stopped_early, time.time() - t0)
+
+
+def _default_batch_items(batch: Any) -> int:
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0])
+    if isinstance(batch, (list, tuple)) and batch:
+        return _default_batch_items(batch[0])
+    if isinstance(batch, Mapping) and batch:
+        return _default_batch_items(next(iter(batch.values())))
+    return 0
