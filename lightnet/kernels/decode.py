@@ -1,0 +1,1 @@
+"""Decode step (work in progress)."""

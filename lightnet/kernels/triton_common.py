@@ -1,0 +1,96 @@
+"""Shared pieces of the Triton kernels: device-side helpers and launch heuristics.
+
+Conventions used by every kernel in this package:
+    * tensors are loaded in their storage dtype (bf16 / fp16 / fp32) and converted to fp32 right after the load;
+    * every normalisation statistic (max, log-sum-exp, running state) lives in fp32;
+    * matrix products go through :func:`mm`, whose operand precision is picked by ``DOT``
+      (``DOT_BF16`` for bf16 inputs, ``DOT_TF32`` for fp16 inputs, ``DOT_IEEE`` for fp32 inputs);
+    * padded / out-of-range keys get the finite logit ``NEG_BIG`` *and* a zero weight, so an empty set of keys
+      never produces NaN (the same convention as :mod:`lightnet.kernels.reference`).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+NEG_BIG = -1.0e30
+DOT_BF16, DOT_IEEE, DOT_TF32 = 0, 1, 2
+
+
+def interpreting() -> bool:
+    """True when Triton runs its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def dot_mode(dtype: torch.dtype) -> int:
+    """Operand precision of the in-kernel matrix products for inputs of ``dtype``.
+
+    The interpreter has no bf16 arithmetic (numpy), so it always multiplies in fp32.
+    """
+    if interpreting():
+        return DOT_IEEE
+    if dtype == torch.bfloat16:
+        return DOT_BF16
+    if dtype == torch.float16:
+        return DOT_TF32  # fp16 values are exact in tf32; the fp32 exponent range keeps the weights safe
+    return DOT_IEEE
+
+
+def block_size(n: int, minimum: int = 16) -> int:
+    """Smallest power of two ``>= max(n, minimum)`` (``tl.dot`` needs every side ``>= 16``)."""
+    return max(minimum, triton.next_power_of_2(int(n)))
+
+
+def num_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of ``device`` (a small fixed number under the interpreter)."""
+    if interpreting() or device.type != "cuda":
+        return 2
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+@triton.jit
+def mm(a, b, DOT: tl.constexpr):
+    """``a @ b`` with fp32 accumulation; operands rounded to bf16 / tf32 / kept fp32 according to ``DOT``."""
+    if DOT == 0:
+        out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    elif DOT == 1:
+        out = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        out = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="tf32")
+    return out
+
+
+@triton.jit
+def logaddexp(a, b):
+    """Stable ``log(exp(a) + exp(b))`` for finite inputs (padding uses ``NEG_BIG``, never ``-inf``)."""
+    m = tl.maximum(a, b)
+    return m + tl.log(1.0 + tl.exp(tl.minimum(a, b) - m))
+
+
+@triton.jit
+def load_rows(ptr, rows, cols, stride_row, row_mask, col_lim, other):
+    """Load a ``[len(rows), len(cols)]`` tile from a row-major view and convert it to fp32."""
+    mask = row_mask[:, None] & (cols < col_lim)[None, :]
+    x = tl.load(ptr + rows[:, None].to(tl.int64) * stride_row + cols[None, :], mask=mask, other=other)
+    return x.to(tl.float32)
+
+
+@triton.jit
+def store_rows(ptr, x, rows, cols, stride_row, row_mask, col_lim):
+    """Store a ``[len(rows), len(cols)]`` tile (cast to the pointer's dtype)."""
+    mask = row_mask[:, None] & (cols < col_lim)[None, :]
+    tl.store(ptr + rows[:, None].to(tl.int64) * stride_row + cols[None, :], x.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def load_keep(MASK, mask_base, rows, valid, HAS_MASK: tl.constexpr):
+    """Keep-flags of a block of tokens: in range and (with a padding mask) not padding."""
+    if HAS_MASK:
+        pad = tl.load(MASK + mask_base + rows, mask=valid, other=1)
+        keep = valid & (pad == 0)
+    else:
+        keep = valid
+    return keep

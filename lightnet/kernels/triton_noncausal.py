@@ -1,0 +1,536 @@
+"""Triton kernels of the non-causal (single-scan) additive attention, forward and backward.
+
+Per (batch, head):  k̂ = softmax over tokens of k (per channel),  S = k̂ᵀ V  ``[D', E]``,  o_n = scale · q̄_n S,
+with the cosine MD-LRPE (``q̄ = [q cos θ, q sin θ]``, ``k̄ = [k̂ cos θ, k̂ sin θ]``, ``D' = 2D``) applied in
+registers from the ``[N, D]`` angle table.
+
+Work split: the tokens of every (batch, head) are cut into ``splits`` contiguous ranges, one program per range.
+    forward   pass 1  online max / sum of exp(k) and Σ exp(k − m) vᵀ per range → partial states
+              merge   partial states (and the initial state) → normalised ``S``, log-normaliser ``z``
+              pass 2  o = scale · q̄ S
+    backward  pass 1  dq = scale · dO S̄ᵀ (folded back through the rotation), partial dS = Σ q̄ᵀ dO
+              (sum)   dS = scale · Σ partials + dS_out
+              pass 2  dv = k̄ dS, dk = k̂ ⊙ (fold(v dSᵀ) + g_z), g_z = dz_out − fold(rowsum(S ⊙ dS))
+With ``splits == 1`` (short sequences, many heads) each direction is one fused kernel.
+Bytes moved: forward reads k, v, q and writes o; backward reads q, dO, k, v and writes dq, dk, dv (11 tensor
+passes against the 8 of the floor), plus the small fp32 states.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from .triton_common import (
+    NEG_BIG,
+    block_size,
+    dot_mode,
+    interpreting,
+    load_keep,
+    load_rows,
+    mm,
+    num_sms,
+    store_rows,
+)
+
+__all__ = ["noncausal_forward", "noncausal_backward", "choose_splits"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# device helpers
+
+
+@triton.jit
+def _accumulate_state(
+    K, V, THETA, MASK, k_base, v_base, mask_base, start, end, stride_kn, stride_vn, D, E,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr,
+):
+    """Online max / sum / state over tokens ``[start, end)``: returns ``(m [BD], l [BD], Sc, Ss [BD, BE])``.
+
+    ``Sc`` (and ``Ss`` with LRPE) hold ``Σ exp(k − m) (cos θ | sin θ) vᵀ`` relative to the running max ``m``.
+    """
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = tl.arange(0, BLOCK_E)
+    m = tl.full([BLOCK_D], NEG_BIG, tl.float32)
+    l = tl.zeros([BLOCK_D], tl.float32)
+    Sc = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+    Ss = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+    for n0 in range(start, end, BLOCK_N):
+        rows = n0 + offs_n
+        valid = rows < end
+        keep = load_keep(MASK, mask_base, rows, valid, HAS_MASK)
+        kb = load_rows(K + k_base, rows, offs_d, stride_kn, valid, D, 0.0)
+        kb = tl.where(keep[:, None], kb, NEG_BIG)
+        m_new = tl.maximum(m, tl.max(kb, 0))
+        alpha = tl.exp(m - m_new)
+        p = tl.where(keep[:, None], tl.exp(kb - m_new[None, :]), 0.0)
+        l = l * alpha + tl.sum(p, 0)
+        vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
+        if HAS_LRPE:
+            th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
+            Sc = Sc * alpha[:, None] + mm(tl.trans(p * tl.cos(th)), vb, DOT)
+            Ss = Ss * alpha[:, None] + mm(tl.trans(p * tl.sin(th)), vb, DOT)
+        else:
+            Sc = Sc * alpha[:, None] + mm(tl.trans(p), vb, DOT)
+        m = m_new
+    return m, l, Sc, Ss
+
+
+@triton.jit
+def _finalise(m, l, Sc, Ss, z0, S0c, S0s, HAS_INIT: tl.constexpr):
+    """Merge the initial state ``(S0, z0)`` into ``(m, l, S)`` and normalise: returns ``(z, Sc, Ss)``."""
+    if HAS_INIT:
+        m_new = tl.maximum(m, z0)
+        a = tl.exp(m - m_new)
+        b = tl.exp(z0 - m_new)
+        l = l * a + b
+        Sc = Sc * a[:, None] + S0c * b[:, None]
+        Ss = Ss * a[:, None] + S0s * b[:, None]
+        m = m_new
+    inv = tl.where(l > 0, 1.0 / l, 0.0)
+    z = tl.where(l > 0, m + tl.log(l), m)
+    return z, Sc * inv[:, None], Ss * inv[:, None]
+
+
+@triton.jit
+def _output_loop(
+    Q, O, THETA, q_base, o_base, start, end, stride_qn, stride_on, D, E, Sc, Ss, scale,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
+    HAS_LRPE: tl.constexpr, DOT: tl.constexpr,
+):
+    """o = scale · q̄ S for tokens ``[start, end)``."""
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = tl.arange(0, BLOCK_E)
+    for n0 in range(start, end, BLOCK_N):
+        rows = n0 + offs_n
+        valid = rows < end
+        qb = load_rows(Q + q_base, rows, offs_d, stride_qn, valid, D, 0.0)
+        if HAS_LRPE:
+            th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
+            o = mm(qb * tl.cos(th), Sc, DOT) + mm(qb * tl.sin(th), Ss, DOT)
+        else:
+            o = mm(qb, Sc, DOT)
+        store_rows(O + o_base, o * scale, rows, offs_e, stride_on, valid, E)
+
+
+@triton.jit
+def _load_state(S, s_base, D, E, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr):
+    """Load an fp32 state ``[D', E]`` as its cosine half and (with LRPE) sine half."""
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = tl.arange(0, BLOCK_E)
+    rmask = offs_d < D
+    Sc = load_rows(S + s_base, offs_d, offs_e, E, rmask, E, 0.0)
+    if HAS_LRPE:
+        Ss = load_rows(S + s_base + D * E, offs_d, offs_e, E, rmask, E, 0.0)
+    else:
+        Ss = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+    return Sc, Ss
+
+
+@triton.jit
+def _store_state(S, s_base, Sc, Ss, D, E, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr):
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = tl.arange(0, BLOCK_E)
+    rmask = offs_d < D
+    store_rows(S + s_base, Sc, offs_d, offs_e, E, rmask, E)
+    if HAS_LRPE:
+        store_rows(S + s_base + D * E, Ss, offs_d, offs_e, E, rmask, E)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# forward kernels
+
+
+@triton.jit
+def _nc_fwd_kernel(
+    Q, K, V, O, THETA, MASK, S0, Z0, PM, PL, PS, S_OUT, Z_OUT,
+    N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn, tokens_per_split, splits, scale,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, FUSED: tl.constexpr,
+    DOT: tl.constexpr,
+):
+    """Pass 1 over one token range; with ``FUSED`` (one range) also the merge and pass 2."""
+    pid_s = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    k_base = b.to(tl.int64) * stride_qb + h * D
+    v_base = b.to(tl.int64) * stride_vb + h * E
+    mask_base = b.to(tl.int64) * N
+    start = pid_s * tokens_per_split
+    end = tl.minimum(start + tokens_per_split, N)
+    m, l, Sc, Ss = _accumulate_state(
+        K, V, THETA, MASK, k_base, v_base, mask_base, start, end, stride_qn, stride_vn, D, E,
+        BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT,
+    )
+    offs_d = tl.arange(0, BLOCK_D)
+    dmask = offs_d < D
+    DP = 2 * D if HAS_LRPE else D
+    if FUSED:
+        z0 = tl.zeros([BLOCK_D], tl.float32)
+        S0c = Sc
+        S0s = Ss
+        if HAS_INIT:
+            z0 = tl.load(Z0 + pid_bh.to(tl.int64) * D + offs_d, mask=dmask, other=NEG_BIG)
+            z0 = tl.maximum(z0, NEG_BIG)
+            S0c, S0s = _load_state(S0, pid_bh.to(tl.int64) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        z, Sc, Ss = _finalise(m, l, Sc, Ss, z0, S0c, S0s, HAS_INIT)
+        tl.store(Z_OUT + pid_bh.to(tl.int64) * D + offs_d, z, mask=dmask)
+        _store_state(S_OUT, pid_bh.to(tl.int64) * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        _output_loop(
+            Q, O, THETA, k_base, v_base, 0, N, stride_qn, stride_vn, D, E, Sc, Ss, scale,
+            BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT,
+        )
+    else:
+        part = pid_bh.to(tl.int64) * splits + pid_s
+        tl.store(PM + part * D + offs_d, m, mask=dmask)
+        tl.store(PL + part * D + offs_d, l, mask=dmask)
+        _store_state(PS, part * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+
+
+@triton.jit
+def _nc_merge_kernel(
+    PM, PL, PS, S0, Z0, S_OUT, Z_OUT, D, E, splits,
+    BLOCK_R: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr, HAS_INIT: tl.constexpr,
+):
+    """Merge the per-range partial states of one (batch, head) and ``BLOCK_R`` channels into ``(S, z)``."""
+    pid_bh = tl.program_id(0)
+    pid_r = tl.program_id(1)
+    offs_r = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    offs_e = tl.arange(0, BLOCK_E)
+    rmask = offs_r < D
+    DP = 2 * D if HAS_LRPE else D
+    m = tl.full([BLOCK_R], NEG_BIG, tl.float32)
+    for s in range(0, splits):
+        part = pid_bh.to(tl.int64) * splits + s
+        m = tl.maximum(m, tl.load(PM + part * D + offs_r, mask=rmask, other=NEG_BIG))
+    if HAS_INIT:
+        z0 = tl.maximum(tl.load(Z0 + pid_bh.to(tl.int64) * D + offs_r, mask=rmask, other=NEG_BIG), NEG_BIG)
+        m = tl.maximum(m, z0)
+    l = tl.zeros([BLOCK_R], tl.float32)
+    Sc = tl.zeros([BLOCK_R, BLOCK_E], tl.float32)
+    Ss = tl.zeros([BLOCK_R, BLOCK_E], tl.float32)
+    for s in range(0, splits):
+        part = pid_bh.to(tl.int64) * splits + s
+        a = tl.exp(tl.load(PM + part * D + offs_r, mask=rmask, other=NEG_BIG) - m)
+        l += a * tl.load(PL + part * D + offs_r, mask=rmask, other=0.0)
+        Sc += a[:, None] * load_rows(PS + part * DP * E, offs_r, offs_e, E, rmask, E, 0.0)
+        if HAS_LRPE:
+            Ss += a[:, None] * load_rows(PS + part * DP * E + D * E, offs_r, offs_e, E, rmask, E, 0.0)
+    if HAS_INIT:
+        b0 = tl.exp(z0 - m)
+        l += b0
+        Sc += b0[:, None] * load_rows(S0 + pid_bh.to(tl.int64) * DP * E, offs_r, offs_e, E, rmask, E, 0.0)
+        if HAS_LRPE:
+            Ss += b0[:, None] * load_rows(S0 + pid_bh.to(tl.int64) * DP * E + D * E, offs_r, offs_e, E, rmask, E, 0.0)
+    inv = tl.where(l > 0, 1.0 / l, 0.0)
+    z = tl.where(l > 0, m + tl.log(l), m)
+    tl.store(Z_OUT + pid_bh.to(tl.int64) * D + offs_r, z, mask=rmask)
+    store_rows(S_OUT + pid_bh.to(tl.int64) * DP * E, Sc * inv[:, None], offs_r, offs_e, E, rmask, E)
+    if HAS_LRPE:
+        store_rows(S_OUT + pid_bh.to(tl.int64) * DP * E + D * E, Ss * inv[:, None], offs_r, offs_e, E, rmask, E)
+
+
+@triton.jit
+def _nc_out_kernel(
+    Q, O, THETA, S, N, H, D, E, stride_qb, stride_qn, stride_ob, stride_on, tokens_per_split, scale,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr, DOT: tl.constexpr,
+):
+    """Pass 2 over one token range: o = scale · q̄ S."""
+    pid_s = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    DP = 2 * D if HAS_LRPE else D
+    Sc, Ss = _load_state(S, pid_bh.to(tl.int64) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+    start = pid_s * tokens_per_split
+    end = tl.minimum(start + tokens_per_split, N)
+    _output_loop(
+        Q, O, THETA, b.to(tl.int64) * stride_qb + h * D, b.to(tl.int64) * stride_ob + h * E, start, end,
+        stride_qn, stride_on, D, E, Sc, Ss, scale, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# backward kernels
+
+
+@triton.jit
+def _dq_loop(
+    Q, DO, DQ, THETA, q_base, o_base, start, end, stride_qn, stride_on, D, E, Sc, Ss, scale,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr, DOT: tl.constexpr,
+):
+    """dq = scale · fold(dO Sᵀ) over ``[start, end)``; returns the unscaled partial ``Σ q̄ᵀ dO`` (cos, sin)."""
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = tl.arange(0, BLOCK_E)
+    dSc = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+    dSs = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+    for n0 in range(start, end, BLOCK_N):
+        rows = n0 + offs_n
+        valid = rows < end
+        qb = load_rows(Q + q_base, rows, offs_d, stride_qn, valid, D, 0.0)
+        dob = load_rows(DO + o_base, rows, offs_e, stride_on, valid, E, 0.0)
+        if HAS_LRPE:
+            th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
+            c = tl.cos(th)
+            s = tl.sin(th)
+            dq = c * mm(dob, tl.trans(Sc), DOT) + s * mm(dob, tl.trans(Ss), DOT)
+            dSc += mm(tl.trans(qb * c), dob, DOT)
+            dSs += mm(tl.trans(qb * s), dob, DOT)
+        else:
+            dq = mm(dob, tl.trans(Sc), DOT)
+            dSc += mm(tl.trans(qb), dob, DOT)
+        store_rows(DQ + q_base, dq * scale, rows, offs_d, stride_qn, valid, D)
+    return dSc, dSs
+
+
+@triton.jit
+def _dkdv_loop(
+    K, V, DK, DV, THETA, MASK, k_base, v_base, mask_base, start, end, stride_kn, stride_vn, D, E,
+    z, gz, dSc, dSs,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr,
+):
+    """dv = k̄ dS and dk = k̂ ⊙ (fold(v dSᵀ) + g_z) over ``[start, end)``."""
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = tl.arange(0, BLOCK_E)
+    for n0 in range(start, end, BLOCK_N):
+        rows = n0 + offs_n
+        valid = rows < end
+        keep = load_keep(MASK, mask_base, rows, valid, HAS_MASK)
+        kb = load_rows(K + k_base, rows, offs_d, stride_kn, valid, D, 0.0)
+        w = tl.where(keep[:, None], tl.exp(tl.minimum(kb - z[None, :], 0.0)), 0.0)
+        vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
+        if HAS_LRPE:
+            th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
+            c = tl.cos(th)
+            s = tl.sin(th)
+            dv = mm(w * c, dSc, DOT) + mm(w * s, dSs, DOT)
+            dw = c * mm(vb, tl.trans(dSc), DOT) + s * mm(vb, tl.trans(dSs), DOT)
+        else:
+            dv = mm(w, dSc, DOT)
+            dw = mm(vb, tl.trans(dSc), DOT)
+        dk = w * (dw + gz[None, :])
+        store_rows(DK + k_base, dk, rows, offs_d, stride_kn, valid, D)
+        store_rows(DV + v_base, dv, rows, offs_e, stride_vn, valid, E)
+
+
+@triton.jit
+def _z_gradient(Sc, Ss, dSc, dSs, DZ_OUT, pid_bh, D, BLOCK_D: tl.constexpr, HAS_LRPE: tl.constexpr,
+                HAS_DZ: tl.constexpr):
+    """Total gradient reaching the log-normaliser: ``g_z = dz_out − fold(rowsum(S ⊙ dS))``."""
+    gz = -tl.sum(Sc * dSc, 1)
+    if HAS_LRPE:
+        gz -= tl.sum(Ss * dSs, 1)
+    if HAS_DZ:
+        offs_d = tl.arange(0, BLOCK_D)
+        gz += tl.load(DZ_OUT + pid_bh.to(tl.int64) * D + offs_d, mask=offs_d < D, other=0.0)
+    return gz
+
+
+@triton.jit
+def _nc_bwd_dq_kernel(
+    Q, K, V, DO, DQ, DK, DV, THETA, MASK, S, Z, DS_OUT, DZ_OUT, PDS,
+    N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn, tokens_per_split, splits, scale,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_DS: tl.constexpr, HAS_DZ: tl.constexpr,
+    FUSED: tl.constexpr, DOT: tl.constexpr,
+):
+    """Backward pass 1 over one token range; with ``FUSED`` (one range) also pass 2."""
+    pid_s = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    DP = 2 * D if HAS_LRPE else D
+    q_base = b.to(tl.int64) * stride_qb + h * D
+    o_base = b.to(tl.int64) * stride_vb + h * E
+    s_base = pid_bh.to(tl.int64) * DP * E
+    Sc, Ss = _load_state(S, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+    start = pid_s * tokens_per_split
+    end = tl.minimum(start + tokens_per_split, N)
+    dSc, dSs = _dq_loop(
+        Q, DO, DQ, THETA, q_base, o_base, start, end, stride_qn, stride_vn, D, E, Sc, Ss, scale,
+        BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT,
+    )
+    if FUSED:
+        dSc = dSc * scale
+        dSs = dSs * scale
+        if HAS_DS:
+            dS0c, dS0s = _load_state(DS_OUT, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+            dSc += dS0c
+            dSs += dS0s
+        gz = _z_gradient(Sc, Ss, dSc, dSs, DZ_OUT, pid_bh, D, BLOCK_D, HAS_LRPE, HAS_DZ)
+        offs_d = tl.arange(0, BLOCK_D)
+        z = tl.load(Z + pid_bh.to(tl.int64) * D + offs_d, mask=offs_d < D, other=0.0)
+        _dkdv_loop(
+            K, V, DK, DV, THETA, MASK, q_base, o_base, b.to(tl.int64) * N, 0, N, stride_qn, stride_vn, D, E,
+            z, gz, dSc, dSs, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT,
+        )
+    else:
+        part = pid_bh.to(tl.int64) * splits + pid_s
+        _store_state(PDS, part * DP * E, dSc, dSs, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+
+
+@triton.jit
+def _nc_bwd_dkdv_kernel(
+    K, V, DK, DV, THETA, MASK, S, Z, DS, DZ_OUT,
+    N, H, D, E, stride_kb, stride_kn, stride_vb, stride_vn, tokens_per_split,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_DZ: tl.constexpr, DOT: tl.constexpr,
+):
+    """Backward pass 2 over one token range, given the full ``dS`` (already scaled, dS_out included)."""
+    pid_s = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    DP = 2 * D if HAS_LRPE else D
+    s_base = pid_bh.to(tl.int64) * DP * E
+    Sc, Ss = _load_state(S, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+    dSc, dSs = _load_state(DS, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+    gz = _z_gradient(Sc, Ss, dSc, dSs, DZ_OUT, pid_bh, D, BLOCK_D, HAS_LRPE, HAS_DZ)
+    offs_d = tl.arange(0, BLOCK_D)
+    z = tl.load(Z + pid_bh.to(tl.int64) * D + offs_d, mask=offs_d < D, other=0.0)
+    start = pid_s * tokens_per_split
+    end = tl.minimum(start + tokens_per_split, N)
+    _dkdv_loop(
+        K, V, DK, DV, THETA, MASK, b.to(tl.int64) * stride_kb + h * D, b.to(tl.int64) * stride_vb + h * E,
+        b.to(tl.int64) * N, start, end, stride_kn, stride_vn, D, E, z, gz, dSc, dSs,
+        BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# launchers
+
+
+def _launch_config(D: int, E: int, lrpe: bool) -> Tuple[int, int]:
+    """``(BLOCK_N, num_warps)`` for the token loops (one config under the interpreter)."""
+    if interpreting():
+        return 16, 4
+    width = (2 if lrpe else 1) * block_size(D) * block_size(E)
+    if width >= 2 * 128 * 128:
+        return 32, 8
+    if width >= 128 * 128:
+        return 64, 8
+    return 64, 4
+
+
+def choose_splits(N: int, BH: int, device: torch.device, block_n: int, splits: Optional[int] = None) -> Tuple[int, int]:
+    """``(splits, tokens_per_split)``: enough programs to fill the GPU, each range a multiple of ``block_n``
+    and long enough (≥ 16 blocks) that its partial state is cheap next to its token traffic."""
+    if splits is None:
+        target = 4 * num_sms(device)
+        min_tokens = 16 * block_n if not interpreting() else 2 * block_n
+        splits = max(1, min(triton.cdiv(target, BH), triton.cdiv(N, min_tokens)))
+    tokens = triton.cdiv(triton.cdiv(N, splits), block_n) * block_n
+    return triton.cdiv(N, tokens), tokens
+
+
+def noncausal_forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    key_padding_mask: Optional[torch.Tensor],
+    lrpe_theta: Optional[torch.Tensor],
+    initial_state: Optional[Tuple[torch.Tensor, torch.Tensor]],
+    splits: Optional[int] = None,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(o [B,N,H,E] in q's dtype, S [B,H,D',E] fp32, z [B,H,D] fp32)``; inputs contiguous."""
+    B, N, H, D = q.shape
+    E = v.shape[-1]
+    lrpe = lrpe_theta is not None
+    DP = 2 * D if lrpe else D
+    BLOCK_N, warps = _launch_config(D, E, lrpe)
+    BD, BE = block_size(D), block_size(E)
+    n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
+    o = torch.empty((B, N, H, E), device=q.device, dtype=q.dtype)
+    S = torch.empty((B, H, DP, E), device=q.device, dtype=torch.float32)
+    z = torch.empty((B, H, D), device=q.device, dtype=torch.float32)
+    mask = key_padding_mask.view(torch.uint8) if key_padding_mask is not None else q
+    theta = lrpe_theta if lrpe else q
+    S0, z0 = initial_state if initial_state is not None else (S, z)
+    fused = n_splits == 1
+    if fused:
+        PM = PL = PS = z
+    else:
+        PM = torch.empty((B * H, n_splits, D), device=q.device, dtype=torch.float32)
+        PL = torch.empty_like(PM)
+        PS = torch.empty((B * H, n_splits, DP, E), device=q.device, dtype=torch.float32)
+    _nc_fwd_kernel[(n_splits, B * H)](
+        q, k, v, o, theta, mask, S0, z0, PM, PL, PS, S, z,
+        N, H, D, E, q.stride(0), q.stride(1), v.stride(0), v.stride(1), tps, n_splits, scale,
+        BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
+        HAS_INIT=initial_state is not None, FUSED=fused, DOT=dot_mode(q.dtype), num_warps=warps,
+    )
+    if not fused:
+        BR = min(BD, 16)
+        _nc_merge_kernel[(B * H, triton.cdiv(D, BR))](
+            PM, PL, PS, S0, z0, S, z, D, E, n_splits,
+            BLOCK_R=BR, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_INIT=initial_state is not None, num_warps=4,
+        )
+        _nc_out_kernel[(n_splits, B * H)](
+            q, o, theta, S, N, H, D, E, q.stride(0), q.stride(1), o.stride(0), o.stride(1), tps, scale,
+            BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, DOT=dot_mode(q.dtype), num_warps=warps,
+        )
+    return o, S, z
+
+
+def noncausal_backward(
+    do: torch.Tensor,
+    dS_out: Optional[torch.Tensor],
+    dz_out: Optional[torch.Tensor],
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    S: torch.Tensor,
+    z: torch.Tensor,
+    scale: float,
+    key_padding_mask: Optional[torch.Tensor],
+    lrpe_theta: Optional[torch.Tensor],
+    splits: Optional[int] = None,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dq, dk, dv, dS)`` where ``dS [B,H,D',E]`` is the full gradient reaching the final state."""
+    B, N, H, D = q.shape
+    E = v.shape[-1]
+    lrpe = lrpe_theta is not None
+    DP = 2 * D if lrpe else D
+    BLOCK_N, warps = _launch_config(D, E, lrpe)
+    BD, BE = block_size(D), block_size(E)
+    n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
+    do = do.contiguous()
+    dq = torch.empty_like(q)
+    dk = torch.empty_like(k)
+    dv = torch.empty_like(v)
+    mask = key_padding_mask.view(torch.uint8) if key_padding_mask is not None else q
+    theta = lrpe_theta if lrpe else q
+    fused = n_splits == 1
+    dot = dot_mode(q.dtype)
+    common = dict(BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
+                  DOT=dot, num_warps=warps)
+    PDS = S if fused else torch.empty((B * H, n_splits, DP, E), device=q.device, dtype=torch.float32)
+    _nc_bwd_dq_kernel[(n_splits, B * H)](
+        q, k, v, do, dq, dk, dv, theta, mask, S, z,
+        dS_out if dS_out is not None else S, dz_out if dz_out is not None else z, PDS,
+        N, H, D, E, q.stride(0), q.stride(1), v.stride(0), v.stride(1), tps, n_splits, scale,
+        HAS_DS=dS_out is not None, HAS_DZ=dz_out is not None, FUSED=fused, **common,
+    )
+    if fused:
+        dS = None
+    else:
+        dS = PDS.sum(1).view(B, H, DP, E).mul_(scale)
+        if dS_out is not None:
+            dS += dS_out
+        _nc_bwd_dkdv_kernel[(n_splits, B * H)](
+            k, v, dk, dv, theta, mask, S, z, dS, dz_out if dz_out is not None else z,
+            N, H, D, E, k.stride(0), k.stride(1), v.stride(0), v.stride(1), tps,
+            HAS_DZ=dz_out is not None, **common,
+        )
+    return dq, dk, dv, dS
