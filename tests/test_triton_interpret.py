@@ -98,7 +98,37 @@ CASES = {
     "nc_dims_not_pow2": (dict(B=2, N=50, H=1, D=24, E=20, causal=False, mask=True), 1e-4),
     "nc_large_logits": (dict(B=2, N=45, H=1, D=16, E=16, causal=False, mask=True, k_scale=1e4), 3e-3),
     "nc_bf16": (dict(B=2, N=40, H=2, D=16, E=16, causal=False, dtype=torch.bfloat16, mask=True, lrpe=True), 1e-2),
+    # causal (chunks of 16 tokens under the interpreter)
+    "c_oddN": (dict(B=1, N=37, H=1, D=16, E=16, causal=True), 1e-4),
+    "c_single_token_with_state": (dict(B=2, N=1, H=1, D=16, E=16, causal=True, init=True, mask=True), 1e-4),
+    "c_mask_E_neq_D": (dict(B=2, N=40, H=1, D=16, E=32, causal=True, mask=True), 1e-4),
+    "c_lrpe_init": (dict(B=1, N=33, H=2, D=16, E=16, causal=True, lrpe=True, init=True), 1e-4),
+    "c_large_logits_exact_path": (dict(B=2, N=35, H=1, D=16, E=16, causal=True, mask=True, k_scale=1e4), 3e-3),
+    "c_mixed_spread_lrpe": (dict(B=1, N=35, H=1, D=16, E=16, causal=True, lrpe=True, k_scale=30.0), 1e-4),
+    "c_bf16": (dict(B=1, N=40, H=2, D=16, E=16, causal=True, dtype=torch.bfloat16, mask=True, lrpe=True), 1e-2),
 }
+
+
+def _prefill_in_pieces() -> Dict[str, float]:
+    """Causal prefill in two pieces (state carried) and token-by-token decode equal one full pass."""
+    from lightnet.kernels.triton_ops import additive_attention_triton as f
+
+    g = torch.Generator().manual_seed(5)
+    q, k = (torch.randn(2, 29, 2, 16, generator=g) for _ in range(2))
+    v = torch.randn(2, 29, 2, 32, generator=g)
+    theta = torch.rand(29, 16, generator=g) * 6
+    full, (S, z) = f(q, k, v, causal=True, lrpe_theta=theta)
+    a, st = f(q[:, :20], k[:, :20], v[:, :20], causal=True, lrpe_theta=theta[:20])
+    b, (S2, z2) = f(q[:, 20:], k[:, 20:], v[:, 20:], causal=True, lrpe_theta=theta[20:], initial_state=st)
+    steps, st = [], None
+    for t in range(29):
+        o_t, st = f(q[:, t : t + 1], k[:, t : t + 1], v[:, t : t + 1], causal=True, lrpe_theta=theta[t : t + 1],
+                    initial_state=st)
+        steps.append(o_t)
+    return {
+        "prefill_o": _rel(torch.cat([a, b], 1), full), "prefill_S": _rel(S2, S), "prefill_z": _rel(z2, z),
+        "decode_o": _rel(torch.cat(steps, 1), full), "decode_S": _rel(st[0], S), "decode_z": _rel(st[1], z),
+    }
 
 
 def _splits_agree() -> Dict[str, float]:
@@ -116,6 +146,7 @@ def _worker() -> None:
     report = {}
     jobs = {name: (lambda a=args: _compare(**a)) for name, (args, _) in CASES.items()}
     jobs["nc_splits_agree"] = _splits_agree
+    jobs["c_prefill_in_pieces"] = _prefill_in_pieces
     for name, job in jobs.items():
         try:
             report[name] = job()
@@ -150,6 +181,12 @@ def test_kernel_matches_reference(report, name):
 
 def test_noncausal_split_and_fused_paths_agree(report):
     errs = report["nc_splits_agree"]
+    assert isinstance(errs, dict), errs
+    _assert_close(errs, 1e-5)
+
+
+def test_causal_prefill_in_pieces_and_decode_match_one_pass(report):
+    errs = report["c_prefill_in_pieces"]
     assert isinstance(errs, dict), errs
     _assert_close(errs, 1e-5)
 

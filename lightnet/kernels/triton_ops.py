@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from .decode import decode_step
 from .reference import State, additive_attention_torch
 from .triton_causal import causal_backward, causal_forward
 from .triton_noncausal import noncausal_backward, noncausal_forward
@@ -111,6 +112,9 @@ def additive_attention_triton(
     if initial_state is not None:
         S0 = initial_state[0].detach().to(torch.float32).contiguous()
         z0 = initial_state[1].detach().to(torch.float32).contiguous()
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    if causal and q.shape[1] == 1 and not needs_grad:
+        return decode_step(q, k, v, float(scale), mask, theta, None if S0 is None else (S0, z0))
     fn = _CausalFn if causal else _NonCausalFn
     o, S, z = fn.apply(q, k, v, float(scale), mask, theta, S0, z0)
     return o, (S, z)
