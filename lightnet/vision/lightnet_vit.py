@@ -68,7 +68,7 @@ def _take_indices(num_blocks: int, indices: Optional[Union[int, Sequence[int]]])
 
 
 @register_notrace_function
-def _check_image(
+def check_image_input(
     x: torch.Tensor,
     in_chans: int,
     img_size: Tuple[int, int],
@@ -301,7 +301,7 @@ class LightNet(nn.Module):
     # ------------------------------------------------------------------ forward
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         """Image ``[B, C_in, H, W]`` → patch tokens ``[B, H/p, W/p, C]``."""
-        _check_image(
+        check_image_input(
             x, self.in_chans, self.patch_embed.img_size, self.patch_embed.patch_size,
             self.dynamic_img_size, self.dynamic_img_pad,
         )
@@ -330,12 +330,12 @@ class LightNet(nn.Module):
         pool_type = self.global_pool if pool_type is None else pool_type
         if not pool_type:
             return x
-        dims = tuple(range(1, x.dim() - 1))
+        x = x.flatten(1, -2)  # [B, N, C]
         if pool_type == "avg":
-            return x.mean(dim=dims)
+            return x.mean(dim=1)
         if pool_type == "max":
-            return x.amax(dim=dims)
-        return 0.5 * (x.mean(dim=dims) + x.amax(dim=dims))  # avgmax
+            return x.amax(dim=1)
+        return 0.5 * (x.mean(dim=1) + x.amax(dim=1))  # avgmax
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Features from :meth:`forward_features` → logits ``[B, num_classes]`` (``pre_logits``: pooled ``[B, C]``)."""
