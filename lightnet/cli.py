@@ -18,6 +18,9 @@ from typing import Callable, Sequence
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("lightnet.train.classify", "train_main", "train an image classifier (default recipe: digits)"),
     "eval": ("lightnet.train.classify", "eval_main", "evaluate a classifier checkpoint (top-1/top-5)"),
+    "train-dit": ("lightnet.train.dit", "train_main", "train a diffusion transformer (default recipe: dit_digits)"),
+    "sample": ("lightnet.train.sample", "sample_main", "sample a PNG grid + images from a saved diffusion pipeline"),
+    "fid": ("lightnet.train.fid", "fid_main", "FID proxy (own classifier's features) of diffusion pipelines"),
 }
 
 
