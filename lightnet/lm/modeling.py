@@ -357,11 +357,11 @@ class LightNetForCausalLM(LightNetPreTrainedModel):
         hidden, cache = self.model(token_ids[:, None], None, cache=cache, use_cache=True)
         return self.lm_head(hidden[:, -1]).float(), cache
 
-    def generate(self, input_ids: Any, **kwargs: Any) -> torch.Tensor:
+    def generate(self, input_ids: Any, attention_mask: Optional[torch.Tensor] = None, **kwargs: Any) -> torch.Tensor:
         """Generate continuations; see :func:`lightnet.lm.generation.generate` for the arguments."""
         from .generation import generate
 
-        return generate(self, input_ids, **kwargs)
+        return generate(self, input_ids, attention_mask, **kwargs)
 
 
 class LightNetMLMHead(nn.Module):
