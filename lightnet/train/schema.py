@@ -37,6 +37,7 @@ class RunConfig:
     on_nonfinite: Literal["stop", "skip"] = "stop"
     max_skipped_steps: int = 100  # with on_nonfinite=skip: give up after this many skipped updates
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
+    threads: Optional[int] = None  # torch.set_num_threads for CPU runs (1 is often fastest for tiny models)
     progress: bool = True  # tqdm bar on the main process
     tensorboard: bool = True
     plot: bool = True

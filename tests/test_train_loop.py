@@ -1,0 +1,229 @@
+"""The training loop: learning, bitwise kill-and-resume, non-finite handling, `lightnet train/eval` CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightnet.cli import main as cli_main
+from lightnet.train.checkpoint import find_latest, load_safetensors
+from lightnet.train.classify import ClassifyConfig, eval_main, train, train_main
+from lightnet.train.config import build_config
+from lightnet.train.engine import NonFiniteLossError, Trainer, make_accelerator
+from lightnet.train.schema import OptimConfig, RunConfig, SchedConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A very small LightNet on 8x8 digits: 16 tokens, one block. Stochastic parts switched on on purpose
+# (augmentation, drop-path, mixup, label smoothing) so that resume must restore every random stream.
+TINY = [
+    "model=lightnet_tiny",
+    "model_kwargs={patch_size: 2, embed_dim: 32, depth: 1, num_heads: 2, mlp_ratio: 2.0}",
+    "drop_path=0.1",
+    "data.img_size=8",
+    "data.batch_size=32",
+    "aug.mixup=0.2",
+    "aug.mixup_prob=0.5",
+    "optim.lr=1e-2",
+    "sched.warmup_epochs=0",
+    "run.epochs=2",
+    "run.progress=false",
+    "run.tensorboard=false",
+    "run.plot=false",
+    "run.eval_every_epochs=1",
+    "run.checkpoint_every_epochs=1",
+    "run.log_every=4",
+    "run.threads=1",
+]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_cfg(run_dir: Path, *extra: str) -> ClassifyConfig:
+    return build_config(ClassifyConfig, "digits", [*TINY, f"run.run_dir={run_dir}", *extra])
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_safetensors(run_dir / "model.safetensors")
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    worst = max((x - y).abs().max().item() for x, y in zip(a.values(), (b[k] for k in a)))
+    assert worst == 0.0, f"weights differ by {worst} (CPU resume should be bitwise)"
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    """Two uninterrupted epochs (88 steps) with the tiny recipe."""
+    run_dir = tmp_path_factory.mktemp("ref") / "run"
+    n = torch.get_num_threads()
+    train(tiny_cfg(run_dir, "aug.mixup=0", "run.plot=true", "run.tensorboard=true"))
+    torch.set_num_threads(n)
+    return run_dir
+
+
+def test_short_run_learns_and_logs(reference_run: Path):
+    with open(reference_run / "epochs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"]) < math.log(10)
+    final = json.loads((reference_run / "final_metrics.json").read_text())
+    assert final["eval_samples"] == 360 and final["eval_top1"] > 40.0  # chance is 10%
+    with open(reference_run / "steps.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps == list(range(4, 89, 4))
+    for name in ("config.yaml", "curves.png", "model.safetensors"):
+        assert (reference_run / name).is_file(), name
+    assert list((reference_run / "tb").glob("events.out.tfevents.*"))
+    assert find_latest(reference_run).name == "step_00000088"
+
+
+def test_eval_cli_matches_training_and_runs_at_other_resolution(reference_run: Path, tmp_path: Path, capsys):
+    out = tmp_path / "m.json"
+    assert eval_main(["--checkpoint", str(reference_run), "--json", str(out)]) == 0
+    m = json.loads(out.read_text())
+    final = json.loads((reference_run / "final_metrics.json").read_text())
+    assert m["eval_top1"] == pytest.approx(final["eval_top1"]) and m["eval_samples"] == 360
+    assert "top-1" in capsys.readouterr().out
+    assert eval_main(["--checkpoint", str(reference_run), "--img-size", "16", "--json", str(out)]) == 0
+    m16 = json.loads(out.read_text())
+    assert m16["img_size"] == 16 and 0.0 <= m16["eval_top1"] <= 100.0 and m16["eval_top5"] >= m16["eval_top1"]
+    assert eval_main(["--checkpoint", str(tmp_path / "nothing")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("accum, stop_at", [(1, 30), (2, 13)])
+def test_stop_and_resume_is_bitwise(tmp_path: Path, accum: int, stop_at: int):
+    """Stop mid-epoch at a checkpoint (max_steps), resume with --resume, compare with an uninterrupted run."""
+    extra = [f"run.grad_accum_steps={accum}"]
+    full = tmp_path / "full"
+    train(tiny_cfg(full, *extra))
+    part = tmp_path / "part"
+    first = train(tiny_cfg(part, *extra, f"run.max_steps={stop_at}"))
+    assert first.stopped_early and first.state.step == stop_at and first.state.batch_in_epoch == stop_at * accum
+    assert train_main(["--resume", str(part), "run.max_steps=null"]) == 0
+    assert_same_weights(weights(full), weights(part))
+    with open(part / "steps.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps == sorted(set(steps))  # no duplicated rows after the resume
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path):
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "lightnet.cli", "train", *TINY, "run.epochs=40", "run.checkpoint_every=5",
+           "run.eval_every_epochs=0", f"run.run_dir={killed}"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    try:
+        while time.time() < deadline:
+            ck = find_latest(killed)
+            if ck is not None and int(ck.name.split("_")[1]) >= 50 or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    ck = find_latest(killed)
+    resumed_from = int(ck.name.split("_")[1])
+    assert resumed_from >= 50 and resumed_from % 44 != 0  # a mid-epoch checkpoint
+    target = resumed_from + 7
+    assert train_main(["--resume", str(killed), f"run.max_steps={target}"]) == 0
+    ref = tmp_path / "ref"
+    train(tiny_cfg(ref, "run.epochs=40", "run.eval_every_epochs=0", f"run.max_steps={target}"))
+    assert_same_weights(weights(ref), weights(killed))
+
+
+# ----------------------------------------------------------------------------- non-finite loss
+class _Points(torch.utils.data.Dataset):
+    def __init__(self, n: int = 64) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 4, generator=g)
+        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], self.y[i]
+
+
+def _nan_trainer(tmp_path: Path, on_nonfinite: str, bad_steps: set[int]) -> Trainer:
+    run = RunConfig(epochs=2, threads=1, on_nonfinite=on_nonfinite, progress=False, tensorboard=False, plot=False,
+                    run_dir=str(tmp_path), eval_every_epochs=0)
+    acc = make_accelerator(run)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    calls = {"n": 0}
+
+    def loss_fn(model, batch):
+        x, y = batch
+        calls["n"] += 1
+        loss = ((model(x).squeeze(-1) - y) ** 2).mean()
+        if calls["n"] in bad_steps:
+            loss = loss * float("nan")
+        return loss, {}
+
+    return Trainer(run, acc, model, _Points(), batch_size=8, loss_fn=loss_fn,
+                   optim=OptimConfig(opt="sgd", lr=0.05, weight_decay=0.0), sched=SchedConfig(sched="cosine"),
+                   run_dir=tmp_path)
+
+
+def test_nonfinite_loss_stops_naming_the_step(tmp_path: Path):
+    trainer = _nan_trainer(tmp_path, "stop", {11})
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at step 11 \(epoch 2") as e:
+        trainer.fit()
+    assert e.value.step == 11
+    assert trainer.state.step == 10  # the bad update was not applied
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_nonfinite_loss_skip_mode_continues(tmp_path: Path):
+    trainer = _nan_trainer(tmp_path, "skip", {3, 5})
+    result = trainer.fit()
+    assert result.state.step == 16 and result.state.skipped_steps == 2
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    first, last = trainer.model.weight.detach().flatten(), torch.tensor([1.0, -2.0, 0.5, 3.0])
+    assert (first - last).abs().max() < 2.5  # still learned towards the target weights
+
+
+# ----------------------------------------------------------------------------- CLI and bad input
+def test_cli_lists_commands(capsys):
+    assert cli_main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "eval" in out
+    assert cli_main(["trian"]) == 2
+    assert "did you mean 'train'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model=no_such_model_xyz", "unknown model 'no_such_model_xyz'"),
+    ("optim.lrr=1", "unknown config key 'optim.lrr'"),
+    ("data.dataset=imagefolder", "needs data.root"),
+])
+def test_train_cli_bad_input(tmp_path: Path, capsys, override: str, message: str):
+    assert train_main([*TINY, f"run.run_dir={tmp_path / 'r'}", override]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resume_without_checkpoint_is_clear(tmp_path: Path, capsys):
+    (tmp_path / "empty_run").mkdir()
+    assert train_main(["--resume", str(tmp_path / "empty_run")]) == 2
+    assert "no complete checkpoint" in capsys.readouterr().err
