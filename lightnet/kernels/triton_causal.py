@@ -28,6 +28,7 @@ import triton.language as tl
 
 from .triton_common import (
     NEG_BIG,
+    TUNING,
     block_size,
     dot_mode,
     interpreting,
@@ -44,9 +45,17 @@ _SPREAD = 40.0  # max in-chunk spread of z for the factored (tensor-core) intra-
 _UNDERFLOW = 80.0  # exp(-80) is still a normal fp32 number
 
 
-def chunk_size() -> int:
-    """Tokens per chunk (16 under the interpreter to keep CPU tests small)."""
-    return 16 if interpreting() else 64
+def chunk_size(D: int, E: int) -> int:
+    """Tokens per chunk (16 under the interpreter to keep CPU tests small; 32 for head dims above 64)."""
+    if interpreting():
+        return 16
+    return TUNING["c_chunk"] or (64 if max(block_size(D), block_size(E)) <= 64 else 32)
+
+
+def _warps(D: int, E: int, lrpe: bool) -> int:
+    if interpreting():
+        return 4
+    return TUNING["c_warps"] or 8
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -522,13 +531,13 @@ def causal_forward(
     E = v.shape[-1]
     lrpe = lrpe_theta is not None
     DP = 2 * D if lrpe else D
-    C = chunk_size()
+    C = chunk_size(D, E)
     NC = triton.cdiv(N, C)
     BD, BE = block_size(D), block_size(E)
     X = DP * E
     dev = q.device
     dot = dot_mode(q.dtype)
-    warps = 4 if interpreting() or BD * BE * (2 if lrpe else 1) <= 64 * 64 else 8
+    warps = _warps(D, E, lrpe)
     mask = key_padding_mask.view(torch.uint8) if key_padding_mask is not None else q
     theta = lrpe_theta if lrpe else q
     LJ = torch.empty((B * H, NC, D), device=dev, dtype=torch.float32)
@@ -576,13 +585,13 @@ def causal_backward(
     E = v.shape[-1]
     lrpe = lrpe_theta is not None
     DP = 2 * D if lrpe else D
-    C = chunk_size()
+    C = chunk_size(D, E)
     NC = triton.cdiv(N, C)
     BD, BE = block_size(D), block_size(E)
     X = DP * E
     dev = q.device
     dot = dot_mode(q.dtype)
-    warps = 4 if interpreting() or BD * BE * (2 if lrpe else 1) <= 64 * 64 else 8
+    warps = _warps(D, E, lrpe)
     mask = key_padding_mask.view(torch.uint8) if key_padding_mask is not None else q
     theta = lrpe_theta if lrpe else q
     do = do.contiguous()

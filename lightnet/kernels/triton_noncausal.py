@@ -25,6 +25,7 @@ import triton.language as tl
 
 from .triton_common import (
     NEG_BIG,
+    TUNING,
     block_size,
     dot_mode,
     interpreting,
@@ -416,17 +417,19 @@ def _launch_config(D: int, E: int, lrpe: bool) -> Tuple[int, int]:
         return 16, 4
     width = (2 if lrpe else 1) * block_size(D) * block_size(E)
     if width >= 2 * 128 * 128:
-        return 32, 8
-    if width >= 128 * 128:
-        return 64, 8
-    return 64, 4
+        block_n, warps = 32, 8
+    elif width >= 128 * 128:
+        block_n, warps = 64, 8
+    else:
+        block_n, warps = 64, 4
+    return TUNING["nc_block_n"] or block_n, TUNING["nc_warps"] or warps
 
 
 def choose_splits(N: int, BH: int, device: torch.device, block_n: int, splits: Optional[int] = None) -> Tuple[int, int]:
     """``(splits, tokens_per_split)``: enough programs to fill the GPU, each range a multiple of ``block_n``
     and long enough (≥ 16 blocks) that its partial state is cheap next to its token traffic."""
     if splits is None:
-        target = 4 * num_sms(device)
+        target = (TUNING["nc_splits_per_sm"] or 4) * num_sms(device)
         min_tokens = 16 * block_n if not interpreting() else 2 * block_n
         splits = max(1, min(triton.cdiv(target, BH), triton.cdiv(N, min_tokens)))
     tokens = triton.cdiv(triton.cdiv(N, splits), block_n) * block_n

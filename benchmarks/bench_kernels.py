@@ -1,0 +1,261 @@
+"""Forward+backward timing of LightNet's additive attention kernels against their peers, side by side in one process.
+
+Peers: the PyTorch reference (eager), ``torch.compile`` of the non-causal reference, SDPA (FlashAttention) non-causal
+and causal, and fla's ``chunk_lightnet`` (``fla-core==0.6.0``, causal). bf16, 6 heads of dim 64, batch × tokens =
+65,536, N in {196, 1024, 4096, 16384, 65536}, plus head dims 32 and 128 at N = 4096. Times are the median of
+``triton.testing.do_bench``. The memory floor of one forward+backward is (read q, k, v, dO once; write o, dq, dk, dv
+once) = 8 · B·N·H·D · 2 bytes over the copy bandwidth measured here (a device-to-device copy, bytes read + written).
+Also reports peak memory of forward+backward (above the inputs) against SDPA.
+
+    PYTHONPATH=. python benchmarks/bench_kernels.py --out outputs/bench_kernels [--quick]
+Run ``benchmarks/check_kernels_gpu.py`` first.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+import triton
+from triton.testing import do_bench
+
+from lightnet.kernels.reference import causal_attention_chunked_torch, noncausal_attention_torch
+from lightnet.kernels.triton_ops import additive_attention_triton
+
+TOKENS = 65536
+HEADS = 6
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy bandwidth in bytes/s (bytes read + written)."""
+    x = torch.empty(1 << 28, dtype=torch.uint8, device="cuda")  # 256 MiB
+    y = torch.empty_like(x)
+    ms = do_bench(lambda: y.copy_(x), warmup=25, rep=200, return_mode="median")
+    return 2 * x.numel() / (ms * 1e-3)
+
+
+def make_inputs(B: int, N: int, H: int, D: int, seed: int = 0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q, k, v, do = (torch.randn(B, N, H, D, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(4))
+    for t in (q, k, v):
+        t.requires_grad_()
+    return q, k, v, do
+
+
+def methods(compiled_ref: Callable) -> Dict[str, Callable]:
+    """name → f(q, k, v) returning o ``[B, N, H, E]`` (all differentiable)."""
+
+    def ours_nc(q, k, v):
+        return additive_attention_triton(q, k, v, causal=False)[0]
+
+    def ours_c(q, k, v):
+        return additive_attention_triton(q, k, v, causal=True)[0]
+
+    def ref_nc(q, k, v):
+        return noncausal_attention_torch(q, k, v)[0]
+
+    def sdpa(q, k, v, causal):
+        return F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal
+        ).transpose(1, 2)
+
+    def ref_c(q, k, v):
+        return causal_attention_chunked_torch(q, k, v)[0]
+
+    out = {
+        "ours_noncausal": ours_nc,
+        "ref_noncausal": ref_nc,
+        "compiled_ref_noncausal": lambda q, k, v: compiled_ref(q, k, v),
+        "sdpa_noncausal": lambda q, k, v: sdpa(q, k, v, False),
+        "ours_causal": ours_c,
+        "ref_causal": ref_c,
+        "sdpa_causal": lambda q, k, v: sdpa(q, k, v, True),
+    }
+    try:
+        from fla.ops.lightnet import chunk_lightnet
+
+        out["fla_chunk_lightnet"] = lambda q, k, v: chunk_lightnet(q, k, v, scale=1.0)[0]
+    except Exception as exc:  # fla is optional; say so in the table
+        print(f"fla not available: {exc}")
+    return out
+
+
+def time_fwd_bwd(fn: Callable, q, k, v, do) -> float:
+    def step():
+        fn(q, k, v).backward(do)
+
+    return do_bench(step, warmup=10, rep=60, grad_to_none=[q, k, v], return_mode="median")
+
+
+def peak_memory_mb(fn: Callable, q, k, v, do) -> float:
+    for t in (q, k, v):
+        t.grad = None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn(q, k, v).backward(do)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    for t in (q, k, v):
+        t.grad = None
+    return peak / 2**20
+
+
+def sweep() -> None:
+    """Time our kernels under a few launch configurations (printed; the built-in heuristics are not changed)."""
+    from lightnet.kernels.triton_common import TUNING
+
+    nc_cfgs = [(64, 4, 4), (128, 4, 4), (64, 8, 4), (128, 8, 2), (32, 4, 8), (64, 4, 2)]
+    c_cfgs = [(64, 8), (64, 4), (128, 8), (32, 4)]
+    for N in (4096, 65536):
+        q, k, v, do = make_inputs(TOKENS // N, N, HEADS, 64)
+        for bn, w, sps in nc_cfgs:
+            TUNING.update(nc_block_n=bn, nc_warps=w, nc_splits_per_sm=sps)
+            t = time_fwd_bwd(lambda a, b, c: additive_attention_triton(a, b, c)[0], q, k, v, do)
+            print(f"sweep noncausal N={N} block_n={bn} warps={w} splits/SM={sps}: {t:.3f} ms", flush=True)
+        for c, w in c_cfgs:
+            TUNING.update(c_chunk=c, c_warps=w)
+            try:
+                t = time_fwd_bwd(lambda a, b, c_: additive_attention_triton(a, b, c_, causal=True)[0], q, k, v, do)
+            except Exception as exc:
+                t = float("nan")
+                print(str(exc)[:200])
+            print(f"sweep causal N={N} chunk={c} warps={w}: {t:.3f} ms", flush=True)
+        for key in TUNING:
+            TUNING[key] = None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="outputs/bench_kernels", help="output folder (JSON, CSV, PNG)")
+    parser.add_argument("--quick", action="store_true", help="only N = 4096 and 65536, no extra head dims")
+    parser.add_argument("--sweep", action="store_true", help="first time our kernels under a few launch configs")
+    parser.add_argument("--skip-slow-ref", type=int, default=4096, help="skip eager causal reference above this N")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    torch.backends.cuda.matmul.allow_tf32 = True
+
+    bw = copy_bandwidth()
+    print(f"copy bandwidth {bw / 1e12:.2f} TB/s", flush=True)
+    if args.sweep:
+        sweep()
+    compiled_ref = torch.compile(lambda q, k, v: noncausal_attention_torch(q, k, v)[0])
+    ms = methods(compiled_ref)
+    shapes = [(max(1, TOKENS // n), n, 64) for n in ((4096, 65536) if args.quick else (196, 1024, 4096, 16384, 65536))]
+    if not args.quick:
+        shapes += [(TOKENS // 4096, 4096, 32), (TOKENS // 4096, 4096, 128)]
+    rows: List[Dict] = []
+    for B, N, D in shapes:
+        q, k, v, do = make_inputs(B, N, HEADS, D)
+        floor_ms = 8 * q.numel() * 2 / bw * 1e3
+        row: Dict = {"B": B, "N": N, "H": HEADS, "D": D, "floor_ms": floor_ms}
+        for name, fn in ms.items():
+            if name == "ref_causal" and N > args.skip_slow_ref:
+                continue
+            try:
+                row[name] = time_fwd_bwd(fn, q, k, v, do)
+            except Exception as exc:
+                print(f"{name} N={N} D={D} failed: {str(exc)[:200]}")
+                row[name] = float("nan")
+        for name in ("ours_noncausal", "sdpa_noncausal", "ours_causal", "sdpa_causal", "fla_chunk_lightnet"):
+            if name in ms:
+                try:
+                    row[f"mem_{name}"] = peak_memory_mb(ms[name], q, k, v, do)
+                except Exception:
+                    row[f"mem_{name}"] = float("nan")
+        rows.append(row)
+        print(json.dumps({k2: (round(v2, 4) if isinstance(v2, float) else v2) for k2, v2 in row.items()}), flush=True)
+        del q, k, v, do
+        torch.cuda.empty_cache()
+
+    def get(r, key):
+        return r.get(key, float("nan"))
+
+    lines = []
+    head = (f"| B | N | D | floor | ours NC | ×floor | ref NC | compiled ref | SDPA NC | ours/compiled | ours/SDPA NC "
+            f"| ours C | ref C | SDPA C | fla | fla/ours C | SDPA C/ours C | ours C µs/ktok |")
+    lines.append(head)
+    lines.append("|" + "---|" * (head.count("|") - 1))
+    for r in rows:
+        onc, oc = get(r, "ours_noncausal"), get(r, "ours_causal")
+        lines.append(
+            f"| {r['B']} | {r['N']} | {r['D']} | {r['floor_ms']:.3f} | {onc:.3f} | {onc / r['floor_ms']:.2f} "
+            f"| {get(r, 'ref_noncausal'):.3f} | {get(r, 'compiled_ref_noncausal'):.3f} | {get(r, 'sdpa_noncausal'):.3f} "
+            f"| {get(r, 'compiled_ref_noncausal') / onc:.1f}× faster | {get(r, 'sdpa_noncausal') / onc:.1f}× faster "
+            f"| {oc:.3f} | {get(r, 'ref_causal'):.3f} | {get(r, 'sdpa_causal'):.3f} | {get(r, 'fla_chunk_lightnet'):.3f} "
+            f"| {get(r, 'fla_chunk_lightnet') / oc:.1f}× | {get(r, 'sdpa_causal') / oc:.1f}× "
+            f"| {oc * 1e3 / (r['B'] * r['N'] / 1000):.2f} |"
+        )
+    mem = ["| N | D | ours NC MiB | SDPA NC MiB | ours C MiB | SDPA C MiB | fla MiB |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mem.append(f"| {r['N']} | {r['D']} | {get(r, 'mem_ours_noncausal'):.0f} | {get(r, 'mem_sdpa_noncausal'):.0f} "
+                   f"| {get(r, 'mem_ours_causal'):.0f} | {get(r, 'mem_sdpa_causal'):.0f} "
+                   f"| {get(r, 'mem_fla_chunk_lightnet'):.0f} |")
+    env = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": platform.python_version(),
+        "copy_bandwidth_TBps": bw / 1e12,
+    }
+    try:
+        import fla
+
+        env["fla"] = getattr(fla, "__version__", "?")
+    except Exception:
+        env["fla"] = None
+    print(json.dumps(env))
+    print("\n".join(lines))
+    print()
+    print("\n".join(mem))
+    with open(os.path.join(args.out, "bench_kernels.json"), "w") as f:
+        json.dump({"env": env, "rows": rows}, f, indent=1)
+    keys = sorted({k2 for r in rows for k2 in r})
+    with open(os.path.join(args.out, "bench_kernels.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    with open(os.path.join(args.out, "bench_kernels.md"), "w") as f:
+        f.write(json.dumps(env) + "\n\n" + "\n".join(lines) + "\n\n" + "\n".join(mem) + "\n")
+    plot(rows, os.path.join(args.out, "bench_kernels.png"), env)
+
+
+def plot(rows: List[Dict], path: str, env: Dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    main_rows = [r for r in rows if r["D"] == 64]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    groups = {
+        "non-causal": ["ours_noncausal", "compiled_ref_noncausal", "ref_noncausal", "sdpa_noncausal", "floor_ms"],
+        "causal": ["ours_causal", "fla_chunk_lightnet", "sdpa_causal", "ref_causal", "floor_ms"],
+    }
+    for ax, (title, names) in zip(axes, groups.items()):
+        for name in names:
+            pts = [(r["N"], r[name]) for r in main_rows if name in r and not math.isnan(r[name])]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=name.replace("_ms", ""), linestyle="--" if name == "floor_ms" else "-")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("tokens N (batch × N = 65,536)")
+        ax.set_ylabel("forward+backward ms (median)")
+        ax.set_title(f"{title}, bf16, 6 heads × 64")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{env['gpu']}, torch {env['torch']}, triton {env['triton']}, {env['date']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
