@@ -141,6 +141,16 @@ class LightNetModel(nn.Module):
             ``(hidden [B, N, C], cache or None)``.
         """
         pad = _check_ids_and_mask(input_ids, attention_mask, self.config.vocab_size)
+        return self.run(input_ids, pad, cache, use_cache)
+
+    def run(
+        self,
+        input_ids: torch.Tensor,
+        pad: Optional[torch.Tensor] = None,
+        cache: Optional[LightNetCache] = None,
+        use_cache: bool = False,
+    ) -> Tuple[torch.Tensor, Optional[LightNetCache]]:
+        """:meth:`forward` without input validation (no host sync; the decode loop's path). ``pad``: True = padding."""
         streaming = use_cache or cache is not None
         if streaming and not self.config.causal:
             raise ValueError("cache/use_cache need a causal model (config.causal=True); bidirectional models see the whole input at once")
@@ -354,7 +364,7 @@ class LightNetForCausalLM(LightNetPreTrainedModel):
         """One recurrent step: ``token_ids [B]`` → ``(logits [B, V] fp32, new cache)``; O(1) in the context length."""
         if token_ids.dim() != 1:
             raise ValueError(f"decode_step: token_ids must have shape [B], got {tuple(token_ids.shape)}")
-        hidden, cache = self.model(token_ids[:, None], None, cache=cache, use_cache=True)
+        hidden, cache = self.model.run(token_ids[:, None], None, cache=cache, use_cache=True)
         return self.lm_head(hidden[:, -1]).float(), cache
 
     def generate(self, input_ids: Any, attention_mask: Optional[torch.Tensor] = None, **kwargs: Any) -> torch.Tensor:

@@ -1,0 +1,175 @@
+"""GPT-style softmax-attention baseline for the LightNet LM comparison (``benchmarks/lm_compare.py``).
+
+Same width, depth, heads, GLU channel mixer, RMSNorm, tied byte embedding and tokenizer as
+:class:`lightnet.lm.LightNetForCausalLM`; only the token mixer differs: causal softmax attention through
+``torch.nn.functional.scaled_dot_product_attention`` with rotary position embeddings (RoPE, no length limit), and a
+pre-allocated KV cache for decoding (memory grows linearly with the context).
+
+Shapes: ``input_ids [B, N]`` → ``logits [B, N, V]``; KV cache per layer ``[B, H, L_max, D]`` × 2.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lightnet.layers import GLU, RMSNorm
+
+__all__ = ["GPTConfig", "GPTBaseline", "KVCache"]
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 260
+    dim: int = 256
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 8 / 3
+    rope_base: float = 10000.0
+    init_std: float = 0.02
+
+
+def _rope(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
+    """Rotate pairs (first half, second half) of ``x [B, H, N, D]`` by ``position · base^(−2i/D)``."""
+    D = x.shape[-1]
+    inv = base ** (-torch.arange(0, D // 2, device=x.device, dtype=torch.float32) * 2 / D)
+    ang = positions.float()[:, None] * inv[None]  # [N, D/2]
+    cos, sin = ang.cos()[None, None], ang.sin()[None, None]
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
+
+
+class KVCache:
+    """Pre-allocated keys/values of every layer: ``[B, H, max_len, D]`` each, filled up to ``length``."""
+
+    def __init__(self, depth: int, batch: int, heads: int, head_dim: int, max_len: int, device, dtype) -> None:
+        shape = (batch, heads, max_len, head_dim)
+        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(depth)]
+        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(depth)]
+        self.length = 0
+        self.max_len = max_len
+
+    def memory_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, rope_base: float) -> None:
+        super().__init__()
+        self.heads, self.head_dim, self.rope_base = heads, dim // heads, rope_base
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, layer: int = 0, cache: Optional[KVCache] = None) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [B, H, N, D] each
+        start = 0 if cache is None else cache.length
+        pos = torch.arange(start, start + N, device=x.device)
+        q, k = _rope(q, pos, self.rope_base), _rope(k, pos, self.rope_base)
+        if cache is None:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            if start + N > cache.max_len:
+                raise ValueError(f"KV cache full: {start + N} > {cache.max_len}")
+            cache.k[layer][:, :, start:start + N] = k
+            cache.v[layer][:, :, start:start + N] = v
+            kk, vv = cache.k[layer][:, :, :start + N], cache.v[layer][:, :, :start + N]
+            if N == 1:
+                o = F.scaled_dot_product_attention(q, kk, vv)
+            elif start == 0:
+                o = F.scaled_dot_product_attention(q, kk, vv, is_causal=True)
+            else:  # chunk after a prefix: query t sees keys ≤ start + t
+                mask = torch.ones(N, start + N, dtype=torch.bool, device=x.device).tril(start)
+                o = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
+        return self.proj(o.transpose(1, 2).reshape(B, N, C))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.norm1 = RMSNorm(cfg.dim)
+        self.attn = Attention(cfg.dim, cfg.num_heads, cfg.rope_base)
+        self.norm2 = RMSNorm(cfg.dim)
+        self.mlp = GLU(cfg.dim, cfg.mlp_ratio)
+
+    def forward(self, x: torch.Tensor, layer: int = 0, cache: Optional[KVCache] = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), layer, cache)
+        return x + self.mlp(self.norm2(x))
+
+
+class GPTBaseline(nn.Module):
+    """Pre-norm GPT with RoPE softmax attention (SDPA) and a tied LM head."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm = RMSNorm(cfg.dim)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Linear):
+                std = cfg.init_std / math.sqrt(2 * cfg.depth) if name.endswith(("attn.proj", "mlp.fc2")) else cfg.init_std
+                nn.init.normal_(m.weight, std=std)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, std=cfg.init_std)
+        self.lm_head.weight = self.embed.weight
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, input_ids: torch.Tensor, cache: Optional[KVCache] = None, last_only: bool = False) -> torch.Tensor:
+        x = self.embed(input_ids)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, i, cache)
+        if cache is not None:
+            cache.length += input_ids.shape[1]
+        x = self.norm(x)
+        return self.lm_head(x[:, -1:] if last_only else x)
+
+    def loss(self, input_ids: torch.Tensor) -> torch.Tensor:
+        logits = self(input_ids)
+        return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1))
+
+    def new_cache(self, batch: int, max_len: int, device, dtype) -> KVCache:
+        c = self.cfg
+        return KVCache(c.depth, batch, c.num_heads, c.dim // c.num_heads, max_len, device, dtype)
+
+    @torch.no_grad()
+    def prefill(self, input_ids: torch.Tensor, cache: KVCache, chunk_size: int = 8192) -> torch.Tensor:
+        """Fill the cache chunk by chunk; returns last-position logits ``[B, V]``."""
+        logits = None
+        for s in range(0, input_ids.shape[1], chunk_size):
+            logits = self(input_ids[:, s:s + chunk_size], cache, last_only=True)
+        return logits[:, -1].float()
+
+    @torch.no_grad()
+    def decode_step(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        return self(token[:, None], cache, last_only=True)[:, -1].float()
+
+
+def _self_test() -> None:
+    """Cached decoding equals the full forward (run: ``python benchmarks/gpt_baseline.py``)."""
+    torch.manual_seed(0)
+    m = GPTBaseline(GPTConfig(dim=32, depth=2, num_heads=2)).eval()
+    ids = torch.randint(0, 256, (2, 40))
+    with torch.no_grad():
+        full = m(ids).float()
+    cache = m.new_cache(2, 64, "cpu", torch.float32)
+    lg = m.prefill(ids[:, :25], cache, chunk_size=10)
+    errs: List[float] = [float((lg - full[:, 24]).abs().max())]
+    for t in range(25, 40):
+        lg = m.decode_step(ids[:, t], cache)
+        errs.append(float((lg - full[:, t]).abs().max()))
+    print(f"GPT baseline: max |cached − full| logits = {max(errs):.2e}")
+    assert max(errs) < 1e-4
+
+
+if __name__ == "__main__":
+    _self_test()
