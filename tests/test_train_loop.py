@@ -227,3 +227,27 @@ def test_resume_without_checkpoint_is_clear(tmp_path: Path, capsys):
     (tmp_path / "empty_run").mkdir()
     assert train_main(["--resume", str(tmp_path / "empty_run")]) == 2
     assert "no complete checkpoint" in capsys.readouterr().err
+
+
+def test_sigterm_saves_a_checkpoint_and_resumes(tmp_path: Path):
+    """SIGTERM finishes the current update, writes a checkpoint (none are scheduled here) and exits 143."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lightnet.cli", "train", *TINY, "run.epochs=40", "run.checkpoint_every=0",
+           "run.checkpoint_every_epochs=0", "run.eval_every_epochs=0", f"run.run_dir={run_dir}"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    deadline = time.time() + 180
+    steps_csv = run_dir / "steps.csv"
+    while time.time() < deadline and proc.poll() is None:
+        if steps_csv.is_file() and len(steps_csv.read_text().splitlines()) > 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 128 + signal.SIGTERM, out[-2000:]
+    ck = find_latest(run_dir)
+    assert ck is not None and "stopped by SIGTERM" in out
+    step = int(ck.name.split("_")[1])
+    assert step >= 12
+    assert train_main(["--resume", str(run_dir), f"run.max_steps={step + 3}"]) == 0
+    assert find_latest(run_dir).name == f"step_{step + 3:08d}"

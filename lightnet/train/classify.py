@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -261,7 +262,7 @@ def train(cfg: ClassifyConfig, resume_from: str | Path | None = None, run_dir: s
                   f"{accelerator.num_processes} process(es), precision {accelerator.mixed_precision}")
     result = trainer.fit(resume_from=resume_from)
     m = result.metrics
-    if m:
+    if m and not result.interrupted:
         trainer.print(f"final {cfg.data.eval_split} accuracy on {info.name} ({int(m['eval_samples'])} images): "
                       f"top-1 {m['eval_top1']:.2f}%  top-5 {m['eval_top5']:.2f}%  loss {m['eval_loss']:.4f}  "
                       f"(step {result.state.step}, {result.seconds:.0f}s)")
@@ -312,7 +313,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         if args.print_config:
             print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
             return 0
-        train(cfg, resume_from=resume_ckpt, run_dir=run_dir)
+        result = train(cfg, resume_from=resume_ckpt, run_dir=run_dir)
+        if result.interrupted:
+            return 128 + int(getattr(signal.Signals, result.interrupted, signal.SIGTERM))
     except NonFiniteLossError as e:
         print(f"lightnet train: error: {e}", file=sys.stderr)
         return 3

@@ -27,7 +27,11 @@ passed to ``loss_fn`` is the prepared (possibly DDP-wrapped, autocast) model.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -192,8 +196,9 @@ class TrainResult:
     state: TrainState
     metrics: dict[str, float] = field(default_factory=dict)  # final evaluation
     checkpoint: Path | None = None
-    stopped_early: bool = False  # stopped by run.max_steps
+    stopped_early: bool = False  # stopped before the end (run.max_steps or a signal)
     seconds: float = 0.0
+    interrupted: str | None = None  # "SIGTERM"/"SIGINT" if stopped by a signal (a checkpoint was saved)
 
 
 class Trainer:
@@ -398,12 +403,49 @@ class Trainer:
         self.model.train()
         return metrics
 
+    def on_step_end(self) -> None:
+        """Hook called after every optimizer update (``self.state.step`` already counts it); override in
+        subclasses, e.g. to update an EMA model. Must not use the global random generators."""
+
+    def _stop_requested(self) -> bool:
+        flag = torch.tensor([1.0 if self._signal else 0.0], device=self.acc.device)
+        if self.acc.num_processes > 1:
+            flag = self.acc.reduce(flag, reduction="sum")
+        return bool(flag.item() > 0)
+
+    @contextlib.contextmanager
+    def _catch_signals(self):
+        """On SIGTERM/SIGINT: finish the current update, checkpoint, stop (see ``run.save_on_signal``)."""
+        self._signal = None
+        if not self.run.save_on_signal or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._signal is not None:  # second signal: give up immediately
+                raise KeyboardInterrupt
+            self._signal = signal.Signals(signum).name
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
     def fit(self, resume_from: str | Path | None = None) -> TrainResult:
         """Train to ``run.epochs`` (or ``run.max_steps``), evaluating, logging and checkpointing.
+
+        On SIGTERM/SIGINT (with ``run.save_on_signal``) the current update is finished, a checkpoint is
+        written and the result has ``interrupted`` set to the signal name.
 
         Raises:
             NonFiniteLossError: a NaN/inf loss with ``run.on_nonfinite=stop`` (names the step).
         """
+        with self._catch_signals():
+            return self._fit(resume_from)
+
+    def _fit(self, resume_from: str | Path | None) -> TrainResult:
         from tqdm.auto import tqdm
 
         t0 = time.time()
@@ -414,78 +456,91 @@ class Trainer:
             self.load_checkpoint(resume_from)
             self.print(f"resumed from {resume_from} at step {self.state.step} (epoch {self.state.epoch + 1}, "
                        f"batch {self.state.batch_in_epoch})")
-        total = self.total_steps if self.run.max_steps is None else min(self.total_steps, self.run.max_steps)
-        bar = tqdm(total=total, initial=min(self.state.step, total), desc="train", dynamic_ncols=True,
-                   disable=not (self.acc.is_main_process and self.run.progress))
-        stopped_early = False
+        run, st = self.run, self.state
+        total = self.total_steps if run.max_steps is None else min(self.total_steps, run.max_steps)
+        bar = tqdm(total=total, initial=min(st.step, total), desc="train", dynamic_ncols=True,
+                   mininterval=0.5 if sys.stderr.isatty() else 15.0,
+                   disable=not (self.acc.is_main_process and run.progress))
+        stop_reason: str | None = None
         metrics: dict[str, float] = {}
         metrics_step = -1
         self.model.train()
         window_t, window_samples = time.time(), 0
-        while self.state.epoch < self.run.epochs and not stopped_early:
-            st = self.state
+        while st.epoch < run.epochs and stop_reason is None:
             epoch_t0 = time.time()
             self.sampler.set_epoch(st.epoch, start_batch=st.batch_in_epoch)
             it = iter(self.loader)
-            first_update = st.batch_in_epoch // self.run.grad_accum_steps
-            for _ in range(first_update, self.updates_per_epoch):
-                if (self.run.max_steps is not None and st.step >= self.run.max_steps
-                        and st.batch_in_epoch // self.run.grad_accum_steps < self.updates_per_epoch):
-                    stopped_early = True  # mid-epoch stop; at an epoch end, finish the epoch first
+            for update in range(st.batch_in_epoch // run.grad_accum_steps, self.updates_per_epoch):
+                if run.max_steps is not None and st.step >= run.max_steps:
+                    stop_reason = "max_steps"
                     break
                 loss, step_metrics, samples = self._train_step(it)
+                self.on_step_end()
                 if not math.isnan(loss):
                     st.epoch_loss_sum += loss
                     st.epoch_loss_count += 1
                 window_samples += samples
-                bar.update(1)
                 lr = self.optimizer.param_groups[0]["lr"]
+                bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", epoch=st.epoch + 1)
-                if self.run.log_every and st.step % self.run.log_every == 0:
+                if run.log_every and st.step % run.log_every == 0:
                     dt = max(time.time() - window_t, 1e-9)
                     self.logger.log_step(st.step, {"epoch": st.epoch + 1, "loss": loss, "lr": lr,
                                                    "samples_per_s": window_samples * self.acc.num_processes / dt,
                                                    **step_metrics})
                     window_t, window_samples = time.time(), 0
-                if self.run.checkpoint_every and st.step % self.run.checkpoint_every == 0:
+                if run.eval_every_steps and st.step % run.eval_every_steps == 0:
+                    metrics, metrics_step = self.evaluate(), st.step
+                    self.logger.log_step(st.step, {"epoch": st.epoch + 1, **metrics})
+                    self.print(f"step {st.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                if run.checkpoint_every and st.step % run.checkpoint_every == 0:
                     self.save_checkpoint()
-                if (self.run.max_steps is not None and st.step >= self.run.max_steps
-                        and st.batch_in_epoch // self.run.grad_accum_steps < self.updates_per_epoch):
-                    stopped_early = True  # mid-epoch stop; at an epoch end, finish the epoch first
+                last_update = update + 1 == self.updates_per_epoch
+                if self._stop_requested():
+                    stop_reason = self._signal or "signal"
+                    if not last_update:
+                        break
+                if run.max_steps is not None and st.step >= run.max_steps and not last_update:
+                    stop_reason = "max_steps"  # mid-epoch stop; at an epoch end, finish the epoch first
                     break
-            if stopped_early:
-                break
-            # End of epoch: the remainder batches (fewer than grad_accum_steps) are dropped.
-            epoch_row = {"train_loss": st.epoch_loss_sum / max(1, st.epoch_loss_count),
-                         "lr": self.optimizer.param_groups[0]["lr"], "epoch_s": time.time() - epoch_t0}
-            last_epoch = st.epoch + 1 == self.run.epochs
-            if self.run.eval_every_epochs and ((st.epoch + 1) % self.run.eval_every_epochs == 0 or last_epoch):
-                metrics = self.evaluate()
-                metrics_step = st.step
-                epoch_row.update(metrics)
-                shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-                self.print(f"epoch {st.epoch + 1}/{self.run.epochs}: train_loss {epoch_row['train_loss']:.4f}"
-                           + (f", {shown}" if shown else ""))
-            self.logger.log_epoch(st.epoch + 1, st.step, epoch_row)
-            st.epoch += 1
-            st.batch_in_epoch = 0
-            st.epoch_loss_sum, st.epoch_loss_count = 0.0, 0
-            if (self.run.checkpoint_every_epochs and st.epoch % self.run.checkpoint_every_epochs == 0
-                    and self._last_saved != st.step):
-                self.save_checkpoint()
+            else:
+                # End of epoch (remainder batches, fewer than grad_accum_steps, are dropped).
+                row = {"train_loss": st.epoch_loss_sum / max(1, st.epoch_loss_count),
+                       "lr": self.optimizer.param_groups[0]["lr"], "epoch_s": time.time() - epoch_t0}
+                last_epoch = st.epoch + 1 == run.epochs
+                if run.eval_every_epochs and ((st.epoch + 1) % run.eval_every_epochs == 0 or last_epoch):
+                    metrics, metrics_step = self.evaluate(), st.step
+                    row.update(metrics)
+                    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                    self.print(f"epoch {st.epoch + 1}/{run.epochs}: train_loss {row['train_loss']:.4f}"
+                               + (f", {shown}" if shown else ""))
+                self.logger.log_epoch(st.epoch + 1, st.step, row)
+                st.epoch += 1
+                st.batch_in_epoch = 0
+                st.epoch_loss_sum, st.epoch_loss_count = 0.0, 0
+                if (run.checkpoint_every_epochs and st.epoch % run.checkpoint_every_epochs == 0
+                        and self._last_saved != st.step):
+                    self.save_checkpoint()
         bar.close()
-        if metrics_step != self.state.step:
+        interrupted = stop_reason if stop_reason not in (None, "max_steps") else None
+        if interrupted:
+            ckpt = self.save_checkpoint() if self._last_saved != st.step else find_latest(self.ckpt.root)
+            self.print(f"stopped by {interrupted} at step {st.step}; checkpoint {ckpt}; "
+                       f"continue with --resume {self.run_dir}")
+            self.logger.close(plot=False)
+            return TrainResult(self.run_dir, st, metrics, ckpt, True, time.time() - t0, interrupted)
+        if metrics_step != st.step:
             metrics = self.evaluate()
             if metrics:
                 self.print("final evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        ckpt = self.save_checkpoint() if self._last_saved != self.state.step else find_latest(self.ckpt.root)
+        ckpt = self.save_checkpoint() if self._last_saved != st.step else find_latest(self.ckpt.root)
         if self.acc.is_main_process:
             save_safetensors(self.unwrapped().state_dict(), self.run_dir / MODEL_FILE)
-        png = self.logger.close(plot=self.run.plot)
+        png = self.logger.close(plot=run.plot)
         self.acc.wait_for_everyone()
         if png:
             self.print(f"training curves: {png}")
-        return TrainResult(self.run_dir, self.state, metrics, ckpt, stopped_early, time.time() - t0)
+        return TrainResult(self.run_dir, st, metrics, ckpt, stop_reason == "max_steps", time.time() - t0)
 
 
 def _default_batch_items(batch: Any) -> int:

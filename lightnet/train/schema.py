@@ -34,6 +34,8 @@ class RunConfig:
     keep_last: int = 3
     log_every: int = 10  # updates between per-step CSV/TensorBoard rows
     eval_every_epochs: int = 1  # 0 = only the final evaluation
+    eval_every_steps: int = 0  # also evaluate every N updates (0 = off); rows go to steps.csv
+    save_on_signal: bool = True  # SIGTERM/SIGINT: finish the update, checkpoint, stop (resume with --resume)
     on_nonfinite: Literal["stop", "skip"] = "stop"
     max_skipped_steps: int = 100  # with on_nonfinite=skip: give up after this many skipped updates
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
