@@ -195,3 +195,24 @@ def test_train_dit_errors(tmp_path, capsys):
     assert train_main(["-c", "dit_digits", "model.preset=LightNet-DiT-M/2", f"run.output_dir={tmp_path}"]) == 2
     assert "unknown model.preset" in capsys.readouterr().err
     assert train_main(["-c", "dit_digits", "model.presett=x"]) == 2
+
+
+def test_train_dit_on_imagefolder_rgb(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 2)):
+        for cls in ("cat", "dog"):
+            folder = tmp_path / "data" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    run_dir = tmp_path / "run"
+    rc = train_main(["-c", "dit_digits", *TINY_RUN, "data.dataset=imagefolder", f"data.root={tmp_path / 'data'}",
+                     "data.eval_split=val", "data.batch_size=8", "data.eval_samples=4", "run.max_steps=2",
+                     "sample.every=0", f"run.run_dir={run_dir}"])
+    assert rc == 0
+    pipe = LightNetDiTPipeline.from_pretrained(run_dir / "pipeline")
+    assert pipe.config.class_names == ["cat", "dog"] and pipe.num_classes == 2
+    assert pipe.transformer.config.in_channels == 3
+    assert pipe([1], num_inference_steps=2, output_type="np").images.shape == (1, 8, 8, 3)
