@@ -228,7 +228,10 @@ def _load_vae(cfg: VAEConfig):
 
 # --------------------------------------------------------------------------- trainer
 class DiffusionTrainer(Trainer):
-    """:class:`Trainer` plus an EMA update and an optional sample grid after every optimizer step."""
+    """:class:`Trainer` plus an EMA update and an optional sample grid after every optimizer step.
+
+    (Extends ``Trainer._train_step``; the EMA copy is checkpointed through ``extra_modules`` as ``ema``.)
+    """
 
     def __init__(self, *args: Any, ema: EMA, sample_fn=None, sample_every: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, extra_modules={"ema": ema.model}, **kwargs)
@@ -323,10 +326,9 @@ def train_dit(cfg: DiTTrainConfig, resume_from: str | Path | None = None, run_di
 
     num_rows = min(info.num_classes, cfg.sample.max_classes)
     grid_labels = [c for c in range(num_rows) for _ in range(cfg.sample.per_class)]
-    pipe_vae = vae
 
     def sample_fn(step: int | str) -> Path:
-        pipe = _make_pipeline(ema.model, cfg.noise, pipe_vae, info.class_names)
+        pipe = _make_pipeline(ema.model, cfg.noise, vae, info.class_names)
         set_scheduler(pipe, cfg.sample.scheduler)
         images = sample_images(pipe, grid_labels, batch_size=len(grid_labels), seed=cfg.sample.seed,
                                guidance_scale=cfg.sample.guidance_scale, num_inference_steps=cfg.sample.steps,
