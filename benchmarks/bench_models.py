@@ -164,6 +164,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     env = _environment(device)
     print("# " + ", ".join(f"{k}={v}" for k, v in env.items()), flush=True)
 
+    ours_model = timm.create_model(args.models[0], dynamic_img_size=True).to(device).eval()
+    torch._dynamo.reset()
+    with torch.autocast(device.type, dtype=amp_dtype):
+        explained = torch._dynamo.explain(ours_model)(torch.randn(2, 3, args.sizes[0], args.sizes[0], device=device))
+    env["dynamo_graphs"], env["dynamo_graph_breaks"] = explained.graph_count, explained.graph_break_count
+    env["dynamo_break_reasons"] = [str(r.reason)[:200] for r in explained.break_reasons]
+    print(f"# torch._dynamo.explain({args.models[0]}) on {device}: {explained.graph_count} graph(s), "
+          f"{explained.graph_break_count} break(s) {env['dynamo_break_reasons']}", flush=True)
+    del ours_model
+    torch._dynamo.reset()
+
     train_rows = []
     for size, batch in zip(args.sizes, args.batches):
         for name in args.models:
