@@ -74,3 +74,22 @@ def test_groups_and_errors():
         build_classifier("scan2", SIZE, num_directions=4)
     model = build_classifier("scan2", SIZE, mixer={"decay": "mamba2"})
     assert all(m.decay == "mamba2" and m.num_directions == 2 for m in _mixers(model))
+
+
+def test_variants_registered_with_timm_for_lightnet_train():
+    """``lightnet train model=evidence_<variant>`` path: timm builds the same architecture from size kwargs."""
+    import timm
+
+    from benchmarks.evidence.models import register_timm_variants
+
+    names = register_timm_variants()
+    assert names == register_timm_variants() and "evidence_scan4" in names  # idempotent
+    model = timm.create_model("evidence_scan4", pretrained=False, num_classes=5, in_chans=1, img_size=16, patch_size=4,
+                              embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, drop_path_rate=0.1)
+    assert all(isinstance(m, MultiScanDecayAttention) and m.num_directions == 4 for m in _mixers(model))
+    assert model.blocks[0].mlp.hidden_features == 64 and model(torch.randn(1, 1, 16, 16)).shape == (1, 5)
+    vit = timm.create_model("evidence_vit", num_classes=5, in_chans=1, img_size=16, patch_size=4, embed_dim=32,
+                            depth=1, num_heads=2)
+    assert vit(torch.randn(1, 1, 24, 24)).shape == (1, 5)
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        timm.create_model("evidence_lightnet", pretrained=True)

@@ -95,7 +95,10 @@ def place(x: torch.Tensor, size: int, train_size: int, mode: str, mean: float, s
     if mode == "pad":
         out = _center_pad(x, size)
     elif mode == "resize":
-        out = _center_pad(x, train_size)
+        if train_size >= x.shape[-1]:
+            out = _center_pad(x, train_size)
+        else:  # a training size below the base canvas (e.g. 16 px digits): the trainer resized, so resize too
+            out = F.interpolate(x, size=(train_size, train_size), mode="bilinear", align_corners=False)
         if size != train_size:
             out = F.interpolate(out, size=(size, size), mode="bilinear", align_corners=False)
     else:

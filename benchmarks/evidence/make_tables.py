@@ -76,7 +76,8 @@ def aggregate(runs: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
         for k, v in r.get("transfer", {}).items():
             a["transfer"].setdefault(k, []).append(float(v))
         if r["epochs_log"]:
-            a["curves"].append([(row["epoch"], row["eval_top1"]) for row in r["epochs_log"] if "eval_top1" in row])
+            unit = 100.0 if r.get("eval_top1_unit") == "percent" else 1.0  # lightnet.train logs top-1 in %
+            a["curves"].append([(row["epoch"], row["eval_top1"] / unit) for row in r["epochs_log"] if "eval_top1" in row])
     return out
 
 

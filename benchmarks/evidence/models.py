@@ -18,19 +18,21 @@ Variant groups (see ``VARIANTS``):
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Dict, Mapping, Tuple
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 import timm
 import torch
 from timm.layers import trunc_normal_
+from timm.models import register_model
 from torch import nn
 
 import lightnet  # noqa: F401  registers the lightnet_* timm models
 
 from benchmarks.baselines import MultiScanDecayAttention
 
-__all__ = ["DESCRIPTIONS", "GROUPS", "ModelSize", "VARIANTS", "build_classifier", "count_parameters", "describe"]
+__all__ = ["DESCRIPTIONS", "GROUPS", "ModelSize", "VARIANTS", "build_classifier", "count_parameters", "describe",
+           "register_timm_variants"]
 
 
 @dataclass
@@ -183,6 +185,40 @@ def build_classifier(variant: str, size: ModelSize | None = None, **overrides: A
     if unknown:
         raise ValueError(f"scan variant {variant!r}: overrides go under 'mixer' or 'model', got {sorted(unknown)}")
     return _scan(size, **kwargs)
+
+
+_SIZE_KEYS = {f.name for f in fields(ModelSize)}
+
+
+def _timm_entry(variant: str) -> Callable[..., nn.Module]:
+    """A timm model function ``evidence_<variant>`` (so ``lightnet train model=evidence_scan2`` can build it)."""
+
+    def entry(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        if pretrained:
+            raise ValueError(f"evidence_{variant}: there are no pretrained weights")
+        kwargs.pop("pretrained_cfg", None)
+        kwargs.pop("pretrained_cfg_overlay", None)
+        kwargs.pop("cache_dir", None)
+        size = ModelSize(**{k: kwargs.pop(k) for k in list(kwargs) if k in _SIZE_KEYS})
+        if VARIANTS[variant][0] == "scan" and kwargs:
+            kwargs = {"model": kwargs}  # LightNet-model kwargs (e.g. mlp_ratio) of the swapped-mixer baselines
+        return build_classifier(variant, size, **kwargs)
+
+    entry.__name__ = entry.__qualname__ = f"evidence_{variant}"
+    entry.__module__ = __name__
+    entry.__doc__ = f"Evidence variant {variant!r}: {DESCRIPTIONS[variant]} (kwargs: ModelSize fields + overrides)."
+    return entry
+
+
+def register_timm_variants() -> List[str]:
+    """Register every variant with timm as ``evidence_<variant>`` (idempotent); returns the names."""
+    names = []
+    for variant in VARIANTS:
+        name = f"evidence_{variant}"
+        if not timm.is_model(name):
+            register_model(_timm_entry(variant))
+        names.append(name)
+    return names
 
 
 def describe(variant: str, size: ModelSize) -> Dict[str, Any]:
