@@ -72,7 +72,7 @@ def train(name: str, model: torch.nn.Module, loss_fn: Callable, data: torch.Tens
         opt.step()
         steps += 1
         if step % 50 == 0 or step == max_steps - 1:
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             print(f"[{name}] step {step} loss {losses[-1]:.4f} ({time.time() - t0:.1f}s)", flush=True)
         if time.time() - t0 > max_seconds:
             print(f"[{name}] time budget reached after {steps} steps", flush=True)

@@ -45,8 +45,9 @@ class TextCorpus:
     num_files: Tuple[int, int] = (0, 0)
 
     def describe(self) -> str:
-        return (f"{self.source}: train {self.train.numel() / 1e6:.2f} MB ({self.num_files[0]} files), "
-                f"val {self.val.numel() / 1e6:.2f} MB ({self.num_files[1]} files)")
+        files = [f" ({n} files)" if n else "" for n in self.num_files]
+        return (f"{self.source}: train {self.train.numel() / 1e6:.2f} MB{files[0]}, "
+                f"val {self.val.numel() / 1e6:.2f} MB{files[1]}")
 
 
 def list_text_files(paths: Union[str, Path, Sequence[Union[str, Path]]], suffixes: Sequence[str] = TEXT_SUFFIXES) -> List[Path]:
