@@ -412,6 +412,8 @@ def test_bad_inputs_have_clear_errors():
         timm.create_model("test_lightnet", num_heads=3)
     with pytest.raises(RuntimeError, match="Unknown model"):
         timm.create_model("lightnet_gigantic")
+    with pytest.raises(RuntimeError, match="No pretrained weights exist for test_lightnet"):
+        timm.create_model("test_lightnet", pretrained=True)  # no hub weights: nothing is downloaded
 
 
 # ---------------------------------------------------------------------------- optimizer helpers, factory kwargs
