@@ -139,7 +139,7 @@ def make_lm_task(batch_size: int, seq_len: int = 128, seed: int = 0) -> Task:
 
     source, train, val = text_data()
     torch.manual_seed(seed)
-    config = LightNetLMConfig(dim=128, depth=4, num_heads=2, causal=True, backend="torch")
+    config = LightNetLMConfig(dim=128, depth=2, num_heads=2, causal=True, backend="torch")
     model = LightNetForCausalLM(config)
     bos = config.bos_token_id
 
@@ -295,7 +295,7 @@ def train_run(task: Task, precision: str, steps: int, out: Optional[Path] = None
 
 def build_task(name: str, batch_size: Optional[int], seed: int = 0) -> Task:
     if name == "vision":
-        return make_vision_task(batch_size or 32, seed)
+        return make_vision_task(batch_size or 16, seed)
     if name == "lm":
         return make_lm_task(batch_size or 8, seed=seed)
     raise ValueError(f"unknown task {name!r}; choose vision or lm")
@@ -306,7 +306,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--tasks", nargs="+", default=["vision", "lm"], choices=["vision", "lm"])
     p.add_argument("--precisions", nargs="+", default=["bf16", "fp16"], choices=list(PRECISIONS))
     p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=None, help="default: 32 (vision), 8 x 128 bytes (lm)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 16 images (vision), 8 x 128 bytes (lm)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/stability")
