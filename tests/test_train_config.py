@@ -44,6 +44,8 @@ def test_parse_value_types():
     assert parse_value("true") is True and parse_value("False") is False
     assert parse_value("[1, 2, 3]") == [1, 2, 3]
     assert parse_value("{a: 1}") == {"a": 1}
+    with pytest.raises(ConfigError, match="space after each colon"):
+        parse_value("{a:1}")
     assert parse_value("adamw") == "adamw"
 
 

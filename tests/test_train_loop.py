@@ -251,3 +251,18 @@ def test_sigterm_saves_a_checkpoint_and_resumes(tmp_path: Path):
     assert step >= 12
     assert train_main(["--resume", str(run_dir), f"run.max_steps={step + 3}"]) == 0
     assert find_latest(run_dir).name == f"step_{step + 3:08d}"
+
+
+@pytest.mark.slow
+def test_two_process_ddp_stop_and_resume_is_bitwise(tmp_path: Path):
+    """torchrun with 2 CPU processes (gloo): stop at step 30, resume, equal to an uninterrupted 2-process run."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+            "lightnet.cli", "train", *TINY, "data.batch_size=16"]
+    for args in ([f"run.run_dir={tmp_path / 'full'}"], [f"run.run_dir={tmp_path / 'part'}", "run.max_steps=30"],
+                 ["--resume", str(tmp_path / "part"), "run.max_steps=null"]):
+        out = subprocess.run(base + args, env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "2 process(es)" in out.stdout
+    assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "part"))
+    assert (find_latest(tmp_path / "part") / "rng_rank1.pt").is_file()

@@ -297,7 +297,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     from .config import config_to_dict
     from .engine import NonFiniteLossError, resolve_resume
 
-    args = _parser_train().parse_args(argv)
+    args = _parser_train().parse_intermixed_args(argv)
     try:
         resume_ckpt = None
         run_dir = None
@@ -365,7 +365,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the saved config")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     try:
         weights, base = _find_eval_source(Path(args.checkpoint), args.config)
         cfg = config_from_dict(ClassifyConfig, base)

@@ -77,9 +77,12 @@ def parse_value(text: str) -> Any:
         return float(s)
     if s[:1] in "[{":
         try:
-            return yaml.safe_load(s)
+            value = yaml.safe_load(s)
         except yaml.YAMLError as e:
             raise ConfigError(f"cannot parse value {text!r}: {e}") from e
+        if isinstance(value, dict) and any(":" in str(k) and v is None for k, v in value.items()):
+            raise ConfigError(f"cannot parse {text!r}: write a space after each colon, e.g. {{depth: 2, dim: 64}}")
+        return value
     return text
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import sys
 import threading
@@ -85,14 +86,17 @@ class NonFiniteLossError(RuntimeError):
 def make_accelerator(run: RunConfig, cpu: bool = False):
     """``accelerate.Accelerator`` for ``run.mixed_precision`` and ``run.grad_accum_steps``.
 
-    Works unchanged on CPU, one GPU and under ``accelerate launch --multi_gpu``. Under ``accelerate
-    launch`` the launcher's ``--mixed_precision`` wins if the config says ``no``.
+    Works unchanged on CPU, one GPU and under ``accelerate launch --multi_gpu`` (or ``torchrun``; on a
+    CPU-only host several processes talk through gloo). Under ``accelerate launch`` the launcher's
+    ``--mixed_precision`` wins if the config says ``no``.
     """
     from accelerate import Accelerator
 
     if run.grad_accum_steps < 1:
         raise ValueError(f"run.grad_accum_steps must be >= 1, got {run.grad_accum_steps}")
     mp = run.mixed_precision if run.mixed_precision != "no" else None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        cpu = True  # torchrun/accelerate launch on a CPU-only host: accelerate needs cpu=True to use gloo
     acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=run.grad_accum_steps, cpu=cpu)
     if run.threads is not None:
         if run.threads < 1:
