@@ -76,18 +76,21 @@ def test_bidirectional_model_refuses_cache():
 # ---------------------------------------------------------------- padding
 def test_left_padding_equals_rows_alone(causal_lm):
     torch.manual_seed(2)
-    prompts = [torch.randint(0, 256, (n,)).tolist() for n in (23, 5, 1, 40)]
+    prompts = [torch.randint(0, 256, (n,)).tolist() for n in (23, 5, 1, 36)]
     ids, mask = left_pad(prompts, pad_token_id=causal_lm.config.pad_token_id)
     with torch.no_grad():
         batch_logits = causal_lm(ids, mask).logits
         for i, p in enumerate(prompts):
             alone = causal_lm(torch.tensor([p])).logits[0]
             torch.testing.assert_close(batch_logits[i, -len(p):], alone, rtol=1e-4, atol=1e-4)
-    out = causal_lm.generate(prompts, max_new_tokens=12)
-    assert out.shape == (4, 40 + 12)
+    # segmented prefill where the short rows' first segments are all padding
+    last, _ = causal_lm.prefill(ids, mask, chunk_size=8)
+    torch.testing.assert_close(last, batch_logits[:, -1].float(), rtol=1e-4, atol=1e-4)
+    out = causal_lm.generate(prompts, max_new_tokens=8)
+    assert out.shape == (4, 36 + 8)
     for i, p in enumerate(prompts):
-        alone = causal_lm.generate([p], max_new_tokens=12)
-        assert out[i, -12:].tolist() == alone[0, -12:].tolist()
+        alone = causal_lm.generate([p], max_new_tokens=8)
+        assert out[i, -8:].tolist() == alone[0, -8:].tolist()
 
 
 def test_padding_tokens_do_not_change_real_outputs(causal_lm):

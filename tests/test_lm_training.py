@@ -80,6 +80,8 @@ def test_corpus_split_by_file_and_windows(tmp_path):
     assert item.shape == (33,) and item[0] == 257 and item[1:].max() < 256
     w = eval_windows(corpus.val, 16)
     assert w.shape[1] == 16 and w.shape[0] == corpus.val.numel() // 16
+    rnd = CausalWindowDataset(corpus.train, seq_len=33, num_windows=5)
+    assert len(rnd) == 5 and rnd[4]["input_ids"].shape == (33,)
     mds = MaskedWindowDataset(corpus.train, 64, mask_token_id=259, vocab_size=260)
     m = mds[1]
     assert set(m) == {"input_ids", "labels", "attention_mask"} and m["input_ids"].shape == (64,)
@@ -127,13 +129,16 @@ def test_train_lm_cli_end_to_end(tmp_path):
 
     root = _write_corpus(tmp_path)
     run_dir = tmp_path / "run"
-    args = ["train-lm", f"data.paths=[{root}]", f"run.run_dir={run_dir}", "run.max_steps=6", "run.log_every=2",
+    args = ["train-lm", f"data.paths=[{root}]", f"run.run_dir={run_dir}", "run.epochs=2", "data.epoch_windows=12",
+            "run.log_every=2",
             "run.tensorboard=false", "run.plot=false", "run.progress=false", "batch_size=4", "data.seq_len=32",
             "data.eval_max_bytes=512", "model.dim=16", "model.depth=1", "model.num_heads=2", "model.backend=torch",
             "sample_tokens=8", "data.val_fraction=0.3"]
     assert main(args) == 0
     steps = list(csv.DictReader(open(run_dir / "steps.csv")))
-    assert steps and "bpb" in steps[0]
+    assert steps and "bpb" in steps[0] and int(steps[-1]["step"]) == 6  # 2 epochs x 12 windows / batch 4
+    epochs = list(csv.DictReader(open(run_dir / "epochs.csv")))
+    assert len(epochs) == 2 and all(0 < float(e["eval_bpb"]) < 12 for e in epochs)
     model = LightNetForCausalLM.from_pretrained(run_dir / "model")
     assert model.config.dim == 16
     assert "--- greedy ---" in (run_dir / "samples.txt").read_text()

@@ -134,10 +134,13 @@ class CausalWindowDataset(Dataset):
 
     Windows tile the stream; each fetch shifts its start by a random offset inside the tile (drawn from the global
     torch RNG, which :class:`lightnet.train.data.SeededDataset` seeds per (epoch, index): resumable, and every byte
-    is seen in a different context each epoch). With ``bos_token_id`` the window starts with ``<bos>``.
+    is seen in a different context each epoch). With ``num_windows`` the dataset instead has that many items, each a
+    window at a random position of the whole stream (short "epochs" for CPU recipes). With ``bos_token_id`` the
+    window starts with ``<bos>``.
     """
 
-    def __init__(self, data: torch.Tensor, seq_len: int, bos_token_id: Optional[int] = None, jitter: bool = True) -> None:
+    def __init__(self, data: torch.Tensor, seq_len: int, bos_token_id: Optional[int] = None, jitter: bool = True,
+                 num_windows: Optional[int] = None) -> None:
         if data.dim() != 1:
             raise ValueError(f"data must be a 1-D byte stream, got shape {tuple(data.shape)}")
         self.body = seq_len - (1 if bos_token_id is not None else 0)
@@ -146,7 +149,10 @@ class CausalWindowDataset(Dataset):
         if data.numel() < self.body + 1:
             raise ValueError(f"corpus has {data.numel()} bytes, fewer than one window of {self.body + 1}")
         self.data, self.seq_len, self.bos, self.jitter = data, seq_len, bos_token_id, jitter
-        self.n = (data.numel() - 1) // self.body
+        if num_windows is not None and num_windows < 1:
+            raise ValueError(f"num_windows must be >= 1, got {num_windows}")
+        self.num_windows = num_windows
+        self.n = (data.numel() - 1) // self.body if num_windows is None else int(num_windows)
 
     def __len__(self) -> int:
         return self.n
@@ -154,9 +160,12 @@ class CausalWindowDataset(Dataset):
     def _window(self, index: int) -> torch.Tensor:
         if not 0 <= index < self.n:
             raise IndexError(index)
-        start = index * self.body
-        if self.jitter:
-            start += int(torch.randint(0, self.body, ()))
+        if self.num_windows is not None:
+            start = int(torch.randint(0, self.data.numel() - self.body + 1, ()))
+        else:
+            start = index * self.body
+            if self.jitter:
+                start += int(torch.randint(0, self.body, ()))
         start = min(start, self.data.numel() - self.body)
         ids = self.data[start:start + self.body].long()
         if self.bos is not None:
@@ -175,8 +184,8 @@ class MaskedWindowDataset(CausalWindowDataset):
 
     def __init__(self, data: torch.Tensor, seq_len: int, mask_token_id: int, vocab_size: int,
                  mlm_probability: float = 0.15, special_ids: Sequence[int] = (), jitter: bool = True,
-                 random_token_range: Optional[Tuple[int, int]] = (0, 256)) -> None:
-        super().__init__(data, seq_len, None, jitter)
+                 random_token_range: Optional[Tuple[int, int]] = (0, 256), num_windows: Optional[int] = None) -> None:
+        super().__init__(data, seq_len, None, jitter, num_windows)
         self.mask_token_id, self.vocab_size = mask_token_id, vocab_size
         self.mlm_probability, self.special_ids = mlm_probability, tuple(special_ids)
         self.random_token_range = random_token_range

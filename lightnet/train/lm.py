@@ -47,6 +47,7 @@ class LMDataConfig:
     paths: Optional[List[str]] = None
     val_fraction: float = 0.05
     seq_len: int = 256
+    epoch_windows: Optional[int] = None  # null: an epoch tiles the whole stream; N: an epoch is N random windows
     add_bos: bool = True  # causal: start each window with <bos>
     eval_max_bytes: Optional[int] = 262144  # validation bytes evaluated (null = all)
     eval_batch_size: int = 16
@@ -131,9 +132,11 @@ def _loss_fn(task: str):
 
 def _datasets(cfg: LMTrainConfig, config: LightNetLMConfig, corpus: TextCorpus) -> torch.utils.data.Dataset:
     if cfg.task == "causal":
-        return CausalWindowDataset(corpus.train, cfg.data.seq_len, config.bos_token_id if cfg.data.add_bos else None)
+        return CausalWindowDataset(corpus.train, cfg.data.seq_len, config.bos_token_id if cfg.data.add_bos else None,
+                                   num_windows=cfg.data.epoch_windows)
     return MaskedWindowDataset(corpus.train, cfg.data.seq_len, config.mask_token_id, config.vocab_size,
-                               config.mlm_probability, random_token_range=(0, ByteTokenizer.num_bytes))
+                               config.mlm_probability, random_token_range=(0, ByteTokenizer.num_bytes),
+                               num_windows=cfg.data.epoch_windows)
 
 
 def _write_samples(model: LightNetForCausalLM, cfg: LMTrainConfig, path: Path) -> str:
