@@ -144,6 +144,7 @@ def test_train_lm_cli_end_to_end(tmp_path):
     assert "--- greedy ---" in (run_dir / "samples.txt").read_text()
     # unknown model key: clear error and exit code 2
     assert main(["train-lm", "model.dimm=8", f"run.run_dir={tmp_path / 'bad'}"]) == 2
+    assert not (tmp_path / "bad").exists()  # rejected before any run folder is made
 
 
 def test_train_lm_rejects_contradicting_causal_flag():

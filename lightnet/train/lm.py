@@ -32,7 +32,7 @@ from .engine import Trainer, create_run_dir, make_accelerator, resolve_resume
 from .rng import seed_everything
 from .schema import OptimConfig, RunConfig, SchedConfig
 
-__all__ = ["LMDataConfig", "LMTrainConfig", "build_lm_model", "evaluate_bpb", "train_lm", "train_main"]
+__all__ = ["LMDataConfig", "LMTrainConfig", "build_lm_model", "evaluate_bpb", "lm_config", "train_lm", "train_main"]
 
 DEFAULT_RECIPE = "lm_causal_pydoc"
 
@@ -69,15 +69,22 @@ class LMTrainConfig:
     sample_tokens: int = 160
 
 
-def build_lm_model(cfg: LMTrainConfig) -> torch.nn.Module:
-    """The model named by ``cfg.task`` with ``cfg.model`` fields (``causal`` follows the task)."""
+def lm_config(cfg: LMTrainConfig) -> LightNetLMConfig:
+    """``cfg.model`` as a validated :class:`LightNetLMConfig` (``causal`` follows ``cfg.task``)."""
+    if cfg.task not in ("causal", "mlm"):
+        raise ValueError(f"task must be 'causal' or 'mlm', got {cfg.task!r}")
     fields = dict(cfg.model)
     want_causal = cfg.task == "causal"
     if "causal" in fields and bool(fields["causal"]) != want_causal:
         raise ValueError(f"model.causal={fields['causal']} contradicts task={cfg.task!r}; drop model.causal")
     fields["causal"] = want_causal
-    config = LightNetLMConfig.from_dict(fields)
-    return LightNetForCausalLM(config) if want_causal else LightNetForMaskedLM(config)
+    return LightNetLMConfig.from_dict(fields)
+
+
+def build_lm_model(cfg: LMTrainConfig) -> torch.nn.Module:
+    """The model named by ``cfg.task`` with ``cfg.model`` fields."""
+    config = lm_config(cfg)
+    return LightNetForCausalLM(config) if config.causal else LightNetForMaskedLM(config)
 
 
 @torch.no_grad()
@@ -158,6 +165,7 @@ def train_lm(cfg: LMTrainConfig, resume_from: Optional[Union[str, Path]] = None,
     """
     from accelerate.utils import broadcast_object_list
 
+    lm_config(cfg)  # fail on bad model keys before creating a run folder
     accelerator = make_accelerator(cfg.run)
     if run_dir is not None:
         cfg.run.run_dir = str(run_dir)
