@@ -190,33 +190,35 @@ def build_classifier(variant: str, size: ModelSize | None = None, **overrides: A
 _SIZE_KEYS = {f.name for f in fields(ModelSize)}
 
 
-def _timm_entry(variant: str) -> Callable[..., nn.Module]:
-    """A timm model function ``evidence_<variant>`` (so ``lightnet train model=evidence_scan2`` can build it)."""
+def _timm_entry(variant: str, name: str, defaults: ModelSize) -> Callable[..., nn.Module]:
+    """A timm model function ``name`` building ``variant`` (so ``lightnet train model=<name>`` can build it)."""
 
     def entry(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         if pretrained:
-            raise ValueError(f"evidence_{variant}: there are no pretrained weights")
-        kwargs.pop("pretrained_cfg", None)
-        kwargs.pop("pretrained_cfg_overlay", None)
-        kwargs.pop("cache_dir", None)
-        size = ModelSize(**{k: kwargs.pop(k) for k in list(kwargs) if k in _SIZE_KEYS})
+            raise ValueError(f"{name}: there are no pretrained weights")
+        for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "dynamic_img_size"):
+            kwargs.pop(key, None)  # every variant is built with dynamic_img_size=True
+        size = ModelSize(**{**asdict(defaults), **{k: kwargs.pop(k) for k in list(kwargs) if k in _SIZE_KEYS}})
         if VARIANTS[variant][0] == "scan" and kwargs:
             kwargs = {"model": kwargs}  # LightNet-model kwargs (e.g. mlp_ratio) of the swapped-mixer baselines
         return build_classifier(variant, size, **kwargs)
 
-    entry.__name__ = entry.__qualname__ = f"evidence_{variant}"
+    entry.__name__ = entry.__qualname__ = name
     entry.__module__ = __name__
     entry.__doc__ = f"Evidence variant {variant!r}: {DESCRIPTIONS[variant]} (kwargs: ModelSize fields + overrides)."
     return entry
 
 
-def register_timm_variants() -> List[str]:
-    """Register every variant with timm as ``evidence_<variant>`` (idempotent); returns the names."""
+def register_timm_variants(prefix: str = "evidence_", defaults: ModelSize | None = None) -> List[str]:
+    """Register every variant with timm as ``<prefix><variant>`` (idempotent); returns the names.
+
+    ``defaults`` is the size used for ``ModelSize`` fields the caller does not pass (``ModelSize()`` if None).
+    """
     names = []
     for variant in VARIANTS:
-        name = f"evidence_{variant}"
+        name = f"{prefix}{variant}"
         if not timm.is_model(name):
-            register_model(_timm_entry(variant))
+            register_model(_timm_entry(variant, name, defaults or ModelSize()))
         names.append(name)
     return names
 
