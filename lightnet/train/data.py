@@ -118,7 +118,8 @@ def make_loader(dataset: Dataset, batch_sampler: Sampler, num_workers: int = 0,
 
     (The DataLoader draws a base seed for its workers on every ``iter()``; giving it a private
     generator keeps the global random stream, and hence dropout/mixup, identical across resumes.)
+    Workers are persistent: the batch sampler runs in the main process, so ``set_epoch`` still applies.
     """
     return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers, collate_fn=collate_fn,
                       pin_memory=pin_memory, generator=torch.Generator().manual_seed(0),
-                      persistent_workers=False)
+                      persistent_workers=num_workers > 0)
