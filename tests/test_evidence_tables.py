@@ -108,3 +108,31 @@ def test_runner_logs_feed_the_tables(tmp_path: Path):
     stamp = (out / "scan2" / "seed1" / "summary.json").stat().st_mtime_ns
     assert run_classification.main(argv) == 0
     assert (out / "scan2" / "seed1" / "summary.json").stat().st_mtime_ns == stamp
+
+
+def test_aggregate_seeds_lm_and_dit(tmp_path: Path, capsys):
+    from benchmarks.evidence import aggregate_seeds
+
+    lm_files = []
+    for seed, (a, b) in enumerate([(1.50, 1.40), (1.60, 1.50), (1.70, 1.60)]):
+        doc = {"quality": {"lightnet": {"val_bpb": a, "train_seconds": 10.0, "steps": 100, "params": 2e6},
+                           "gpt": {"val_bpb": b, "train_seconds": 8.0, "steps": 100, "params": 2e6}}}
+        lm_files.append(tmp_path / f"lm{seed}.json")
+        lm_files[-1].write_text(json.dumps(doc))
+    assert aggregate_seeds.main(["lm", *map(str, lm_files)]) == 0
+    out = capsys.readouterr().out
+    assert "| lightnet | 2.00M | 1.600 ± 0.100 |" in out and "| gpt | 2.00M | 1.500 ± 0.100 |" in out
+
+    dit = {"runs": {"lightnet": {"eval_loss": 0.05, "params": 3e6, "step": 10},
+                    "dit": {"eval_loss": 0.07, "params": 3e6, "step": 10}},
+           "fid": {"pipelines": [{"transformer": "LightNetDiTModel", "fid_proxy": 60.0, "label_acc": 0.2},
+                                 {"transformer": "DiTTransformer2DModel", "fid_proxy": 90.0, "label_acc": 0.1}]}}
+    docs = [dit, {**dit, "fid": {"pipelines": [{"transformer": "LightNetDiTModel", "fid_proxy": 70.0, "label_acc": 0.3},
+                                                 {"transformer": "DiTTransformer2DModel", "fid_proxy": 80.0,
+                                                  "label_acc": 0.1}]}}]
+    table = aggregate_seeds.collect_dit(docs)
+    assert table["lightnet"]["fid_proxy"] == [60.0, 70.0] and table["dit"]["fid_proxy"] == [90.0, 80.0]
+    text = aggregate_seeds.render("dit", table)
+    assert "| lightnet | 3.00M | 65.0 ± 7.1 |" in text and "25.0 ± 7.1" in text
+    with pytest.raises(ValueError, match="not an lm_compare JSON"):
+        aggregate_seeds.collect_lm([dit])
