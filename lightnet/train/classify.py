@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, find_latest, load_model_weights
-from .config import ConfigError, apply_overrides, build_config, config_from_dict, load_yaml
+from .config import ConfigError, apply_overrides, config_from_dict, load_yaml
 from .data import EpochBatchSampler, SeededDataset, make_loader
 from .datasets import DatasetError, DatasetInfo, build_image_dataset
 from .schema import OptimConfig, RunConfig, SchedConfig
@@ -273,56 +272,17 @@ def train(cfg: ClassifyConfig, resume_from: str | Path | None = None, run_dir: s
     return result
 
 
-def _parser_train() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lightnet train", description="Train an image classifier (timm model) from a YAML recipe on accelerate.",
-        epilog="examples:\n  lightnet train\n  lightnet train -c fashion_mnist run.epochs=5\n"
-               "  lightnet train -c imagenet_small data.root=/data/imagenet\n"
-               "  lightnet train --resume runs/20250101-120000-digits\n"
-               "  accelerate launch --multi_gpu --num_processes 2 -m lightnet.cli train -c imagenet_tiny ...",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", default=None,
-                   help=f"recipe: a YAML path or a name in configs/ (default: {DEFAULT_RECIPE})")
-    p.add_argument("--resume", nargs="?", const="auto", default=None,
-                   help="continue a run: its folder, a checkpoint folder, or no value for the newest run of this name")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, dotted keys (optim.lr=1e-3 run.epochs=5)")
-    return p
-
-
 def train_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``lightnet train``."""
-    import yaml
+    """Entry point of ``lightnet train``; returns the exit code."""
+    from .entry import run_trainer_cli
 
-    from .config import config_to_dict
-    from .engine import NonFiniteLossError, resolve_resume
-
-    args = _parser_train().parse_intermixed_args(argv)
-    try:
-        resume_ckpt = None
-        run_dir = None
-        if args.resume is not None:
-            probe = build_config(ClassifyConfig, args.config or DEFAULT_RECIPE, args.overrides)
-            run_dir, resume_ckpt = resolve_resume(args.resume, probe.run.output_dir, probe.name)
-            base = load_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
-            if base is None and (resume_ckpt / "config.yaml").is_file():
-                base = load_yaml(resume_ckpt / "config.yaml")
-            cfg = build_config(ClassifyConfig, args.config, args.overrides, base=base)
-        else:
-            cfg = build_config(ClassifyConfig, args.config or DEFAULT_RECIPE, args.overrides)
-        if args.print_config:
-            print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-            return 0
-        result = train(cfg, resume_from=resume_ckpt, run_dir=run_dir)
-        if result.interrupted:
-            return 128 + int(getattr(signal.Signals, result.interrupted, signal.SIGTERM))
-    except NonFiniteLossError as e:
-        print(f"lightnet train: error: {e}", file=sys.stderr)
-        return 3
-    except (ConfigError, DatasetError, CheckpointError, ValueError) as e:
-        print(f"lightnet train: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_trainer_cli(
+        argv, prog="lightnet train", config_cls=ClassifyConfig, default_recipe=DEFAULT_RECIPE, train_fn=train,
+        description="Train an image classifier (any timm model; lightnet_* registered) from a YAML recipe on accelerate.",
+        examples=["lightnet train", "lightnet train -c fashion_mnist run.epochs=5",
+                  "lightnet train -c imagenet_small data.root=/data/imagenet",
+                  "lightnet train --resume runs/20250101-120000-digits",
+                  "accelerate launch --multi_gpu --num_processes 2 -m lightnet.cli train -c imagenet_tiny data.root=..."])
 
 
 # --------------------------------------------------------------------------- eval CLI

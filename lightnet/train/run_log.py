@@ -168,7 +168,8 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path | No
     epochs = _CsvLog(run_dir / "epochs.csv").read()
     if not steps and not epochs:
         return None
-    metric_keys = [k for k in (epochs[0].keys() if epochs else []) if k.startswith("eval_") and "loss" not in k]
+    metric_keys = [k for k in (epochs[0].keys() if epochs else []) if k.startswith("eval_") and "loss" not in k
+                   and "samples" not in k]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     ax = axes[0]
     ax.plot(*_series(steps, "step", "loss"), lw=0.8, label="train loss (step)")
