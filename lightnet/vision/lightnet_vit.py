@@ -19,11 +19,11 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import PatchEmbed, resample_patch_embed, to_2tuple, trunc_normal_
 from timm.models import (
     build_model_with_cfg,
-    checkpoint,
     generate_default_cfgs,
     named_apply,
     register_model,
@@ -309,7 +309,7 @@ class LightNet(nn.Module):
 
     def _run_block(self, block: nn.Module, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint(block, x, grid)
+            return checkpoint(block, x, grid, use_reentrant=False)
         return block(x, grid)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
