@@ -46,7 +46,14 @@ def test_parse_value_types():
     assert parse_value("{a: 1}") == {"a": 1}
     with pytest.raises(ConfigError, match="space after each colon"):
         parse_value("{a:1}")
-    assert parse_value("adamw") == "adamw"
+    assert parse_value("adamw") == "adamw" and parse_value("no") == "no"
+
+
+def test_precision_no_from_yaml_and_cli(tmp_path: Path):
+    assert apply_overrides(ClassifyConfig(), ["run.mixed_precision=no"]).run.mixed_precision == "no"
+    p = tmp_path / "r.yaml"
+    p.write_text("run:\n  mixed_precision: no\n")  # YAML 1.1 reads this as false
+    assert build_config(ClassifyConfig, p).run.mixed_precision == "no"
 
 
 def test_overrides_are_typed_and_nested():

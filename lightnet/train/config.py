@@ -20,7 +20,8 @@ Rules:
   for YAML files and for overrides.
 * Fields typed ``dict`` are free-form: any sub-key is accepted (``model_kwargs.embed_dim=64``).
 * Override values are parsed like YAML scalars/flow collections, with the usual number spellings
-  (``1e-3`` is a float, ``[1, 2]`` a list, ``null``/``none`` is ``None``, ``true``/``false`` booleans),
+  (``1e-3`` is a float, ``[1, 2]`` a list, ``null``/``none`` is ``None``, ``true``/``false`` booleans;
+  other words such as ``no`` stay strings),
   then checked and converted against the field's type hint (an ``int`` for a ``float`` field becomes a
   float; ``"abc"`` for an ``int`` field is an error naming the key).
 """
@@ -67,9 +68,9 @@ def parse_value(text: str) -> Any:
     low = s.lower()
     if low in ("null", "none", "~"):
         return None
-    if low in ("true", "yes", "on"):
+    if low == "true":
         return True
-    if low in ("false", "no", "off"):
+    if low == "false":
         return False
     if _INT_RE.match(s):
         return int(s)
@@ -125,6 +126,9 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         raise ConfigError(f"config key '{key}' expects {_type_name(base)}, got {value!r}")
     if origin is typing.Literal:
         allowed = typing.get_args(base)
+        if isinstance(value, bool):  # YAML 1.1 reads an unquoted `no`/`off` as false, `yes`/`on` as true
+            value = next((a for a in allowed if isinstance(a, str) and a.lower() in
+                          (("yes", "on", "true") if value else ("no", "off", "false"))), value)
         if value not in allowed:
             raise ConfigError(f"config key '{key}' must be one of {list(allowed)}, got {value!r}")
         return value
