@@ -1,6 +1,7 @@
 """The one dispatch point for LightNet's additive attention: validates inputs, then picks a backend."""
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Tuple, Union
 
 import torch
@@ -55,6 +56,9 @@ def _check_inputs(
     if len(devices) != 1:
         raise ValueError(f"additive_attention: q, k, v are on different devices: {sorted(map(str, devices))}")
     B, N, H, D = q.shape
+    for name, t in (("key_padding_mask", key_padding_mask), ("lrpe_theta", lrpe_theta)):
+        if t is not None and not isinstance(t, torch.Tensor):
+            raise TypeError(f"additive_attention: {name} must be a torch.Tensor or None, got {type(t).__name__}")
     if key_padding_mask is not None:
         if key_padding_mask.dtype != torch.bool:
             raise TypeError(f"additive_attention: key_padding_mask must be bool (True = padding), got {key_padding_mask.dtype}")
@@ -73,6 +77,12 @@ def _check_inputs(
         if not (isinstance(initial_state, (tuple, list)) and len(initial_state) == 2):
             raise TypeError("additive_attention: initial_state must be a pair (S [B, H, D', E], z [B, H, D])")
         S, z = initial_state
+        for name, t in (("S", S), ("z", z)):
+            if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+                what = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+                raise TypeError(f"additive_attention: initial_state {name} must be a floating tensor (fp32), got {what}")
+            if t.device != q.device:
+                raise ValueError(f"additive_attention: initial_state {name} is on {t.device}, inputs on {q.device}")
         Dp = 2 * D if lrpe_theta is not None else D
         if tuple(S.shape) != (B, H, Dp, v.shape[-1]):
             raise ValueError(f"additive_attention: initial_state S must have shape {(B, H, Dp, v.shape[-1])}, got {tuple(S.shape)}")
@@ -108,7 +118,7 @@ def additive_attention(
         initial_state: ``(S [B, H, D', E], z [B, H, D])`` fp32 from a previous call (``D' = 2D`` with LRPE).
         output_final_state: also return the final state.
         backend: ``'auto'`` (Triton on CUDA when available, else reference), ``'torch'`` or ``'triton'``.
-        check_finite: raise if q, k or v hold NaN/inf (costs a reduction; off by default).
+        check_finite: raise if q, k, v (or the initial state) hold NaN/inf (costs a reduction; off by default).
 
     Returns:
         ``o [B, N, H, E]`` in q's dtype, or ``(o, (S, z))`` with ``output_final_state=True``.
@@ -117,9 +127,14 @@ def additive_attention(
         raise ValueError(f"additive_attention: unknown backend {backend!r}; choose one of {BACKENDS}")
     _check_inputs(q, k, v, key_padding_mask, lrpe_theta, initial_state)
     if check_finite:
-        for name, t in (("q", q), ("k", k), ("v", v)):
+        named = [("q", q), ("k", k), ("v", v)]
+        if initial_state is not None:
+            named += [("initial_state S", initial_state[0]), ("initial_state z", initial_state[1])]
+        for name, t in named:
             if not torch.isfinite(t).all():
                 raise ValueError(f"additive_attention: {name} contains NaN or inf")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
+        raise TypeError(f"additive_attention: scale must be a number or None, got {type(scale).__name__}")
     scale = 1.0 if scale is None else float(scale)
     use_triton = backend == "triton" or (backend == "auto" and _triton_available(q))
     if use_triton:

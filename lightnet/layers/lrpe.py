@@ -89,6 +89,8 @@ class MDLRPE(nn.Module):
         grid_shape = tuple(int(s) for s in grid_shape)
         if len(grid_shape) != self.num_axes:
             raise ValueError(f"MDLRPE: grid_shape {grid_shape} has {len(grid_shape)} axes, expected {self.num_axes}")
+        if any(s < 0 for s in grid_shape):
+            raise ValueError(f"MDLRPE: grid_shape {grid_shape} has a negative size")
         P = self.num_prefix_tokens if num_prefix_tokens is None else num_prefix_tokens
         coords = grid_coordinates(grid_shape, device=self.freqs.device, offset=offset)  # [M, A]
         theta = coords @ self.freqs.float()  # [M, D]

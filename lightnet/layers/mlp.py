@@ -28,5 +28,7 @@ class GLU(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.fc1.in_features:
+            raise ValueError(f"GLU: expected [..., {self.fc1.in_features}], got {tuple(x.shape)}")
         up, gate = self.fc1(x).chunk(2, dim=-1)
         return self.drop(self.fc2(self.drop(_ACTS[self.act_name](gate) * up)))

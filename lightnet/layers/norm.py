@@ -20,6 +20,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim)) if elementwise_affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"RMSNorm: expected [..., {self.dim}], got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"RMSNorm: expected a floating tensor, got {x.dtype}")
         xf = x.float()
         y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         if self.weight is not None:

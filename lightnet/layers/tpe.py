@@ -35,6 +35,8 @@ def toeplitz_fft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         ``[B, n, C]`` with ``y_i = Σ_j t(i − j) x_j`` (fp32).
     """
     n = x.shape[1]
+    if x.numel() == 0:  # empty batch or sequence (FFT libraries reject zero-sized transforms)
+        return torch.zeros(x.shape, dtype=torch.float32, device=x.device)
     size = 1 << (2 * n - 1).bit_length()  # power of two ≥ 2n−1 (no circular wrap)
     # circular layout: t(r) at index r mod size
     k = torch.zeros(size, kernel.shape[1], dtype=torch.float32, device=x.device)
@@ -79,7 +81,7 @@ class _AxisToeplitz(nn.Module):
         """Causal chunk continuation: ``x [B, n, C]`` and state ``h [B, C, J]`` → ``(y [B, n, C], h')``."""
         B, n, C = x.shape
         xf = x.float()
-        y = toeplitz_fft(xf, self.kernel(n))
+        y = toeplitz_fft(xf, self.kernel(max(n, 1)))  # n = 0: empty chunk, y is empty
         lam = torch.sigmoid(self.fwd_logit.float())  # [C, J]
         log_lam = torch.log(lam)
         t = torch.arange(n, device=x.device, dtype=torch.float32)
@@ -142,12 +144,19 @@ class MDTPE(nn.Module):
             raise ValueError(f"MDTPE: expected [B, N, {self.dim}], got {tuple(x.shape)}")
         if len(grid_shape) != self.num_axes:
             raise ValueError(f"MDTPE: grid_shape {grid_shape} has {len(grid_shape)} axes, expected {self.num_axes}")
+        if any(s < 0 for s in grid_shape):
+            raise ValueError(f"MDTPE: grid_shape {grid_shape} has a negative size")
         P = self.num_prefix_tokens
         if P + math.prod(grid_shape) != x.shape[1]:
             raise ValueError(f"MDTPE: grid {grid_shape} plus {P} prefix tokens != {x.shape[1]} tokens")
         streaming = state is not None or return_state
         if streaming and not (self.num_axes == 1 and self.axes[0].causal):
             raise ValueError("MDTPE: state/return_state need a single causal axis (the LM case)")
+        if state is not None:
+            want = (x.shape[0], self.dim, self.axes[0].fwd_logit.shape[1])
+            if not isinstance(state, torch.Tensor) or tuple(state.shape) != want:
+                got = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
+                raise ValueError(f"MDTPE: state must have shape [B, C, J] = {want}, got {got}")
         prefix, grid = x[:, :P], x[:, P:]
         B, C = x.shape[0], self.dim
         if streaming:
@@ -155,13 +164,13 @@ class MDTPE(nn.Module):
         else:
             g = grid.reshape(B, *grid_shape, C)
             mixed = torch.zeros_like(g, dtype=torch.float32)
-            for a, axis in enumerate(self.axes):
+            for a, axis in enumerate(self.axes if g.numel() else ()):  # nothing to mix in an empty batch/grid
                 moved = g.movedim(a + 1, -2)  # [B, ..., n_a, C]
                 lead = moved.shape[:-2]
                 flat = moved.reshape(-1, grid_shape[a], C)
                 y = toeplitz_fft(flat, axis.kernel(grid_shape[a])).reshape(*lead, grid_shape[a], C)
                 mixed = mixed + y.movedim(-2, a + 1)
-            mixed = mixed.reshape(B, -1, C)
+            mixed = mixed.reshape(B, grid.shape[1], C)
         out = (grid.float() + mixed if self.residual else mixed).to(x.dtype)
         out = torch.cat([prefix, out], dim=1) if P else out
         return (out, new_state) if streaming and return_state else out
