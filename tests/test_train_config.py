@@ -125,6 +125,17 @@ def test_imagenet_recipe_follows_deit_schedule():
     assert cfg.aug.re_prob == pytest.approx(0.25) and cfg.drop_path == pytest.approx(0.1)
 
 
+def test_dict_override_replaces_yaml_merges(tmp_path: Path):
+    cfg = build_config(ClassifyConfig, "digits", ["model_kwargs={depth: 2}"])
+    assert cfg.model_kwargs == {"depth": 2}
+    cfg = build_config(ClassifyConfig, "digits", ["model_kwargs.depth=2"])
+    assert cfg.model_kwargs["depth"] == 2 and "embed_dim" in cfg.model_kwargs
+    p = tmp_path / "r.yaml"
+    p.write_text("model_kwargs:\n  depth: 3\n")
+    merged = build_config(ClassifyConfig, p, base={"model_kwargs": {"embed_dim": 8}})
+    assert merged.model_kwargs == {"embed_dim": 8, "depth": 3}
+
+
 def test_save_and_reload_roundtrip(tmp_path: Path):
     cfg = build_config(ClassifyConfig, "digits", ["optim.lr=3e-3", "model_kwargs.depth=2"])
     save_config(cfg, tmp_path / "c.yaml")

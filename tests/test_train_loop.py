@@ -106,6 +106,10 @@ def test_eval_cli_matches_training_and_runs_at_other_resolution(reference_run: P
     assert m16["img_size"] == 16 and 0.0 <= m16["eval_top1"] <= 100.0 and m16["eval_top5"] >= m16["eval_top1"]
     assert eval_main(["--checkpoint", str(tmp_path / "nothing")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+    # the same weights into another architecture size: refused with the mismatching keys named
+    assert eval_main(["--checkpoint", str(reference_run), "model_kwargs.embed_dim=48"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit model" in err and "shape mismatches" in err
 
 
 @pytest.mark.parametrize("accum, stop_at", [(1, 30), (2, 13)])

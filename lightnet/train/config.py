@@ -18,7 +18,9 @@ Rules:
 * Keys are dotted paths into nested dataclasses (``optim.lr``). A key that names no field raises
   :class:`ConfigError` naming the key and suggesting close matches (``did you mean 'optim.lr'?``), both
   for YAML files and for overrides.
-* Fields typed ``dict`` are free-form: any sub-key is accepted (``model_kwargs.embed_dim=64``).
+* Fields typed ``dict`` are free-form: any sub-key is accepted (``model_kwargs.embed_dim=64``). A YAML
+  mapping for such a field is merged into the defaults; a whole mapping given as an override
+  (``model_kwargs={depth: 2}``) replaces the field.
 * Override values are parsed like YAML scalars/flow collections, with the usual number spellings
   (``1e-3`` is a float, ``[1, 2]`` a list, ``null``/``none`` is ``None``, ``true``/``false`` booleans;
   other words such as ``no`` stay strings),
@@ -194,8 +196,12 @@ def _unknown_key_error(key: str, root_cls: type) -> ConfigError:
     return ConfigError(f"unknown config key '{key}'{hint}")
 
 
-def _set_path(obj: Any, root_cls: type, path: list[str], value: Any, full_key: str) -> None:
-    """Set ``obj.<path> = value`` with type checking; ``obj`` is a dataclass instance."""
+def _set_path(obj: Any, root_cls: type, path: list[str], value: Any, full_key: str, merge: bool = True) -> None:
+    """Set ``obj.<path> = value`` with type checking; ``obj`` is a dataclass instance.
+
+    A mapping given for a free-form ``dict`` field is merged key by key when ``merge`` (YAML layers
+    compose) and replaces the field otherwise (a command-line ``model_kwargs={...}``).
+    """
     name = path[0]
     hints = _field_types(type(obj))
     if name not in hints:
@@ -212,12 +218,12 @@ def _set_path(obj: Any, root_cls: type, path: list[str], value: Any, full_key: s
                 setattr(obj, name, current)
             prefix = full_key + "."
             for k, v in value.items():
-                _set_path(current, root_cls, [str(k)], v, prefix + str(k))
+                _set_path(current, root_cls, [str(k)], v, prefix + str(k), merge)
             return
         if typing.get_origin(base) is dict or base is dict:
             # Nested dicts given as a whole are merged key by key so that a YAML file and a later
             # override of one sub-key compose.
-            if isinstance(value, dict):
+            if isinstance(value, dict) and merge:
                 current = getattr(obj, name)
                 merged = dict(current or {})
                 merged.update(value)
@@ -231,7 +237,7 @@ def _set_path(obj: Any, root_cls: type, path: list[str], value: Any, full_key: s
         if current is None:
             current = base()
             setattr(obj, name, current)
-        _set_path(current, root_cls, path[1:], value, full_key)
+        _set_path(current, root_cls, path[1:], value, full_key, merge)
         return
     if typing.get_origin(base) is dict or base is dict or base is Any:
         current = dict(getattr(obj, name) or {})
@@ -268,7 +274,7 @@ def apply_overrides(cfg: T, overrides: Iterable[str]) -> T:
         key = key.strip().lstrip("-")
         if not key:
             raise ConfigError(f"override {item!r} has an empty key")
-        _set_path(cfg, type(cfg), key.split("."), parse_value(raw), key)
+        _set_path(cfg, type(cfg), key.split("."), parse_value(raw), key, merge=False)
     return cfg
 
 
