@@ -30,7 +30,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lightnet.layers import MDLRPE, RMSNorm
+from lightnet.layers import LightNetAttention
+from lightnet.layers.mixer import _GATE_ACTS, _Q_ACTS
 
 __all__ = [
     "MultiScanDecayAttention",
@@ -42,8 +43,6 @@ __all__ = [
     "scan_orders",
 ]
 
-_GATE_ACTS = {"sigmoid": torch.sigmoid, "silu": F.silu, "none": None}
-_Q_ACTS = {"silu": F.silu, "identity": None, "relu": F.relu, "elu1": lambda x: F.elu(x) + 1}
 _DECAY_FORMS = ("gla", "mamba2")
 _BACKENDS = ("auto", "torch", "fla")
 
@@ -313,12 +312,14 @@ class _DecayGate(nn.Module):
         return g[..., None].expand(B, N, H, D), delta[..., None]
 
 
-class MultiScanDecayAttention(nn.Module):
+class MultiScanDecayAttention(LightNetAttention):
     """Multi-direction multiplicative-decay token mixer ``x [B, N, C] → [B, N, C]``; drop-in for ``LightNetAttention``.
 
     ``q = act(x W_q)``, ``k = x W_k``, ``v = x W_v`` (one fused projection, ``H`` heads of ``D = C / H``), per-direction
     data-dependent decays, the decay recurrence in each scan order, outputs summed over directions; then per-head
-    RMSNorm, low-rank output gate ``act(x W_g1 W_g2)`` and ``W_o`` exactly as in LightNetAttention.
+    RMSNorm, low-rank output gate ``act(x W_g1 W_g2)`` and ``W_o``. It subclasses
+    :class:`lightnet.layers.LightNetAttention` and inherits all of those modules (and the scale / grid handling), so
+    the two mixers differ only in the recurrence.
 
     Args:
         dim: width ``C``.
@@ -359,62 +360,24 @@ class MultiScanDecayAttention(nn.Module):
         chunk_size: int = 32,
         backend: str = "auto",
     ) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"MultiScanDecayAttention: dim {dim} is not divisible by num_heads {num_heads}")
         if num_directions not in (1, 2, 4):
             raise ValueError(f"MultiScanDecayAttention: num_directions must be 1, 2 or 4, got {num_directions}")
         if num_directions == 4 and num_axes < 2:
             raise ValueError("MultiScanDecayAttention: 4 directions need num_axes >= 2")
         if decay not in _DECAY_FORMS:
             raise ValueError(f"MultiScanDecayAttention: unknown decay {decay!r}; choose one of {_DECAY_FORMS}")
-        if q_act not in _Q_ACTS:
-            raise ValueError(f"MultiScanDecayAttention: unknown q_act {q_act!r}; choose one of {sorted(_Q_ACTS)}")
-        if gate_act not in _GATE_ACTS:
-            raise ValueError(f"MultiScanDecayAttention: unknown gate_act {gate_act!r}; choose one of {sorted(_GATE_ACTS)}")
         if backend not in _BACKENDS:
             raise ValueError(f"MultiScanDecayAttention: unknown backend {backend!r}; choose one of {_BACKENDS}")
-        self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
-        self.num_directions, self.num_axes, self.num_prefix_tokens = num_directions, num_axes, num_prefix_tokens
-        self.decay, self.q_act, self.gate_act = decay, q_act, gate_act
-        self.chunk_size, self.backend = chunk_size, backend
-        if scale == "none":
-            self.scale = 1.0
-        elif scale == "sqrt":
-            self.scale = self.head_dim ** -0.5
-        elif isinstance(scale, (int, float)):
-            self.scale = float(scale)
-        else:
-            raise ValueError(f"MultiScanDecayAttention: scale must be 'none', 'sqrt' or a number, got {scale!r}")
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        # q/k/v projection, MD-LRPE, per-head output norm, output gate, W_o, scale and grid checks: LightNet's own
+        super().__init__(
+            dim, num_heads, causal=False, qkv_bias=qkv_bias, use_lrpe=use_lrpe, num_axes=num_axes,
+            lrpe_base=lrpe_base, num_prefix_tokens=num_prefix_tokens, q_act=q_act, scale=scale, gate_rank=gate_rank,
+            gate_act=gate_act, out_norm=out_norm, proj_drop=proj_drop,
+        )
+        self.num_directions, self.decay, self.chunk_size, self.scan_backend = num_directions, decay, chunk_size, backend
         self.decays = nn.ModuleList(
             _DecayGate(dim, num_heads, self.head_dim, decay, decay_rank, decay_normalizer) for _ in range(num_directions)
         )
-        self.lrpe = MDLRPE(self.head_dim, num_axes, lrpe_base, num_prefix_tokens) if use_lrpe else None
-        self.out_norm = RMSNorm(self.head_dim) if out_norm else nn.Identity()
-        gate_rank = max(16, dim // 8) if gate_rank is None else gate_rank
-        if gate_rank > 0 and gate_act != "none":
-            self.gate = nn.Sequential(nn.Linear(dim, gate_rank, bias=False), nn.Linear(gate_rank, dim, bias=True))
-        else:
-            self.gate = None
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def _grid(self, N: int, grid_shape: Optional[Sequence[int]]) -> Tuple[int, ...]:
-        P = self.num_prefix_tokens
-        if grid_shape is None:
-            if self.num_axes != 1:
-                raise ValueError(f"MultiScanDecayAttention: grid_shape is required for {self.num_axes}-D inputs")
-            return (N - P,)
-        grid = tuple(int(s) for s in grid_shape)
-        if len(grid) != self.num_axes:
-            raise ValueError(f"MultiScanDecayAttention: grid_shape {grid} has {len(grid)} axes, expected {self.num_axes}")
-        if P + math.prod(grid) != N:
-            raise ValueError(
-                f"MultiScanDecayAttention: grid_shape {grid} (+{P} prefix tokens) describes {P + math.prod(grid)} "
-                f"tokens but the input has {N}"
-            )
-        return grid
 
     def forward(
         self,
@@ -459,11 +422,11 @@ class MultiScanDecayAttention(nn.Module):
         orders = scan_orders(grid, self.num_directions, self.num_prefix_tokens, device=x.device)
         if self.decay == "mamba2":  # distinct keys per direction: run the directions one by one
             o = sum(
-                multiscan_decay(q, kk, v, [g], [order], self.scale, self.backend, self.chunk_size)
+                multiscan_decay(q, kk, v, [g], [order], self.scale, self.scan_backend, self.chunk_size)
                 for kk, g, order in zip(keys, log_decays, orders)
             )
         else:
-            o = multiscan_decay(q, keys[0], v, log_decays, orders, self.scale, self.backend, self.chunk_size)
+            o = multiscan_decay(q, keys[0], v, log_decays, orders, self.scale, self.scan_backend, self.chunk_size)
         o = self.out_norm(o).reshape(B, N, C)
         if self.gate is not None:
             o = o * _GATE_ACTS[self.gate_act](self.gate(x))

@@ -114,9 +114,10 @@ def _vit_init(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def _lightnet(size: ModelSize, **kwargs: Any) -> nn.Module:
+def _timm_model(name: str, size: ModelSize, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(name)`` reconfigured to ``size``, with ``dynamic_img_size=True``."""
     return timm.create_model(
-        "lightnet_tiny",
+        name,
         pretrained=False,
         img_size=size.img_size,
         patch_size=size.patch_size,
@@ -129,23 +130,14 @@ def _lightnet(size: ModelSize, **kwargs: Any) -> nn.Module:
         dynamic_img_size=True,
         **kwargs,
     )
+
+
+def _lightnet(size: ModelSize, **kwargs: Any) -> nn.Module:
+    return _timm_model("lightnet_tiny", size, **kwargs)
 
 
 def _vit(size: ModelSize, **kwargs: Any) -> nn.Module:
-    return timm.create_model(
-        "vit_tiny_patch16_224",
-        pretrained=False,
-        img_size=size.img_size,
-        patch_size=size.patch_size,
-        in_chans=size.in_chans,
-        num_classes=size.num_classes,
-        embed_dim=size.embed_dim,
-        depth=size.depth,
-        num_heads=size.num_heads,
-        drop_path_rate=size.drop_path_rate,
-        dynamic_img_size=True,
-        **kwargs,
-    )
+    return _timm_model("vit_tiny_patch16_224", size, **kwargs)
 
 
 def _scan(size: ModelSize, mixer: Mapping[str, Any] | None = None, model: Mapping[str, Any] | None = None) -> nn.Module:
