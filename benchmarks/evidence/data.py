@@ -59,13 +59,15 @@ def load_image_tensors(
     train_limit: Optional[int] = None,
     test_limit: Optional[int] = None,
     subset_seed: int = 0,
+    root: Optional[str] = None,
 ) -> ImageTensors:
     """Load ``name`` (``fashion_mnist`` from the Debian package, or ``digits`` from scikit-learn) as tensors.
 
-    ``train_limit`` / ``test_limit`` keep a fixed random subset (same for every model and seed: ``subset_seed``).
+    ``train_limit`` / ``test_limit`` keep a fixed random subset (same for every model and seed: ``subset_seed``);
+    ``root`` is a folder with the Fashion-MNIST idx files (default: the Debian package's folder).
     """
-    train, info = build_image_dataset(name, "train")
-    test, _ = build_image_dataset(name, "test")
+    train, info = build_image_dataset(name, "train", root)
+    test, _ = build_image_dataset(name, "test", root)
     tr = _subset(len(train.images), train_limit, subset_seed)
     te = _subset(len(test.images), test_limit, subset_seed + 1)
     x_train = _to_base(train.images[tr])

@@ -192,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "digits"])
     p.add_argument("--models", nargs="+", default=["main"], help="variants or groups: " + ", ".join([*GROUPS, "all"]))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--data-root", default=None, help="folder with the Fashion-MNIST idx files (default: Debian's)")
     p.add_argument("--out", type=Path, default=Path("runs/evidence"))
     p.add_argument("--train-limit", type=int, default=None, help="fixed random subset of the training split")
     p.add_argument("--test-limit", type=int, default=None, help="fixed random subset of the test split")
@@ -230,7 +231,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise SystemExit(f"image size {s} is not divisible by the patch size {args.patch}")
     models = expand_models(args.models)
     device = torch.device(args.device)
-    data = load_image_tensors(args.dataset, args.train_limit, args.test_limit)
+    data = load_image_tensors(args.dataset, args.train_limit, args.test_limit, root=args.data_root)
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = [(m, s) for m in models for s in args.seeds]
     try:
