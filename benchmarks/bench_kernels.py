@@ -137,6 +137,7 @@ def main() -> None:
     parser.add_argument("--out", default="outputs/bench_kernels", help="output folder (JSON, CSV, PNG)")
     parser.add_argument("--quick", action="store_true", help="only N = 4096 and 65536, no extra head dims")
     parser.add_argument("--sweep", action="store_true", help="first time our kernels under a few launch configs")
+    parser.add_argument("--methods", default=None, help="comma-separated subset of methods to time (default: all)")
     parser.add_argument("--skip-slow-ref", type=int, default=4096, help="skip eager causal reference above this N")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -148,6 +149,12 @@ def main() -> None:
         sweep()
     compiled_ref = torch.compile(lambda q, k, v: noncausal_attention_torch(q, k, v)[0])
     ms = methods(compiled_ref)
+    if args.methods:
+        keep = set(args.methods.split(","))
+        unknown = keep - set(ms)
+        if unknown:
+            raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {sorted(ms)}")
+        ms = {k2: f for k2, f in ms.items() if k2 in keep}
     shapes = [(max(1, TOKENS // n), n, 64) for n in ((4096, 65536) if args.quick else (196, 1024, 4096, 16384, 65536))]
     if not args.quick:
         shapes += [(TOKENS // 4096, 4096, 32), (TOKENS // 4096, 4096, 128)]

@@ -10,6 +10,7 @@ Conventions used by every kernel in this package:
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -51,7 +52,12 @@ def num_sms(device: torch.device) -> int:
     """Streaming multiprocessors of ``device`` (a small fixed number under the interpreter)."""
     if interpreting() or device.type != "cuda":
         return 2
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    return _cuda_sms(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 @triton.jit

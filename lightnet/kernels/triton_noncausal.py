@@ -17,13 +17,14 @@ passes against the 8 of the floor), plus the small fp32 states.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
 
 from .triton_common import (
+    DOT_BF16,
     NEG_BIG,
     TUNING,
     block_size,
@@ -196,45 +197,47 @@ def _nc_fwd_kernel(
 
 @triton.jit
 def _nc_merge_kernel(
-    PM, PL, PS, S0, Z0, S_OUT, Z_OUT, D, E, splits,
-    BLOCK_R: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr, HAS_INIT: tl.constexpr,
+    PM, PL, PS, S0, Z0, S_OUT, Z_OUT, D, E, X, splits,
+    BLOCK_S: tl.constexpr, BLOCK_X: tl.constexpr, HAS_INIT: tl.constexpr,
 ):
-    """Merge the per-range partial states of one (batch, head) and ``BLOCK_R`` channels into ``(S, z)``."""
+    """Merge the per-range partial states of one (batch, head) into ``(S, z)``.
+
+    One program owns ``BLOCK_X`` elements of the flattened ``[D', E]`` state (row r uses channel ``r % D``) and
+    reads the partials ``BLOCK_S`` ranges at a time, so many loads are in flight even with hundreds of ranges.
+    """
     pid_bh = tl.program_id(0)
-    pid_r = tl.program_id(1)
-    offs_r = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
-    offs_e = tl.arange(0, BLOCK_E)
-    rmask = offs_r < D
-    DP = 2 * D if HAS_LRPE else D
-    m = tl.full([BLOCK_R], NEG_BIG, tl.float32)
-    for s in range(0, splits):
-        part = pid_bh.to(tl.int64) * splits + s
-        m = tl.maximum(m, tl.load(PM + part * D + offs_r, mask=rmask, other=NEG_BIG))
+    pid_x = tl.program_id(1)
+    offs_x = pid_x * BLOCK_X + tl.arange(0, BLOCK_X)
+    xmask = offs_x < X
+    ch = (offs_x // E) % D
+    zrow = (offs_x % E == 0) & (offs_x // E < D) & xmask
+    offs_s = tl.arange(0, BLOCK_S)
+    base = pid_bh.to(tl.int64) * splits
+    m = tl.full([BLOCK_X], NEG_BIG, tl.float32)
+    for s0 in range(0, splits, BLOCK_S):
+        ss = s0 + offs_s
+        m2 = (ss < splits)[:, None] & xmask[None, :]
+        pm = tl.load(PM + (base + ss)[:, None] * D + ch[None, :], mask=m2, other=NEG_BIG)
+        m = tl.maximum(m, tl.max(pm, 0))
     if HAS_INIT:
-        z0 = tl.maximum(tl.load(Z0 + pid_bh.to(tl.int64) * D + offs_r, mask=rmask, other=NEG_BIG), NEG_BIG)
+        z0 = tl.maximum(tl.load(Z0 + pid_bh.to(tl.int64) * D + ch, mask=xmask, other=NEG_BIG), NEG_BIG)
         m = tl.maximum(m, z0)
-    l = tl.zeros([BLOCK_R], tl.float32)
-    Sc = tl.zeros([BLOCK_R, BLOCK_E], tl.float32)
-    Ss = tl.zeros([BLOCK_R, BLOCK_E], tl.float32)
-    for s in range(0, splits):
-        part = pid_bh.to(tl.int64) * splits + s
-        a = tl.exp(tl.load(PM + part * D + offs_r, mask=rmask, other=NEG_BIG) - m)
-        l += a * tl.load(PL + part * D + offs_r, mask=rmask, other=0.0)
-        Sc += a[:, None] * load_rows(PS + part * DP * E, offs_r, offs_e, E, rmask, E, 0.0)
-        if HAS_LRPE:
-            Ss += a[:, None] * load_rows(PS + part * DP * E + D * E, offs_r, offs_e, E, rmask, E, 0.0)
+    l = tl.zeros([BLOCK_X], tl.float32)
+    acc = tl.zeros([BLOCK_X], tl.float32)
+    for s0 in range(0, splits, BLOCK_S):
+        ss = s0 + offs_s
+        m2 = (ss < splits)[:, None] & xmask[None, :]
+        a = tl.exp(tl.load(PM + (base + ss)[:, None] * D + ch[None, :], mask=m2, other=NEG_BIG) - m[None, :])
+        a = tl.where(m2, a, 0.0)
+        l += tl.sum(a * tl.load(PL + (base + ss)[:, None] * D + ch[None, :], mask=m2, other=0.0), 0)
+        acc += tl.sum(a * tl.load(PS + (base + ss)[:, None] * X + offs_x[None, :], mask=m2, other=0.0), 0)
     if HAS_INIT:
         b0 = tl.exp(z0 - m)
         l += b0
-        Sc += b0[:, None] * load_rows(S0 + pid_bh.to(tl.int64) * DP * E, offs_r, offs_e, E, rmask, E, 0.0)
-        if HAS_LRPE:
-            Ss += b0[:, None] * load_rows(S0 + pid_bh.to(tl.int64) * DP * E + D * E, offs_r, offs_e, E, rmask, E, 0.0)
+        acc += b0 * tl.load(S0 + pid_bh.to(tl.int64) * X + offs_x, mask=xmask, other=0.0)
     inv = tl.where(l > 0, 1.0 / l, 0.0)
-    z = tl.where(l > 0, m + tl.log(l), m)
-    tl.store(Z_OUT + pid_bh.to(tl.int64) * D + offs_r, z, mask=rmask)
-    store_rows(S_OUT + pid_bh.to(tl.int64) * DP * E, Sc * inv[:, None], offs_r, offs_e, E, rmask, E)
-    if HAS_LRPE:
-        store_rows(S_OUT + pid_bh.to(tl.int64) * DP * E + D * E, Ss * inv[:, None], offs_r, offs_e, E, rmask, E)
+    tl.store(S_OUT + pid_bh.to(tl.int64) * X + offs_x, acc * inv, mask=xmask)
+    tl.store(Z_OUT + pid_bh.to(tl.int64) * D + ch, tl.where(l > 0, m + tl.log(l), m), mask=zrow)
 
 
 @triton.jit
@@ -411,18 +414,20 @@ def _nc_bwd_dkdv_kernel(
 # launchers
 
 
-def _launch_config(D: int, E: int, lrpe: bool) -> Tuple[int, int]:
-    """``(BLOCK_N, num_warps)`` for the token loops (one config under the interpreter)."""
+def _launch_config(D: int, E: int, lrpe: bool, dtype: torch.dtype) -> Tuple[int, Dict[str, int]]:
+    """``(BLOCK_N, launch options)`` for the token loops (one config under the interpreter).
+
+    8 warps: measured 1.8× faster than 4 at D = E = 64 on an H100 (docs/performance.md). fp32 inputs with the
+    widest states (LRPE, D = E = 128) use one pipeline stage to stay inside the 227 KiB of shared memory.
+    """
     if interpreting():
-        return 16, 4
+        return 16, {"num_warps": 4}
     width = (2 if lrpe else 1) * block_size(D) * block_size(E)
-    if width >= 2 * 128 * 128:
-        block_n, warps = 32, 8
-    elif width >= 128 * 128:
-        block_n, warps = 64, 8
-    else:
-        block_n, warps = 64, 4
-    return TUNING["nc_block_n"] or block_n, TUNING["nc_warps"] or warps
+    block_n = 32 if width >= 2 * 128 * 128 else 64
+    opts = {"num_warps": TUNING["nc_warps"] or 8}
+    if dot_mode(dtype) != DOT_BF16 and width >= 2 * 128 * 128:
+        opts["num_stages"] = 1
+    return TUNING["nc_block_n"] or block_n, opts
 
 
 def choose_splits(N: int, BH: int, device: torch.device, block_n: int, splits: Optional[int] = None) -> Tuple[int, int]:
@@ -451,7 +456,7 @@ def noncausal_forward(
     E = v.shape[-1]
     lrpe = lrpe_theta is not None
     DP = 2 * D if lrpe else D
-    BLOCK_N, warps = _launch_config(D, E, lrpe)
+    BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype)
     BD, BE = block_size(D), block_size(E)
     n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
     o = torch.empty((B, N, H, E), device=q.device, dtype=q.dtype)
@@ -471,17 +476,17 @@ def noncausal_forward(
         q, k, v, o, theta, mask, S0, z0, PM, PL, PS, S, z,
         N, H, D, E, q.stride(0), q.stride(1), v.stride(0), v.stride(1), tps, n_splits, scale,
         BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
-        HAS_INIT=initial_state is not None, FUSED=fused, DOT=dot_mode(q.dtype), num_warps=warps,
+        HAS_INIT=initial_state is not None, FUSED=fused, DOT=dot_mode(q.dtype), **opts,
     )
     if not fused:
-        BR = min(BD, 16)
-        _nc_merge_kernel[(B * H, triton.cdiv(D, BR))](
-            PM, PL, PS, S0, z0, S, z, D, E, n_splits,
-            BLOCK_R=BR, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_INIT=initial_state is not None, num_warps=4,
+        BS, BX = (4, 64) if interpreting() else (16, 256)
+        _nc_merge_kernel[(B * H, triton.cdiv(DP * E, BX))](
+            PM, PL, PS, S0, z0, S, z, D, E, DP * E, n_splits,
+            BLOCK_S=BS, BLOCK_X=BX, HAS_INIT=initial_state is not None, num_warps=4,
         )
         _nc_out_kernel[(n_splits, B * H)](
             q, o, theta, S, N, H, D, E, q.stride(0), q.stride(1), o.stride(0), o.stride(1), tps, scale,
-            BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, DOT=dot_mode(q.dtype), num_warps=warps,
+            BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, DOT=dot_mode(q.dtype), **opts,
         )
     return o, S, z
 
@@ -505,7 +510,7 @@ def noncausal_backward(
     E = v.shape[-1]
     lrpe = lrpe_theta is not None
     DP = 2 * D if lrpe else D
-    BLOCK_N, warps = _launch_config(D, E, lrpe)
+    BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype)
     BD, BE = block_size(D), block_size(E)
     n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
     do = do.contiguous()
@@ -517,7 +522,7 @@ def noncausal_backward(
     fused = n_splits == 1
     dot = dot_mode(q.dtype)
     common = dict(BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
-                  DOT=dot, num_warps=warps)
+                  DOT=dot, **opts)
     PDS = S if fused else torch.empty((B * H, n_splits, DP, E), device=q.device, dtype=torch.float32)
     _nc_bwd_dq_kernel[(n_splits, B * H)](
         q, k, v, do, dq, dk, dv, theta, mask, S, z,
