@@ -56,6 +56,16 @@ def expand_models(names: Iterable[str]) -> List[str]:
     return out
 
 
+def backend_overrides(variant: str, attn_backend: str, scan_backend: str) -> Dict[str, Any]:
+    """Kernel choices for ``build_classifier``: LightNet's attention backend, or the scan baselines' recurrence."""
+    family = VARIANTS[variant][0]
+    if family == "lightnet":
+        return {"attn_backend": attn_backend}
+    if family == "scan":
+        return {"mixer": {"backend": scan_backend}}
+    return {}
+
+
 def transfer_keys(train_size: int, eval_sizes: Iterable[int], modes: Iterable[str]) -> List[Tuple[str, int, str]]:
     """``(key, size, mode)`` for every evaluation; the training size is evaluated once (``top1@32``)."""
     keys = [(f"top1@{train_size}", train_size, "resize")]
@@ -108,7 +118,7 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
     size = ModelSize(img_size=args.train_size, patch_size=args.patch, in_chans=1, num_classes=data.num_classes,
                      embed_dim=args.embed_dim, depth=args.depth, num_heads=args.heads, drop_path_rate=args.drop_path)
     torch.manual_seed(seed)
-    model = build_classifier(variant, size).to(device)
+    model = build_classifier(variant, size, **backend_overrides(variant, args.attn_backend, args.scan_backend)).to(device)
     params = count_parameters(model)
     opt = torch.optim.AdamW(_param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.999))
     gen = torch.Generator().manual_seed(10_000 + seed)
@@ -215,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=12)
     p.add_argument("--heads", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--attn-backend", default="auto", choices=["auto", "torch", "triton"],
+                   help="LightNet attention kernels (auto: Triton on CUDA)")
+    p.add_argument("--scan-backend", default="auto", choices=["auto", "torch", "fla"],
+                   help="recurrence of the scan baselines (auto: fla chunk_gla on CUDA when installed)")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast on CUDA")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--force", action="store_true", help="rerun runs that already have a summary.json")
