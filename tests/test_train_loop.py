@@ -270,3 +270,18 @@ def test_two_process_ddp_stop_and_resume_is_bitwise(tmp_path: Path):
         assert "2 process(es)" in out.stdout
     assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "part"))
     assert (find_latest(tmp_path / "part") / "rng_rank1.pt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_1000_mixed_precision_steps_without_nan(tmp_path: Path, precision: str):
+    """Issue 8: >= 1,000 mixed-precision steps of lightnet_tiny (digits recipe) with no NaN (a NaN stops the run)."""
+    cfg = build_config(ClassifyConfig, "digits", [f"run.mixed_precision={precision}", "run.epochs=46",
+                                                  "run.progress=false", f"run.run_dir={tmp_path / 'run'}"])
+    n = torch.get_num_threads()
+    try:
+        result = train(cfg)  # raises NonFiniteLossError on a NaN/inf loss (run.on_nonfinite=stop)
+    finally:
+        torch.set_num_threads(n)
+    assert result.state.step >= 1000 and result.state.skipped_steps == 0
+    assert result.metrics["eval_top1"] >= 95.0

@@ -123,11 +123,16 @@ class RunLogger:
                 self._tb.add_scalar(f"{prefix}/{k}", float(v), step)
 
     def truncate_after(self, step: int) -> None:
-        """Drop CSV rows with ``step`` greater than ``step`` (rows written after the checkpoint resumed from)."""
+        """Drop CSV rows (and TensorBoard events) with a step greater than ``step`` (logged after the checkpoint)."""
         if not self.enabled:
             return
         self.steps.truncate("step", step)
         self.epochs.truncate("step", step)
+        if self._tb is not None:  # reopen so TensorBoard hides events logged after `step` by the earlier run
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb.close()
+            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=step + 1)
 
     def close(self, plot: bool = True) -> Path | None:
         """Flush TensorBoard and (if ``plot``) draw ``curves.png``; returns the PNG path if drawn."""
