@@ -285,3 +285,19 @@ def test_1000_mixed_precision_steps_without_nan(tmp_path: Path, precision: str):
         torch.set_num_threads(n)
     assert result.state.step >= 1000 and result.state.skipped_steps == 0
     assert result.metrics["eval_top1"] >= 95.0
+
+
+def test_trained_weights_load_through_timm_pretrained_path(reference_run: Path):
+    """A run's model.safetensors loads with timm.create_model(pretrained=True, pretrained_cfg_overlay=dict(file=...))."""
+    import timm
+
+    import lightnet  # noqa: F401
+
+    saved = weights(reference_run)
+    model = timm.create_model("lightnet_tiny", pretrained=True,
+                              pretrained_cfg_overlay=dict(file=str(reference_run / "model.safetensors"),
+                                                          num_classes=10),  # keep the trained head
+                              num_classes=10, in_chans=1, img_size=8, patch_size=2, embed_dim=32, depth=1,
+                              num_heads=2, mlp_ratio=2.0)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, saved[k]), k
