@@ -13,10 +13,12 @@ Tokens are cut into chunks of ``C``; every chunk is one program (no cumsum over 
 
 Stability. All exponents of the inter terms are ≤ 0 (z is non-decreasing). Inside a chunk the pairwise weight
 ``exp(k_s − z_t)`` is factored as ``exp(k_s − r) · exp(r − z_t)`` with ``r`` the chunk's smallest (non-empty)
-``z``; both factors stay inside fp32 while the chunk's spread ``max z − r`` is ≤ ``_SPREAD`` (then the scores
-are one tensor-core product). A chunk with a larger spread (key logits of ~±1e2 and beyond) takes an exact path that
-forms every pairwise weight directly (a loop over the chunk's keys): slower, never inf/NaN. The in-chunk
-logcumsumexp uses ``cumsum(exp(k − M))`` when that cannot underflow, and a log-space associative scan otherwise.
+``z``; both factors stay inside fp32 while the chunk's spread ``max z − r`` is ≤ 40 (then the scores are one
+tensor-core product), and the in-chunk logcumsumexp is ``M + log(cumsum(exp(k − M)))`` while no key sits more than
+80 below the chunk's maximum. Every per-chunk kernel is launched twice: the fast launch (no branches, fewer
+registers) handles every chunk and flags the chunks outside those bounds (key logits of ~±1e2 and beyond); the exact
+launch returns at once for unflagged chunks and redoes the flagged ones with a log-space scan for z and every pairwise
+weight formed directly (a loop over the chunk's keys): slower, never inf/NaN.
 """
 from __future__ import annotations
 
@@ -41,8 +43,6 @@ from .triton_common import (
 
 __all__ = ["causal_forward", "causal_backward", "chunk_size"]
 
-_SPREAD = 40.0  # max in-chunk spread of z for the factored (tensor-core) intra-chunk scores
-_UNDERFLOW = 80.0  # exp(-80) is still a normal fp32 number
 
 
 def chunk_size(D: int, E: int) -> int:
@@ -63,18 +63,24 @@ def _warps(D: int, E: int, lrpe: bool) -> int:
 
 
 @triton.jit
-def _chunk_z(kb, keep, zin):
-    """In-chunk ``z_t = logaddexp(z_in, logcumsumexp(k)_t)`` for a ``[C, D]`` tile (padding: ``keep`` False)."""
+def _chunk_z(kb, keep, zin, EXACT: tl.constexpr):
+    """In-chunk ``z_t = logaddexp(z_in, logcumsumexp(k)_t)`` for a ``[C, D]`` tile (padding: ``keep`` False).
+
+    Fast form (``EXACT`` False): ``M + log(cumsum(exp(k − M)) + exp(z_in − M))``, exact unless a channel's keys spread
+    over more than 80 (then ``ok`` is 0 and the chunk goes to the exact launch). Exact form: a log-space scan.
+    Returns ``(z, ok)``.
+    """
     km = tl.where(keep[:, None], kb, NEG_BIG)
-    M = tl.maximum(tl.max(km, 0), zin)
-    kmin = tl.min(tl.where(keep[:, None], kb, -NEG_BIG), 0)
-    ok = (zin >= M - 80.0) | (kmin >= M - 80.0)
-    if tl.min(ok.to(tl.int32), 0) > 0:
+    if EXACT:
+        z = logaddexp(tl.associative_scan(km, 0, logaddexp), zin[None, :])
+        ok = 1
+    else:
+        M = tl.maximum(tl.max(km, 0), zin)
+        kmin = tl.min(tl.where(keep[:, None], kb, -NEG_BIG), 0)
+        ok = tl.min(((zin >= M - 80.0) | (kmin >= M - 80.0)).to(tl.int32), 0)
         cs = tl.cumsum(tl.where(keep[:, None], tl.exp(km - M[None, :]), 0.0), 0)
         z = M[None, :] + tl.log(cs + tl.exp(zin - M)[None, :])
-    else:
-        z = logaddexp(tl.associative_scan(km, 0, logaddexp), zin[None, :])
-    return tl.maximum(z, NEG_BIG)
+    return tl.maximum(z, NEG_BIG), ok
 
 
 @triton.jit
@@ -261,58 +267,65 @@ def _c_scan_fwd_kernel(
 
 @triton.jit
 def _c_fwd_out_kernel(
-    Q, K, V, O, THETA, MASK, SIN, ZIN, N, H, D, E, NC, stride_qb, stride_qn, stride_vb, stride_vn, scale,
+    Q, K, V, O, THETA, MASK, FLAG, SIN, ZIN, N, H, D, E, NC, stride_qb, stride_qn, stride_vb, stride_vn, scale,
     BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
-    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
 ):
     """K3: output of one chunk (inter-chunk state term + masked intra-chunk scores)."""
     j = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    DP = 2 * D if HAS_LRPE else D
-    c0 = j * BLOCK_C
-    end = tl.minimum(c0 + BLOCK_C, N)
-    offs_c = tl.arange(0, BLOCK_C)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_e = tl.arange(0, BLOCK_E)
-    rows = c0 + offs_c
-    valid = rows < end
-    k_base = b.to(tl.int64) * stride_qb + h * D
-    v_base = b.to(tl.int64) * stride_vb + h * E
-    keep = load_keep(MASK, b.to(tl.int64) * N, rows, valid, HAS_MASK)
-    qb = load_rows(Q + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
-    kb = load_rows(K + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
-    vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
-    slot = pid_bh.to(tl.int64) * (NC + 1) + j
-    zin = tl.load(ZIN + slot * D + offs_d, mask=offs_d < D, other=0.0)
-    Sc, Ss = _load_chunk_state(SIN, slot * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-    z = _chunk_z(kb, keep, zin)
-    r, spread = _chunk_reference(z)
-    decay = tl.exp(tl.minimum(zin[None, :] - z, 0.0))
-    if HAS_LRPE:
-        th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
-        cq = tl.cos(th)
-        sq = tl.sin(th)
-        o = mm(qb * decay * cq, Sc, DOT) + mm(qb * decay * sq, Ss, DOT)
+    if EXACT:  # second launch: only the chunks the fast launch flagged
+        run = tl.load(FLAG + pid_bh.to(tl.int64) * NC + j) != 0
     else:
-        th = qb
-        cq = qb
-        sq = qb
-        o = mm(qb * decay, Sc, DOT)
-    causal = (offs_c[:, None] >= offs_c[None, :]) & keep[None, :]
-    if spread <= 40.0:
-        qt = qb * tl.exp(tl.minimum(r[None, :] - z, 0.0))
-        kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
-        A = _scores(qt, kt, cq, sq, cq, sq, HAS_LRPE, DOT)
-    else:
-        A, _dq, _dk = _exact_intra(
-            K, THETA, MASK, k_base, b.to(tl.int64) * N, c0, end, stride_qn, D, qb, z, th, qb, qb, scale,
-            BLOCK_C, BLOCK_D, HAS_LRPE, HAS_MASK, True, False, False,
-        )
-    A = tl.where(causal, A, 0.0)
-    o += mm(A, vb, DOT)
-    store_rows(O + v_base, o * scale, rows, offs_e, stride_vn, valid, E)
+        run = True
+    if run:
+        b = pid_bh // H
+        h = pid_bh % H
+        DP = 2 * D if HAS_LRPE else D
+        c0 = j * BLOCK_C
+        end = tl.minimum(c0 + BLOCK_C, N)
+        offs_c = tl.arange(0, BLOCK_C)
+        offs_d = tl.arange(0, BLOCK_D)
+        offs_e = tl.arange(0, BLOCK_E)
+        rows = c0 + offs_c
+        valid = rows < end
+        k_base = b.to(tl.int64) * stride_qb + h * D
+        v_base = b.to(tl.int64) * stride_vb + h * E
+        keep = load_keep(MASK, b.to(tl.int64) * N, rows, valid, HAS_MASK)
+        qb = load_rows(Q + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
+        kb = load_rows(K + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
+        vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
+        slot = pid_bh.to(tl.int64) * (NC + 1) + j
+        zin = tl.load(ZIN + slot * D + offs_d, mask=offs_d < D, other=0.0)
+        Sc, Ss = _load_chunk_state(SIN, slot * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        z, z_ok = _chunk_z(kb, keep, zin, EXACT)
+        r, spread = _chunk_reference(z)
+        if not EXACT:  # the exact launch redoes chunks whose factored scores or fast z could leave fp32
+            tl.store(FLAG + pid_bh.to(tl.int64) * NC + j, ((spread > 40.0) | (z_ok == 0)).to(tl.int32))
+        decay = tl.exp(tl.minimum(zin[None, :] - z, 0.0))
+        if HAS_LRPE:
+            th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
+            cq = tl.cos(th)
+            sq = tl.sin(th)
+            o = mm(qb * decay * cq, Sc, DOT) + mm(qb * decay * sq, Ss, DOT)
+        else:
+            th = qb
+            cq = qb
+            sq = qb
+            o = mm(qb * decay, Sc, DOT)
+        causal = (offs_c[:, None] >= offs_c[None, :]) & keep[None, :]
+        if not EXACT:
+            qt = qb * tl.exp(tl.minimum(r[None, :] - z, 0.0))
+            kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
+            A = _scores(qt, kt, cq, sq, cq, sq, HAS_LRPE, DOT)
+        else:
+            A, _dq, _dk = _exact_intra(
+                K, THETA, MASK, k_base, b.to(tl.int64) * N, c0, end, stride_qn, D, qb, z, th, qb, qb, scale,
+                BLOCK_C, BLOCK_D, HAS_LRPE, HAS_MASK, True, False, False,
+            )
+        A = tl.where(causal, A, 0.0)
+        o += mm(A, vb, DOT)
+        store_rows(O + v_base, o * scale, rows, offs_e, stride_vn, valid, E)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -321,74 +334,79 @@ def _c_fwd_out_kernel(
 
 @triton.jit
 def _c_bwd_dq_kernel(
-    Q, K, V, DO, DQ, THETA, MASK, SIN, ZIN, LG, LZ, N, H, D, E, NC,
+    Q, K, V, DO, DQ, THETA, MASK, FLAG, SIN, ZIN, LG, LZ, N, H, D, E, NC,
     stride_qb, stride_qn, stride_vb, stride_vn, scale,
     BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
-    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
 ):
     """B1: dq of one chunk, and its local contributions to the state / log-normaliser gradients."""
     j = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    DP = 2 * D if HAS_LRPE else D
-    c0 = j * BLOCK_C
-    end = tl.minimum(c0 + BLOCK_C, N)
-    offs_c = tl.arange(0, BLOCK_C)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_e = tl.arange(0, BLOCK_E)
-    rows = c0 + offs_c
-    valid = rows < end
-    k_base = b.to(tl.int64) * stride_qb + h * D
-    v_base = b.to(tl.int64) * stride_vb + h * E
-    keep = load_keep(MASK, b.to(tl.int64) * N, rows, valid, HAS_MASK)
-    qb = load_rows(Q + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
-    kb = load_rows(K + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
-    vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
-    dob = load_rows(DO + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
-    slot = pid_bh.to(tl.int64) * (NC + 1) + j
-    zin = tl.load(ZIN + slot * D + offs_d, mask=offs_d < D, other=0.0)
-    Sc, Ss = _load_chunk_state(SIN, slot * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-    z = _chunk_z(kb, keep, zin)
-    r, spread = _chunk_reference(z)
-    decay = tl.exp(tl.minimum(zin[None, :] - z, 0.0))
-    causal = (offs_c[:, None] >= offs_c[None, :]) & keep[None, :]
-    dA = tl.where(causal, mm(dob, tl.trans(vb), DOT), 0.0)
-    if HAS_LRPE:
-        th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
-        cq = tl.cos(th)
-        sq = tl.sin(th)
-        dq = decay * (cq * mm(dob, tl.trans(Sc), DOT) + sq * mm(dob, tl.trans(Ss), DOT))
+    if EXACT:  # second launch: only the chunks the fast launch flagged
+        run = tl.load(FLAG + pid_bh.to(tl.int64) * NC + j) != 0
     else:
-        th = qb
-        cq = qb
-        sq = qb
-        dq = decay * mm(dob, tl.trans(Sc), DOT)
-    if spread <= 40.0:
-        qf = tl.exp(tl.minimum(r[None, :] - z, 0.0))
-        kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
+        run = True
+    if run:
+        b = pid_bh // H
+        h = pid_bh % H
+        DP = 2 * D if HAS_LRPE else D
+        c0 = j * BLOCK_C
+        end = tl.minimum(c0 + BLOCK_C, N)
+        offs_c = tl.arange(0, BLOCK_C)
+        offs_d = tl.arange(0, BLOCK_D)
+        offs_e = tl.arange(0, BLOCK_E)
+        rows = c0 + offs_c
+        valid = rows < end
+        k_base = b.to(tl.int64) * stride_qb + h * D
+        v_base = b.to(tl.int64) * stride_vb + h * E
+        keep = load_keep(MASK, b.to(tl.int64) * N, rows, valid, HAS_MASK)
+        qb = load_rows(Q + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
+        kb = load_rows(K + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
+        vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
+        dob = load_rows(DO + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
+        slot = pid_bh.to(tl.int64) * (NC + 1) + j
+        zin = tl.load(ZIN + slot * D + offs_d, mask=offs_d < D, other=0.0)
+        Sc, Ss = _load_chunk_state(SIN, slot * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        z, z_ok = _chunk_z(kb, keep, zin, EXACT)
+        r, spread = _chunk_reference(z)
+        decay = tl.exp(tl.minimum(zin[None, :] - z, 0.0))
+        causal = (offs_c[:, None] >= offs_c[None, :]) & keep[None, :]
+        dA = tl.where(causal, mm(dob, tl.trans(vb), DOT), 0.0)
         if HAS_LRPE:
-            dq += qf * (cq * mm(dA, kt * cq, DOT) + sq * mm(dA, kt * sq, DOT))
+            th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
+            cq = tl.cos(th)
+            sq = tl.sin(th)
+            dq = decay * (cq * mm(dob, tl.trans(Sc), DOT) + sq * mm(dob, tl.trans(Ss), DOT))
         else:
-            dq += qf * mm(dA, kt, DOT)
-    else:
-        _A, dqi, _dk = _exact_intra(
-            K, THETA, MASK, k_base, b.to(tl.int64) * N, c0, end, stride_qn, D, qb, z, th, dA, qb, scale,
-            BLOCK_C, BLOCK_D, HAS_LRPE, HAS_MASK, False, True, False,
-        )
-        dq += dqi
-    dq = dq * scale
-    store_rows(DQ + k_base, dq, rows, offs_d, stride_qn, valid, D)
-    g = -qb * dq  # gradient reaching z_t directly from o_t
-    lslot = pid_bh.to(tl.int64) * (NC + 1) + j
-    if HAS_LRPE:
-        Lc = mm(tl.trans(qb * decay * cq), dob, DOT) * scale
-        Ls = mm(tl.trans(qb * decay * sq), dob, DOT) * scale
-    else:
-        Lc = mm(tl.trans(qb * decay), dob, DOT) * scale
-        Ls = Lc
-    _store_chunk_state(LG, lslot * DP * E, Lc, Ls, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-    tl.store(LZ + lslot * D + offs_d, tl.sum(decay * g, 0), mask=offs_d < D)
+            th = qb
+            cq = qb
+            sq = qb
+            dq = decay * mm(dob, tl.trans(Sc), DOT)
+        if not EXACT:
+            qf = tl.exp(tl.minimum(r[None, :] - z, 0.0))
+            kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
+            if HAS_LRPE:
+                dq += qf * (cq * mm(dA, kt * cq, DOT) + sq * mm(dA, kt * sq, DOT))
+            else:
+                dq += qf * mm(dA, kt, DOT)
+        else:
+            _A, dqi, _dk = _exact_intra(
+                K, THETA, MASK, k_base, b.to(tl.int64) * N, c0, end, stride_qn, D, qb, z, th, dA, qb, scale,
+                BLOCK_C, BLOCK_D, HAS_LRPE, HAS_MASK, False, True, False,
+            )
+            dq += dqi
+        dq = dq * scale
+        store_rows(DQ + k_base, dq, rows, offs_d, stride_qn, valid, D)
+        g = -qb * dq  # gradient reaching z_t directly from o_t
+        lslot = pid_bh.to(tl.int64) * (NC + 1) + j
+        if HAS_LRPE:
+            Lc = mm(tl.trans(qb * decay * cq), dob, DOT) * scale
+            Ls = mm(tl.trans(qb * decay * sq), dob, DOT) * scale
+        else:
+            Lc = mm(tl.trans(qb * decay), dob, DOT) * scale
+            Ls = Lc
+        _store_chunk_state(LG, lslot * DP * E, Lc, Ls, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        tl.store(LZ + lslot * D + offs_d, tl.sum(decay * g, 0), mask=offs_d < D)
 
 
 @triton.jit
@@ -432,78 +450,83 @@ def _affine_compose(a1, b1, a2, b2):
 
 @triton.jit
 def _c_bwd_dkdv_kernel(
-    Q, K, V, DO, DQ, DK, DV, THETA, MASK, ZIN, G, GZ, N, H, D, E, NC,
+    Q, K, V, DO, DQ, DK, DV, THETA, MASK, FLAG, ZIN, G, GZ, N, H, D, E, NC,
     stride_qb, stride_qn, stride_vb, stride_vn, scale,
     BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
-    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
 ):
     """B3: dk and dv of one chunk."""
     j = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    DP = 2 * D if HAS_LRPE else D
-    c0 = j * BLOCK_C
-    end = tl.minimum(c0 + BLOCK_C, N)
-    offs_c = tl.arange(0, BLOCK_C)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_e = tl.arange(0, BLOCK_E)
-    dmask = offs_d < D
-    rows = c0 + offs_c
-    valid = rows < end
-    k_base = b.to(tl.int64) * stride_qb + h * D
-    v_base = b.to(tl.int64) * stride_vb + h * E
-    keep = load_keep(MASK, b.to(tl.int64) * N, rows, valid, HAS_MASK)
-    qb = load_rows(Q + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
-    kb = load_rows(K + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
-    vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
-    dob = load_rows(DO + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
-    g = -qb * load_rows(DQ + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
-    slot = pid_bh.to(tl.int64) * (NC + 1) + j
-    zin = tl.load(ZIN + slot * D + offs_d, mask=dmask, other=0.0)
-    zout = tl.load(ZIN + (slot + 1) * D + offs_d, mask=dmask, other=0.0)
-    Gc, Gs = _load_chunk_state(G, (slot + 1) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-    gz_out = tl.load(GZ + (slot + 1) * D + offs_d, mask=dmask, other=0.0)
-    z = _chunk_z(kb, keep, zin)
-    r, spread = _chunk_reference(z)
-    causal = (offs_c[:, None] >= offs_c[None, :]) & keep[None, :]
-    dA = tl.where(causal, mm(dob, tl.trans(vb), DOT), 0.0)
-    # inter: the state leaving this chunk holds exp(k_s − z_out) k̄-rotation v_s
-    ko = tl.where(keep[:, None], tl.exp(tl.minimum(kb - zout[None, :], 0.0)), 0.0)
-    if HAS_LRPE:
-        th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
-        cq = tl.cos(th)
-        sq = tl.sin(th)
-        dv = mm(ko * cq, Gc, DOT) + mm(ko * sq, Gs, DOT)
-        dk = ko * (cq * mm(vb, tl.trans(Gc), DOT) + sq * mm(vb, tl.trans(Gs), DOT) + gz_out[None, :])
+    if EXACT:  # second launch: only the chunks the fast launch flagged
+        run = tl.load(FLAG + pid_bh.to(tl.int64) * NC + j) != 0
     else:
-        th = qb
-        cq = qb
-        sq = qb
-        dv = mm(ko, Gc, DOT)
-        dk = ko * (mm(vb, tl.trans(Gc), DOT) + gz_out[None, :])
-    if spread <= 40.0:
-        qf = tl.exp(tl.minimum(r[None, :] - z, 0.0))
-        qt = qb * qf
-        kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
-        A = tl.where(causal, _scores(qt, kt, cq, sq, cq, sq, HAS_LRPE, DOT), 0.0)
+        run = True
+    if run:
+        b = pid_bh // H
+        h = pid_bh % H
+        DP = 2 * D if HAS_LRPE else D
+        c0 = j * BLOCK_C
+        end = tl.minimum(c0 + BLOCK_C, N)
+        offs_c = tl.arange(0, BLOCK_C)
+        offs_d = tl.arange(0, BLOCK_D)
+        offs_e = tl.arange(0, BLOCK_E)
+        dmask = offs_d < D
+        rows = c0 + offs_c
+        valid = rows < end
+        k_base = b.to(tl.int64) * stride_qb + h * D
+        v_base = b.to(tl.int64) * stride_vb + h * E
+        keep = load_keep(MASK, b.to(tl.int64) * N, rows, valid, HAS_MASK)
+        qb = load_rows(Q + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
+        kb = load_rows(K + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
+        vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
+        dob = load_rows(DO + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
+        g = -qb * load_rows(DQ + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
+        slot = pid_bh.to(tl.int64) * (NC + 1) + j
+        zin = tl.load(ZIN + slot * D + offs_d, mask=dmask, other=0.0)
+        zout = tl.load(ZIN + (slot + 1) * D + offs_d, mask=dmask, other=0.0)
+        Gc, Gs = _load_chunk_state(G, (slot + 1) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        gz_out = tl.load(GZ + (slot + 1) * D + offs_d, mask=dmask, other=0.0)
+        z, z_ok = _chunk_z(kb, keep, zin, EXACT)
+        r, spread = _chunk_reference(z)
+        causal = (offs_c[:, None] >= offs_c[None, :]) & keep[None, :]
+        dA = tl.where(causal, mm(dob, tl.trans(vb), DOT), 0.0)
+        # inter: the state leaving this chunk holds exp(k_s − z_out) k̄-rotation v_s
+        ko = tl.where(keep[:, None], tl.exp(tl.minimum(kb - zout[None, :], 0.0)), 0.0)
         if HAS_LRPE:
-            attn = cq * mm(tl.trans(dA), qt * cq, DOT) + sq * mm(tl.trans(dA), qt * sq, DOT)
+            th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
+            cq = tl.cos(th)
+            sq = tl.sin(th)
+            dv = mm(ko * cq, Gc, DOT) + mm(ko * sq, Gs, DOT)
+            dk = ko * (cq * mm(vb, tl.trans(Gc), DOT) + sq * mm(vb, tl.trans(Gs), DOT) + gz_out[None, :])
         else:
-            attn = mm(tl.trans(dA), qt, DOT)
-        tail = tl.cumsum(qf * g, 0, reverse=True)  # Σ_{t ≥ s} exp(r − z_t) g_t
-        dk += kt * (scale * attn + tail)
-    else:
-        A, _dq, dki = _exact_intra(
-            K, THETA, MASK, k_base, b.to(tl.int64) * N, c0, end, stride_qn, D, qb, z, th, dA, g, scale,
-            BLOCK_C, BLOCK_D, HAS_LRPE, HAS_MASK, True, False, True,
-        )
-        A = tl.where(causal, A, 0.0)
-        dk += dki
-    dv += scale * mm(tl.trans(A), dob, DOT)
-    dk = tl.where(keep[:, None], dk, 0.0)
-    store_rows(DK + k_base, dk, rows, offs_d, stride_qn, valid, D)
-    store_rows(DV + v_base, dv, rows, offs_e, stride_vn, valid, E)
+            th = qb
+            cq = qb
+            sq = qb
+            dv = mm(ko, Gc, DOT)
+            dk = ko * (mm(vb, tl.trans(Gc), DOT) + gz_out[None, :])
+        if not EXACT:
+            qf = tl.exp(tl.minimum(r[None, :] - z, 0.0))
+            qt = qb * qf
+            kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
+            A = tl.where(causal, _scores(qt, kt, cq, sq, cq, sq, HAS_LRPE, DOT), 0.0)
+            if HAS_LRPE:
+                attn = cq * mm(tl.trans(dA), qt * cq, DOT) + sq * mm(tl.trans(dA), qt * sq, DOT)
+            else:
+                attn = mm(tl.trans(dA), qt, DOT)
+            tail = tl.cumsum(qf * g, 0, reverse=True)  # Σ_{t ≥ s} exp(r − z_t) g_t
+            dk += kt * (scale * attn + tail)
+        else:
+            A, _dq, dki = _exact_intra(
+                K, THETA, MASK, k_base, b.to(tl.int64) * N, c0, end, stride_qn, D, qb, z, th, dA, g, scale,
+                BLOCK_C, BLOCK_D, HAS_LRPE, HAS_MASK, True, False, True,
+            )
+            A = tl.where(causal, A, 0.0)
+            dk += dki
+        dv += scale * mm(tl.trans(A), dob, DOT)
+        dk = tl.where(keep[:, None], dk, 0.0)
+        store_rows(DK + k_base, dk, rows, offs_d, stride_qn, valid, D)
+        store_rows(DV + v_base, dv, rows, offs_e, stride_vn, valid, E)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -526,7 +549,8 @@ def causal_forward(
     lrpe_theta: Optional[torch.Tensor],
     initial_state: Optional[Tuple[torch.Tensor, torch.Tensor]],
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List[torch.Tensor]]:
-    """``(o, S_final, z_final, saved)``; ``saved = [SIN, ZIN]`` are the per-chunk entering states for backward."""
+    """``(o, S_final, z_final, saved)``; ``saved = [SIN, ZIN, FLAG]``: per-chunk entering states and the flags of the
+    chunks that took the exact path."""
     B, N, H, D = q.shape
     E = v.shape[-1]
     lrpe = lrpe_theta is not None
@@ -556,14 +580,16 @@ def causal_forward(
         num_warps=4,
     )
     o = torch.empty((B, N, H, E), device=dev, dtype=q.dtype)
-    _c_fwd_out_kernel[(NC, B * H)](
-        q, k, v, o, theta, mask, SIN, ZIN, N, H, D, E, NC, q.stride(0), q.stride(1), v.stride(0), v.stride(1),
-        scale, BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None, DOT=dot,
-        num_warps=warps,
-    )
+    FLAG = torch.empty((B * H, NC), device=dev, dtype=torch.int32)
+    for exact in (False, True):
+        _c_fwd_out_kernel[(NC, B * H)](
+            q, k, v, o, theta, mask, FLAG, SIN, ZIN, N, H, D, E, NC, q.stride(0), q.stride(1), v.stride(0),
+            v.stride(1), scale, BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe,
+            HAS_MASK=key_padding_mask is not None, DOT=dot, EXACT=exact, num_warps=warps,
+        )
     S = SIN[:, NC].reshape(B, H, DP, E)
     z = ZIN[:, NC].reshape(B, H, D)
-    return o, S, z, [SIN, ZIN]
+    return o, S, z, [SIN, ZIN, FLAG]
 
 
 def causal_backward(
@@ -580,7 +606,7 @@ def causal_backward(
     lrpe_theta: Optional[torch.Tensor],
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dq, dk, dv)`` given ``dO`` and the (optional) gradients of the returned final state."""
-    SIN, ZIN = saved
+    SIN, ZIN, FLAG = saved
     B, N, H, D = q.shape
     E = v.shape[-1]
     lrpe = lrpe_theta is not None
@@ -612,15 +638,17 @@ def causal_backward(
     LZ[:, NC] = gz
     common = dict(BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None, DOT=dot,
                   num_warps=warps)
-    _c_bwd_dq_kernel[(NC, B * H)](
-        q, k, v, do, dq, theta, mask, SIN, ZIN, LG, LZ, N, H, D, E, NC,
-        q.stride(0), q.stride(1), v.stride(0), v.stride(1), scale, **common,
-    )
+    for exact in (False, True):
+        _c_bwd_dq_kernel[(NC, B * H)](
+            q, k, v, do, dq, theta, mask, FLAG, SIN, ZIN, LG, LZ, N, H, D, E, NC,
+            q.stride(0), q.stride(1), v.stride(0), v.stride(1), scale, EXACT=exact, **common,
+        )
     BJ, BX = _scan_config(X)
     _c_scan_bwd_kernel[(B * H, triton.cdiv(X, BX))](LG, ZIN, D, X, E, NC, BLOCK_J=BJ, BLOCK_X=BX, num_warps=4)
     _c_scan_bwd_kernel[(B * H, triton.cdiv(D, BX))](LZ, ZIN, D, D, 1, NC, BLOCK_J=BJ, BLOCK_X=BX, num_warps=4)
-    _c_bwd_dkdv_kernel[(NC, B * H)](
-        q, k, v, do, dq, dk, dv, theta, mask, ZIN, LG, LZ, N, H, D, E, NC,
-        q.stride(0), q.stride(1), v.stride(0), v.stride(1), scale, **common,
-    )
+    for exact in (False, True):
+        _c_bwd_dkdv_kernel[(NC, B * H)](
+            q, k, v, do, dq, dk, dv, theta, mask, FLAG, ZIN, LG, LZ, N, H, D, E, NC,
+            q.stride(0), q.stride(1), v.stride(0), v.stride(1), scale, EXACT=exact, **common,
+        )
     return dq, dk, dv
