@@ -110,25 +110,47 @@ CASES = {
 
 
 def _prefill_in_pieces() -> Dict[str, float]:
-    """Causal prefill in two pieces (state carried) and token-by-token decode equal one full pass."""
+    """Causal prefill in two pieces (state carried) and token-by-token decode equal one full pass (with padding)."""
     from lightnet.kernels.triton_ops import additive_attention_triton as f
 
     g = torch.Generator().manual_seed(5)
     q, k = (torch.randn(2, 29, 2, 16, generator=g) for _ in range(2))
     v = torch.randn(2, 29, 2, 32, generator=g)
     theta = torch.rand(29, 16, generator=g) * 6
-    full, (S, z) = f(q, k, v, causal=True, lrpe_theta=theta)
-    a, st = f(q[:, :20], k[:, :20], v[:, :20], causal=True, lrpe_theta=theta[:20])
-    b, (S2, z2) = f(q[:, 20:], k[:, 20:], v[:, 20:], causal=True, lrpe_theta=theta[20:], initial_state=st)
+    kpm = torch.rand(2, 29, generator=g) < 0.25
+    kpm[1, :3] = True
+    full, (S, z) = f(q, k, v, causal=True, lrpe_theta=theta, key_padding_mask=kpm)
+    a, st = f(q[:, :20], k[:, :20], v[:, :20], causal=True, lrpe_theta=theta[:20], key_padding_mask=kpm[:, :20])
+    b, (S2, z2) = f(q[:, 20:], k[:, 20:], v[:, 20:], causal=True, lrpe_theta=theta[20:], initial_state=st,
+                    key_padding_mask=kpm[:, 20:])
     steps, st = [], None
     for t in range(29):
         o_t, st = f(q[:, t : t + 1], k[:, t : t + 1], v[:, t : t + 1], causal=True, lrpe_theta=theta[t : t + 1],
-                    initial_state=st)
+                    initial_state=st, key_padding_mask=kpm[:, t : t + 1])
         steps.append(o_t)
     return {
         "prefill_o": _rel(torch.cat([a, b], 1), full), "prefill_S": _rel(S2, S), "prefill_z": _rel(z2, z),
         "decode_o": _rel(torch.cat(steps, 1), full), "decode_S": _rel(st[0], S), "decode_z": _rel(st[1], z),
     }
+
+
+def _unsupported_gradients() -> Dict[str, float]:
+    """Gradients the Triton path does not provide raise a clear error (0.0 = raised with the right message)."""
+    from lightnet.kernels.triton_ops import additive_attention_triton as f
+
+    q = torch.randn(1, 5, 1, 16, requires_grad=True)
+    out = {}
+    cases = {
+        "initial_state": dict(initial_state=(torch.zeros(1, 1, 16, 16, requires_grad=True), torch.zeros(1, 1, 16))),
+        "lrpe_theta": dict(lrpe_theta=torch.zeros(5, 16, requires_grad=True)),
+    }
+    for name, kwargs in cases.items():
+        try:
+            f(q, q, q, causal=True, **kwargs)
+            out[name] = 1.0
+        except RuntimeError as exc:
+            out[name] = 0.0 if name in str(exc) else 1.0
+    return out
 
 
 def _splits_agree() -> Dict[str, float]:
@@ -147,6 +169,7 @@ def _worker() -> None:
     jobs = {name: (lambda a=args: _compare(**a)) for name, (args, _) in CASES.items()}
     jobs["nc_splits_agree"] = _splits_agree
     jobs["c_prefill_in_pieces"] = _prefill_in_pieces
+    jobs["unsupported_gradients"] = _unsupported_gradients
     for name, job in jobs.items():
         try:
             report[name] = job()
@@ -189,6 +212,12 @@ def test_causal_prefill_in_pieces_and_decode_match_one_pass(report):
     errs = report["c_prefill_in_pieces"]
     assert isinstance(errs, dict), errs
     _assert_close(errs, 1e-5)
+
+
+def test_unsupported_gradients_raise_clear_errors(report):
+    errs = report["unsupported_gradients"]
+    assert isinstance(errs, dict), errs
+    assert errs == {"initial_state": 0.0, "lrpe_theta": 0.0}, errs
 
 
 if __name__ == "__main__":

@@ -136,7 +136,9 @@ def additive_attention(
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
         raise TypeError(f"additive_attention: scale must be a number or None, got {type(scale).__name__}")
     scale = 1.0 if scale is None else float(scale)
-    use_triton = backend == "triton" or (backend == "auto" and _triton_available(q))
+    use_triton = backend == "triton" or (
+        backend == "auto" and _triton_available(q) and not _needs_torch_autograd(lrpe_theta, initial_state)
+    )
     if use_triton:
         if not _triton_available(q) and not _interpreting():
             raise RuntimeError("additive_attention: backend='triton' needs CUDA tensors and triton installed")
@@ -153,6 +155,15 @@ def additive_attention(
         )
     o = o.to(q.dtype)
     return (o, state) if output_final_state else o
+
+
+def _needs_torch_autograd(lrpe_theta: Optional[torch.Tensor], initial_state: Optional[State]) -> bool:
+    """The Triton path has no gradient for learnable LRPE angles or for the initial state; 'auto' then uses torch."""
+    if not torch.is_grad_enabled():
+        return False
+    if lrpe_theta is not None and lrpe_theta.requires_grad:
+        return True
+    return initial_state is not None and any(t.requires_grad for t in initial_state)
 
 
 def _interpreting() -> bool:
