@@ -95,6 +95,7 @@ def make_accelerator(run: RunConfig, cpu: bool = False):
     if run.grad_accum_steps < 1:
         raise ValueError(f"run.grad_accum_steps must be >= 1, got {run.grad_accum_steps}")
     mp = run.mixed_precision if run.mixed_precision != "no" else None
+    _reset_single_process_state()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         cpu = True  # torchrun/accelerate launch on a CPU-only host: accelerate needs cpu=True to use gloo
     acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=run.grad_accum_steps, cpu=cpu)
@@ -105,6 +106,20 @@ def make_accelerator(run: RunConfig, cpu: bool = False):
     if run.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     return acc
+
+
+def _reset_single_process_state() -> None:
+    """Let a single process build Accelerators with different settings one after another.
+
+    accelerate keeps one process-wide ``AcceleratorState`` and refuses a second ``Accelerator`` with
+    another ``mixed_precision`` (e.g. a bf16 run after an fp32 run in one test session or notebook).
+    Outside distributed runs nothing else holds that state, so it is cleared before each new trainer.
+    (``_reset_state`` is accelerate's own reset, used by its test-suite.)
+    """
+    from accelerate.state import AcceleratorState, PartialState
+
+    if AcceleratorState._shared_state and PartialState._shared_state.get("num_processes", 1) == 1:
+        AcceleratorState._reset_state()
 
 
 def create_run_dir(run: RunConfig, name: str, is_main: bool = True) -> Path:
