@@ -217,18 +217,10 @@ def train(cfg: ClassifyConfig, resume_from: str | Path | None = None, run_dir: s
 
     ``resume_from`` is a checkpoint folder; ``run_dir`` overrides where the run is written.
     """
-    from accelerate.utils import broadcast_object_list
-
-    from .engine import Trainer, create_run_dir, make_accelerator
+    from .engine import Trainer, start_run
     from .rng import seed_everything
 
-    accelerator = make_accelerator(cfg.run)
-    if run_dir is not None:
-        cfg.run.run_dir = str(run_dir)
-    path = [str(create_run_dir(cfg.run, cfg.name, is_main=accelerator.is_main_process))]
-    if accelerator.num_processes > 1:
-        broadcast_object_list(path)
-    run_path = Path(path[0])
+    accelerator, run_path = start_run(cfg.run, cfg.name, run_dir)
 
     train_ds, eval_ds, info, in_chans = _datasets(cfg)
     seed_everything(cfg.run.seed)

@@ -10,7 +10,7 @@ mid-epoch).
 
 Minimal use (see :mod:`lightnet.train.classify` for a full trainer)::
 
-    accelerator = make_accelerator(cfg.run)
+    accelerator, run_dir = start_run(cfg.run, cfg.name)   # accelerator + run folder agreed by all processes
     seed_everything(cfg.run.seed)                       # before building the model: same init everywhere
     model = build_my_model(...)
     trainer = Trainer(cfg.run, accelerator, model, dataset=train_ds, batch_size=64,
@@ -69,6 +69,7 @@ __all__ = [
     "create_run_dir",
     "make_accelerator",
     "resolve_resume",
+    "start_run",
 ]
 
 LossFn = Callable[[torch.nn.Module, Any], "tuple[torch.Tensor, Mapping[str, float]]"]
@@ -131,6 +132,23 @@ def create_run_dir(run: RunConfig, name: str, is_main: bool = True) -> Path:
     if is_main:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def start_run(run: RunConfig, name: str, run_dir: str | Path | None = None):
+    """``(accelerator, run_path)``: the accelerator for ``run`` and the run folder, agreed by all processes.
+
+    ``run_dir`` (e.g. the folder of a resumed run) overrides ``run.run_dir``; otherwise a new
+    ``<run.output_dir>/<timestamp>-<name>`` is created by the main process and broadcast to the others.
+    """
+    from accelerate.utils import broadcast_object_list
+
+    accelerator = make_accelerator(run)
+    if run_dir is not None:
+        run.run_dir = str(run_dir)
+    path = [str(create_run_dir(run, name, is_main=accelerator.is_main_process))]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(path)
+    return accelerator, Path(path[0])
 
 
 def resolve_resume(resume: str, output_dir: str | Path, name: str) -> tuple[Path, Path]:
