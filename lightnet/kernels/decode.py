@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import NEG_BIG, block_size, load_rows, logaddexp, store_rows
+from .triton_common import NEG_BIG, load_rows, logaddexp, problem_shape, store_rows
 
 __all__ = ["decode_step"]
 
@@ -81,20 +81,15 @@ def decode_step(
     initial_state: Optional[Tuple[torch.Tensor, torch.Tensor]],
 ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """One token: ``q, k [B, 1, H, D]``, ``v [B, 1, H, E]`` (contiguous) → ``(o [B, 1, H, E], (S', z'))``."""
-    B, N, H, D = q.shape
+    B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     if N != 1:
         raise ValueError(f"decode_step: expects one token, got N = {N}")
-    E = v.shape[-1]
-    lrpe = lrpe_theta is not None
-    DP = 2 * D if lrpe else D
     o = torch.empty((B, 1, H, E), device=q.device, dtype=q.dtype)
     S1 = torch.empty((B, H, DP, E), device=q.device, dtype=torch.float32)
     z1 = torch.empty((B, H, D), device=q.device, dtype=torch.float32)
     S0, z0 = initial_state if initial_state is not None else (S1, z1)
-    mask = key_padding_mask.view(torch.uint8) if key_padding_mask is not None else q
-    BD, BE = block_size(D), block_size(E)
     _decode_kernel[(B * H,)](
-        q, k, v, o, lrpe_theta if lrpe else q, mask, S0, z0, S1, z1, H, D, E, q.stride(0), v.stride(0), scale,
+        q, k, v, o, theta, mask, S0, z0, S1, z1, H, D, E, q.stride(0), v.stride(0), scale,
         BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
         HAS_INIT=initial_state is not None, num_warps=4 if BD * BE * (2 if lrpe else 1) <= 8192 else 8,
     )

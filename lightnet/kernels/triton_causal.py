@@ -29,7 +29,10 @@ import triton
 import triton.language as tl
 
 from .triton_common import (
+    problem_shape,
     NEG_BIG,
+    load_state,
+    store_state,
     TUNING,
     block_size,
     dot_mode,
@@ -140,6 +143,38 @@ def _exact_intra(
 
 
 @triton.jit
+def _chunk_selected(FLAG, pid_bh, j, NC, EXACT: tl.constexpr):
+    """The fast launch takes every chunk; the exact launch only the chunks the fast forward launch flagged."""
+    if EXACT:
+        run = tl.load(FLAG + pid_bh.to(tl.int64) * NC + j) != 0
+    else:
+        run = True
+    return run
+
+
+@triton.jit
+def _chunk_inputs(
+    Q, K, V, MASK, pid_bh, j, N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn,
+    BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_MASK: tl.constexpr,
+):
+    """Token range, keep-flags and the fp32 ``q, k [C, D]`` and ``v [C, E]`` tiles of chunk ``j``."""
+    b = pid_bh // H
+    h = pid_bh % H
+    c0 = j * BLOCK_C
+    end = tl.minimum(c0 + BLOCK_C, N)
+    rows = c0 + tl.arange(0, BLOCK_C)
+    offs_d = tl.arange(0, BLOCK_D)
+    valid = rows < end
+    k_base = b.to(tl.int64) * stride_qb + h * D
+    v_base = b.to(tl.int64) * stride_vb + h * E
+    keep = load_keep(MASK, b.to(tl.int64) * N, rows, valid, HAS_MASK)
+    qb = load_rows(Q + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
+    kb = load_rows(K + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
+    vb = load_rows(V + v_base, rows, tl.arange(0, BLOCK_E), stride_vn, valid, E, 0.0)
+    return b, c0, end, rows, valid, keep, k_base, v_base, qb, kb, vb
+
+
+@triton.jit
 def _scores(qt, kt, cq, sq, ck, sk, HAS_LRPE: tl.constexpr, DOT: tl.constexpr):
     """Factored intra-chunk scores ``Σ_c qt_{t,c} kt_{s,c} cos(θ_t − θ_s)`` as tensor-core products."""
     if HAS_LRPE:
@@ -147,29 +182,6 @@ def _scores(qt, kt, cq, sq, ck, sk, HAS_LRPE: tl.constexpr, DOT: tl.constexpr):
     else:
         A = mm(qt, tl.trans(kt), DOT)
     return A
-
-
-@triton.jit
-def _load_chunk_state(S, base, D, E, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr):
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_e = tl.arange(0, BLOCK_E)
-    rmask = offs_d < D
-    Sc = load_rows(S + base, offs_d, offs_e, E, rmask, E, 0.0)
-    if HAS_LRPE:
-        Ss = load_rows(S + base + D * E, offs_d, offs_e, E, rmask, E, 0.0)
-    else:
-        Ss = Sc
-    return Sc, Ss
-
-
-@triton.jit
-def _store_chunk_state(S, base, Sc, Ss, D, E, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr):
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_e = tl.arange(0, BLOCK_E)
-    rmask = offs_d < D
-    store_rows(S + base, Sc, offs_d, offs_e, E, rmask, E)
-    if HAS_LRPE:
-        store_rows(S + base + D * E, Ss, offs_d, offs_e, E, rmask, E)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -211,7 +223,7 @@ def _c_chunk_state_kernel(
     else:
         Sc = mm(tl.trans(p), vb, DOT)
         Ss = Sc
-    _store_chunk_state(SL, slot * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+    store_state(SL, slot * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
     tl.store(LJ + slot * D + offs_d, tl.where(l > 0, m + tl.log(l), NEG_BIG), mask=offs_d < D)
 
 
@@ -274,30 +286,18 @@ def _c_fwd_out_kernel(
     """K3: output of one chunk (inter-chunk state term + masked intra-chunk scores)."""
     j = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    if EXACT:  # second launch: only the chunks the fast launch flagged
-        run = tl.load(FLAG + pid_bh.to(tl.int64) * NC + j) != 0
-    else:
-        run = True
-    if run:
-        b = pid_bh // H
-        h = pid_bh % H
+    if _chunk_selected(FLAG, pid_bh, j, NC, EXACT):
         DP = 2 * D if HAS_LRPE else D
-        c0 = j * BLOCK_C
-        end = tl.minimum(c0 + BLOCK_C, N)
         offs_c = tl.arange(0, BLOCK_C)
         offs_d = tl.arange(0, BLOCK_D)
         offs_e = tl.arange(0, BLOCK_E)
-        rows = c0 + offs_c
-        valid = rows < end
-        k_base = b.to(tl.int64) * stride_qb + h * D
-        v_base = b.to(tl.int64) * stride_vb + h * E
-        keep = load_keep(MASK, b.to(tl.int64) * N, rows, valid, HAS_MASK)
-        qb = load_rows(Q + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
-        kb = load_rows(K + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
-        vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
+        b, c0, end, rows, valid, keep, k_base, v_base, qb, kb, vb = _chunk_inputs(
+            Q, K, V, MASK, pid_bh, j, N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn,
+            BLOCK_C, BLOCK_D, BLOCK_E, HAS_MASK,
+        )
         slot = pid_bh.to(tl.int64) * (NC + 1) + j
         zin = tl.load(ZIN + slot * D + offs_d, mask=offs_d < D, other=0.0)
-        Sc, Ss = _load_chunk_state(SIN, slot * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        Sc, Ss = load_state(SIN, slot * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
         z, z_ok = _chunk_z(kb, keep, zin, EXACT)
         r, spread = _chunk_reference(z)
         if not EXACT:  # the exact launch redoes chunks whose factored scores or fast z could leave fp32
@@ -342,31 +342,19 @@ def _c_bwd_dq_kernel(
     """B1: dq of one chunk, and its local contributions to the state / log-normaliser gradients."""
     j = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    if EXACT:  # second launch: only the chunks the fast launch flagged
-        run = tl.load(FLAG + pid_bh.to(tl.int64) * NC + j) != 0
-    else:
-        run = True
-    if run:
-        b = pid_bh // H
-        h = pid_bh % H
+    if _chunk_selected(FLAG, pid_bh, j, NC, EXACT):
         DP = 2 * D if HAS_LRPE else D
-        c0 = j * BLOCK_C
-        end = tl.minimum(c0 + BLOCK_C, N)
         offs_c = tl.arange(0, BLOCK_C)
         offs_d = tl.arange(0, BLOCK_D)
         offs_e = tl.arange(0, BLOCK_E)
-        rows = c0 + offs_c
-        valid = rows < end
-        k_base = b.to(tl.int64) * stride_qb + h * D
-        v_base = b.to(tl.int64) * stride_vb + h * E
-        keep = load_keep(MASK, b.to(tl.int64) * N, rows, valid, HAS_MASK)
-        qb = load_rows(Q + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
-        kb = load_rows(K + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
-        vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
+        b, c0, end, rows, valid, keep, k_base, v_base, qb, kb, vb = _chunk_inputs(
+            Q, K, V, MASK, pid_bh, j, N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn,
+            BLOCK_C, BLOCK_D, BLOCK_E, HAS_MASK,
+        )
         dob = load_rows(DO + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
         slot = pid_bh.to(tl.int64) * (NC + 1) + j
         zin = tl.load(ZIN + slot * D + offs_d, mask=offs_d < D, other=0.0)
-        Sc, Ss = _load_chunk_state(SIN, slot * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        Sc, Ss = load_state(SIN, slot * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
         z, z_ok = _chunk_z(kb, keep, zin, EXACT)
         r, spread = _chunk_reference(z)
         decay = tl.exp(tl.minimum(zin[None, :] - z, 0.0))
@@ -405,7 +393,7 @@ def _c_bwd_dq_kernel(
         else:
             Lc = mm(tl.trans(qb * decay), dob, DOT) * scale
             Ls = Lc
-        _store_chunk_state(LG, lslot * DP * E, Lc, Ls, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        store_state(LG, lslot * DP * E, Lc, Ls, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
         tl.store(LZ + lslot * D + offs_d, tl.sum(decay * g, 0), mask=offs_d < D)
 
 
@@ -458,34 +446,22 @@ def _c_bwd_dkdv_kernel(
     """B3: dk and dv of one chunk."""
     j = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    if EXACT:  # second launch: only the chunks the fast launch flagged
-        run = tl.load(FLAG + pid_bh.to(tl.int64) * NC + j) != 0
-    else:
-        run = True
-    if run:
-        b = pid_bh // H
-        h = pid_bh % H
+    if _chunk_selected(FLAG, pid_bh, j, NC, EXACT):
         DP = 2 * D if HAS_LRPE else D
-        c0 = j * BLOCK_C
-        end = tl.minimum(c0 + BLOCK_C, N)
         offs_c = tl.arange(0, BLOCK_C)
         offs_d = tl.arange(0, BLOCK_D)
         offs_e = tl.arange(0, BLOCK_E)
-        dmask = offs_d < D
-        rows = c0 + offs_c
-        valid = rows < end
-        k_base = b.to(tl.int64) * stride_qb + h * D
-        v_base = b.to(tl.int64) * stride_vb + h * E
-        keep = load_keep(MASK, b.to(tl.int64) * N, rows, valid, HAS_MASK)
-        qb = load_rows(Q + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
-        kb = load_rows(K + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
-        vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
+        b, c0, end, rows, valid, keep, k_base, v_base, qb, kb, vb = _chunk_inputs(
+            Q, K, V, MASK, pid_bh, j, N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn,
+            BLOCK_C, BLOCK_D, BLOCK_E, HAS_MASK,
+        )
         dob = load_rows(DO + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
         g = -qb * load_rows(DQ + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
+        dmask = offs_d < D
         slot = pid_bh.to(tl.int64) * (NC + 1) + j
         zin = tl.load(ZIN + slot * D + offs_d, mask=dmask, other=0.0)
         zout = tl.load(ZIN + (slot + 1) * D + offs_d, mask=dmask, other=0.0)
-        Gc, Gs = _load_chunk_state(G, (slot + 1) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        Gc, Gs = load_state(G, (slot + 1) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
         gz_out = tl.load(GZ + (slot + 1) * D + offs_d, mask=dmask, other=0.0)
         z, z_ok = _chunk_z(kb, keep, zin, EXACT)
         r, spread = _chunk_reference(z)
@@ -551,19 +527,13 @@ def causal_forward(
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List[torch.Tensor]]:
     """``(o, S_final, z_final, saved)``; ``saved = [SIN, ZIN, FLAG]``: per-chunk entering states and the flags of the
     chunks that took the exact path."""
-    B, N, H, D = q.shape
-    E = v.shape[-1]
-    lrpe = lrpe_theta is not None
-    DP = 2 * D if lrpe else D
+    B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     C = chunk_size(D, E)
     NC = triton.cdiv(N, C)
-    BD, BE = block_size(D), block_size(E)
     X = DP * E
     dev = q.device
     dot = dot_mode(q.dtype)
     warps = _warps(D, E, lrpe)
-    mask = key_padding_mask.view(torch.uint8) if key_padding_mask is not None else q
-    theta = lrpe_theta if lrpe else q
     LJ = torch.empty((B * H, NC, D), device=dev, dtype=torch.float32)
     SL = torch.empty((B * H, NC, DP, E), device=dev, dtype=torch.float32)
     _c_chunk_state_kernel[(NC, B * H)](
@@ -607,19 +577,13 @@ def causal_backward(
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dq, dk, dv)`` given ``dO`` and the (optional) gradients of the returned final state."""
     SIN, ZIN, FLAG = saved
-    B, N, H, D = q.shape
-    E = v.shape[-1]
-    lrpe = lrpe_theta is not None
-    DP = 2 * D if lrpe else D
+    B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     C = chunk_size(D, E)
     NC = triton.cdiv(N, C)
-    BD, BE = block_size(D), block_size(E)
     X = DP * E
     dev = q.device
     dot = dot_mode(q.dtype)
     warps = _warps(D, E, lrpe)
-    mask = key_padding_mask.view(torch.uint8) if key_padding_mask is not None else q
-    theta = lrpe_theta if lrpe else q
     do = do.contiguous()
     dq = torch.empty_like(q)
     dk = torch.empty_like(k)

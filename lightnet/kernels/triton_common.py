@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import os
 
+from typing import Optional, Tuple
+
 import torch
 import triton
 import triton.language as tl
@@ -46,6 +48,22 @@ def dot_mode(dtype: torch.dtype) -> int:
 def block_size(n: int, minimum: int = 16) -> int:
     """Smallest power of two ``>= max(n, minimum)`` (``tl.dot`` needs every side ``>= 16``)."""
     return max(minimum, triton.next_power_of_2(int(n)))
+
+
+def problem_shape(
+    q: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor], lrpe_theta: Optional[torch.Tensor]
+) -> Tuple[int, int, int, int, int, bool, int, int, int, torch.Tensor, torch.Tensor]:
+    """``(B, N, H, D, E, lrpe, D', BLOCK_D, BLOCK_E, mask, theta)`` of a launch; ``q [B, N, H, D]``, ``v [..., E]``.
+
+    ``mask`` is the padding mask viewed as uint8 and ``theta`` the angle table, each replaced by ``q`` (a valid,
+    never-read pointer) when absent.
+    """
+    B, N, H, D = q.shape
+    E = v.shape[-1]
+    lrpe = lrpe_theta is not None
+    mask = key_padding_mask.view(torch.uint8) if key_padding_mask is not None else q
+    theta = lrpe_theta if lrpe else q
+    return B, N, H, D, E, lrpe, 2 * D if lrpe else D, block_size(D), block_size(E), mask, theta
 
 
 def num_sms(device: torch.device) -> int:
@@ -103,3 +121,31 @@ def load_keep(MASK, mask_base, rows, valid, HAS_MASK: tl.constexpr):
     else:
         keep = valid
     return keep
+
+
+@triton.jit
+def load_state(S, base, D, E, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr):
+    """Load an fp32 state ``[D', E]`` at ``S + base`` as its cosine half and (with LRPE) sine half.
+
+    Without LRPE the second value is the first again (callers only read it under ``HAS_LRPE``).
+    """
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = tl.arange(0, BLOCK_E)
+    rmask = offs_d < D
+    Sc = load_rows(S + base, offs_d, offs_e, E, rmask, E, 0.0)
+    if HAS_LRPE:
+        Ss = load_rows(S + base + D * E, offs_d, offs_e, E, rmask, E, 0.0)
+    else:
+        Ss = Sc
+    return Sc, Ss
+
+
+@triton.jit
+def store_state(S, base, Sc, Ss, D, E, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr):
+    """Store the halves of an fp32 state ``[D', E]`` (the sine half only with LRPE)."""
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = tl.arange(0, BLOCK_E)
+    rmask = offs_d < D
+    store_rows(S + base, Sc, offs_d, offs_e, E, rmask, E)
+    if HAS_LRPE:
+        store_rows(S + base + D * E, Ss, offs_d, offs_e, E, rmask, E)

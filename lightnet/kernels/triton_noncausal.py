@@ -24,7 +24,10 @@ import triton
 import triton.language as tl
 
 from .triton_common import (
+    problem_shape,
     DOT_BF16,
+    load_state,
+    store_state,
     NEG_BIG,
     TUNING,
     block_size,
@@ -120,30 +123,6 @@ def _output_loop(
         store_rows(O + o_base, o * scale, rows, offs_e, stride_on, valid, E)
 
 
-@triton.jit
-def _load_state(S, s_base, D, E, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr):
-    """Load an fp32 state ``[D', E]`` as its cosine half and (with LRPE) sine half."""
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_e = tl.arange(0, BLOCK_E)
-    rmask = offs_d < D
-    Sc = load_rows(S + s_base, offs_d, offs_e, E, rmask, E, 0.0)
-    if HAS_LRPE:
-        Ss = load_rows(S + s_base + D * E, offs_d, offs_e, E, rmask, E, 0.0)
-    else:
-        Ss = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
-    return Sc, Ss
-
-
-@triton.jit
-def _store_state(S, s_base, Sc, Ss, D, E, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr):
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_e = tl.arange(0, BLOCK_E)
-    rmask = offs_d < D
-    store_rows(S + s_base, Sc, offs_d, offs_e, E, rmask, E)
-    if HAS_LRPE:
-        store_rows(S + s_base + D * E, Ss, offs_d, offs_e, E, rmask, E)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # forward kernels
 
@@ -180,10 +159,10 @@ def _nc_fwd_kernel(
         if HAS_INIT:
             z0 = tl.load(Z0 + pid_bh.to(tl.int64) * D + offs_d, mask=dmask, other=NEG_BIG)
             z0 = tl.maximum(z0, NEG_BIG)
-            S0c, S0s = _load_state(S0, pid_bh.to(tl.int64) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+            S0c, S0s = load_state(S0, pid_bh.to(tl.int64) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
         z, Sc, Ss = _finalise(m, l, Sc, Ss, z0, S0c, S0s, HAS_INIT)
         tl.store(Z_OUT + pid_bh.to(tl.int64) * D + offs_d, z, mask=dmask)
-        _store_state(S_OUT, pid_bh.to(tl.int64) * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        store_state(S_OUT, pid_bh.to(tl.int64) * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
         _output_loop(
             Q, O, THETA, k_base, v_base, 0, N, stride_qn, stride_vn, D, E, Sc, Ss, scale,
             BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT,
@@ -192,7 +171,7 @@ def _nc_fwd_kernel(
         part = pid_bh.to(tl.int64) * splits + pid_s
         tl.store(PM + part * D + offs_d, m, mask=dmask)
         tl.store(PL + part * D + offs_d, l, mask=dmask)
-        _store_state(PS, part * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        store_state(PS, part * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
 
 
 @triton.jit
@@ -251,7 +230,7 @@ def _nc_out_kernel(
     b = pid_bh // H
     h = pid_bh % H
     DP = 2 * D if HAS_LRPE else D
-    Sc, Ss = _load_state(S, pid_bh.to(tl.int64) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+    Sc, Ss = load_state(S, pid_bh.to(tl.int64) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
     start = pid_s * tokens_per_split
     end = tl.minimum(start + tokens_per_split, N)
     _output_loop(
@@ -356,7 +335,7 @@ def _nc_bwd_dq_kernel(
     q_base = b.to(tl.int64) * stride_qb + h * D
     o_base = b.to(tl.int64) * stride_vb + h * E
     s_base = pid_bh.to(tl.int64) * DP * E
-    Sc, Ss = _load_state(S, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+    Sc, Ss = load_state(S, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
     start = pid_s * tokens_per_split
     end = tl.minimum(start + tokens_per_split, N)
     dSc, dSs = _dq_loop(
@@ -367,7 +346,7 @@ def _nc_bwd_dq_kernel(
         dSc = dSc * scale
         dSs = dSs * scale
         if HAS_DS:
-            dS0c, dS0s = _load_state(DS_OUT, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+            dS0c, dS0s = load_state(DS_OUT, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
             dSc += dS0c
             dSs += dS0s
         gz = _z_gradient(Sc, Ss, dSc, dSs, DZ_OUT, pid_bh, D, BLOCK_D, HAS_LRPE, HAS_DZ)
@@ -379,7 +358,7 @@ def _nc_bwd_dq_kernel(
         )
     else:
         part = pid_bh.to(tl.int64) * splits + pid_s
-        _store_state(PDS, part * DP * E, dSc, dSs, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        store_state(PDS, part * DP * E, dSc, dSs, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
 
 
 @triton.jit
@@ -396,8 +375,8 @@ def _nc_bwd_dkdv_kernel(
     h = pid_bh % H
     DP = 2 * D if HAS_LRPE else D
     s_base = pid_bh.to(tl.int64) * DP * E
-    Sc, Ss = _load_state(S, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-    dSc, dSs = _load_state(DS, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+    Sc, Ss = load_state(S, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+    dSc, dSs = load_state(DS, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
     gz = _z_gradient(Sc, Ss, dSc, dSs, DZ_OUT, pid_bh, D, BLOCK_D, HAS_LRPE, HAS_DZ)
     offs_d = tl.arange(0, BLOCK_D)
     z = tl.load(Z + pid_bh.to(tl.int64) * D + offs_d, mask=offs_d < D, other=0.0)
@@ -452,18 +431,12 @@ def noncausal_forward(
     splits: Optional[int] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(o [B,N,H,E] in q's dtype, S [B,H,D',E] fp32, z [B,H,D] fp32)``; inputs contiguous."""
-    B, N, H, D = q.shape
-    E = v.shape[-1]
-    lrpe = lrpe_theta is not None
-    DP = 2 * D if lrpe else D
+    B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype)
-    BD, BE = block_size(D), block_size(E)
     n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
     o = torch.empty((B, N, H, E), device=q.device, dtype=q.dtype)
     S = torch.empty((B, H, DP, E), device=q.device, dtype=torch.float32)
     z = torch.empty((B, H, D), device=q.device, dtype=torch.float32)
-    mask = key_padding_mask.view(torch.uint8) if key_padding_mask is not None else q
-    theta = lrpe_theta if lrpe else q
     S0, z0 = initial_state if initial_state is not None else (S, z)
     fused = n_splits == 1
     if fused:
@@ -506,19 +479,13 @@ def noncausal_backward(
     splits: Optional[int] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dq, dk, dv, dS)`` where ``dS [B,H,D',E]`` is the full gradient reaching the final state."""
-    B, N, H, D = q.shape
-    E = v.shape[-1]
-    lrpe = lrpe_theta is not None
-    DP = 2 * D if lrpe else D
+    B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype)
-    BD, BE = block_size(D), block_size(E)
     n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
     do = do.contiguous()
     dq = torch.empty_like(q)
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
-    mask = key_padding_mask.view(torch.uint8) if key_padding_mask is not None else q
-    theta = lrpe_theta if lrpe else q
     fused = n_splits == 1
     dot = dot_mode(q.dtype)
     common = dict(BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
