@@ -19,7 +19,7 @@ import math
 import os
 import platform
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -178,33 +178,13 @@ def main() -> None:
                 except Exception:
                     row[f"mem_{name}"] = float("nan")
         rows.append(row)
+        with open(os.path.join(args.out, "bench_kernels_rows.json"), "w") as f:  # partial results survive a timeout
+            json.dump(rows, f, indent=1)
         print(json.dumps({k2: (round(v2, 4) if isinstance(v2, float) else v2) for k2, v2 in row.items()}), flush=True)
         del q, k, v, do
         torch.cuda.empty_cache()
 
-    def get(r, key):
-        return r.get(key, float("nan"))
-
-    lines = []
-    head = (f"| B | N | D | floor | ours NC | ×floor | ref NC | compiled ref | SDPA NC | ours/compiled | ours/SDPA NC "
-            f"| ours C | ref C | SDPA C | fla | fla/ours C | SDPA C/ours C | ours C µs/ktok |")
-    lines.append(head)
-    lines.append("|" + "---|" * (head.count("|") - 1))
-    for r in rows:
-        onc, oc = get(r, "ours_noncausal"), get(r, "ours_causal")
-        lines.append(
-            f"| {r['B']} | {r['N']} | {r['D']} | {r['floor_ms']:.3f} | {onc:.3f} | {onc / r['floor_ms']:.2f} "
-            f"| {get(r, 'ref_noncausal'):.3f} | {get(r, 'compiled_ref_noncausal'):.3f} | {get(r, 'sdpa_noncausal'):.3f} "
-            f"| {get(r, 'compiled_ref_noncausal') / onc:.1f}× faster | {get(r, 'sdpa_noncausal') / onc:.1f}× faster "
-            f"| {oc:.3f} | {get(r, 'ref_causal'):.3f} | {get(r, 'sdpa_causal'):.3f} | {get(r, 'fla_chunk_lightnet'):.3f} "
-            f"| {get(r, 'fla_chunk_lightnet') / oc:.1f}× | {get(r, 'sdpa_causal') / oc:.1f}× "
-            f"| {oc * 1e3 / (r['B'] * r['N'] / 1000):.2f} |"
-        )
-    mem = ["| N | D | ours NC MiB | SDPA NC MiB | ours C MiB | SDPA C MiB | fla MiB |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        mem.append(f"| {r['N']} | {r['D']} | {get(r, 'mem_ours_noncausal'):.0f} | {get(r, 'mem_sdpa_noncausal'):.0f} "
-                   f"| {get(r, 'mem_ours_causal'):.0f} | {get(r, 'mem_sdpa_causal'):.0f} "
-                   f"| {get(r, 'mem_fla_chunk_lightnet'):.0f} |")
+    lines, mem = format_tables(rows)
     env = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "gpu": torch.cuda.get_device_name(),
@@ -233,6 +213,35 @@ def main() -> None:
     with open(os.path.join(args.out, "bench_kernels.md"), "w") as f:
         f.write(json.dumps(env) + "\n\n" + "\n".join(lines) + "\n\n" + "\n".join(mem) + "\n")
     plot(rows, os.path.join(args.out, "bench_kernels.png"), env)
+
+
+def format_tables(rows: List[Dict]) -> Tuple[List[str], List[str]]:
+    """Markdown tables (times and ratios; peak memory) from the benchmark rows."""
+
+    def get(r, key):
+        return r.get(key, float("nan"))
+
+    lines = []
+    head = (f"| B | N | D | floor | ours NC | ×floor | ref NC | compiled ref | SDPA NC | ours/compiled | ours/SDPA NC "
+            f"| ours C | ref C | SDPA C | fla | fla/ours C | SDPA C/ours C | ours C µs/ktok |")
+    lines.append(head)
+    lines.append("|" + "---|" * (head.count("|") - 1))
+    for r in rows:
+        onc, oc = get(r, "ours_noncausal"), get(r, "ours_causal")
+        lines.append(
+            f"| {r['B']} | {r['N']} | {r['D']} | {r['floor_ms']:.3f} | {onc:.3f} | {onc / r['floor_ms']:.2f} "
+            f"| {get(r, 'ref_noncausal'):.3f} | {get(r, 'compiled_ref_noncausal'):.3f} | {get(r, 'sdpa_noncausal'):.3f} "
+            f"| {get(r, 'compiled_ref_noncausal') / onc:.1f}× faster | {get(r, 'sdpa_noncausal') / onc:.1f}× faster "
+            f"| {oc:.3f} | {get(r, 'ref_causal'):.3f} | {get(r, 'sdpa_causal'):.3f} | {get(r, 'fla_chunk_lightnet'):.3f} "
+            f"| {get(r, 'fla_chunk_lightnet') / oc:.1f}× | {get(r, 'sdpa_causal') / oc:.1f}× "
+            f"| {oc * 1e3 / (r['B'] * r['N'] / 1000):.2f} |"
+        )
+    mem = ["| N | D | ours NC MiB | SDPA NC MiB | ours C MiB | SDPA C MiB | fla MiB |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mem.append(f"| {r['N']} | {r['D']} | {get(r, 'mem_ours_noncausal'):.0f} | {get(r, 'mem_sdpa_noncausal'):.0f} "
+                   f"| {get(r, 'mem_ours_causal'):.0f} | {get(r, 'mem_sdpa_causal'):.0f} "
+                   f"| {get(r, 'mem_fla_chunk_lightnet'):.0f} |")
+    return lines, mem
 
 
 def plot(rows: List[Dict], path: str, env: Dict) -> None:
