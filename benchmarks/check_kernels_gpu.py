@@ -127,6 +127,10 @@ def main() -> int:
     print(f"seed {seed}  device {torch.cuda.get_device_name()}  torch {torch.__version__}")
     failures = 0
     t0 = time.time()
+    extra = check_auto_and_decode(gen)
+    bad = [n for n, e in extra.items() if not e <= TOL[torch.bfloat16]]
+    failures += bool(bad)
+    print(f"{'FAIL' if bad else 'ok  '} auto/decode | " + " ".join(f"{n}={e:.1e}" for n, e in extra.items()))
     for case in CASES:
         causal, B, N, H, D, E, dtype, mask, lrpe, init, k_scale = case
         tol = (LARGE_LOGIT_TOL if k_scale > 10 else TOL)[dtype]
@@ -140,10 +144,6 @@ def main() -> int:
         failures += bool(bad)
         body = " ".join(f"{n}={e:.1e}" if isinstance(e, float) else f"{n}={e}" for n, e in errs.items())
         print(f"{'FAIL' if bad else 'ok  '} {label} tol {tol:.0e} | {body}", flush=True)
-    extra = check_auto_and_decode(gen)
-    bad = [n for n, e in extra.items() if not e <= TOL[torch.bfloat16]]
-    failures += bool(bad)
-    print(f"{'FAIL' if bad else 'ok  '} auto/decode | " + " ".join(f"{n}={e:.1e}" for n, e in extra.items()))
     print(f"{failures} failing checks, {time.time() - t0:.1f} s")
     return 1 if failures else 0
 
