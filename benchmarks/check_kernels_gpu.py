@@ -48,9 +48,8 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
-def run_case(case: Tuple, gen: torch.Generator) -> Dict[str, float]:
+def run_case(case: Tuple, gen: torch.Generator, dev: str = "cuda") -> Dict[str, float]:
     causal, B, N, H, D, E, dtype, mask, lrpe, init, k_scale = case
-    dev = "cuda"
     q = torch.randn(B, N, H, D, device=dev, generator=gen).to(dtype)
     k = (torch.randn(B, N, H, D, device=dev, generator=gen) * k_scale).to(dtype)
     v = torch.randn(B, N, H, E, device=dev, generator=gen).to(dtype)
@@ -90,9 +89,8 @@ def run_case(case: Tuple, gen: torch.Generator) -> Dict[str, float]:
     return errs
 
 
-def check_auto_and_decode(gen: torch.Generator) -> Dict[str, float]:
+def check_auto_and_decode(gen: torch.Generator, dev: str = "cuda") -> Dict[str, float]:
     """backend='auto' picks Triton on CUDA and agrees with 'torch'; a decode loop equals one causal pass."""
-    dev = "cuda"
     B, N, H, D = 2, 77, 3, 64
     q, k, v = (torch.randn(B, N, H, D, device=dev, generator=gen, dtype=torch.bfloat16) for _ in range(3))
     errs = {}
@@ -118,26 +116,33 @@ def check_auto_and_decode(gen: torch.Generator) -> Dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: from the clock)")
+    parser.add_argument("--device", default="cuda", help="'cpu' with TRITON_INTERPRET=1 dry-runs the script")
+    parser.add_argument("--max-cases", type=int, default=None, help="only the first cases (dry runs)")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("check_kernels_gpu: no CUDA device", file=sys.stderr)
         return 2
     seed = args.seed if args.seed is not None else int(time.time()) % 100000
-    gen = torch.Generator(device="cuda").manual_seed(seed)
-    print(f"seed {seed}  device {torch.cuda.get_device_name()}  torch {torch.__version__}")
+    gen = torch.Generator(device=args.device).manual_seed(seed)
+    name = torch.cuda.get_device_name() if args.device == "cuda" else args.device
+    print(f"seed {seed}  device {name}  torch {torch.__version__}")
     failures = 0
     t0 = time.time()
-    extra = check_auto_and_decode(gen)
+    try:
+        extra = check_auto_and_decode(gen, args.device)
+    except Exception as exc:
+        extra = {"error": float("nan")}
+        print(f"auto/decode check raised: {str(exc)[:300]}")
     bad = [n for n, e in extra.items() if not e <= TOL[torch.bfloat16]]
     failures += bool(bad)
     print(f"{'FAIL' if bad else 'ok  '} auto/decode | " + " ".join(f"{n}={e:.1e}" for n, e in extra.items()))
-    for case in CASES:
+    for case in CASES[: args.max_cases]:
         causal, B, N, H, D, E, dtype, mask, lrpe, init, k_scale = case
         tol = (LARGE_LOGIT_TOL if k_scale > 10 else TOL)[dtype]
         label = (f"{'causal' if causal else 'noncausal':9s} B{B} N{N} H{H} D{D} E{E} {str(dtype)[6:]:8s} "
                  f"mask{int(mask)} lrpe{int(lrpe)} init{int(init)} kx{k_scale:g}")
         try:
-            errs = run_case(case, gen)
+            errs = run_case(case, gen, args.device)
             bad = [n for n, e in errs.items() if not e <= tol]
         except Exception as exc:  # report and continue with the other cases
             errs, bad = {"error": str(exc)[:300]}, ["error"]
