@@ -31,14 +31,14 @@ from timm.models import (
     register_notrace_module,
 )
 
-from ..layers import MDTPE, LightNetAttention, LightNetBlock, make_norm
+from ..layers import GLU, MDTPE, LightNetAttention, LightNetBlock, RMSNorm, make_norm
 
 __all__ = ["LightNet", "checkpoint_filter_fn"]
 
-# FX (timm's feature extraction / its fx tests): the mixer and MD-TPE derive tables from the grid size, so they are
-# traced as leaf modules rather than symbolically.
-register_notrace_module(LightNetAttention)
-register_notrace_module(MDTPE)
+# FX (timm's feature extraction / its fx tests): the layers validate shapes and derive tables from the grid size in
+# Python, so they are traced as leaf modules rather than symbolically.
+for _leaf in (LightNetAttention, MDTPE, GLU, RMSNorm):
+    register_notrace_module(_leaf)
 
 _POOL_TYPES = ("", "avg", "max", "avgmax")
 _INTERMEDIATE_FORMATS = ("NCHW", "NHWC", "NLC")
