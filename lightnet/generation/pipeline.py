@@ -111,10 +111,15 @@ class LightNetDiTPipeline(DiffusionPipeline):
         if class_labels is None:
             if batch_size is None:
                 raise ValueError("give class_labels, or batch_size for unconditional (null-class) samples")
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+                raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
             return None
-        labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
+        labels = torch.as_tensor(class_labels)
         if labels.numel() == 0:
             raise ValueError("class_labels is empty")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(f"class_labels must be integer class ids, got {labels.dtype} values {labels.reshape(-1)[:8].tolist()}")
+        labels = labels.long().reshape(-1)
         bad = labels[(labels < 0) | (labels >= self.num_classes)]
         if bad.numel():
             raise ValueError(f"class labels {bad.tolist()} out of range: this model has classes 0..{self.num_classes - 1}")
@@ -151,6 +156,8 @@ class LightNetDiTPipeline(DiffusionPipeline):
         if output_type not in _OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {_OUTPUT_TYPES}, got {output_type!r}")
         self._check_components()
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
         labels = self._labels(class_labels, batch_size)
         B = labels.numel() if labels is not None else int(batch_size)
         h, w = self._latent_size(height, width)

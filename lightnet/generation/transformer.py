@@ -135,6 +135,20 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
         self.initialize_weights()
 
     @classmethod
+    def from_pretrained(cls, *args: Any, strict: bool = True, **kwargs: Any) -> Any:
+        """diffusers' ``from_pretrained``, except that weights which do not fit (another architecture or size) are an
+        error instead of a warning and a silently re-initialised model. ``strict=False`` restores diffusers' behaviour
+        (missing weights initialised, unexpected ones ignored)."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        bad = {k: info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)}
+        if strict and bad:
+            shown = "; ".join(f"{k.replace('_', ' ')} ({len(v)}): {list(v)[:5]}" for k, v in bad.items())
+            raise ValueError(f"{cls.__name__}.from_pretrained({args[0] if args else ''}): the checkpoint does not fit "
+                             f"this model (another architecture or size?): {shown}; pass strict=False to load anyway")
+        return (model, info) if want_info else model
+
+    @classmethod
     def from_preset(cls, name: str, learn_sigma: bool = False, **kwargs: Any) -> "LightNetDiTModel":
         """Build a DiT-sized model, e.g. ``from_preset("LightNet-DiT-S/2", in_channels=1, num_classes=10)``.
 
@@ -197,6 +211,8 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
         if timestep is None:
             raise ValueError("LightNetDiTModel: timestep is required")
         t = torch.as_tensor(timestep, device=device)
+        if t.is_floating_point() and not torch.compiler.is_compiling() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"LightNetDiTModel: timestep holds NaN or inf: {t.flatten()[:8].tolist()}")
         if t.dim() == 0:
             t = t.expand(batch)
         if t.shape != (batch,):
@@ -204,7 +220,10 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
         if class_labels is None:
             y = torch.full((batch,), self.null_class, device=device, dtype=torch.long)
         else:
-            y = torch.as_tensor(class_labels, device=device).long()
+            y = torch.as_tensor(class_labels, device=device)
+            if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+                raise TypeError(f"LightNetDiTModel: class_labels must be integer class ids, got {y.dtype}")
+            y = y.long()
             if y.dim() == 0:
                 y = y.expand(batch)
             if y.shape != (batch,):

@@ -87,7 +87,13 @@ class LightNetLMConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first inconsistent field."""
+        """Raise ``ValueError`` (``TypeError`` for a wrong type) naming the first inconsistent field."""
+        for name in ("vocab_size", "dim", "depth", "num_heads", "tpe_num_decays", "num_labels"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"LightNetLMConfig: {name} must be an integer, got {v!r} ({type(v).__name__})")
+        if self.backend not in ("auto", "torch", "triton"):
+            raise ValueError(f"LightNetLMConfig: backend must be 'auto', 'torch' or 'triton', got {self.backend!r}")
         if self.vocab_size < 1:
             raise ValueError(f"LightNetLMConfig: vocab_size must be >= 1, got {self.vocab_size}")
         if self.dim < 1 or self.depth < 0 or self.num_heads < 1:
@@ -154,6 +160,6 @@ class LightNetLMConfig:
             raise FileNotFoundError(f"LightNetLMConfig: no config file at {path}")
         try:
             data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"LightNetLMConfig: {path} is not valid JSON: {e}") from e
         return cls.from_dict(data)

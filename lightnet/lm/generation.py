@@ -7,6 +7,8 @@ would generate alone (up to floating-point rounding of the absolute angles).
 """
 from __future__ import annotations
 
+import math
+
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -103,6 +105,9 @@ def generate(
     cfg = model.config
     pad_id = cfg.pad_token_id if pad_token_id is None else int(pad_token_id)
     device = next(model.parameters()).device
+    if isinstance(input_ids, (str, bytes)):
+        raise TypeError("generate: input_ids must be token ids (a [B, N] tensor or lists of ints), got text; "
+                        "encode it first, e.g. ByteTokenizer().encode(text, add_bos=True)")
     if not isinstance(input_ids, torch.Tensor):
         if attention_mask is not None:
             raise ValueError("generate: attention_mask is only accepted with a tensor input_ids (lists are padded here)")
@@ -128,8 +133,8 @@ def generate(
     if max_new_tokens < 0:
         raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
     if do_sample:
-        if temperature <= 0:
-            raise ValueError(f"generate: temperature must be > 0 when sampling, got {temperature} (use do_sample=False for greedy)")
+        if not temperature > 0 or not math.isfinite(temperature):
+            raise ValueError(f"generate: temperature must be a finite number > 0 when sampling, got {temperature} (use do_sample=False for greedy)")
         if top_k is not None and top_k < 1:
             raise ValueError(f"generate: top_k must be >= 1, got {top_k}")
         if top_p is not None and not 0.0 < top_p <= 1.0:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
@@ -261,7 +262,10 @@ class LightNetPreTrainedModel(nn.Module):
         weights = path / WEIGHTS_NAME
         if not weights.is_file():
             raise FileNotFoundError(f"from_pretrained: no {WEIGHTS_NAME} in {path}")
-        state = load_file(str(weights), device=str(map_location))
+        try:
+            state = load_file(str(weights), device=str(map_location))
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"from_pretrained: cannot read {weights} (truncated or not a safetensors file?): {e}") from e
         if strict is None:
             strict = saved_arch in (None, cls.__name__)
         own = model.state_dict()
@@ -288,7 +292,20 @@ class LightNetPreTrainedModel(nn.Module):
 
 
 def _token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over labels != -100 (fp32): ``logits [B, N, V]``, ``labels [B, N]``."""
+    """Mean cross-entropy over labels != -100 (fp32): ``logits [B, N, V]``, ``labels [B, N]``.
+
+    A batch without any labelled position gives a zero loss (with zero gradients) instead of NaN; a label outside
+    the vocabulary is a ``ValueError`` naming it.
+    """
+    if not torch.compiler.is_compiling():
+        flat = labels.reshape(-1)
+        valid = flat != IGNORE_INDEX
+        if not bool(valid.any()):
+            return logits.float().sum() * 0.0
+        bad = flat[valid & ((flat < 0) | (flat >= logits.shape[-1]))]
+        if bad.numel():
+            raise ValueError(f"labels contain id {int(bad[0])}, outside the vocabulary [0, {logits.shape[-1]}) "
+                             f"(use {IGNORE_INDEX} to ignore a position)")
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
 
 

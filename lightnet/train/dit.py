@@ -135,7 +135,10 @@ def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sam
         kwargs.update(in_channels=in_channels, out_channels=out_channels, num_classes=num_classes,
                       sample_size=sample_size)
         kwargs.update(cfg.kwargs)
-        return LightNetDiTModel(**kwargs)
+        try:
+            return LightNetDiTModel(**kwargs)
+        except TypeError as e:  # an unknown constructor argument in model.kwargs
+            raise ConfigError(f"model.kwargs rejected by LightNetDiTModel: {e}") from e
     if cfg.arch == "dit":
         from diffusers.models import DiTTransformer2DModel
 
@@ -148,7 +151,10 @@ def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sam
         kwargs.update(in_channels=in_channels, out_channels=out_channels, num_embeds_ada_norm=num_classes,
                       sample_size=sample_size)
         kwargs.update(cfg.kwargs)
-        return DiTTransformer2DModel(**kwargs)
+        try:
+            return DiTTransformer2DModel(**kwargs)
+        except TypeError as e:
+            raise ConfigError(f"model.kwargs rejected by DiTTransformer2DModel: {e}") from e
     raise ConfigError(f"model.arch must be 'lightnet' or 'dit', got {cfg.arch!r}")
 
 

@@ -232,6 +232,10 @@ def fid_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     try:
+        for path in args.pipeline:  # fail before the (minutes-long) classifier training, not after it
+            if not (Path(path) / "model_index.json").is_file():
+                raise FileNotFoundError(f"{path} is not a saved pipeline folder (no model_index.json); pass the "
+                                        f"'pipeline' folder of a train-dit run")
         results = compute_fid_table(args.pipeline, args.dataset, args.root, args.img_size, args.num_samples,
                                     args.classifier, args.classifier_epochs, args.steps, args.guidance, args.scheduler,
                                     args.batch_size, args.seed, args.device, load_pipeline, sample_images,
