@@ -126,6 +126,7 @@ def _find_idx(root: Path, stem: str) -> Path:
     )
 
 
+@functools.lru_cache(maxsize=2)
 def _fashion_split(split: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
     prefix = "train" if split == "train" else "t10k"
     images = read_idx(_find_idx(root, f"{prefix}-images-idx3-ubyte"))
