@@ -88,7 +88,7 @@ def additive_attention_triton(
     Returns:
         ``(o [B, N, H, E] in q's dtype, (S [B, H, D', E] fp32, z [B, H, D] fp32))``.
     """
-    if q.dtype == torch.float64 or q.shape[1] == 0:
+    if q.dtype == torch.float64 or q.shape[0] == 0 or q.shape[1] == 0:  # fp64 / empty batch / empty sequence
         return additive_attention_torch(
             q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask,
             lrpe_theta=lrpe_theta, initial_state=initial_state,
