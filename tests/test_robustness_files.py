@@ -92,8 +92,11 @@ def test_checkpoint_loader_refuses_code_and_foreign_models(tmp_path):
     lm = LightNetForCausalLM(LightNetLMConfig(dim=16, depth=1, num_heads=2))
     other = tmp_path / "lm.safetensors"
     save_file({k: v.contiguous() for k, v in lm.state_dict().items() if k != "lm_head.weight"}, str(other))
+    before = {k: v.clone() for k, v in vit.state_dict().items()}
     with raises(CheckpointError, "does not fit", "another architecture"):
         load_model_weights(vit, other)
+    # nothing is lost: a refused load leaves the model untouched
+    assert all(torch.equal(before[k], v) for k, v in vit.state_dict().items())
 
 
 # ----------------------------------------------------------------------------------------------- LM from_pretrained
@@ -272,6 +275,10 @@ def test_resume_and_eval_refuse_code_carrying_checkpoints(tmp_path, capsys):
     rc, text = _cli(capsys, "train", "--resume", str(tmp_path / "run"), *TINY)
     assert rc == 2 and "refusing to load" in text and "training_state.pt" in text, text
     assert not sentinel.exists()
+    # nothing is lost: the refused resume left the checkpoint and the `latest` pointer as they were
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step_00000001"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["config.yaml", "meta.json", "model.safetensors",
+                                                      "training_state.pt"]
     # eval of a pickle "weights" file next to the run's config
     evil_torch_file(ckpt / "weights.pt", sentinel, {})
     rc, text = _cli(capsys, "eval", "--checkpoint", str(ckpt / "weights.pt"))
