@@ -78,6 +78,17 @@ def _safe_exp_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(empty, torch.zeros_like(d), torch.exp(d))
 
 
+def _start_state(initial_state: Optional[State], kf: torch.Tensor, E: int, theta: Optional[torch.Tensor]) -> State:
+    """The state a causal pass starts from: the given one in the compute dtype, or the empty state
+    (``S = 0 [B, H, D', E]``, ``z = −inf [B, H, D]``)."""
+    if initial_state is not None:
+        S, z = initial_state
+        return S.to(kf.dtype), z.to(kf.dtype)
+    B, _, H, D = kf.shape
+    Dp = 2 * D if theta is not None else D
+    return kf.new_zeros((B, H, Dp, E)), kf.new_full((B, H, D), _NEG_INF)
+
+
 def noncausal_attention_torch(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -120,15 +131,10 @@ def causal_attention_recurrent_torch(
     """Token-by-token recurrence (O(1) state per step); the decode path and a test oracle."""
     B, N, H, D = k.shape
     E = v.shape[-1]
-    Dp = 2 * D if lrpe_theta is not None else D
     kf, keep = _masked_logits(k, key_padding_mask)
     qf = _lrpe_expand(q.to(kf.dtype), lrpe_theta)
     vf = v.to(kf.dtype)
-    if initial_state is None:
-        S = q.new_zeros((B, H, Dp, E), dtype=kf.dtype)
-        z = q.new_full((B, H, D), _NEG_INF, dtype=kf.dtype)
-    else:
-        S, z = (t.to(kf.dtype) for t in initial_state)
+    S, z = _start_state(initial_state, kf, E, lrpe_theta)
     outs = []
     for t in range(N):
         kt = kf[:, t]  # [B, H, D]
@@ -166,15 +172,10 @@ def causal_attention_chunked_torch(
     """
     B, N, H, D = k.shape
     E = v.shape[-1]
-    Dp = 2 * D if lrpe_theta is not None else D
     kf, keep = _masked_logits(k, key_padding_mask)
     qf = q.to(kf.dtype)
     vf = v.to(kf.dtype)
-    if initial_state is None:
-        S = q.new_zeros((B, H, Dp, E), dtype=kf.dtype)
-        z = q.new_full((B, H, D), _NEG_INF, dtype=kf.dtype)
-    else:
-        S, z = (t.to(kf.dtype) for t in initial_state)
+    S, z = _start_state(initial_state, kf, E, lrpe_theta)
     outs = []
     for start in range(0, N, chunk_size):
         end = min(start + chunk_size, N)
