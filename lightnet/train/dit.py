@@ -21,7 +21,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -31,8 +30,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from .config import ConfigError, build_config, load_yaml
-from .datasets import DatasetError, build_image_dataset
+from .config import ConfigError
+from .datasets import build_image_dataset
 from .engine import Trainer
 from .schema import OptimConfig, RunConfig, SchedConfig
 
@@ -236,7 +235,8 @@ def _load_vae(cfg: VAEConfig):
 class DiffusionTrainer(Trainer):
     """:class:`Trainer` plus an EMA update and an optional sample grid after every optimizer step.
 
-    (Extends ``Trainer._train_step``; the EMA copy is checkpointed through ``extra_modules`` as ``ema``.)
+    (Both run in the :meth:`Trainer.on_step_end` hook; the EMA copy is checkpointed through ``extra_modules``
+    as ``ema``.)
     """
 
     def __init__(self, *args: Any, ema: EMA, sample_fn=None, sample_every: int = 0, **kwargs: Any) -> None:
@@ -245,14 +245,12 @@ class DiffusionTrainer(Trainer):
         self.ema.model.to(self.acc.device)
         self.sample_fn, self.sample_every = sample_fn, sample_every
 
-    def _train_step(self, it):
-        out = super()._train_step(it)
+    def on_step_end(self) -> None:
         self.ema.update(self.unwrapped(), self.state.step)
         if self.sample_fn is not None and self.sample_every and self.state.step % self.sample_every == 0:
             if self.acc.is_main_process:
                 self.print(f"step {self.state.step}: sample grid {self.sample_fn(self.state.step)}")
             self.acc.wait_for_everyone()
-        return out
 
 
 def _make_pipeline(transformer, noise: NoiseConfig, vae, class_names: list[str]):
@@ -267,22 +265,15 @@ def _make_pipeline(transformer, noise: NoiseConfig, vae, class_names: list[str])
 
 def train_dit(cfg: DiTTrainConfig, resume_from: str | Path | None = None, run_dir: str | Path | None = None):
     """Train as configured; returns the engine's ``TrainResult`` (``RUN/pipeline`` holds the saved pipeline)."""
-    from accelerate.utils import broadcast_object_list
     from diffusers import DDPMScheduler
 
     from lightnet.generation.losses import DiffusionLoss
 
-    from .engine import create_run_dir, make_accelerator
+    from .engine import start_run
     from .rng import seed_everything
     from .sample import sample_images, save_grid, set_scheduler
 
-    accelerator = make_accelerator(cfg.run)
-    if run_dir is not None:
-        cfg.run.run_dir = str(run_dir)
-    path = [str(create_run_dir(cfg.run, cfg.name, is_main=accelerator.is_main_process))]
-    if accelerator.num_processes > 1:
-        broadcast_object_list(path)
-    run_path = Path(path[0])
+    accelerator, run_path = start_run(cfg.run, cfg.name, run_dir)
 
     train_ds, eval_ds, info, in_chans = _datasets(cfg)
     vae = _load_vae(cfg.vae)
@@ -404,52 +395,17 @@ def _eval_loss(model, batch, encode, noise_scheduler, objective, device, chunk: 
 
 
 # --------------------------------------------------------------------------- CLI
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lightnet train-dit",
-        description="Train a class-conditional diffusion transformer (LightNet-DiT or diffusers DiT) on accelerate.",
-        epilog="examples:\n  lightnet train-dit\n  lightnet train-dit -c dit_fashion_mnist run.epochs=2\n"
-               "  lightnet train-dit -c dit_fashion_mnist model.arch=dit model.preset=DiT-S/2\n"
-               "  lightnet train-dit -c dit_imagenet256 data.root=/data/imagenet vae.path=/models/sd-vae-ft-ema\n"
-               "  lightnet train-dit --resume runs/20250101-120000-dit_digits",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", default=None, help=f"recipe: YAML path or name in configs/ (default {DEFAULT_RECIPE})")
-    p.add_argument("--resume", nargs="?", const="auto", default=None,
-                   help="continue a run: its folder, a checkpoint folder, or no value for the newest run of this name")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("overrides", nargs="*", help="key=value overrides (optim.lr=2e-4 run.epochs=5 model.preset=...)")
-    return p
-
-
 def train_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``lightnet train-dit``."""
-    import yaml
+    """Entry point of ``lightnet train-dit``; returns the exit code (see :mod:`lightnet.train.entry`)."""
+    from .entry import run_trainer_cli
 
-    from .checkpoint import CheckpointError
-    from .config import config_to_dict
-    from .engine import NonFiniteLossError, resolve_resume
-
-    args = _parser().parse_args(argv)
-    try:
-        resume_ckpt = run_dir = None
-        if args.resume is not None:
-            probe = build_config(DiTTrainConfig, args.config or DEFAULT_RECIPE, args.overrides)
-            run_dir, resume_ckpt = resolve_resume(args.resume, probe.run.output_dir, probe.name)
-            base = load_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
-            cfg = build_config(DiTTrainConfig, args.config, args.overrides, base=base)
-        else:
-            cfg = build_config(DiTTrainConfig, args.config or DEFAULT_RECIPE, args.overrides)
-        if args.print_config:
-            print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-            return 0
-        train_dit(cfg, resume_from=resume_ckpt, run_dir=run_dir)
-    except NonFiniteLossError as e:
-        print(f"lightnet train-dit: error: {e}", file=sys.stderr)
-        return 3
-    except (ConfigError, DatasetError, CheckpointError, ValueError) as e:
-        print(f"lightnet train-dit: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_trainer_cli(
+        argv, prog="lightnet train-dit", config_cls=DiTTrainConfig, default_recipe=DEFAULT_RECIPE, train_fn=train_dit,
+        description="Train a class-conditional diffusion transformer (LightNet-DiT or diffusers DiT) on accelerate.",
+        examples=["lightnet train-dit", "lightnet train-dit -c dit_fashion_mnist run.epochs=2",
+                  "lightnet train-dit -c dit_fashion_mnist model.arch=dit model.preset=DiT-S/2",
+                  "lightnet train-dit -c dit_imagenet256 data.root=/data/imagenet vae.path=/models/sd-vae-ft-ema",
+                  "lightnet train-dit --resume runs/20250101-120000-dit_digits"])
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ Examples::
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
@@ -27,8 +25,7 @@ import torch
 from ..lm import ByteTokenizer, LightNetForCausalLM, LightNetForMaskedLM, LightNetLMConfig
 from ..lm.corpus import CausalWindowDataset, MaskedWindowDataset, TextCorpus, eval_windows, load_corpus
 from ..lm.masking import mask_tokens
-from .config import build_config
-from .engine import Trainer, create_run_dir, make_accelerator, resolve_resume
+from .engine import Trainer, start_run
 from .rng import seed_everything
 from .schema import OptimConfig, RunConfig, SchedConfig
 
@@ -163,16 +160,8 @@ def train_lm(cfg: LMTrainConfig, resume_from: Optional[Union[str, Path]] = None,
 
     ``resume_from`` is a checkpoint folder; ``run_dir`` overrides where the run is written.
     """
-    from accelerate.utils import broadcast_object_list
-
     lm_config(cfg)  # fail on bad model keys before creating a run folder
-    accelerator = make_accelerator(cfg.run)
-    if run_dir is not None:
-        cfg.run.run_dir = str(run_dir)
-    path = [str(create_run_dir(cfg.run, cfg.name, is_main=accelerator.is_main_process))]
-    if accelerator.num_processes > 1:
-        broadcast_object_list(path)
-    run_path = Path(path[0])
+    accelerator, run_path = start_run(cfg.run, cfg.name, run_dir)
     seed_everything(cfg.run.seed)
     model = build_lm_model(cfg)
     corpus = load_corpus(cfg.data.paths, cfg.data.val_fraction)
@@ -200,54 +189,17 @@ def train_lm(cfg: LMTrainConfig, resume_from: Optional[Union[str, Path]] = None,
     return result
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lightnet train-lm",
+def train_main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``lightnet train-lm``; returns the exit code (see :mod:`lightnet.train.entry`)."""
+    from .entry import run_trainer_cli
+
+    return run_trainer_cli(
+        argv, prog="lightnet train-lm", config_cls=LMTrainConfig, default_recipe=DEFAULT_RECIPE, train_fn=train_lm,
         description="Train a causal or masked (MLM) LightNet language model on a text corpus; reports validation "
                     "bits per byte.",
-        epilog="examples:\n  lightnet train-lm\n  lightnet train-lm -c lm_mlm_pydoc run.max_steps=200\n"
-               "  lightnet train-lm data.paths=[my_texts/] model.dim=512 run.mixed_precision=bf16\n"
-               "  lightnet train-lm --resume runs/20250101-120000-lm_causal_pydoc",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", default=None,
-                   help=f"recipe: a YAML path or a name in configs/ (default: {DEFAULT_RECIPE})")
-    p.add_argument("--resume", nargs="?", const="auto", default=None,
-                   help="continue a run: its folder, a checkpoint folder, or no value for the newest run of this name")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, dotted keys (optim.lr=1e-3 model.dim=128)")
-    return p
-
-
-def train_main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``lightnet train-lm``; returns the exit code."""
-    import yaml
-
-    from .checkpoint import CheckpointError
-    from .config import ConfigError, config_to_dict, load_yaml
-    from .engine import NonFiniteLossError
-
-    args = _parser().parse_args(argv)
-    try:
-        resume_ckpt, run_dir = None, None
-        if args.resume is not None:
-            probe = build_config(LMTrainConfig, args.config or DEFAULT_RECIPE, args.overrides)
-            run_dir, resume_ckpt = resolve_resume(args.resume, probe.run.output_dir, probe.name)
-            base = load_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
-            cfg = build_config(LMTrainConfig, args.config if base is not None else (args.config or DEFAULT_RECIPE), args.overrides,
-                               base=base)
-        else:
-            cfg = build_config(LMTrainConfig, args.config or DEFAULT_RECIPE, args.overrides)
-        if args.print_config:
-            print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-            return 0
-        train_lm(cfg, resume_from=resume_ckpt, run_dir=run_dir)
-    except NonFiniteLossError as e:
-        print(f"lightnet train-lm: error: {e}", file=sys.stderr)
-        return 3
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"lightnet train-lm: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        examples=["lightnet train-lm", "lightnet train-lm -c lm_mlm_pydoc run.max_steps=200",
+                  "lightnet train-lm data.paths=[my_texts/] model.dim=512 run.mixed_precision=bf16",
+                  "lightnet train-lm --resume runs/20250101-120000-lm_causal_pydoc"])
 
 
 if __name__ == "__main__":  # pragma: no cover
