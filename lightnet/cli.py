@@ -2,7 +2,7 @@
 
 To add a subcommand, add one line to :data:`COMMANDS`::
 
-    "train-dit": ("lightnet.train.diffusion", "train_main", "train a LightNet diffusion transformer"),
+    "train-dit": ("lightnet.train.dit", "train_main", "train a LightNet diffusion transformer"),
 
 The function receives the remaining command-line arguments (``list[str]``) and returns an exit code.
 Importing this module imports nothing heavy; the subcommand's module is imported only when it runs.
