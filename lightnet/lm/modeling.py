@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
+from ..hub import resolve_pretrained_dir
 from ..layers import MDTPE, LightNetBlock, make_norm
 from .cache import LightNetCache
 from .config import CONFIG_NAME, LightNetLMConfig
@@ -238,21 +239,28 @@ class LightNetPreTrainedModel(nn.Module):
         *,
         strict: Optional[bool] = None,
         map_location: Union[str, torch.device] = "cpu",
+        revision: Optional[str] = None,
+        cache_dir: Optional[Union[str, Path]] = None,
+        local_files_only: bool = False,
         **config_overrides: Any,
     ) -> M:
-        """Load a folder written by :meth:`save_pretrained` (no downloads).
+        """Load a folder written by :meth:`save_pretrained`, or the same files from a Hugging Face Hub repo.
 
         Args:
-            pretrained_path: local folder with ``config.json`` and ``model.safetensors``.
+            pretrained_path: local folder with ``config.json`` and ``model.safetensors``, or a hub repo id
+                (``"org/name"``, resolved through the hub cache; ``revision``, ``cache_dir``, ``local_files_only``
+                apply to it).
             strict: require an exact key match. Default: strict when the folder was saved by the same class
                 (e.g. a masked-LM checkpoint loads into :class:`LightNetForSequenceClassification` non-strictly,
                 keeping the backbone and logging the head keys that were skipped or newly initialised).
             map_location: device for the weights.
             **config_overrides: config fields to change before building (e.g. ``num_labels=3``, ``backend='torch'``).
         """
-        path = Path(pretrained_path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"from_pretrained: {path} is not a folder (only local folders are supported)")
+        try:
+            path = resolve_pretrained_dir(pretrained_path, (CONFIG_NAME, WEIGHTS_NAME), revision=revision,
+                                          cache_dir=cache_dir, local_files_only=local_files_only)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"from_pretrained: {e}") from e
         config = LightNetLMConfig.load(path)  # clear errors: missing file, bad JSON, unknown keys
         archs = json.loads((path / CONFIG_NAME).read_text()).get("architectures") or []
         saved_arch = archs[0] if archs else None
