@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from ..hub import resolve_pretrained_dir
 from ..layers import MDTPE, LightNetBlock, make_norm
+from ..state_dict import diff_state_dicts
 from .cache import LightNetCache
 from .config import CONFIG_NAME, LightNetLMConfig
 
@@ -278,9 +279,9 @@ class LightNetPreTrainedModel(nn.Module):
             strict = saved_arch in (None, cls.__name__)
         own = model.state_dict()
         tied = set(model._tied())
-        missing = [k for k in own if k not in state and k not in tied]
-        unexpected = [k for k in state if k not in own]
-        shape_bad = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+        missing, unexpected, shape_bad = diff_state_dicts(own, state)
+        missing = [k for k in missing if k not in tied]  # tied weights are not saved
+        shape_bad = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shape_bad]
         if shape_bad:
             raise ValueError(f"from_pretrained: shape mismatch loading {path} into {cls.__name__}: {shape_bad[:5]}")
         if strict and (missing or unexpected):

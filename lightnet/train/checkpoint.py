@@ -37,6 +37,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..state_dict import diff_state_dicts
+
 __all__ = [
     "CheckpointError",
     "CheckpointManager",
@@ -162,10 +164,8 @@ def load_model_weights(model: torch.nn.Module, path: str | Path, strict: bool = 
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointError(f"{path} does not hold a state dict of tensors")
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-                  for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    missing, unexpected, mismatched = diff_state_dicts(own, state)
+    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched]
     if mismatched or (strict and (missing or unexpected)):
         def show(xs: list[str]) -> str:
             return ", ".join(xs[:6]) + (f", ... ({len(xs)} in all)" if len(xs) > 6 else "")

@@ -32,6 +32,7 @@ from timm.models import (
 )
 
 from ..layers import GLU, MDTPE, LightNetAttention, LightNetBlock, RMSNorm, make_norm
+from ..state_dict import diff_state_dicts
 
 __all__ = ["LightNet", "checkpoint_filter_fn"]
 
@@ -454,15 +455,13 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LightNet) -> Dict[st
     if pe_key in sd and pe_key in own and sd[pe_key].shape[-2:] != own[pe_key].shape[-2:]:
         sd[pe_key] = resample_patch_embed(sd[pe_key], list(own[pe_key].shape[-2:]), verbose=True)
 
-    body = lambda k: not k.startswith("head.")  # noqa: E731  (head handled by timm)
-    missing = sorted(k for k in own if body(k) and k not in sd)
-    unexpected = sorted(k for k in sd if body(k) and k not in own)
-    mismatched = [
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if body(k) and k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
-        and not (k == pe_key and sd[k].shape[0] == own[k].shape[0])  # in_chans adapted by timm
-    ]
+    missing, unexpected, mismatched = diff_state_dicts(
+        own, sd,
+        include=lambda k: not k.startswith("head."),  # head handled by timm
+        shape_ok=lambda k: k == pe_key and sd[k].shape[0] == own[k].shape[0],  # in_chans adapted by timm
+    )
+    missing, unexpected = sorted(missing), sorted(unexpected)
+    mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing keys (e.g. {missing[:5]})")
