@@ -48,40 +48,84 @@ __all__ = ["noncausal_forward", "noncausal_backward", "choose_splits"]
 
 
 @triton.jit
-def _accumulate_state(
-    K, V, THETA, MASK, k_base, v_base, mask_base, start, end, stride_kn, stride_vn, D, E,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
-    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr,
+def _range_max(
+    K, MASK, k_base, mask_base, start, end, stride_kn, D,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HAS_MASK: tl.constexpr,
 ):
-    """Online max / sum / state over tokens ``[start, end)``: returns ``(m [BD], l [BD], Sc, Ss [BD, BE])``.
+    """Per-channel max of the kept key logits over tokens ``[start, end)`` (``NEG_BIG`` where none is kept).
 
-    ``Sc`` (and ``Ss`` with LRPE) hold ``Σ exp(k − m) (cos θ | sin θ) vᵀ`` relative to the running max ``m``.
+    The tile-wise maximum is taken element by element in registers; the one reduction over tokens (across warps)
+    happens once at the end, not once per tile.
     """
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    offs_e = tl.arange(0, BLOCK_E)
-    m = tl.full([BLOCK_D], NEG_BIG, tl.float32)
-    l = tl.zeros([BLOCK_D], tl.float32)
-    Sc = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
-    Ss = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+    mx = tl.full([BLOCK_N, BLOCK_D], NEG_BIG, tl.float32)
     for n0 in range(start, end, BLOCK_N):
         rows = n0 + offs_n
         valid = rows < end
         keep = load_keep(MASK, mask_base, rows, valid, HAS_MASK)
         kb = load_rows(K + k_base, rows, offs_d, stride_kn, valid, D, 0.0)
-        kb = tl.where(keep[:, None], kb, NEG_BIG)
-        m_new = tl.maximum(m, tl.max(kb, 0))
-        alpha = tl.exp(m - m_new)
-        p = tl.where(keep[:, None], tl.exp(kb - m_new[None, :]), 0.0)
-        l = l * alpha + tl.sum(p, 0)
-        vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
-        if HAS_LRPE:
-            th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
-            Sc = Sc * alpha[:, None] + mm(tl.trans(p * tl.cos(th)), vb, DOT)
-            Ss = Ss * alpha[:, None] + mm(tl.trans(p * tl.sin(th)), vb, DOT)
-        else:
-            Sc = Sc * alpha[:, None] + mm(tl.trans(p), vb, DOT)
-        m = m_new
+        mx = tl.maximum(mx, tl.where(keep[:, None], kb, NEG_BIG))
+    return tl.max(mx, 0)
+
+
+@triton.jit
+def _accumulate_state(
+    K, V, THETA, MASK, k_base, v_base, mask_base, start, end, stride_kn, stride_vn, D, E,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, TWO_PASS: tl.constexpr,
+):
+    """Max / sum / state over tokens ``[start, end)``: returns ``(m [BD], l [BD], Sc, Ss [BD, BE])``.
+
+    ``Sc`` (and ``Ss`` with LRPE) hold ``Σ exp(k − m) (cos θ | sin θ) vᵀ`` relative to the max ``m``.
+    ``TWO_PASS``: a first sweep over the range's keys finds ``m`` (the second read of k mostly hits L2), so the
+    accumulation sweep has no reduction over tokens and no rescaling per tile (``l`` is summed element-wise and
+    reduced once). Otherwise one sweep with an online max (a max and a sum across warps per tile).
+    """
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = tl.arange(0, BLOCK_E)
+    Sc = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+    Ss = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+    if TWO_PASS:
+        m = _range_max(K, MASK, k_base, mask_base, start, end, stride_kn, D, BLOCK_N, BLOCK_D, HAS_MASK)
+        lacc = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+        for n0 in range(start, end, BLOCK_N):
+            rows = n0 + offs_n
+            valid = rows < end
+            keep = load_keep(MASK, mask_base, rows, valid, HAS_MASK)
+            kb = load_rows(K + k_base, rows, offs_d, stride_kn, valid, D, 0.0)
+            p = tl.where(keep[:, None], tl.exp(kb - m[None, :]), 0.0)
+            lacc += p
+            vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
+            if HAS_LRPE:
+                th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
+                Sc += mm(tl.trans(p * tl.cos(th)), vb, DOT)
+                Ss += mm(tl.trans(p * tl.sin(th)), vb, DOT)
+            else:
+                Sc += mm(tl.trans(p), vb, DOT)
+        l = tl.sum(lacc, 0)
+    else:
+        m = tl.full([BLOCK_D], NEG_BIG, tl.float32)
+        l = tl.zeros([BLOCK_D], tl.float32)
+        for n0 in range(start, end, BLOCK_N):
+            rows = n0 + offs_n
+            valid = rows < end
+            keep = load_keep(MASK, mask_base, rows, valid, HAS_MASK)
+            kb = load_rows(K + k_base, rows, offs_d, stride_kn, valid, D, 0.0)
+            kb = tl.where(keep[:, None], kb, NEG_BIG)
+            m_new = tl.maximum(m, tl.max(kb, 0))
+            alpha = tl.exp(m - m_new)
+            p = tl.where(keep[:, None], tl.exp(kb - m_new[None, :]), 0.0)
+            l = l * alpha + tl.sum(p, 0)
+            vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
+            if HAS_LRPE:
+                th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
+                Sc = Sc * alpha[:, None] + mm(tl.trans(p * tl.cos(th)), vb, DOT)
+                Ss = Ss * alpha[:, None] + mm(tl.trans(p * tl.sin(th)), vb, DOT)
+            else:
+                Sc = Sc * alpha[:, None] + mm(tl.trans(p), vb, DOT)
+            m = m_new
     return m, l, Sc, Ss
 
 
@@ -133,7 +177,7 @@ def _nc_fwd_kernel(
     N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn, tokens_per_split, splits, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
     HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, FUSED: tl.constexpr,
-    DOT: tl.constexpr,
+    DOT: tl.constexpr, TWO_PASS: tl.constexpr,
 ):
     """Pass 1 over one token range; with ``FUSED`` (one range) also the merge and pass 2."""
     pid_s = tl.program_id(0)
@@ -147,7 +191,7 @@ def _nc_fwd_kernel(
     end = tl.minimum(start + tokens_per_split, N)
     m, l, Sc, Ss = _accumulate_state(
         K, V, THETA, MASK, k_base, v_base, mask_base, start, end, stride_qn, stride_vn, D, E,
-        BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT,
+        BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, TWO_PASS,
     )
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < D
@@ -406,7 +450,14 @@ def _launch_config(D: int, E: int, lrpe: bool, dtype: torch.dtype) -> Tuple[int,
     opts = {"num_warps": TUNING["nc_warps"] or 8}
     if dot_mode(dtype) != DOT_BF16 and width >= 2 * 128 * 128:
         opts["num_stages"] = 1
+    if TUNING["nc_stages"]:
+        opts["num_stages"] = TUNING["nc_stages"]
     return TUNING["nc_block_n"] or block_n, opts
+
+
+def two_pass_max() -> bool:
+    """Whether the forward finds each range's key maximum in a separate sweep (see ``_accumulate_state``)."""
+    return bool(TUNING["nc_two_pass"]) if TUNING["nc_two_pass"] is not None else True
 
 
 def choose_splits(N: int, BH: int, device: torch.device, block_n: int, splits: Optional[int] = None) -> Tuple[int, int]:
@@ -414,7 +465,7 @@ def choose_splits(N: int, BH: int, device: torch.device, block_n: int, splits: O
     and long enough (≥ 16 blocks) that its partial state is cheap next to its token traffic."""
     if splits is None:
         target = (TUNING["nc_splits_per_sm"] or 4) * num_sms(device)
-        min_tokens = 16 * block_n if not interpreting() else 2 * block_n
+        min_tokens = (TUNING["nc_min_blocks"] or 16) * block_n if not interpreting() else 2 * block_n
         splits = max(1, min(triton.cdiv(target, BH), triton.cdiv(N, min_tokens)))
     tokens = triton.cdiv(triton.cdiv(N, splits), block_n) * block_n
     return triton.cdiv(N, tokens), tokens
@@ -449,7 +500,7 @@ def noncausal_forward(
         q, k, v, o, theta, mask, S0, z0, PM, PL, PS, S, z,
         N, H, D, E, q.stride(0), q.stride(1), v.stride(0), v.stride(1), tps, n_splits, scale,
         BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
-        HAS_INIT=initial_state is not None, FUSED=fused, DOT=dot_mode(q.dtype), **opts,
+        HAS_INIT=initial_state is not None, FUSED=fused, DOT=dot_mode(q.dtype), TWO_PASS=two_pass_max(), **opts,
     )
     if not fused:
         BS, BX = (4, 64) if interpreting() else (16, 256)

@@ -1,0 +1,222 @@
+"""Where the time of our Triton kernels goes, and which launch configuration is fastest (GPU only).
+
+Two parts, printed as they run (and written as CSV/JSON under ``--out``):
+
+1. **Per-launch profile** of the default configuration: ``torch.profiler`` CUDA time of every kernel launched by one
+   forward+backward, non-causal and causal, at the issue's shape (bf16, 6 heads × 64, B·N = 65,536).
+2. **Non-causal launch sweep**: forward-only, backward-only and forward+backward time (``do_bench`` median) of
+   ``noncausal_forward`` / ``noncausal_backward`` under each configuration of ``TUNING`` (token block, warps,
+   pipeline stages, programs per SM, one- or two-sweep key maximum), at N = 196, 4,096 and 65,536. Every
+   configuration is first checked against the fp32 PyTorch reference on the timed inputs (norm-relative error of
+   o and of dq, dk, dv); a failing configuration is reported and not timed.
+
+    PYTHONPATH=. python benchmarks/sweep_kernels.py --out outputs/sweep [--budget-s 300]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+from typing import Callable, Dict, List, Tuple
+
+import torch
+from triton.testing import do_bench
+
+from lightnet.kernels.reference import noncausal_attention_torch
+from lightnet.kernels.triton_common import TUNING
+from lightnet.kernels.triton_noncausal import noncausal_backward, noncausal_forward
+from lightnet.kernels.triton_ops import additive_attention_triton
+
+TOKENS = 65536
+HEADS = 6
+DIM = 64
+SHAPES = [(TOKENS // 196 + 1, 196), (TOKENS // 4096, 4096), (1, TOKENS)]
+
+
+def make_inputs(B: int, N: int, seed: int = 0) -> Tuple[torch.Tensor, ...]:
+    """bf16 ``q, k, v, dO [B, N, 6, 64]`` on the GPU."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    return tuple(torch.randn(B, N, HEADS, DIM, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(4))
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.float(), b.float()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def profile_launches(causal: bool, B: int, N: int, steps: int = 5) -> List[Tuple[str, float]]:
+    """``[(kernel name, mean µs per forward+backward)]`` of the default configuration, largest first."""
+    q, k, v, do = make_inputs(B, N)
+    for t in (q, k, v):
+        t.requires_grad_()
+
+    def step() -> None:
+        additive_attention_triton(q, k, v, causal=causal)[0].backward(do)
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        total = getattr(e, "device_time_total", None)
+        if total is None:
+            total = getattr(e, "cuda_time_total", 0.0)
+        if total > 0:
+            rows.append((e.key[:60], total / steps))
+    return sorted(rows, key=lambda r: -r[1])
+
+
+def register_report() -> List[str]:
+    """``name warps stages regs spills`` of every compiled variant of our kernels (best effort across Triton versions)."""
+    from lightnet.kernels import triton_causal, triton_noncausal
+
+    lines = []
+    for module in (triton_noncausal, triton_causal):
+        for name in dir(module):
+            fn = getattr(module, name)
+            caches = getattr(fn, "device_caches", None)
+            if not name.startswith("_") or caches is None:
+                continue
+            for entry in list(caches.values()):
+                for kernel in list(entry[0].values()):
+                    try:
+                        kernel._init_handles()
+                        meta = kernel.metadata
+                        lines.append(f"{name:28s} warps={meta.num_warps} stages={meta.num_stages} "
+                                     f"regs={kernel.n_regs} spills={kernel.n_spills} shared={meta.shared}")
+                    except Exception as exc:  # the attribute layout differs between Triton versions
+                        lines.append(f"{name}: {type(exc).__name__} {exc}"[:160])
+    return lines
+
+
+def check_config(q, k, v, do) -> Dict[str, float]:
+    """Norm-relative errors of our forward and gradients against the fp32 reference on the same inputs."""
+    qf, kf, vf = (t.float().requires_grad_() for t in (q, k, v))
+    o_ref = noncausal_attention_torch(qf, kf, vf)[0]
+    o_ref.backward(do.float())
+    o, S, z = noncausal_forward(q, k, v, 1.0, None, None, None)
+    dq, dk, dv, _ = noncausal_backward(do, None, None, q, k, v, S, z, 1.0, None, None)
+    return {"o": rel(o, o_ref), "dq": rel(dq, qf.grad), "dk": rel(dk, kf.grad), "dv": rel(dv, vf.grad)}
+
+
+def time_config(q, k, v, do) -> Dict[str, float]:
+    """Median ms of forward, backward and forward+backward (kernels only, no autograd)."""
+    o, S, z = noncausal_forward(q, k, v, 1.0, None, None, None)
+
+    def fwd() -> None:
+        noncausal_forward(q, k, v, 1.0, None, None, None)
+
+    def bwd() -> None:
+        noncausal_backward(do, None, None, q, k, v, S, z, 1.0, None, None)
+
+    def both() -> None:
+        o, S_, z_ = noncausal_forward(q, k, v, 1.0, None, None, None)
+        noncausal_backward(do, None, None, q, k, v, S_, z_, 1.0, None, None)
+
+    return {name: do_bench(f, warmup=10, rep=40, return_mode="median") for name, f in
+            (("fwd", fwd), ("bwd", bwd), ("fwd_bwd", both))}
+
+
+def configs() -> List[Dict]:
+    """First stage: warps × stages × one/two sweeps at 64-token blocks, 4 programs per SM."""
+    out = []
+    for two_pass in (1, 0):
+        for warps in (8, 4):
+            for stages in (1, 2, 3):
+                out.append(dict(nc_block_n=64, nc_warps=warps, nc_stages=stages, nc_splits_per_sm=4,
+                                nc_two_pass=two_pass, nc_min_blocks=16))
+    return out
+
+
+def second_stage(best: Dict) -> List[Dict]:
+    """Around the best first-stage configuration: token block, programs per SM, range length."""
+    out = []
+    for key, values in (("nc_block_n", (32, 128)), ("nc_splits_per_sm", (2, 8)), ("nc_min_blocks", (4, 8))):
+        for val in values:
+            cfg = dict(best)
+            cfg[key] = val
+            out.append(cfg)
+    return out
+
+
+def run_config(cfg: Dict, inputs: Dict, results: List[Dict]) -> float:
+    """Check then time one configuration at every shape; returns its summed forward+backward time."""
+    TUNING.update(cfg)
+    total = 0.0
+    for (B, N), (q, k, v, do) in inputs.items():
+        row = dict(cfg, B=B, N=N)
+        try:
+            err = check_config(q, k, v, do) if N == 4096 else {}
+            bad = {key: val for key, val in err.items() if not val < 2e-2}
+            if bad:
+                row.update(status=f"FAILED {bad}")
+                total = float("inf")
+            else:
+                row.update(status="ok", **{f"err_{key}": val for key, val in err.items()}, **time_config(q, k, v, do))
+                total += row["fwd_bwd"]
+        except Exception as exc:  # a configuration that does not compile (shared memory) is reported, not fatal
+            row.update(status=f"error {type(exc).__name__}: {str(exc)[:120]}")
+            total = float("inf")
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    for key in cfg:
+        TUNING[key] = None
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="outputs/sweep")
+    ap.add_argument("--budget-s", type=float, default=300.0, help="stop starting new configurations after this")
+    ap.add_argument("--skip-profile", action="store_true")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    t0 = time.time()
+    print(f"GPU {torch.cuda.get_device_name()}  torch {torch.__version__}", flush=True)
+    if not args.skip_profile:
+        for causal in (False, True):
+            for B, N in SHAPES[1:]:
+                rows = profile_launches(causal, B, N)
+                total = sum(t for _, t in rows)
+                print(f"\nprofile {'causal' if causal else 'non-causal'} B={B} N={N}: {total:.1f} µs of kernels", flush=True)
+                for name, t in rows:
+                    print(f"  {t:9.1f} µs  {name}", flush=True)
+    inputs = {(B, N): make_inputs(B, N) for B, N in SHAPES}
+    results: List[Dict] = []
+    scores = []
+    for cfg in configs():
+        if time.time() - t0 > args.budget_s:
+            print("budget spent; stopping the sweep", flush=True)
+            break
+        scores.append((run_config(cfg, inputs, results), cfg))
+    if scores and time.time() - t0 < args.budget_s:
+        best = min(scores, key=lambda s: s[0])[1]
+        print(f"\nbest first-stage config: {best}", flush=True)
+        for cfg in second_stage(best):
+            if time.time() - t0 > args.budget_s:
+                break
+            scores.append((run_config(cfg, inputs, results), cfg))
+    with open(os.path.join(args.out, "sweep_noncausal.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    keys = sorted({key for r in results for key in r})
+    with open(os.path.join(args.out, "sweep_noncausal.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(results)
+    print("\ncompiled variants:")
+    for line in register_report():
+        print("  " + line)
+    ranked = sorted(scores, key=lambda s: s[0])
+    print("\nranked (sum of fwd+bwd ms over the shapes):")
+    for total, cfg in ranked:
+        print(f"  {total:8.3f}  {cfg}")
+
+
+if __name__ == "__main__":
+    main()
