@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 if __name__ == "__main__":
     os.environ["TRITON_INTERPRET"] = "1"
@@ -40,14 +40,24 @@ def _compare(
     init: bool = False,
     k_scale: float = 1.0,
     seed: int = 0,
+    k_spike: Optional[Tuple[int, float]] = None,
+    c_segment: Optional[int] = None,
 ) -> Dict[str, float]:
-    """Relative errors of (o, S, z, dq, dk, dv) of the Triton path against the fp64 reference."""
+    """Relative errors of (o, S, z, dq, dk, dv) of the Triton path against the fp64 reference.
+
+    ``k_spike = (t, value)`` adds ``value`` to key channel 0 of token t (one chunk with a large spread, so the exact
+    path runs for that chunk only); ``c_segment`` forces the causal kernels' chunks per segment (``TUNING``).
+    """
     from lightnet.kernels.reference import additive_attention_torch
+    from lightnet.kernels.triton_common import TUNING
     from lightnet.kernels.triton_ops import additive_attention_triton
 
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(B, N, H, D, generator=g).to(dtype)
-    k = (torch.randn(B, N, H, D, generator=g) * k_scale).to(dtype)
+    k = torch.randn(B, N, H, D, generator=g) * k_scale
+    if k_spike is not None:
+        k[:, k_spike[0], :, 0] += k_spike[1]
+    k = k.to(dtype)
     v = torch.randn(B, N, H, E, generator=g).to(dtype)
     kpm: Optional[torch.Tensor] = None
     if mask:
@@ -70,11 +80,17 @@ def _compare(
         th = theta if (theta is None or use_triton) else theta.double()
         st = state if (state is None or use_triton) else tuple(s.double() for s in state)
         fn = additive_attention_triton if use_triton else additive_attention_torch
-        o, (S, z) = fn(q_, k_, v_, causal=causal, scale=0.7, key_padding_mask=kpm, lrpe_theta=th, initial_state=st)
-        if use_triton:
-            assert o.dtype == dtype and S.dtype == torch.float32 and z.dtype == torch.float32
-        loss = (o.double() * do.double()).sum() + (S.double() * wS.double()).sum() + (z.double() * wz.double()).sum()
-        loss.backward()
+        saved_segment = TUNING["c_segment"]
+        TUNING["c_segment"] = c_segment
+        try:
+            o, (S, z) = fn(q_, k_, v_, causal=causal, scale=0.7, key_padding_mask=kpm, lrpe_theta=th, initial_state=st)
+            if use_triton:
+                assert o.dtype == dtype and S.dtype == torch.float32 and z.dtype == torch.float32
+            loss = (o.double() * do.double()).sum() + (S.double() * wS.double()).sum()
+            loss = loss + (z.double() * wz.double()).sum()
+            loss.backward()
+        finally:
+            TUNING["c_segment"] = saved_segment
         results.append((o, S, z, q_.grad, k_.grad, v_.grad))
     names = ("o", "S", "z", "dq", "dk", "dv")
     errs = {n: _rel(t, r) for n, r, t in zip(names, *results)}
@@ -106,6 +122,22 @@ CASES = {
     "c_large_logits_exact_path": (dict(B=2, N=35, H=1, D=16, E=16, causal=True, mask=True, k_scale=1e4), 3e-3),
     "c_mixed_spread_lrpe": (dict(B=1, N=35, H=1, D=16, E=16, causal=True, lrpe=True, k_scale=30.0), 1e-4),
     "c_bf16": (dict(B=1, N=40, H=2, D=16, E=16, causal=True, dtype=torch.bfloat16, mask=True, lrpe=True), 1e-2),
+    # causal, several segments per (batch, head) (segments of c_segment chunks, each walked in order by one program)
+    "c_segments_all": (
+        dict(B=2, N=100, H=1, D=16, E=16, causal=True, mask=True, lrpe=True, init=True, c_segment=2), 1e-4),
+    "c_segments_dims_not_pow2": (
+        dict(B=2, N=100, H=1, D=24, E=20, causal=True, mask=True, init=True, c_segment=3), 1e-4),
+    "c_segments_large_logits": (
+        dict(B=2, N=100, H=1, D=16, E=16, causal=True, mask=True, lrpe=True, k_scale=1e4, c_segment=4), 3e-3),
+    "c_segments_mixed_spread": (
+        dict(B=1, N=100, H=2, D=16, E=16, causal=True, lrpe=True, init=True, k_scale=30.0, c_segment=3), 1e-4),
+    # one flagged chunk after an unflagged one inside a segment (chunk 3 of segment [2, 3]) ...
+    "c_segments_flag_mid_segment": (
+        dict(B=2, N=100, H=1, D=16, E=16, causal=True, mask=True, lrpe=True, init=True, k_spike=(56, 120.0),
+             c_segment=2), 1e-4),
+    # ... and between unflagged ones (chunk 2 of segment [0, 3]; the spike underflows every earlier weight)
+    "c_segments_flag_inside_segment": (
+        dict(B=1, N=100, H=2, D=16, E=16, causal=True, mask=True, k_spike=(40, 200.0), c_segment=4), 1e-4),
 }
 
 

@@ -3,22 +3,38 @@
 Per (batch, head), channel c:  z_t = logcumsumexp(k)_t (merged with the initial log-normaliser),
 o_t = scale · Σ_{s≤t} Σ_c q̄_{t,c} exp(k_{s,c} − z_{t,c}) v_s  (+ the initial state's share).
 
-Tokens are cut into chunks of ``C``; every chunk is one program (no cumsum over the whole sequence):
-    forward   K1  per chunk: local log-sum-exp ``l_j`` and local normalised state (parallel over chunks)
-              K2  scan over chunks (blocked ``tl.associative_scan``): state ``S_in_j`` and ``z_in_j`` entering chunk j
-              K3  per chunk: inter  ``(q̄ ⊙ e^{z_in − z_t}) S_in_j``  +  intra ``(A ⊙ mask) V``
-    backward  B1  per chunk: dq (complete), local ``Σ (q̄ ⊙ e^{z_in − z_t})ᵀ dO`` and ``Σ e^{z_in − z_t} g_t``
-              B2  reverse scan over chunks → gradient of the state leaving every chunk (and of its z)
-              B3  per chunk: dk, dv (intra from the masked scores, inter from the state gradient)
+Tokens are cut into chunks of ``C`` and the chunks of every (batch, head) into segments of ``SEG`` chunks
+(:func:`segment_chunks`); one program owns one segment and walks its chunks in order, carrying the fp32 state
+(``S [D', E]`` normalised, and its log-normaliser ``z [D]``) from chunk to chunk in registers. Full states are
+materialised only per segment; per chunk only z (``[D]``) and a flag are stored:
+    forward   F1  per segment: segment-local log-normaliser and normalised state (online merge over its chunks)
+              F2  scan over segments (blocked ``tl.associative_scan``): state and z entering every segment
+              F3  per segment, chunk by chunk: inter ``(q̄ ⊙ e^{z_in − z_t}) S_in`` + intra ``(A ⊙ mask) V``, then
+                  ``S ← e^{z_in − z_out} S + (e^{k − z_out} ⊙ rot)ᵀ V`` with ``z_out`` the stable chunk log-sum-exp;
+                  records z entering every chunk (``ZC``) and the chunk's flag
+    backward  B1  per segment, forward walk (same carried state): dq, and the segment's local gradient w.r.t. the
+                  state entering it, ``Σ_t (q̄ ⊙ e^{z_seg − z_t})ᵀ dO`` and ``Σ_t e^{z_seg − z_t} g_t`` (g = −q ⊙ dq)
+              B2  reverse scans over segments → gradient of the state (and of its z) leaving every segment
+              B3  per segment, reverse walk: dk, dv of a chunk from the gradient of the state leaving it, then
+                  ``G ← e^{z_in − z_out} G + (q̄ ⊙ e^{z_in − z_t})ᵀ dO`` (and the same for z) for the previous chunk
+
+Bytes. Per (batch, head) and token, with ``C = 64`` and ``D' = E = 64`` (a 16 KiB fp32 state): the fp32 state
+traffic is 9 state transfers (F1 write, F2 read + write, F3 read, B1 read + write, B2 read + write, B3 read) per
+segment, ``9 · 16 KiB / (64 · SEG)`` = ``2304 / SEG`` B/token (144 B at SEG = 16; it was 2304 B/token with one
+chunk per program), plus ~20 B/token of per-chunk z (``ZC``: F3 write, B1 and B3 reads). Saved for the backward:
+``(NSEG + 1) · D' · E`` fp32 per (batch, head), ``256 / SEG`` B/token (16 B at SEG = 16, was 256), and ``ZC``
+(``4 · D / C`` = 4 B/token).
 
 Stability. All exponents of the inter terms are ≤ 0 (z is non-decreasing). Inside a chunk the pairwise weight
 ``exp(k_s − z_t)`` is factored as ``exp(k_s − r) · exp(r − z_t)`` with ``r`` the chunk's smallest (non-empty)
 ``z``; both factors stay inside fp32 while the chunk's spread ``max z − r`` is ≤ 40 (then the scores are one
 tensor-core product), and the in-chunk logcumsumexp is ``M + log(cumsum(exp(k − M)))`` while no key sits more than
-80 below the chunk's maximum. Every per-chunk kernel is launched twice: the fast launch (no branches, fewer
-registers) handles every chunk and flags the chunks outside those bounds (key logits of ~±1e2 and beyond); the exact
-launch returns at once for unflagged chunks and redoes the flagged ones with a log-space scan for z and every pairwise
-weight formed directly (a loop over the chunk's keys): slower, never inf/NaN.
+80 below the chunk's maximum. F3, B1 and B3 are launched twice: the fast launch (no exact code, fewer registers)
+handles every segment and F3's fast launch flags the chunks outside those bounds (key logits of ~±1e2 and beyond);
+the exact launch returns at once for segments without a flagged chunk and redoes the others whole (the carried state
+must pass through every chunk), taking the fast path for unflagged chunks and, for flagged ones, a log-space scan for
+z and every pairwise weight formed directly (a loop over the chunk's keys): slower, never inf/NaN. The carried
+``z_out`` never comes from the fast in-chunk z, so the fast launch's state stays right on flagged chunks.
 """
 from __future__ import annotations
 
@@ -41,10 +57,11 @@ from .triton_common import (
     load_rows,
     logaddexp,
     mm,
+    num_sms,
     store_rows,
 )
 
-__all__ = ["causal_forward", "causal_backward", "chunk_size"]
+__all__ = ["causal_forward", "causal_backward", "chunk_size", "segment_chunks"]
 
 
 
@@ -143,16 +160,6 @@ def _exact_intra(
 
 
 @triton.jit
-def _chunk_selected(FLAG, pid_bh, j, NC, EXACT: tl.constexpr):
-    """The fast launch takes every chunk; the exact launch only the chunks the fast forward launch flagged."""
-    if EXACT:
-        run = tl.load(FLAG + pid_bh.to(tl.int64) * NC + j) != 0
-    else:
-        run = True
-    return run
-
-
-@triton.jit
 def _chunk_inputs(
     Q, K, V, MASK, pid_bh, j, N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn,
     BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_MASK: tl.constexpr,
@@ -185,46 +192,127 @@ def _scores(qt, kt, cq, sq, ck, sk, HAS_LRPE: tl.constexpr, DOT: tl.constexpr):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# segment helpers (a segment is ``SEG`` consecutive chunks walked in order by one program)
+
+
+@triton.jit
+def _segment_selected(FLAG, pid_bh, seg, SEG, NC, FSTRIDE, BLOCK_G: tl.constexpr, EXACT: tl.constexpr):
+    """The fast launch takes every segment; the exact launch only segments holding a chunk the fast forward flagged.
+
+    ``FLAG [BH, NSEG, SEG]`` int32 (``FSTRIDE = NSEG · SEG``), chunk j at flat index j of its (batch, head) row;
+    entries past NC are never read.
+    """
+    if EXACT:
+        offs = tl.arange(0, BLOCK_G)
+        js = seg * SEG + offs
+        fl = tl.load(FLAG + pid_bh.to(tl.int64) * FSTRIDE + js, mask=(offs < SEG) & (js < NC), other=0)
+        run = tl.max(fl, 0) != 0
+    else:
+        run = True
+    return run
+
+
+@triton.jit
+def _chunk_flagged(FLAG, pid_bh, j, FSTRIDE):
+    """True when the fast forward launch flagged chunk ``j`` (``FSTRIDE = NSEG · SEG`` flags per (batch, head))."""
+    return tl.load(FLAG + pid_bh.to(tl.int64) * FSTRIDE + j) != 0
+
+
+@triton.jit
+def _rotation(THETA, rows, valid, D, like, BLOCK_D: tl.constexpr, HAS_LRPE: tl.constexpr):
+    """``(θ, cos θ, sin θ)`` ``[C, D]`` of a chunk's tokens; without LRPE ``like`` three times (never read)."""
+    if HAS_LRPE:
+        th = load_rows(THETA, rows, tl.arange(0, BLOCK_D), D, valid, D, 0.0)
+        cq = tl.cos(th)
+        sq = tl.sin(th)
+    else:
+        th = like
+        cq = like
+        sq = like
+    return th, cq, sq
+
+
+@triton.jit
+def _chunk_end_z(kb, keep, zin):
+    """Log-normaliser leaving a chunk ``[D]``: ``logaddexp(z_in, M + log Σ_s exp(k_s − M))`` (stable for any spread;
+    ``kb [C, D]``, padding rows have ``keep`` False)."""
+    km = tl.where(keep[:, None], kb, NEG_BIG)
+    m = tl.max(km, 0)
+    l = tl.sum(tl.where(keep[:, None], tl.exp(km - m[None, :]), 0.0), 0)
+    lse = tl.where(l > 0, m + tl.log(tl.maximum(l, 1e-30)), NEG_BIG)
+    return tl.maximum(logaddexp(zin, lse), NEG_BIG)
+
+
+@triton.jit
+def _advance(Sc, Ss, zin, zout, kb, keep, vb, cq, sq, HAS_LRPE: tl.constexpr, DOT: tl.constexpr):
+    """State leaving a chunk: ``S ← e^{z_in − z_out} S + (e^{k − z_out} ⊙ rotation)ᵀ V`` (every exponent ≤ 0).
+
+    ``Sc, Ss [D, E]``: cosine / sine halves normalised by ``z_in [D]``; ``kb, cq, sq [C, D]``, ``vb [C, E]``.
+    """
+    a = tl.exp(tl.minimum(zin - zout, 0.0))[:, None]
+    ko = tl.where(keep[:, None], tl.exp(tl.minimum(kb - zout[None, :], 0.0)), 0.0)
+    if HAS_LRPE:
+        Sc = a * Sc + mm(tl.trans(ko * cq), vb, DOT)
+        Ss = a * Ss + mm(tl.trans(ko * sq), vb, DOT)
+    else:
+        Sc = a * Sc + mm(tl.trans(ko), vb, DOT)
+        Ss = Sc
+    return Sc, Ss
+
+
+@triton.jit
+def _local_grad(qb, dob, w, cq, sq, HAS_LRPE: tl.constexpr, DOT: tl.constexpr):
+    """Unscaled gradient of a chunk's outputs w.r.t. an earlier state: ``(q ⊙ w ⊙ rotation)ᵀ dO`` ``[D, E]`` halves,
+    with ``w = e^{z_ref − z_t}`` ``[C, D]`` the decay from that state's log-normaliser."""
+    if HAS_LRPE:
+        Lc = mm(tl.trans(qb * w * cq), dob, DOT)
+        Ls = mm(tl.trans(qb * w * sq), dob, DOT)
+    else:
+        Lc = mm(tl.trans(qb * w), dob, DOT)
+        Ls = Lc
+    return Lc, Ls
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # forward
 
 
 @triton.jit
-def _c_chunk_state_kernel(
-    K, V, THETA, MASK, LJ, SL, N, H, D, E, NC, stride_kb, stride_kn, stride_vb, stride_vn,
+def _c_seg_state_kernel(
+    K, V, THETA, MASK, LJ, SL, N, H, D, E, NC, NSEG, SEG, stride_kb, stride_kn, stride_vb, stride_vn,
     BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
     HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr,
 ):
-    """K1: chunk-local log-sum-exp ``l_j [D]`` and normalised state ``Σ exp(k − l_j) k̄-rotation vᵀ``."""
-    j = tl.program_id(0)
+    """F1: segment-local log-normaliser ``LJ [BH, NSEG, D]`` and normalised state ``SL [BH, NSEG, D', E]``: an online
+    merge over the segment's chunks, in order, starting from the empty state."""
+    seg = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
     DP = 2 * D if HAS_LRPE else D
-    c0 = j * BLOCK_C
-    end = tl.minimum(c0 + BLOCK_C, N)
     offs_c = tl.arange(0, BLOCK_C)
     offs_d = tl.arange(0, BLOCK_D)
     offs_e = tl.arange(0, BLOCK_E)
-    rows = c0 + offs_c
-    valid = rows < end
-    keep = load_keep(MASK, b.to(tl.int64) * N, rows, valid, HAS_MASK)
-    kb = tl.where(keep[:, None], load_rows(K + b.to(tl.int64) * stride_kb + h * D, rows, offs_d, stride_kn, valid, D, 0.0), NEG_BIG)
-    m = tl.max(kb, 0)
-    p = tl.where(keep[:, None], tl.exp(kb - m[None, :]), 0.0)
-    l = tl.sum(p, 0)
-    inv = tl.where(l > 0, 1.0 / l, 0.0)
-    p = p * inv[None, :]
-    vb = load_rows(V + b.to(tl.int64) * stride_vb + h * E, rows, offs_e, stride_vn, valid, E, 0.0)
-    slot = pid_bh.to(tl.int64) * NC + j
-    if HAS_LRPE:
-        th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
-        Sc = mm(tl.trans(p * tl.cos(th)), vb, DOT)
-        Ss = mm(tl.trans(p * tl.sin(th)), vb, DOT)
-    else:
-        Sc = mm(tl.trans(p), vb, DOT)
-        Ss = Sc
+    k_base = b.to(tl.int64) * stride_kb + h * D
+    v_base = b.to(tl.int64) * stride_vb + h * E
+    Sc = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+    Ss = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+    zc = tl.full([BLOCK_D], NEG_BIG, tl.float32)
+    j0 = seg * SEG
+    j1 = tl.minimum(j0 + SEG, NC)
+    for j in range(j0, j1):
+        rows = j * BLOCK_C + offs_c
+        valid = rows < N
+        keep = load_keep(MASK, b.to(tl.int64) * N, rows, valid, HAS_MASK)
+        kb = load_rows(K + k_base, rows, offs_d, stride_kn, valid, D, 0.0)
+        vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
+        th, cq, sq = _rotation(THETA, rows, valid, D, kb, BLOCK_D, HAS_LRPE)
+        zout = _chunk_end_z(kb, keep, zc)
+        Sc, Ss = _advance(Sc, Ss, zc, zout, kb, keep, vb, cq, sq, HAS_LRPE, DOT)
+        zc = zout
+    slot = pid_bh.to(tl.int64) * NSEG + seg
     store_state(SL, slot * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-    tl.store(LJ + slot * D + offs_d, tl.where(l > 0, m + tl.log(l), NEG_BIG), mask=offs_d < D)
+    tl.store(LJ + slot * D + offs_d, zc, mask=offs_d < D)
 
 
 @triton.jit
@@ -239,10 +327,11 @@ def _c_scan_fwd_kernel(
     LJ, SL, S0, Z0, SIN, ZIN, D, E, NC, X,
     BLOCK_J: tl.constexpr, BLOCK_X: tl.constexpr, HAS_INIT: tl.constexpr,
 ):
-    """K2: states entering every chunk, ``SIN[:, j]`` / ``ZIN[:, j]`` for j = 0..NC (slot NC = final state).
+    """F2: states entering every block (segment), ``SIN[:, j]`` / ``ZIN[:, j]`` for j = 0..NC (slot NC = final state).
 
-    One program owns ``BLOCK_X`` elements of the flattened ``[D', E]`` state of one (batch, head) and walks the
-    chunks in blocks of ``BLOCK_J`` with a blocked associative scan. Row ``r`` of the state uses channel ``r % D``.
+    ``NC`` counts the blocks scanned (segments here). One program owns ``BLOCK_X`` elements of the flattened
+    ``[D', E]`` state of one (batch, head) and walks the blocks in groups of ``BLOCK_J`` with a blocked associative
+    scan. Row ``r`` of the state uses channel ``r % D``.
     """
     pid_bh = tl.program_id(0)
     pid_x = tl.program_id(1)
@@ -278,54 +367,99 @@ def _c_scan_fwd_kernel(
 
 
 @triton.jit
-def _c_fwd_out_kernel(
-    Q, K, V, O, THETA, MASK, FLAG, SIN, ZIN, N, H, D, E, NC, stride_qb, stride_qn, stride_vb, stride_vn, scale,
+def _fwd_chunk(
+    Q, K, V, O, THETA, MASK, FLAG, ZC, Sc, Ss, zin, pid_bh, j, N, H, D, E, NC, FSTRIDE,
+    stride_qb, stride_qn, stride_vb, stride_vn, scale,
     BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
     HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
+    FAST_LAUNCH: tl.constexpr,
 ):
-    """K3: output of one chunk (inter-chunk state term + masked intra-chunk scores)."""
-    j = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    if _chunk_selected(FLAG, pid_bh, j, NC, EXACT):
-        DP = 2 * D if HAS_LRPE else D
-        offs_c = tl.arange(0, BLOCK_C)
-        offs_d = tl.arange(0, BLOCK_D)
-        offs_e = tl.arange(0, BLOCK_E)
-        b, c0, end, rows, valid, keep, k_base, v_base, qb, kb, vb = _chunk_inputs(
-            Q, K, V, MASK, pid_bh, j, N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn,
-            BLOCK_C, BLOCK_D, BLOCK_E, HAS_MASK,
+    """Output of chunk ``j`` (inter: the entering state ``(Sc, Ss [D, E], zin [D])``; intra: masked scores); returns
+    the state leaving the chunk. The fast launch also records the chunk's flag and its entering z (``ZC``)."""
+    offs_c = tl.arange(0, BLOCK_C)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = tl.arange(0, BLOCK_E)
+    b, c0, end, rows, valid, keep, k_base, v_base, qb, kb, vb = _chunk_inputs(
+        Q, K, V, MASK, pid_bh, j, N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn,
+        BLOCK_C, BLOCK_D, BLOCK_E, HAS_MASK,
+    )
+    z, z_ok = _chunk_z(kb, keep, zin, EXACT)
+    r, spread = _chunk_reference(z)
+    if FAST_LAUNCH:  # the exact launch redoes segments whose factored scores or fast z could leave fp32
+        tl.store(FLAG + pid_bh.to(tl.int64) * FSTRIDE + j, ((spread > 40.0) | (z_ok == 0)).to(tl.int32))
+        tl.store(ZC + (pid_bh.to(tl.int64) * (NC + 1) + j) * D + offs_d, zin, mask=offs_d < D)
+    decay = tl.exp(tl.minimum(zin[None, :] - z, 0.0))
+    th, cq, sq = _rotation(THETA, rows, valid, D, qb, BLOCK_D, HAS_LRPE)
+    if HAS_LRPE:
+        o = mm(qb * decay * cq, Sc, DOT) + mm(qb * decay * sq, Ss, DOT)
+    else:
+        o = mm(qb * decay, Sc, DOT)
+    causal = (offs_c[:, None] >= offs_c[None, :]) & keep[None, :]
+    if not EXACT:
+        qt = qb * tl.exp(tl.minimum(r[None, :] - z, 0.0))
+        kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
+        A = _scores(qt, kt, cq, sq, cq, sq, HAS_LRPE, DOT)
+    else:
+        A, _dq, _dk = _exact_intra(
+            K, THETA, MASK, k_base, b.to(tl.int64) * N, c0, end, stride_qn, D, qb, z, th, qb, qb, scale,
+            BLOCK_C, BLOCK_D, HAS_LRPE, HAS_MASK, True, False, False,
         )
-        slot = pid_bh.to(tl.int64) * (NC + 1) + j
-        zin = tl.load(ZIN + slot * D + offs_d, mask=offs_d < D, other=0.0)
+    A = tl.where(causal, A, 0.0)
+    o += mm(A, vb, DOT)
+    store_rows(O + v_base, o * scale, rows, offs_e, stride_vn, valid, E)
+    zout = _chunk_end_z(kb, keep, zin)
+    Sc, Ss = _advance(Sc, Ss, zin, zout, kb, keep, vb, cq, sq, HAS_LRPE, DOT)
+    return Sc, Ss, zout
+
+
+@triton.jit
+def _c_seg_out_kernel(
+    Q, K, V, O, THETA, MASK, FLAG, SIN, ZSEG, ZC, N, H, D, E, NC, NSEG, SEG,
+    stride_qb, stride_qn, stride_vb, stride_vn, scale,
+    BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_G: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
+):
+    """F3: outputs of one segment's chunks, in order, carrying the state from the segment's entering state.
+
+    Fast launch: every segment, fast path everywhere; writes ``FLAG`` and ``ZC [BH, NC + 1, D]`` (z entering every
+    chunk; slot NC = final z). Exact launch: only segments with a flagged chunk, exact path for the flagged chunks.
+    """
+    seg = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    if _segment_selected(FLAG, pid_bh, seg, SEG, NC, NSEG * SEG, BLOCK_G, EXACT):
+        DP = 2 * D if HAS_LRPE else D
+        offs_d = tl.arange(0, BLOCK_D)
+        dmask = offs_d < D
+        FSTRIDE = NSEG * SEG
+        slot = pid_bh.to(tl.int64) * (NSEG + 1) + seg
         Sc, Ss = load_state(SIN, slot * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-        z, z_ok = _chunk_z(kb, keep, zin, EXACT)
-        r, spread = _chunk_reference(z)
-        if not EXACT:  # the exact launch redoes chunks whose factored scores or fast z could leave fp32
-            tl.store(FLAG + pid_bh.to(tl.int64) * NC + j, ((spread > 40.0) | (z_ok == 0)).to(tl.int32))
-        decay = tl.exp(tl.minimum(zin[None, :] - z, 0.0))
-        if HAS_LRPE:
-            th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
-            cq = tl.cos(th)
-            sq = tl.sin(th)
-            o = mm(qb * decay * cq, Sc, DOT) + mm(qb * decay * sq, Ss, DOT)
-        else:
-            th = qb
-            cq = qb
-            sq = qb
-            o = mm(qb * decay, Sc, DOT)
-        causal = (offs_c[:, None] >= offs_c[None, :]) & keep[None, :]
+        zc = tl.load(ZSEG + slot * D + offs_d, mask=dmask, other=0.0)
+        j0 = seg * SEG
+        j1 = tl.minimum(j0 + SEG, NC)
+        for j in range(j0, j1):
+            if EXACT:
+                if _chunk_flagged(FLAG, pid_bh, j, FSTRIDE):
+                    Sc, Ss, zc = _fwd_chunk(
+                        Q, K, V, O, THETA, MASK, FLAG, ZC, Sc, Ss, zc, pid_bh, j, N, H, D, E, NC, FSTRIDE,
+                        stride_qb, stride_qn, stride_vb, stride_vn, scale,
+                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, True, False,
+                    )
+                else:
+                    Sc, Ss, zc = _fwd_chunk(
+                        Q, K, V, O, THETA, MASK, FLAG, ZC, Sc, Ss, zc, pid_bh, j, N, H, D, E, NC, FSTRIDE,
+                        stride_qb, stride_qn, stride_vb, stride_vn, scale,
+                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False, False,
+                    )
+            else:
+                Sc, Ss, zc = _fwd_chunk(
+                    Q, K, V, O, THETA, MASK, FLAG, ZC, Sc, Ss, zc, pid_bh, j, N, H, D, E, NC, FSTRIDE,
+                    stride_qb, stride_qn, stride_vb, stride_vn, scale,
+                    BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False, True,
+                )
         if not EXACT:
-            qt = qb * tl.exp(tl.minimum(r[None, :] - z, 0.0))
-            kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
-            A = _scores(qt, kt, cq, sq, cq, sq, HAS_LRPE, DOT)
-        else:
-            A, _dq, _dk = _exact_intra(
-                K, THETA, MASK, k_base, b.to(tl.int64) * N, c0, end, stride_qn, D, qb, z, th, qb, qb, scale,
-                BLOCK_C, BLOCK_D, HAS_LRPE, HAS_MASK, True, False, False,
-            )
-        A = tl.where(causal, A, 0.0)
-        o += mm(A, vb, DOT)
-        store_rows(O + v_base, o * scale, rows, offs_e, stride_vn, valid, E)
+            if seg == NSEG - 1:  # the final z, as the segment scan returns it
+                zf = tl.load(ZSEG + (slot + 1) * D + offs_d, mask=dmask, other=0.0)
+                tl.store(ZC + (pid_bh.to(tl.int64) * (NC + 1) + NC) * D + offs_d, zf, mask=dmask)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -333,68 +467,110 @@ def _c_fwd_out_kernel(
 
 
 @triton.jit
-def _c_bwd_dq_kernel(
-    Q, K, V, DO, DQ, THETA, MASK, FLAG, SIN, ZIN, LG, LZ, N, H, D, E, NC,
+def _dq_chunk(
+    Q, K, V, DO, DQ, THETA, MASK, ZC, Sc, Ss, Lc, Ls, lz, zseg, pid_bh, j, N, H, D, E, NC,
     stride_qb, stride_qn, stride_vb, stride_vn, scale,
     BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
     HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
 ):
-    """B1: dq of one chunk, and its local contributions to the state / log-normaliser gradients."""
-    j = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    if _chunk_selected(FLAG, pid_bh, j, NC, EXACT):
-        DP = 2 * D if HAS_LRPE else D
-        offs_c = tl.arange(0, BLOCK_C)
-        offs_d = tl.arange(0, BLOCK_D)
-        offs_e = tl.arange(0, BLOCK_E)
-        b, c0, end, rows, valid, keep, k_base, v_base, qb, kb, vb = _chunk_inputs(
-            Q, K, V, MASK, pid_bh, j, N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn,
-            BLOCK_C, BLOCK_D, BLOCK_E, HAS_MASK,
+    """dq of chunk ``j`` from the state entering it ``(Sc, Ss)``; adds the chunk's share of the segment-level local
+    gradients ``Lc, Ls [D, E]`` (unscaled ``Σ (q ⊙ e^{z_seg − z_t} ⊙ rot)ᵀ dO``) and ``lz [D]``
+    (``Σ e^{z_seg − z_t} g_t``, ``g = −q ⊙ dq``). Returns the state leaving the chunk and the updated sums."""
+    offs_c = tl.arange(0, BLOCK_C)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = tl.arange(0, BLOCK_E)
+    dmask = offs_d < D
+    b, c0, end, rows, valid, keep, k_base, v_base, qb, kb, vb = _chunk_inputs(
+        Q, K, V, MASK, pid_bh, j, N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn,
+        BLOCK_C, BLOCK_D, BLOCK_E, HAS_MASK,
+    )
+    dob = load_rows(DO + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
+    zslot = pid_bh.to(tl.int64) * (NC + 1) + j
+    zin = tl.load(ZC + zslot * D + offs_d, mask=dmask, other=0.0)
+    zout = tl.load(ZC + (zslot + 1) * D + offs_d, mask=dmask, other=0.0)
+    z, z_ok = _chunk_z(kb, keep, zin, EXACT)
+    r, spread = _chunk_reference(z)
+    decay = tl.exp(tl.minimum(zin[None, :] - z, 0.0))
+    causal = (offs_c[:, None] >= offs_c[None, :]) & keep[None, :]
+    dA = tl.where(causal, mm(dob, tl.trans(vb), DOT), 0.0)
+    th, cq, sq = _rotation(THETA, rows, valid, D, qb, BLOCK_D, HAS_LRPE)
+    if HAS_LRPE:
+        dq = decay * (cq * mm(dob, tl.trans(Sc), DOT) + sq * mm(dob, tl.trans(Ss), DOT))
+    else:
+        dq = decay * mm(dob, tl.trans(Sc), DOT)
+    if not EXACT:
+        qf = tl.exp(tl.minimum(r[None, :] - z, 0.0))
+        kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
+        if HAS_LRPE:
+            dq += qf * (cq * mm(dA, kt * cq, DOT) + sq * mm(dA, kt * sq, DOT))
+        else:
+            dq += qf * mm(dA, kt, DOT)
+    else:
+        _A, dqi, _dk = _exact_intra(
+            K, THETA, MASK, k_base, b.to(tl.int64) * N, c0, end, stride_qn, D, qb, z, th, dA, qb, scale,
+            BLOCK_C, BLOCK_D, HAS_LRPE, HAS_MASK, False, True, False,
         )
-        dob = load_rows(DO + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
-        slot = pid_bh.to(tl.int64) * (NC + 1) + j
-        zin = tl.load(ZIN + slot * D + offs_d, mask=offs_d < D, other=0.0)
+        dq += dqi
+    dq = dq * scale
+    store_rows(DQ + k_base, dq, rows, offs_d, stride_qn, valid, D)
+    wseg = tl.exp(tl.minimum(zseg[None, :] - z, 0.0))
+    lc, ls = _local_grad(qb, dob, wseg, cq, sq, HAS_LRPE, DOT)
+    Lc += lc
+    if HAS_LRPE:
+        Ls += ls
+    else:
+        Ls = Lc
+    lz += tl.sum(wseg * (-qb * dq), 0)  # −q ⊙ dq: gradient reaching z_t directly from o_t
+    Sc, Ss = _advance(Sc, Ss, zin, zout, kb, keep, vb, cq, sq, HAS_LRPE, DOT)
+    return Sc, Ss, Lc, Ls, lz
+
+
+@triton.jit
+def _c_seg_bwd_dq_kernel(
+    Q, K, V, DO, DQ, THETA, MASK, FLAG, SIN, ZSEG, ZC, LG, LZ, N, H, D, E, NC, NSEG, SEG,
+    stride_qb, stride_qn, stride_vb, stride_vn, scale,
+    BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_G: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
+):
+    """B1: dq of one segment's chunks (forward walk carrying the state), and the segment's local gradients w.r.t. the
+    state entering it, ``LG [BH, NSEG + 1, D', E]`` / ``LZ [BH, NSEG + 1, D]`` slot ``seg`` (relative to its z)."""
+    seg = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    if _segment_selected(FLAG, pid_bh, seg, SEG, NC, NSEG * SEG, BLOCK_G, EXACT):
+        DP = 2 * D if HAS_LRPE else D
+        offs_d = tl.arange(0, BLOCK_D)
+        dmask = offs_d < D
+        FSTRIDE = NSEG * SEG
+        slot = pid_bh.to(tl.int64) * (NSEG + 1) + seg
         Sc, Ss = load_state(SIN, slot * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-        z, z_ok = _chunk_z(kb, keep, zin, EXACT)
-        r, spread = _chunk_reference(z)
-        decay = tl.exp(tl.minimum(zin[None, :] - z, 0.0))
-        causal = (offs_c[:, None] >= offs_c[None, :]) & keep[None, :]
-        dA = tl.where(causal, mm(dob, tl.trans(vb), DOT), 0.0)
-        if HAS_LRPE:
-            th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
-            cq = tl.cos(th)
-            sq = tl.sin(th)
-            dq = decay * (cq * mm(dob, tl.trans(Sc), DOT) + sq * mm(dob, tl.trans(Ss), DOT))
-        else:
-            th = qb
-            cq = qb
-            sq = qb
-            dq = decay * mm(dob, tl.trans(Sc), DOT)
-        if not EXACT:
-            qf = tl.exp(tl.minimum(r[None, :] - z, 0.0))
-            kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
-            if HAS_LRPE:
-                dq += qf * (cq * mm(dA, kt * cq, DOT) + sq * mm(dA, kt * sq, DOT))
+        zseg = tl.load(ZSEG + slot * D + offs_d, mask=dmask, other=0.0)
+        Lc = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+        Ls = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+        lz = tl.zeros([BLOCK_D], tl.float32)
+        j0 = seg * SEG
+        j1 = tl.minimum(j0 + SEG, NC)
+        for j in range(j0, j1):
+            if EXACT:
+                if _chunk_flagged(FLAG, pid_bh, j, FSTRIDE):
+                    Sc, Ss, Lc, Ls, lz = _dq_chunk(
+                        Q, K, V, DO, DQ, THETA, MASK, ZC, Sc, Ss, Lc, Ls, lz, zseg, pid_bh, j, N, H, D, E, NC,
+                        stride_qb, stride_qn, stride_vb, stride_vn, scale,
+                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, True,
+                    )
+                else:
+                    Sc, Ss, Lc, Ls, lz = _dq_chunk(
+                        Q, K, V, DO, DQ, THETA, MASK, ZC, Sc, Ss, Lc, Ls, lz, zseg, pid_bh, j, N, H, D, E, NC,
+                        stride_qb, stride_qn, stride_vb, stride_vn, scale,
+                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False,
+                    )
             else:
-                dq += qf * mm(dA, kt, DOT)
-        else:
-            _A, dqi, _dk = _exact_intra(
-                K, THETA, MASK, k_base, b.to(tl.int64) * N, c0, end, stride_qn, D, qb, z, th, dA, qb, scale,
-                BLOCK_C, BLOCK_D, HAS_LRPE, HAS_MASK, False, True, False,
-            )
-            dq += dqi
-        dq = dq * scale
-        store_rows(DQ + k_base, dq, rows, offs_d, stride_qn, valid, D)
-        g = -qb * dq  # gradient reaching z_t directly from o_t
-        lslot = pid_bh.to(tl.int64) * (NC + 1) + j
-        if HAS_LRPE:
-            Lc = mm(tl.trans(qb * decay * cq), dob, DOT) * scale
-            Ls = mm(tl.trans(qb * decay * sq), dob, DOT) * scale
-        else:
-            Lc = mm(tl.trans(qb * decay), dob, DOT) * scale
-            Ls = Lc
-        store_state(LG, lslot * DP * E, Lc, Ls, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-        tl.store(LZ + lslot * D + offs_d, tl.sum(decay * g, 0), mask=offs_d < D)
+                Sc, Ss, Lc, Ls, lz = _dq_chunk(
+                    Q, K, V, DO, DQ, THETA, MASK, ZC, Sc, Ss, Lc, Ls, lz, zseg, pid_bh, j, N, H, D, E, NC,
+                    stride_qb, stride_qn, stride_vb, stride_vn, scale,
+                    BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False,
+                )
+        store_state(LG, slot * DP * E, Lc * scale, Ls * scale, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        tl.store(LZ + slot * D + offs_d, lz, mask=dmask)
 
 
 @triton.jit
@@ -402,10 +578,10 @@ def _c_scan_bwd_kernel(
     G, ZIN, D, X, COLS, NC,
     BLOCK_J: tl.constexpr, BLOCK_X: tl.constexpr,
 ):
-    """B2: in place, ``G[:, j] ← G[:, j] + exp(z_in_j − z_in_{j+1}) G[:, j+1]`` for j = NC−1 … 0.
+    """B2: in place, ``G[:, j] ← G[:, j] + exp(z_in_j − z_in_{j+1}) G[:, j+1]`` for j = NC−1 … 0 (blocks = segments).
 
     ``G [BH, NC + 1, X]`` holds the local terms in slots 0..NC−1 and the gradient of the final state in slot NC;
-    afterwards slot j + 1 is the gradient of the state leaving chunk j. ``X = rows · COLS``, row r uses channel r % D.
+    afterwards slot j + 1 is the gradient of the state leaving block j. ``X = rows · COLS``, row r uses channel r % D.
     """
     pid_bh = tl.program_id(0)
     pid_x = tl.program_id(1)
@@ -437,72 +613,118 @@ def _affine_compose(a1, b1, a2, b2):
 
 
 @triton.jit
-def _c_bwd_dkdv_kernel(
-    Q, K, V, DO, DQ, DK, DV, THETA, MASK, FLAG, ZIN, G, GZ, N, H, D, E, NC,
+def _dkdv_chunk(
+    Q, K, V, DO, DQ, DK, DV, THETA, MASK, ZC, Gc, Gs, gz, pid_bh, j, N, H, D, E, NC,
     stride_qb, stride_qn, stride_vb, stride_vn, scale,
     BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
     HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
 ):
-    """B3: dk and dv of one chunk."""
-    j = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    if _chunk_selected(FLAG, pid_bh, j, NC, EXACT):
-        DP = 2 * D if HAS_LRPE else D
-        offs_c = tl.arange(0, BLOCK_C)
-        offs_d = tl.arange(0, BLOCK_D)
-        offs_e = tl.arange(0, BLOCK_E)
-        b, c0, end, rows, valid, keep, k_base, v_base, qb, kb, vb = _chunk_inputs(
-            Q, K, V, MASK, pid_bh, j, N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn,
-            BLOCK_C, BLOCK_D, BLOCK_E, HAS_MASK,
-        )
-        dob = load_rows(DO + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
-        g = -qb * load_rows(DQ + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
-        dmask = offs_d < D
-        slot = pid_bh.to(tl.int64) * (NC + 1) + j
-        zin = tl.load(ZIN + slot * D + offs_d, mask=dmask, other=0.0)
-        zout = tl.load(ZIN + (slot + 1) * D + offs_d, mask=dmask, other=0.0)
-        Gc, Gs = load_state(G, (slot + 1) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-        gz_out = tl.load(GZ + (slot + 1) * D + offs_d, mask=dmask, other=0.0)
-        z, z_ok = _chunk_z(kb, keep, zin, EXACT)
-        r, spread = _chunk_reference(z)
-        causal = (offs_c[:, None] >= offs_c[None, :]) & keep[None, :]
-        dA = tl.where(causal, mm(dob, tl.trans(vb), DOT), 0.0)
-        # inter: the state leaving this chunk holds exp(k_s − z_out) k̄-rotation v_s
-        ko = tl.where(keep[:, None], tl.exp(tl.minimum(kb - zout[None, :], 0.0)), 0.0)
+    """dk, dv of chunk ``j`` given the gradient of the state leaving it (``Gc, Gs [D, E]`` in units of its z, and
+    ``gz [D]`` of that z); returns the same gradients for the state entering the chunk:
+    ``G ← e^{z_in − z_out} G + scale · Σ (q ⊙ e^{z_in − z_t} ⊙ rot)ᵀ dO``, ``gz ← e^{z_in − z_out} gz + Σ e^{z_in − z_t} g_t``.
+    """
+    offs_c = tl.arange(0, BLOCK_C)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = tl.arange(0, BLOCK_E)
+    dmask = offs_d < D
+    b, c0, end, rows, valid, keep, k_base, v_base, qb, kb, vb = _chunk_inputs(
+        Q, K, V, MASK, pid_bh, j, N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn,
+        BLOCK_C, BLOCK_D, BLOCK_E, HAS_MASK,
+    )
+    dob = load_rows(DO + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
+    g = -qb * load_rows(DQ + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
+    zslot = pid_bh.to(tl.int64) * (NC + 1) + j
+    zin = tl.load(ZC + zslot * D + offs_d, mask=dmask, other=0.0)
+    zout = tl.load(ZC + (zslot + 1) * D + offs_d, mask=dmask, other=0.0)
+    z, z_ok = _chunk_z(kb, keep, zin, EXACT)
+    r, spread = _chunk_reference(z)
+    causal = (offs_c[:, None] >= offs_c[None, :]) & keep[None, :]
+    dA = tl.where(causal, mm(dob, tl.trans(vb), DOT), 0.0)
+    th, cq, sq = _rotation(THETA, rows, valid, D, qb, BLOCK_D, HAS_LRPE)
+    # inter: the state leaving this chunk holds exp(k_s − z_out) k̄-rotation v_s
+    ko = tl.where(keep[:, None], tl.exp(tl.minimum(kb - zout[None, :], 0.0)), 0.0)
+    if HAS_LRPE:
+        dv = mm(ko * cq, Gc, DOT) + mm(ko * sq, Gs, DOT)
+        dk = ko * (cq * mm(vb, tl.trans(Gc), DOT) + sq * mm(vb, tl.trans(Gs), DOT) + gz[None, :])
+    else:
+        dv = mm(ko, Gc, DOT)
+        dk = ko * (mm(vb, tl.trans(Gc), DOT) + gz[None, :])
+    if not EXACT:
+        qf = tl.exp(tl.minimum(r[None, :] - z, 0.0))
+        qt = qb * qf
+        kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
+        A = tl.where(causal, _scores(qt, kt, cq, sq, cq, sq, HAS_LRPE, DOT), 0.0)
         if HAS_LRPE:
-            th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
-            cq = tl.cos(th)
-            sq = tl.sin(th)
-            dv = mm(ko * cq, Gc, DOT) + mm(ko * sq, Gs, DOT)
-            dk = ko * (cq * mm(vb, tl.trans(Gc), DOT) + sq * mm(vb, tl.trans(Gs), DOT) + gz_out[None, :])
+            attn = cq * mm(tl.trans(dA), qt * cq, DOT) + sq * mm(tl.trans(dA), qt * sq, DOT)
         else:
-            th = qb
-            cq = qb
-            sq = qb
-            dv = mm(ko, Gc, DOT)
-            dk = ko * (mm(vb, tl.trans(Gc), DOT) + gz_out[None, :])
-        if not EXACT:
-            qf = tl.exp(tl.minimum(r[None, :] - z, 0.0))
-            qt = qb * qf
-            kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
-            A = tl.where(causal, _scores(qt, kt, cq, sq, cq, sq, HAS_LRPE, DOT), 0.0)
-            if HAS_LRPE:
-                attn = cq * mm(tl.trans(dA), qt * cq, DOT) + sq * mm(tl.trans(dA), qt * sq, DOT)
+            attn = mm(tl.trans(dA), qt, DOT)
+        tail = tl.cumsum(qf * g, 0, reverse=True)  # Σ_{t ≥ s} exp(r − z_t) g_t
+        dk += kt * (scale * attn + tail)
+    else:
+        A, _dq, dki = _exact_intra(
+            K, THETA, MASK, k_base, b.to(tl.int64) * N, c0, end, stride_qn, D, qb, z, th, dA, g, scale,
+            BLOCK_C, BLOCK_D, HAS_LRPE, HAS_MASK, True, False, True,
+        )
+        A = tl.where(causal, A, 0.0)
+        dk += dki
+    dv += scale * mm(tl.trans(A), dob, DOT)
+    dk = tl.where(keep[:, None], dk, 0.0)
+    store_rows(DK + k_base, dk, rows, offs_d, stride_qn, valid, D)
+    store_rows(DV + v_base, dv, rows, offs_e, stride_vn, valid, E)
+    # fold in this chunk's local terms: gradients of the state entering it
+    decay = tl.exp(tl.minimum(zin[None, :] - z, 0.0))
+    a = tl.exp(tl.minimum(zin - zout, 0.0))
+    lc, ls = _local_grad(qb, dob, decay, cq, sq, HAS_LRPE, DOT)
+    Gc = a[:, None] * Gc + scale * lc
+    if HAS_LRPE:
+        Gs = a[:, None] * Gs + scale * ls
+    else:
+        Gs = Gc
+    gz = a * gz + tl.sum(decay * g, 0)
+    return Gc, Gs, gz
+
+
+@triton.jit
+def _c_seg_bwd_dkdv_kernel(
+    Q, K, V, DO, DQ, DK, DV, THETA, MASK, FLAG, ZC, LG, LZ, N, H, D, E, NC, NSEG, SEG,
+    stride_qb, stride_qn, stride_vb, stride_vn, scale,
+    BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_G: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
+):
+    """B3: dk and dv of one segment's chunks, walking them in reverse from the gradient of the state leaving the
+    segment (``LG`` / ``LZ`` slot ``seg + 1`` after B2)."""
+    seg = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    if _segment_selected(FLAG, pid_bh, seg, SEG, NC, NSEG * SEG, BLOCK_G, EXACT):
+        DP = 2 * D if HAS_LRPE else D
+        offs_d = tl.arange(0, BLOCK_D)
+        FSTRIDE = NSEG * SEG
+        slot = pid_bh.to(tl.int64) * (NSEG + 1) + seg + 1
+        Gc, Gs = load_state(LG, slot * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        gz = tl.load(LZ + slot * D + offs_d, mask=offs_d < D, other=0.0)
+        j0 = seg * SEG
+        n = tl.minimum(SEG, NC - j0)
+        for i in range(0, n):
+            j = j0 + n - 1 - i  # walk backwards
+            if EXACT:
+                if _chunk_flagged(FLAG, pid_bh, j, FSTRIDE):
+                    Gc, Gs, gz = _dkdv_chunk(
+                        Q, K, V, DO, DQ, DK, DV, THETA, MASK, ZC, Gc, Gs, gz, pid_bh, j, N, H, D, E, NC,
+                        stride_qb, stride_qn, stride_vb, stride_vn, scale,
+                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, True,
+                    )
+                else:
+                    Gc, Gs, gz = _dkdv_chunk(
+                        Q, K, V, DO, DQ, DK, DV, THETA, MASK, ZC, Gc, Gs, gz, pid_bh, j, N, H, D, E, NC,
+                        stride_qb, stride_qn, stride_vb, stride_vn, scale,
+                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False,
+                    )
             else:
-                attn = mm(tl.trans(dA), qt, DOT)
-            tail = tl.cumsum(qf * g, 0, reverse=True)  # Σ_{t ≥ s} exp(r − z_t) g_t
-            dk += kt * (scale * attn + tail)
-        else:
-            A, _dq, dki = _exact_intra(
-                K, THETA, MASK, k_base, b.to(tl.int64) * N, c0, end, stride_qn, D, qb, z, th, dA, g, scale,
-                BLOCK_C, BLOCK_D, HAS_LRPE, HAS_MASK, True, False, True,
-            )
-            A = tl.where(causal, A, 0.0)
-            dk += dki
-        dv += scale * mm(tl.trans(A), dob, DOT)
-        dk = tl.where(keep[:, None], dk, 0.0)
-        store_rows(DK + k_base, dk, rows, offs_d, stride_qn, valid, D)
-        store_rows(DV + v_base, dv, rows, offs_e, stride_vn, valid, E)
+                Gc, Gs, gz = _dkdv_chunk(
+                    Q, K, V, DO, DQ, DK, DV, THETA, MASK, ZC, Gc, Gs, gz, pid_bh, j, N, H, D, E, NC,
+                    stride_qb, stride_qn, stride_vb, stride_vn, scale,
+                    BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False,
+                )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -510,10 +732,25 @@ def _c_bwd_dkdv_kernel(
 
 
 def _scan_config(X: int) -> Tuple[int, int]:
-    """``(BLOCK_J, BLOCK_X)`` of the chunk scans."""
+    """``(BLOCK_J, BLOCK_X)`` of the segment scans."""
     if interpreting():
         return 4, 64
     return 32, 128
+
+
+def segment_chunks(NC: int, BH: int, device: torch.device) -> int:
+    """Chunks per segment (one program walks a segment's chunks in order).
+
+    ``TUNING["c_segment"]`` overrides; 2 under the interpreter (so small tests cross segment borders); on a GPU about
+    four programs per SM: ``clamp(ceil(NC · BH / (4 · SMs)), 1, 16)``. Never more than ``NC``.
+    """
+    if TUNING.get("c_segment"):
+        seg = int(TUNING["c_segment"])
+    elif interpreting():
+        seg = 2
+    else:
+        seg = min(16, triton.cdiv(NC * BH, 4 * num_sms(device)))
+    return max(1, min(seg, NC))
 
 
 def causal_forward(
@@ -525,41 +762,46 @@ def causal_forward(
     lrpe_theta: Optional[torch.Tensor],
     initial_state: Optional[Tuple[torch.Tensor, torch.Tensor]],
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List[torch.Tensor]]:
-    """``(o, S_final, z_final, saved)``; ``saved = [SIN, ZIN, FLAG]``: per-chunk entering states and the flags of the
-    chunks that took the exact path."""
+    """``(o, S_final, z_final, saved)``; ``saved = [SIN, ZSEG, ZC, FLAG]``: states ``[BH, NSEG + 1, D', E]`` and
+    log-normalisers ``[BH, NSEG + 1, D]`` entering every segment, z entering every chunk ``[BH, NC + 1, D]`` and the
+    flags of the chunks that took the exact path ``[BH, NSEG, SEG]`` (its last size is the segment length)."""
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     C = chunk_size(D, E)
     NC = triton.cdiv(N, C)
+    BH = B * H
+    SEG = segment_chunks(NC, BH, q.device)
+    NSEG = triton.cdiv(NC, SEG)
     X = DP * E
     dev = q.device
     dot = dot_mode(q.dtype)
     warps = _warps(D, E, lrpe)
-    LJ = torch.empty((B * H, NC, D), device=dev, dtype=torch.float32)
-    SL = torch.empty((B * H, NC, DP, E), device=dev, dtype=torch.float32)
-    _c_chunk_state_kernel[(NC, B * H)](
-        k, v, theta, mask, LJ, SL, N, H, D, E, NC, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None, DOT=dot,
-        num_warps=warps,
+    has_mask = key_padding_mask is not None
+    LJ = torch.empty((BH, NSEG, D), device=dev, dtype=torch.float32)
+    SL = torch.empty((BH, NSEG, DP, E), device=dev, dtype=torch.float32)
+    _c_seg_state_kernel[(NSEG, BH)](
+        k, v, theta, mask, LJ, SL, N, H, D, E, NC, NSEG, SEG, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=has_mask, DOT=dot, num_warps=warps,
     )
-    SIN = torch.empty((B * H, NC + 1, DP, E), device=dev, dtype=torch.float32)
-    ZIN = torch.empty((B * H, NC + 1, D), device=dev, dtype=torch.float32)
-    S0, z0 = initial_state if initial_state is not None else (SIN, ZIN)
+    SIN = torch.empty((BH, NSEG + 1, DP, E), device=dev, dtype=torch.float32)
+    ZSEG = torch.empty((BH, NSEG + 1, D), device=dev, dtype=torch.float32)
+    S0, z0 = initial_state if initial_state is not None else (SIN, ZSEG)
     BJ, BX = _scan_config(X)
-    _c_scan_fwd_kernel[(B * H, triton.cdiv(X, BX))](
-        LJ, SL, S0, z0, SIN, ZIN, D, E, NC, X, BLOCK_J=BJ, BLOCK_X=BX, HAS_INIT=initial_state is not None,
+    _c_scan_fwd_kernel[(BH, triton.cdiv(X, BX))](
+        LJ, SL, S0, z0, SIN, ZSEG, D, E, NSEG, X, BLOCK_J=BJ, BLOCK_X=BX, HAS_INIT=initial_state is not None,
         num_warps=4,
     )
     o = torch.empty((B, N, H, E), device=dev, dtype=q.dtype)
-    FLAG = torch.empty((B * H, NC), device=dev, dtype=torch.int32)
+    FLAG = torch.empty((BH, NSEG, SEG), device=dev, dtype=torch.int32)
+    ZC = torch.empty((BH, NC + 1, D), device=dev, dtype=torch.float32)
     for exact in (False, True):
-        _c_fwd_out_kernel[(NC, B * H)](
-            q, k, v, o, theta, mask, FLAG, SIN, ZIN, N, H, D, E, NC, q.stride(0), q.stride(1), v.stride(0),
-            v.stride(1), scale, BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe,
-            HAS_MASK=key_padding_mask is not None, DOT=dot, EXACT=exact, num_warps=warps,
+        _c_seg_out_kernel[(NSEG, BH)](
+            q, k, v, o, theta, mask, FLAG, SIN, ZSEG, ZC, N, H, D, E, NC, NSEG, SEG,
+            q.stride(0), q.stride(1), v.stride(0), v.stride(1), scale, BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE,
+            BLOCK_G=block_size(SEG, 1), HAS_LRPE=lrpe, HAS_MASK=has_mask, DOT=dot, EXACT=exact, num_warps=warps,
         )
-    S = SIN[:, NC].reshape(B, H, DP, E)
-    z = ZIN[:, NC].reshape(B, H, D)
-    return o, S, z, [SIN, ZIN, FLAG]
+    S = SIN[:, NSEG].reshape(B, H, DP, E)
+    z = ZSEG[:, NSEG].reshape(B, H, D)
+    return o, S, z, [SIN, ZSEG, ZC, FLAG]
 
 
 def causal_backward(
@@ -576,10 +818,12 @@ def causal_backward(
     lrpe_theta: Optional[torch.Tensor],
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dq, dk, dv)`` given ``dO`` and the (optional) gradients of the returned final state."""
-    SIN, ZIN, FLAG = saved
+    SIN, ZSEG, ZC, FLAG = saved
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     C = chunk_size(D, E)
     NC = triton.cdiv(N, C)
+    BH = B * H
+    NSEG, SEG = FLAG.shape[1], FLAG.shape[2]  # the forward's segmentation
     X = DP * E
     dev = q.device
     dot = dot_mode(q.dtype)
@@ -588,31 +832,32 @@ def causal_backward(
     dq = torch.empty_like(q)
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
-    LG = torch.empty((B * H, NC + 1, DP, E), device=dev, dtype=torch.float32)
-    LZ = torch.empty((B * H, NC + 1, D), device=dev, dtype=torch.float32)
-    # slot NC: gradients of the returned final state (S, z); z also collects −rowsum(S ⊙ dS)
+    LG = torch.empty((BH, NSEG + 1, DP, E), device=dev, dtype=torch.float32)
+    LZ = torch.empty((BH, NSEG + 1, D), device=dev, dtype=torch.float32)
+    # slot NSEG: gradients of the returned final state (S, z); z also collects −rowsum(S ⊙ dS)
     if dS_out is not None:
-        LG[:, NC] = dS_out.reshape(B * H, DP, E)
-        gz = -(S * dS_out).sum(-1).reshape(B * H, -1, D).sum(1)
+        LG[:, NSEG] = dS_out.reshape(BH, DP, E)
+        gz = -(S * dS_out).sum(-1).reshape(BH, -1, D).sum(1)
     else:
-        LG[:, NC] = 0
-        gz = torch.zeros((B * H, D), device=dev, dtype=torch.float32)
+        LG[:, NSEG] = 0
+        gz = torch.zeros((BH, D), device=dev, dtype=torch.float32)
     if dz_out is not None:
-        gz = gz + dz_out.reshape(B * H, D)
-    LZ[:, NC] = gz
-    common = dict(BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None, DOT=dot,
-                  num_warps=warps)
+        gz = gz + dz_out.reshape(BH, D)
+    LZ[:, NSEG] = gz
+    common = dict(BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, BLOCK_G=block_size(SEG, 1), HAS_LRPE=lrpe,
+                  HAS_MASK=key_padding_mask is not None, DOT=dot, num_warps=warps)
+    strides = (q.stride(0), q.stride(1), v.stride(0), v.stride(1))
     for exact in (False, True):
-        _c_bwd_dq_kernel[(NC, B * H)](
-            q, k, v, do, dq, theta, mask, FLAG, SIN, ZIN, LG, LZ, N, H, D, E, NC,
-            q.stride(0), q.stride(1), v.stride(0), v.stride(1), scale, EXACT=exact, **common,
+        _c_seg_bwd_dq_kernel[(NSEG, BH)](
+            q, k, v, do, dq, theta, mask, FLAG, SIN, ZSEG, ZC, LG, LZ, N, H, D, E, NC, NSEG, SEG,
+            *strides, scale, EXACT=exact, **common,
         )
     BJ, BX = _scan_config(X)
-    _c_scan_bwd_kernel[(B * H, triton.cdiv(X, BX))](LG, ZIN, D, X, E, NC, BLOCK_J=BJ, BLOCK_X=BX, num_warps=4)
-    _c_scan_bwd_kernel[(B * H, triton.cdiv(D, BX))](LZ, ZIN, D, D, 1, NC, BLOCK_J=BJ, BLOCK_X=BX, num_warps=4)
+    _c_scan_bwd_kernel[(BH, triton.cdiv(X, BX))](LG, ZSEG, D, X, E, NSEG, BLOCK_J=BJ, BLOCK_X=BX, num_warps=4)
+    _c_scan_bwd_kernel[(BH, triton.cdiv(D, BX))](LZ, ZSEG, D, D, 1, NSEG, BLOCK_J=BJ, BLOCK_X=BX, num_warps=4)
     for exact in (False, True):
-        _c_bwd_dkdv_kernel[(NC, B * H)](
-            q, k, v, do, dq, dk, dv, theta, mask, FLAG, ZIN, LG, LZ, N, H, D, E, NC,
-            q.stride(0), q.stride(1), v.stride(0), v.stride(1), scale, EXACT=exact, **common,
+        _c_seg_bwd_dkdv_kernel[(NSEG, BH)](
+            q, k, v, do, dq, dk, dv, theta, mask, FLAG, ZC, LG, LZ, N, H, D, E, NC, NSEG, SEG,
+            *strides, scale, EXACT=exact, **common,
         )
     return dq, dk, dv

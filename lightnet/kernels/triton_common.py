@@ -24,7 +24,7 @@ NEG_BIG = tl.constexpr(-1.0e30)
 # Launch-parameter overrides for tuning sweeps (``benchmarks/bench_kernels.py --sweep``); None = built-in heuristic.
 TUNING = {
     "nc_block_n": None, "nc_warps": None, "nc_splits_per_sm": None, "nc_stages": None, "nc_two_pass": None,
-    "nc_min_blocks": None, "c_chunk": None, "c_warps": None,
+    "nc_min_blocks": None, "c_chunk": None, "c_warps": None, "c_segment": None,
 }
 DOT_BF16, DOT_IEEE, DOT_TF32 = 0, 1, 2
 
