@@ -42,6 +42,10 @@ from .triton_common import (
 
 __all__ = ["noncausal_forward", "noncausal_backward", "choose_splits"]
 
+# Up to this many ranges per (batch, head), the output pass merges the partial states itself and the dk/dv pass
+# sums the partial state gradients itself (each reads them from L2); beyond it one extra launch does that.
+MAX_INLINE_PARTIALS = 8
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # device helpers
@@ -143,6 +147,45 @@ def _finalise(m, l, Sc, Ss, z0, S0c, S0s, HAS_INIT: tl.constexpr):
     inv = tl.where(l > 0, 1.0 / l, 0.0)
     z = tl.where(l > 0, m + tl.log(l), m)
     return z, Sc * inv[:, None], Ss * inv[:, None]
+
+
+@triton.jit
+def _merge_partials(
+    PM, PL, PS, S0, Z0, pid_bh, splits, D, E,
+    BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr, HAS_INIT: tl.constexpr,
+):
+    """Merge the ``splits`` partial states of one (batch, head) (and the initial state): ``(z [BD], Sc, Ss)``.
+
+    Partial s holds ``(m_s [D], l_s [D], S_s [D', E])`` relative to its own max; a running max keeps every factor
+    ``exp(· − m) ≤ 1``. Reads ``splits`` fp32 states (from L2): used when ``splits`` is small.
+    """
+    offs_d = tl.arange(0, BLOCK_D)
+    dmask = offs_d < D
+    DP = 2 * D if HAS_LRPE else D
+    base = pid_bh.to(tl.int64) * splits
+    m = tl.full([BLOCK_D], NEG_BIG, tl.float32)
+    l = tl.zeros([BLOCK_D], tl.float32)
+    Sc = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+    Ss = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+    for s in range(0, splits):
+        pm = tl.load(PM + (base + s) * D + offs_d, mask=dmask, other=NEG_BIG)
+        pl = tl.load(PL + (base + s) * D + offs_d, mask=dmask, other=0.0)
+        m_new = tl.maximum(m, pm)
+        a = tl.exp(m - m_new)
+        b = tl.exp(pm - m_new)
+        Pc, Ps = load_state(PS, (base + s) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        l = l * a + pl * b
+        Sc = Sc * a[:, None] + Pc * b[:, None]
+        if HAS_LRPE:
+            Ss = Ss * a[:, None] + Ps * b[:, None]
+        m = m_new
+    z0 = tl.zeros([BLOCK_D], tl.float32)
+    S0c = Sc
+    S0s = Ss
+    if HAS_INIT:
+        z0 = tl.maximum(tl.load(Z0 + pid_bh.to(tl.int64) * D + offs_d, mask=dmask, other=NEG_BIG), NEG_BIG)
+        S0c, S0s = load_state(S0, pid_bh.to(tl.int64) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+    return _finalise(m, l, Sc, Ss, z0, S0c, S0s, HAS_INIT)
 
 
 @triton.jit
@@ -265,16 +308,29 @@ def _nc_merge_kernel(
 
 @triton.jit
 def _nc_out_kernel(
-    Q, O, THETA, S, N, H, D, E, stride_qb, stride_qn, stride_ob, stride_on, tokens_per_split, scale,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr, DOT: tl.constexpr,
+    Q, O, THETA, S, PM, PL, PS, S0, Z0, Z_OUT, N, H, D, E, stride_qb, stride_qn, stride_ob, stride_on,
+    tokens_per_split, splits, scale,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr,
+    HAS_INIT: tl.constexpr, MERGE: tl.constexpr, DOT: tl.constexpr,
 ):
-    """Pass 2 over one token range: o = scale · q̄ S."""
+    """Pass 2 over one token range: o = scale · q̄ S.
+
+    With ``MERGE`` the program first merges the partial states itself (few ranges) and the first range of each
+    (batch, head) writes the final ``(S, z)``; otherwise ``S`` was written by ``_nc_merge_kernel``.
+    """
     pid_s = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
     DP = 2 * D if HAS_LRPE else D
-    Sc, Ss = load_state(S, pid_bh.to(tl.int64) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+    if MERGE:
+        z, Sc, Ss = _merge_partials(PM, PL, PS, S0, Z0, pid_bh, splits, D, E, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_INIT)
+        if pid_s == 0:
+            offs_d = tl.arange(0, BLOCK_D)
+            tl.store(Z_OUT + pid_bh.to(tl.int64) * D + offs_d, z, mask=offs_d < D)
+            store_state(S, pid_bh.to(tl.int64) * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+    else:
+        Sc, Ss = load_state(S, pid_bh.to(tl.int64) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
     start = pid_s * tokens_per_split
     end = tl.minimum(start + tokens_per_split, N)
     _output_loop(
@@ -407,12 +463,17 @@ def _nc_bwd_dq_kernel(
 
 @triton.jit
 def _nc_bwd_dkdv_kernel(
-    K, V, DK, DV, THETA, MASK, S, Z, DS, DZ_OUT,
-    N, H, D, E, stride_kb, stride_kn, stride_vb, stride_vn, tokens_per_split,
+    K, V, DK, DV, THETA, MASK, S, Z, DS, PDS, DS_OUT, DZ_OUT,
+    N, H, D, E, stride_kb, stride_kn, stride_vb, stride_vn, tokens_per_split, splits, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
-    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_DZ: tl.constexpr, DOT: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_DS: tl.constexpr, HAS_DZ: tl.constexpr,
+    SUM_PARTIALS: tl.constexpr, DOT: tl.constexpr,
 ):
-    """Backward pass 2 over one token range, given the full ``dS`` (already scaled, dS_out included)."""
+    """Backward pass 2 over one token range.
+
+    ``SUM_PARTIALS``: the program sums the per-range partials ``PDS`` itself (few ranges):
+    ``dS = scale · Σ_s PDS_s + dS_out``; otherwise ``DS`` holds that sum already.
+    """
     pid_s = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -420,7 +481,22 @@ def _nc_bwd_dkdv_kernel(
     DP = 2 * D if HAS_LRPE else D
     s_base = pid_bh.to(tl.int64) * DP * E
     Sc, Ss = load_state(S, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-    dSc, dSs = load_state(DS, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+    if SUM_PARTIALS:
+        dSc = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+        dSs = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+        for s in range(0, splits):
+            Pc, Ps = load_state(PDS, (pid_bh.to(tl.int64) * splits + s) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+            dSc += Pc
+            if HAS_LRPE:
+                dSs += Ps
+        dSc = dSc * scale
+        dSs = dSs * scale
+        if HAS_DS:
+            dS0c, dS0s = load_state(DS_OUT, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+            dSc += dS0c
+            dSs += dS0s
+    else:
+        dSc, dSs = load_state(DS, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
     gz = _z_gradient(Sc, Ss, dSc, dSs, DZ_OUT, pid_bh, D, BLOCK_D, HAS_LRPE, HAS_DZ)
     offs_d = tl.arange(0, BLOCK_D)
     z = tl.load(Z + pid_bh.to(tl.int64) * D + offs_d, mask=offs_d < D, other=0.0)
@@ -492,25 +568,29 @@ def noncausal_forward(
     fused = n_splits == 1
     if fused:
         PM = PL = PS = z
-    else:
-        PM = torch.empty((B * H, n_splits, D), device=q.device, dtype=torch.float32)
-        PL = torch.empty_like(PM)
-        PS = torch.empty((B * H, n_splits, DP, E), device=q.device, dtype=torch.float32)
+    else:  # one workspace for the partial maxima, sums and states of every range
+        work = torch.empty(B * H * n_splits * (2 * D + DP * E), device=q.device, dtype=torch.float32)
+        PM, PL, PS = work.split([B * H * n_splits * D, B * H * n_splits * D, B * H * n_splits * DP * E])
+    dot = dot_mode(q.dtype)
+    has_init = initial_state is not None
     _nc_fwd_kernel[(n_splits, B * H)](
         q, k, v, o, theta, mask, S0, z0, PM, PL, PS, S, z,
         N, H, D, E, q.stride(0), q.stride(1), v.stride(0), v.stride(1), tps, n_splits, scale,
         BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
-        HAS_INIT=initial_state is not None, FUSED=fused, DOT=dot_mode(q.dtype), TWO_PASS=two_pass_max(), **opts,
+        HAS_INIT=has_init, FUSED=fused, DOT=dot, TWO_PASS=two_pass_max(), **opts,
     )
     if not fused:
-        BS, BX = (4, 64) if interpreting() else (16, 256)
-        _nc_merge_kernel[(B * H, triton.cdiv(DP * E, BX))](
-            PM, PL, PS, S0, z0, S, z, D, E, DP * E, n_splits,
-            BLOCK_S=BS, BLOCK_X=BX, HAS_INIT=initial_state is not None, num_warps=4,
-        )
+        merge_inline = n_splits <= MAX_INLINE_PARTIALS
+        if not merge_inline:
+            BS, BX = (4, 64) if interpreting() else (16, 256)
+            _nc_merge_kernel[(B * H, triton.cdiv(DP * E, BX))](
+                PM, PL, PS, S0, z0, S, z, D, E, DP * E, n_splits,
+                BLOCK_S=BS, BLOCK_X=BX, HAS_INIT=has_init, num_warps=4,
+            )
         _nc_out_kernel[(n_splits, B * H)](
-            q, o, theta, S, N, H, D, E, q.stride(0), q.stride(1), o.stride(0), o.stride(1), tps, scale,
-            BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, DOT=dot_mode(q.dtype), **opts,
+            q, o, theta, S, PM, PL, PS, S0, z0, z, N, H, D, E, q.stride(0), q.stride(1), o.stride(0), o.stride(1),
+            tps, n_splits, scale, BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_INIT=has_init,
+            MERGE=merge_inline, DOT=dot, **opts,
         )
     return o, S, z
 
@@ -528,8 +608,8 @@ def noncausal_backward(
     key_padding_mask: Optional[torch.Tensor],
     lrpe_theta: Optional[torch.Tensor],
     splits: Optional[int] = None,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(dq, dk, dv, dS)`` where ``dS [B,H,D',E]`` is the full gradient reaching the final state."""
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dq, dk, dv)`` given ``dO`` and the (optional) gradients ``dS_out``, ``dz_out`` of the final state."""
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype)
     n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
@@ -548,15 +628,17 @@ def noncausal_backward(
         N, H, D, E, q.stride(0), q.stride(1), v.stride(0), v.stride(1), tps, n_splits, scale,
         HAS_DS=dS_out is not None, HAS_DZ=dz_out is not None, FUSED=fused, **common,
     )
-    if fused:
-        dS = None
-    else:
-        dS = PDS.sum(1).view(B, H, DP, E).mul_(scale)
-        if dS_out is not None:
-            dS += dS_out
+    if not fused:
+        sum_inline = n_splits <= MAX_INLINE_PARTIALS
+        dS = S
+        if not sum_inline:
+            dS = PDS.sum(1).view(B, H, DP, E).mul_(scale)
+            if dS_out is not None:
+                dS += dS_out
         _nc_bwd_dkdv_kernel[(n_splits, B * H)](
-            k, v, dk, dv, theta, mask, S, z, dS, dz_out if dz_out is not None else z,
-            N, H, D, E, k.stride(0), k.stride(1), v.stride(0), v.stride(1), tps,
-            HAS_DZ=dz_out is not None, **common,
+            k, v, dk, dv, theta, mask, S, z, dS, PDS, dS_out if dS_out is not None else S,
+            dz_out if dz_out is not None else z,
+            N, H, D, E, k.stride(0), k.stride(1), v.stride(0), v.stride(1), tps, n_splits, scale,
+            HAS_DS=dS_out is not None, HAS_DZ=dz_out is not None, SUM_PARTIALS=sum_inline, **common,
         )
-    return dq, dk, dv, dS
+    return dq, dk, dv

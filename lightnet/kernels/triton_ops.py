@@ -37,7 +37,7 @@ class _NonCausalFn(torch.autograd.Function):
         q, k, v, S, z, mask, theta = ctx.saved_tensors
         if do is None:
             do = torch.zeros((*q.shape[:3], v.shape[-1]), device=q.device, dtype=q.dtype)
-        dq, dk, dv, _ = noncausal_backward(
+        dq, dk, dv = noncausal_backward(
             do, _contig(dS), _contig(dz), q, k, v, S, z, ctx.scale, mask, theta
         )
         return dq, dk, dv, None, None, None, None, None
