@@ -394,6 +394,8 @@ def _fwd_chunk(
         o = mm(qb * decay * cq, Sc, DOT) + mm(qb * decay * sq, Ss, DOT)
     else:
         o = mm(qb * decay, Sc, DOT)
+    zout = _chunk_end_z(kb, keep, zin)
+    Sc, Ss = _advance(Sc, Ss, zin, zout, kb, keep, vb, cq, sq, HAS_LRPE, DOT)  # the entering state is used
     causal = (offs_c[:, None] >= offs_c[None, :]) & keep[None, :]
     if not EXACT:
         qt = qb * tl.exp(tl.minimum(r[None, :] - z, 0.0))
@@ -407,8 +409,6 @@ def _fwd_chunk(
     A = tl.where(causal, A, 0.0)
     o += mm(A, vb, DOT)
     store_rows(O + v_base, o * scale, rows, offs_e, stride_vn, valid, E)
-    zout = _chunk_end_z(kb, keep, zin)
-    Sc, Ss = _advance(Sc, Ss, zin, zout, kb, keep, vb, cq, sq, HAS_LRPE, DOT)
     return Sc, Ss, zout
 
 
@@ -498,6 +498,7 @@ def _dq_chunk(
         dq = decay * (cq * mm(dob, tl.trans(Sc), DOT) + sq * mm(dob, tl.trans(Ss), DOT))
     else:
         dq = decay * mm(dob, tl.trans(Sc), DOT)
+    Sc, Ss = _advance(Sc, Ss, zin, zout, kb, keep, vb, cq, sq, HAS_LRPE, DOT)  # the entering state is used
     if not EXACT:
         qf = tl.exp(tl.minimum(r[None, :] - z, 0.0))
         kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
@@ -521,7 +522,6 @@ def _dq_chunk(
     else:
         Ls = Lc
     lz += tl.sum(wseg * (-qb * dq), 0)  # −q ⊙ dq: gradient reaching z_t directly from o_t
-    Sc, Ss = _advance(Sc, Ss, zin, zout, kb, keep, vb, cq, sq, HAS_LRPE, DOT)
     return Sc, Ss, Lc, Ls, lz
 
 
@@ -649,6 +649,16 @@ def _dkdv_chunk(
     else:
         dv = mm(ko, Gc, DOT)
         dk = ko * (mm(vb, tl.trans(Gc), DOT) + gz[None, :])
+    # the leaving state's gradients are used: fold in this chunk's local terms (gradients of the entering state)
+    decay = tl.exp(tl.minimum(zin[None, :] - z, 0.0))
+    a = tl.exp(tl.minimum(zin - zout, 0.0))
+    lc, ls = _local_grad(qb, dob, decay, cq, sq, HAS_LRPE, DOT)
+    Gc = a[:, None] * Gc + scale * lc
+    if HAS_LRPE:
+        Gs = a[:, None] * Gs + scale * ls
+    else:
+        Gs = Gc
+    gz = a * gz + tl.sum(decay * g, 0)
     if not EXACT:
         qf = tl.exp(tl.minimum(r[None, :] - z, 0.0))
         qt = qb * qf
@@ -671,16 +681,6 @@ def _dkdv_chunk(
     dk = tl.where(keep[:, None], dk, 0.0)
     store_rows(DK + k_base, dk, rows, offs_d, stride_qn, valid, D)
     store_rows(DV + v_base, dv, rows, offs_e, stride_vn, valid, E)
-    # fold in this chunk's local terms: gradients of the state entering it
-    decay = tl.exp(tl.minimum(zin[None, :] - z, 0.0))
-    a = tl.exp(tl.minimum(zin - zout, 0.0))
-    lc, ls = _local_grad(qb, dob, decay, cq, sq, HAS_LRPE, DOT)
-    Gc = a[:, None] * Gc + scale * lc
-    if HAS_LRPE:
-        Gs = a[:, None] * Gs + scale * ls
-    else:
-        Gs = Gc
-    gz = a * gz + tl.sum(decay * g, 0)
     return Gc, Gs, gz
 
 
