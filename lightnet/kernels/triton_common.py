@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import os
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import triton
@@ -79,6 +79,57 @@ def num_sms(device: torch.device) -> int:
 @functools.lru_cache(maxsize=None)
 def _cuda_sms(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _arg_key(arg: object) -> object:
+    """What Triton specialises a launch argument on: a tensor's dtype and 16-byte alignment, an integer's
+    divisibility by 16, being 1, and needing 64 bits; other values by type."""
+    if isinstance(arg, torch.Tensor):
+        return arg.dtype, arg.data_ptr() % 16 == 0
+    if isinstance(arg, bool) or not isinstance(arg, int):
+        return type(arg)
+    return arg % 16 == 0, arg == 1, -(2**31) <= arg < 2**31
+
+
+class Launcher:
+    """``Launcher(kernel)[grid](*runtime_args, **constexprs_and_options)``: a lean launch of a ``@triton.jit`` kernel.
+
+    Triton binds and specialises every argument in Python at each launch; on a slow host that costs tens of µs per
+    launch, more than the GPU work of a small call. The first launch of each specialisation goes through Triton
+    (which compiles it) and keeps the compiled kernel; later launches with the same key (device, constexprs, launch
+    options, and what Triton specialises each runtime argument on, see ``_arg_key``) call it directly. The kernel's
+    runtime parameters must come first and its constexpr parameters last (true of every kernel in this package).
+    Falls back to Triton's path under the interpreter, when ``LIGHTNET_TRITON_FAST_LAUNCH=0``, or if the compiled
+    kernel cannot be called directly on this Triton version.
+    """
+
+    def __init__(self, kernel) -> None:
+        self.kernel = kernel
+        self.names = list(kernel.arg_names)
+        self.compiled: Dict[tuple, object] = {}
+        self.enabled = os.environ.get("LIGHTNET_TRITON_FAST_LAUNCH", "1") != "0"
+
+    def __getitem__(self, grid):
+        def launch(*args, **meta):
+            if interpreting() or not self.enabled:
+                return self.kernel[grid](*args, **meta)
+            device = torch.cuda.current_device()
+            key = (device, tuple(meta.items()), tuple(_arg_key(a) for a in args))
+            compiled = self.compiled.get(key)
+            if compiled is None:
+                self.compiled[key] = self.kernel[grid](*args, **meta)
+                return None
+            try:
+                full = [*args, *(meta[name] for name in self.names[len(args):])]
+                stream = torch.cuda.current_stream(device).cuda_stream
+                compiled.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1, stream,
+                             compiled.function, compiled.packed_metadata, None, None, None, *full)
+            except (AttributeError, TypeError, KeyError):  # another Triton version: use its own path from now on
+                self.enabled = False
+                return self.kernel[grid](*args, **meta)
+            return None
+
+        return launch
 
 
 @triton.jit

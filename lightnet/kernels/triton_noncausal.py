@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from .triton_common import (
+    Launcher,
     problem_shape,
     DOT_BF16,
     load_state,
@@ -512,18 +513,23 @@ def _nc_bwd_dkdv_kernel(
 # ----------------------------------------------------------------------------------------------------------------
 # launchers
 
+_LAUNCH = {fn.__name__: Launcher(fn) for fn in (
+    _nc_fwd_kernel, _nc_merge_kernel, _nc_out_kernel, _nc_bwd_dq_kernel, _nc_bwd_dkdv_kernel)}
+
 
 def _launch_config(D: int, E: int, lrpe: bool, dtype: torch.dtype) -> Tuple[int, Dict[str, int]]:
     """``(BLOCK_N, launch options)`` for the token loops (one config under the interpreter).
 
-    8 warps: measured 1.8× faster than 4 at D = E = 64 on an H100 (docs/performance.md). fp32 inputs with the
-    widest states (LRPE, D = E = 128) use one pipeline stage to stay inside the 227 KiB of shared memory.
+    4 warps for states up to ``2 · 64 · 64`` fp32 values (GPU time from CUDA graphs on an H100: 4 warps with
+    Triton's default 3 stages was the fastest of the swept configurations, ``benchmarks/sweep_kernels.py``), 8 warps
+    for wider states (they would spill at 4). fp32 inputs with the widest states (LRPE, D = E = 128) use one
+    pipeline stage to stay inside the 227 KiB of shared memory.
     """
     if interpreting():
         return 16, {"num_warps": 4}
     width = (2 if lrpe else 1) * block_size(D) * block_size(E)
     block_n = 32 if width >= 2 * 128 * 128 else 64
-    opts = {"num_warps": TUNING["nc_warps"] or 8}
+    opts = {"num_warps": TUNING["nc_warps"] or (4 if width <= 2 * 64 * 64 else 8)}
     if dot_mode(dtype) != DOT_BF16 and width >= 2 * 128 * 128:
         opts["num_stages"] = 1
     if TUNING["nc_stages"]:
@@ -533,7 +539,7 @@ def _launch_config(D: int, E: int, lrpe: bool, dtype: torch.dtype) -> Tuple[int,
 
 def two_pass_max() -> bool:
     """Whether the forward finds each range's key maximum in a separate sweep (see ``_accumulate_state``)."""
-    return bool(TUNING["nc_two_pass"]) if TUNING["nc_two_pass"] is not None else True
+    return bool(TUNING["nc_two_pass"]) if TUNING["nc_two_pass"] is not None else False
 
 
 def choose_splits(N: int, BH: int, device: torch.device, block_n: int, splits: Optional[int] = None) -> Tuple[int, int]:
@@ -573,7 +579,7 @@ def noncausal_forward(
         PM, PL, PS = work.split([B * H * n_splits * D, B * H * n_splits * D, B * H * n_splits * DP * E])
     dot = dot_mode(q.dtype)
     has_init = initial_state is not None
-    _nc_fwd_kernel[(n_splits, B * H)](
+    _LAUNCH["_nc_fwd_kernel"][(n_splits, B * H)](
         q, k, v, o, theta, mask, S0, z0, PM, PL, PS, S, z,
         N, H, D, E, q.stride(0), q.stride(1), v.stride(0), v.stride(1), tps, n_splits, scale,
         BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
@@ -583,11 +589,11 @@ def noncausal_forward(
         merge_inline = n_splits <= MAX_INLINE_PARTIALS
         if not merge_inline:
             BS, BX = (4, 64) if interpreting() else (16, 256)
-            _nc_merge_kernel[(B * H, triton.cdiv(DP * E, BX))](
+            _LAUNCH["_nc_merge_kernel"][(B * H, triton.cdiv(DP * E, BX))](
                 PM, PL, PS, S0, z0, S, z, D, E, DP * E, n_splits,
                 BLOCK_S=BS, BLOCK_X=BX, HAS_INIT=has_init, num_warps=4,
             )
-        _nc_out_kernel[(n_splits, B * H)](
+        _LAUNCH["_nc_out_kernel"][(n_splits, B * H)](
             q, o, theta, S, PM, PL, PS, S0, z0, z, N, H, D, E, q.stride(0), q.stride(1), o.stride(0), o.stride(1),
             tps, n_splits, scale, BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_INIT=has_init,
             MERGE=merge_inline, DOT=dot, **opts,
@@ -622,7 +628,7 @@ def noncausal_backward(
     common = dict(BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
                   DOT=dot, **opts)
     PDS = S if fused else torch.empty((B * H, n_splits, DP, E), device=q.device, dtype=torch.float32)
-    _nc_bwd_dq_kernel[(n_splits, B * H)](
+    _LAUNCH["_nc_bwd_dq_kernel"][(n_splits, B * H)](
         q, k, v, do, dq, dk, dv, theta, mask, S, z,
         dS_out if dS_out is not None else S, dz_out if dz_out is not None else z, PDS,
         N, H, D, E, q.stride(0), q.stride(1), v.stride(0), v.stride(1), tps, n_splits, scale,
@@ -635,7 +641,7 @@ def noncausal_backward(
             dS = PDS.sum(1).view(B, H, DP, E).mul_(scale)
             if dS_out is not None:
                 dS += dS_out
-        _nc_bwd_dkdv_kernel[(n_splits, B * H)](
+        _LAUNCH["_nc_bwd_dkdv_kernel"][(n_splits, B * H)](
             k, v, dk, dv, theta, mask, S, z, dS, PDS, dS_out if dS_out is not None else S,
             dz_out if dz_out is not None else z,
             N, H, D, E, k.stride(0), k.stride(1), v.stride(0), v.stride(1), tps, n_splits, scale,
