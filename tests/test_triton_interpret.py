@@ -129,6 +129,10 @@ CASES = {
         dict(B=2, N=100, H=1, D=24, E=20, causal=True, mask=True, init=True, c_segment=3), 1e-4),
     "c_segments_large_logits": (
         dict(B=2, N=100, H=1, D=16, E=16, causal=True, mask=True, lrpe=True, k_scale=1e4, c_segment=4), 3e-3),
+    "c_segments_of_one_chunk": (
+        dict(B=2, N=40, H=1, D=16, E=16, causal=True, mask=True, lrpe=True, init=True, c_segment=1), 1e-4),
+    "c_one_segment_for_all_chunks": (
+        dict(B=2, N=100, H=1, D=16, E=16, causal=True, mask=True, k_scale=30.0, c_segment=64), 1e-4),
     "c_segments_mixed_spread": (
         dict(B=1, N=100, H=2, D=16, E=16, causal=True, lrpe=True, init=True, k_scale=30.0, c_segment=3), 1e-4),
     # one flagged chunk after an unflagged one inside a segment (chunk 3 of segment [2, 3]) ...
