@@ -29,9 +29,17 @@ TUNING = {
 DOT_BF16, DOT_IEEE, DOT_TF32 = 0, 1, 2
 
 
+_INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
 def interpreting() -> bool:
-    """True when Triton runs its CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    """True when Triton runs its CPU interpreter (``TRITON_INTERPRET=1``; like Triton, read once at import)."""
+    return _INTERPRETING
+
+
+def cdiv(a: int, b: int) -> int:
+    """``ceil(a / b)`` for non-negative integers (plain Python: cheaper on the launch path than ``triton.cdiv``)."""
+    return -(-a // b)
 
 
 def dot_mode(dtype: torch.dtype) -> int:
@@ -50,7 +58,8 @@ def dot_mode(dtype: torch.dtype) -> int:
 
 def block_size(n: int, minimum: int = 16) -> int:
     """Smallest power of two ``>= max(n, minimum)`` (``tl.dot`` needs every side ``>= 16``)."""
-    return max(minimum, triton.next_power_of_2(int(n)))
+    n = int(n)
+    return max(minimum, 1 << (n - 1).bit_length() if n > 1 else 1)
 
 
 def problem_shape(
@@ -81,55 +90,57 @@ def _cuda_sms(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _arg_key(arg: object) -> object:
-    """What Triton specialises a launch argument on: a tensor's dtype and 16-byte alignment, an integer's
-    divisibility by 16, being 1, and needing 64 bits; other values by type."""
-    if isinstance(arg, torch.Tensor):
-        return arg.dtype, arg.data_ptr() % 16 == 0
-    if isinstance(arg, bool) or not isinstance(arg, int):
-        return type(arg)
-    return arg % 16 == 0, arg == 1, -(2**31) <= arg < 2**31
-
-
 class Launcher:
     """``Launcher(kernel)[grid](*runtime_args, **constexprs_and_options)``: a lean launch of a ``@triton.jit`` kernel.
 
     Triton binds and specialises every argument in Python at each launch; on a slow host that costs tens of µs per
-    launch, more than the GPU work of a small call. The first launch of each specialisation goes through Triton
-    (which compiles it) and keeps the compiled kernel; later launches with the same key (device, constexprs, launch
-    options, and what Triton specialises each runtime argument on, see ``_arg_key``) call it directly. The kernel's
-    runtime parameters must come first and its constexpr parameters last (true of every kernel in this package).
-    Falls back to Triton's path under the interpreter, when ``LIGHTNET_TRITON_FAST_LAUNCH=0``, or if the compiled
-    kernel cannot be called directly on this Triton version.
+    launch, as much as the GPU work of a small call. The first launch of each specialisation goes through Triton
+    (which compiles it) and keeps the compiled kernel; later launches with the same key call it directly. The key
+    holds everything Triton specialises on: the device, the constexprs and launch options, each tensor's dtype and
+    16-byte alignment, and each integer's divisibility by 16, being 1, and needing 64 bits. The kernel's runtime
+    parameters must come first and its constexpr parameters last (true of every kernel in this package). Falls back
+    to Triton's own path under the interpreter, when ``LIGHTNET_TRITON_FAST_LAUNCH=0``, or if the compiled kernel
+    cannot be called this way on the installed Triton version. Triton's launch hooks are called as Triton does.
     """
 
     def __init__(self, kernel) -> None:
         self.kernel = kernel
         self.names = list(kernel.arg_names)
         self.compiled: Dict[tuple, object] = {}
-        self.enabled = os.environ.get("LIGHTNET_TRITON_FAST_LAUNCH", "1") != "0"
+        self.enabled = os.environ.get("LIGHTNET_TRITON_FAST_LAUNCH", "1") != "0" and not _INTERPRETING
 
     def __getitem__(self, grid):
-        def launch(*args, **meta):
-            if interpreting() or not self.enabled:
-                return self.kernel[grid](*args, **meta)
-            device = torch.cuda.current_device()
-            key = (device, tuple(meta.items()), tuple(_arg_key(a) for a in args))
-            compiled = self.compiled.get(key)
-            if compiled is None:
-                self.compiled[key] = self.kernel[grid](*args, **meta)
-                return None
-            try:
-                full = [*args, *(meta[name] for name in self.names[len(args):])]
-                stream = torch.cuda.current_stream(device).cuda_stream
-                compiled.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1, stream,
-                             compiled.function, compiled.packed_metadata, None, None, None, *full)
-            except (AttributeError, TypeError, KeyError):  # another Triton version: use its own path from now on
-                self.enabled = False
-                return self.kernel[grid](*args, **meta)
-            return None
+        if not self.enabled:
+            return self.kernel[grid]
+        return functools.partial(self._launch, grid)
 
-        return launch
+    def _launch(self, grid, *args, **meta) -> None:
+        key = [torch.cuda.current_device(), *meta.values()]
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                key.append(a.dtype)
+                key.append(a.data_ptr() & 15)
+            elif type(a) is int:
+                key.append((a & 15, a == 1, a >= 2**31))
+            else:
+                key.append(type(a))
+        key = tuple(key)
+        compiled = self.compiled.get(key)
+        if compiled is None:
+            self.compiled[key] = self.kernel[grid](*args, **meta)
+            return
+        try:
+            full = (*args, *[meta[name] for name in self.names[len(args):]])
+            stream = torch.cuda.current_stream().cuda_stream
+            runtime = triton.knobs.runtime
+            enter = runtime.launch_enter_hook  # hooks (profilers) are honoured as Triton's own launch does
+            launch_metadata = compiled.launch_metadata(grid, stream, *full) if enter is not None else None
+            compiled.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1, stream,
+                         compiled.function, compiled.packed_metadata, launch_metadata, enter,
+                         runtime.launch_exit_hook, *full)
+        except (AttributeError, TypeError, KeyError):  # another Triton version: use its own path from now on
+            self.enabled = False
+            self.kernel[grid](*args, **meta)
 
 
 @triton.jit

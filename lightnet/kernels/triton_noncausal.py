@@ -25,6 +25,7 @@ import triton.language as tl
 
 from .triton_common import (
     Launcher,
+    cdiv,
     problem_shape,
     DOT_BF16,
     load_state,
@@ -548,9 +549,9 @@ def choose_splits(N: int, BH: int, device: torch.device, block_n: int, splits: O
     if splits is None:
         target = (TUNING["nc_splits_per_sm"] or 4) * num_sms(device)
         min_tokens = (TUNING["nc_min_blocks"] or 16) * block_n if not interpreting() else 2 * block_n
-        splits = max(1, min(triton.cdiv(target, BH), triton.cdiv(N, min_tokens)))
-    tokens = triton.cdiv(triton.cdiv(N, splits), block_n) * block_n
-    return triton.cdiv(N, tokens), tokens
+        splits = max(1, min(cdiv(target, BH), cdiv(N, min_tokens)))
+    tokens = cdiv(cdiv(N, splits), block_n) * block_n
+    return cdiv(N, tokens), tokens
 
 
 def noncausal_forward(
@@ -589,7 +590,7 @@ def noncausal_forward(
         merge_inline = n_splits <= MAX_INLINE_PARTIALS
         if not merge_inline:
             BS, BX = (4, 64) if interpreting() else (16, 256)
-            _LAUNCH["_nc_merge_kernel"][(B * H, triton.cdiv(DP * E, BX))](
+            _LAUNCH["_nc_merge_kernel"][(B * H, cdiv(DP * E, BX))](
                 PM, PL, PS, S0, z0, S, z, D, E, DP * E, n_splits,
                 BLOCK_S=BS, BLOCK_X=BX, HAS_INIT=has_init, num_warps=4,
             )
