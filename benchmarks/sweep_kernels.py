@@ -165,22 +165,20 @@ def cpu_overheads(iters: int = 200) -> Dict[str, Dict[str, float]]:
     return out
 
 
-def plain_vs_graph(B: int, N: int) -> Dict[str, float]:
+def plain_vs_graph(B: int, N: int, causal: bool = False) -> Dict[str, float]:
     """Forward+backward through autograd, timed as users call it (``do_bench``: host cost included when it
     dominates) and replayed from a CUDA graph (GPU time alone)."""
     q, k, v, do = make_inputs(B, N)
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
 
     def step() -> None:
-        additive_attention_triton(*leaves, causal=False)[0].backward(do)
+        additive_attention_triton(*leaves, causal=causal)[0].backward(do)
 
     plain = do_bench(step, warmup=10, rep=60, grad_to_none=leaves, return_mode="median")
+    graph = do_bench_cudagraph(step, rep=40, grad_to_none=leaves, return_mode="median")
     for t in leaves:
         t.grad = None
-    graph = do_bench_cudagraph(lambda: noncausal_backward(do, None, None, q, k, v,
-                                                          *noncausal_forward(q, k, v, 1.0, None, None, None)[1:],
-                                                          1.0, None, None), rep=40, return_mode="median")
-    row = {"B": B, "N": N, "plain_autograd_ms": plain, "graph_kernels_ms": graph}
+    row = {"B": B, "N": N, "causal": causal, "plain_autograd_ms": plain, "graph_ms": graph}
     print(json.dumps(row), flush=True)
     return row
 
@@ -253,7 +251,8 @@ def main() -> None:
                 print(f"\nprofile {'causal' if causal else 'non-causal'} B={B} N={N}: {total:.1f} µs of kernels", flush=True)
                 for name, t in rows:
                     print(f"  {t:9.1f} µs  {name}", flush=True)
-    extra = {"host": cpu_overheads(), "plain_vs_graph": [plain_vs_graph(B, N) for B, N in SHAPES]}
+    extra = {"host": cpu_overheads(),
+             "plain_vs_graph": [plain_vs_graph(B, N, c) for c in (False, True) for B, N in SHAPES]}
     with open(os.path.join(args.out, "host_and_graph.json"), "w") as f:
         json.dump(extra, f, indent=1)
     inputs = {(B, N): make_inputs(B, N) for B, N in SHAPES}
