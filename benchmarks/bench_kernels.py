@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Tuple
 import torch
 import torch.nn.functional as F
 import triton
-from triton.testing import do_bench
+from triton.testing import do_bench, do_bench_cudagraph
 
 from lightnet.kernels.reference import causal_attention_chunked_torch, noncausal_attention_torch
 from lightnet.kernels.triton_ops import additive_attention_triton
@@ -94,6 +94,15 @@ def time_fwd_bwd(fn: Callable, q, k, v, do) -> float:
     return do_bench(step, warmup=10, rep=60, grad_to_none=[q, k, v], return_mode="median")
 
 
+def time_fwd_bwd_graph(fn: Callable, q, k, v, do) -> float:
+    """GPU time of one forward+backward replayed from a CUDA graph (the host's launch cost excluded)."""
+
+    def step():
+        fn(q, k, v).backward(do)
+
+    return do_bench_cudagraph(step, rep=40, grad_to_none=[q, k, v], return_mode="median")
+
+
 def peak_memory_mb(fn: Callable, q, k, v, do) -> float:
     for t in (q, k, v):
         t.grad = None
@@ -139,6 +148,8 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="first time our kernels under a few launch configs")
     parser.add_argument("--methods", default=None, help="comma-separated subset of methods to time (default: all)")
     parser.add_argument("--skip-slow-ref", type=int, default=4096, help="skip eager causal reference above this N")
+    parser.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph (GPU-time-only) timings")
+    parser.add_argument("--sizes", default=None, help="comma-separated N at head dim 64 (default: all)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -155,8 +166,11 @@ def main() -> None:
         if unknown:
             raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {sorted(ms)}")
         ms = {k2: f for k2, f in ms.items() if k2 in keep}
-    shapes = [(max(1, TOKENS // n), n, 64) for n in ((4096, 65536) if args.quick else (196, 1024, 4096, 16384, 65536))]
-    if not args.quick:
+    sizes = (4096, 65536) if args.quick else (196, 1024, 4096, 16384, 65536)
+    if args.sizes:
+        sizes = tuple(int(n) for n in args.sizes.split(","))
+    shapes = [(max(1, TOKENS // n), n, 64) for n in sizes]
+    if not args.quick and not args.sizes:
         shapes += [(TOKENS // 4096, 4096, 32), (TOKENS // 4096, 4096, 128)]
     rows: List[Dict] = []
     for B, N, D in shapes:
@@ -171,6 +185,12 @@ def main() -> None:
             except Exception as exc:
                 print(f"{name} N={N} D={D} failed: {str(exc)[:200]}")
                 row[name] = float("nan")
+            if name not in ("ref_noncausal", "ref_causal") and not args.no_graph:
+                try:
+                    row[f"graph_{name}"] = time_fwd_bwd_graph(fn, q, k, v, do)
+                except Exception as exc:
+                    print(f"{name} N={N} D={D} CUDA graph failed: {str(exc)[:200]}")
+                    row[f"graph_{name}"] = float("nan")
         for name in ("ours_noncausal", "sdpa_noncausal", "ours_causal", "sdpa_causal", "fla_chunk_lightnet"):
             if name in ms:
                 try:
@@ -235,6 +255,22 @@ def format_tables(rows: List[Dict]) -> Tuple[List[str], List[str]]:
             f"| {oc:.3f} | {get(r, 'ref_causal'):.3f} | {get(r, 'sdpa_causal'):.3f} | {get(r, 'fla_chunk_lightnet'):.3f} "
             f"| {get(r, 'fla_chunk_lightnet') / oc:.1f}× | {get(r, 'sdpa_causal') / oc:.1f}× "
             f"| {oc * 1e3 / (r['B'] * r['N'] / 1000):.2f} |"
+        )
+    lines.append("")
+    lines.append("GPU time alone (the same calls replayed from a CUDA graph, ms):")
+    ghead = ("| B | N | D | floor | ours NC | ×floor | compiled ref | SDPA NC | ours/compiled | ours/SDPA NC | ours C "
+             "| SDPA C | fla | fla/ours C | SDPA C/ours C | ours C µs/ktok |")
+    lines.append(ghead)
+    lines.append("|" + "---|" * (ghead.count("|") - 1))
+    for r in rows:
+        onc, oc = get(r, "graph_ours_noncausal"), get(r, "graph_ours_causal")
+        lines.append(
+            f"| {r['B']} | {r['N']} | {r['D']} | {r['floor_ms']:.3f} | {onc:.3f} | {onc / r['floor_ms']:.2f} "
+            f"| {get(r, 'graph_compiled_ref_noncausal'):.3f} | {get(r, 'graph_sdpa_noncausal'):.3f} "
+            f"| {get(r, 'graph_compiled_ref_noncausal') / onc:.1f}× faster "
+            f"| {get(r, 'graph_sdpa_noncausal') / onc:.1f}× faster | {oc:.3f} | {get(r, 'graph_sdpa_causal'):.3f} "
+            f"| {get(r, 'graph_fla_chunk_lightnet'):.3f} | {get(r, 'graph_fla_chunk_lightnet') / oc:.1f}× "
+            f"| {get(r, 'graph_sdpa_causal') / oc:.1f}× | {oc * 1e3 / (r['B'] * r['N'] / 1000):.2f} |"
         )
     mem = ["| N | D | ours NC MiB | SDPA NC MiB | ours C MiB | SDPA C MiB | fla MiB |", "|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -33,6 +33,7 @@ CASES: List[Tuple] = [
     (False, 1, 4099, 2, 128, 128, torch.float32, False, True, False, 1.0),
     (False, 2, 300, 2, 64, 32, torch.float32, True, False, False, 1e4),
     (False, 1, 3001, 1, 128, 64, torch.bfloat16, False, False, True, 1.0),
+    (False, 1, 20000, 2, 64, 64, torch.bfloat16, True, True, True, 1.0),  # > 8 ranges: separate merge and dS sum
     (True, 2, 1, 2, 64, 64, torch.bfloat16, False, False, True, 1.0),
     (True, 2, 333, 2, 64, 64, torch.bfloat16, True, False, False, 1.0),
     (True, 1, 2049, 2, 64, 64, torch.bfloat16, False, True, True, 1.0),

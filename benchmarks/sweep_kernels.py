@@ -187,6 +187,40 @@ def plain_vs_graph(B: int, N: int, causal: bool = False) -> Dict[str, float]:
     return row
 
 
+def causal_sweep(specs: List[str], shapes: List[Tuple[int, int]]) -> List[Dict]:
+    """Causal launch configurations ``chunk:warps:segment:scan_j:scan_x`` (0 = heuristic): correctness at the
+    first shape against the fp32 chunked reference, then forward+backward time (plain and CUDA graph) per shape."""
+    from lightnet.kernels.reference import causal_attention_chunked_torch
+
+    rows = []
+    keys = ("c_chunk", "c_warps", "c_segment", "c_scan_j", "c_scan_x")
+    for spec in specs:
+        cfg = {key: (int(val) or None) for key, val in zip(keys, spec.split(":"))}
+        TUNING.update(cfg)
+        try:
+            for i, (B, N) in enumerate(shapes):
+                row = dict(spec=spec, B=B, N=N)
+                if i == 0:
+                    q, k, v, do = make_inputs(B, N)
+                    qf, kf, vf = (t.float().requires_grad_() for t in (q, k, v))
+                    o_ref = causal_attention_chunked_torch(qf, kf, vf)[0]
+                    o_ref.backward(do.float())
+                    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+                    o = additive_attention_triton(*leaves, causal=True)[0]
+                    o.backward(do)
+                    row.update(err_o=rel(o, o_ref), err_dq=rel(leaves[0].grad, qf.grad),
+                               err_dk=rel(leaves[1].grad, kf.grad), err_dv=rel(leaves[2].grad, vf.grad))
+                    del qf, kf, vf, leaves, o, o_ref
+                row.update(plain_vs_graph(B, N, causal=True))
+                rows.append(row)
+                print("causal " + json.dumps(row), flush=True)
+        except Exception as exc:
+            print(f"causal config {spec} failed: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+        for key in keys:
+            TUNING[key] = None
+    return rows
+
+
 def configs() -> List[Dict]:
     """First stage: warps × stages × one/two sweeps at 64-token blocks, 4 programs per SM."""
     out = []
@@ -239,10 +273,19 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=300.0, help="stop starting new configurations after this")
     ap.add_argument("--skip-profile", action="store_true")
     ap.add_argument("--defaults-only", action="store_true", help="check and time the built-in configuration only")
+    ap.add_argument("--causal", default="", help="comma-separated causal configs chunk:warps:segment:scan_j:scan_x")
+    ap.add_argument("--causal-only", action="store_true")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
     print(f"GPU {torch.cuda.get_device_name()}  torch {torch.__version__}", flush=True)
+    if args.causal:
+        rows = causal_sweep(args.causal.split(","), [(TOKENS // 4096, 4096), (1, TOKENS), (TOKENS // 1024, 1024),
+                                                     (TOKENS // 196 + 1, 196)])
+        with open(os.path.join(args.out, "sweep_causal.json"), "w") as f:
+            json.dump(rows, f, indent=1)
+        if args.causal_only:
+            return
     if not args.skip_profile:
         for causal in (False, True):
             for B, N in SHAPES[1:]:

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import NEG_BIG, load_rows, logaddexp, problem_shape, store_rows
+from .triton_common import NEG_BIG, Launcher, load_rows, logaddexp, problem_shape, store_rows
 
 __all__ = ["decode_step"]
 
@@ -71,6 +71,9 @@ def _decode_kernel(
     tl.store(O + b.to(tl.int64) * stride_vb + h * E + offs_e, (o * scale).to(O.dtype.element_ty), mask=emask)
 
 
+_DECODE = Launcher(_decode_kernel)
+
+
 def decode_step(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -88,7 +91,7 @@ def decode_step(
     S1 = torch.empty((B, H, DP, E), device=q.device, dtype=torch.float32)
     z1 = torch.empty((B, H, D), device=q.device, dtype=torch.float32)
     S0, z0 = initial_state if initial_state is not None else (S1, z1)
-    _decode_kernel[(B * H,)](
+    _DECODE[(B * H,)](
         q, k, v, o, theta, mask, S0, z0, S1, z1, H, D, E, q.stride(0), v.stride(0), scale,
         BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
         HAS_INIT=initial_state is not None, num_warps=4 if BD * BE * (2 if lrpe else 1) <= 8192 else 8,

@@ -45,6 +45,8 @@ import triton
 import triton.language as tl
 
 from .triton_common import (
+    Launcher,
+    cdiv,
     problem_shape,
     NEG_BIG,
     load_state,
@@ -732,10 +734,15 @@ def _c_seg_bwd_dkdv_kernel(
 
 
 def _scan_config(X: int) -> Tuple[int, int]:
-    """``(BLOCK_J, BLOCK_X)`` of the segment scans."""
+    """``(BLOCK_J, BLOCK_X)`` of the segment scans (``TUNING['c_scan_j'] / ['c_scan_x']`` override)."""
     if interpreting():
         return 4, 64
-    return 32, 128
+    return TUNING.get("c_scan_j") or 32, TUNING.get("c_scan_x") or 128
+
+
+_LAUNCH = {fn.__name__: Launcher(fn) for fn in (
+    _c_seg_state_kernel, _c_scan_fwd_kernel, _c_seg_out_kernel, _c_seg_bwd_dq_kernel, _c_scan_bwd_kernel,
+    _c_seg_bwd_dkdv_kernel)}
 
 
 def segment_chunks(NC: int, BH: int, device: torch.device) -> int:
@@ -749,7 +756,7 @@ def segment_chunks(NC: int, BH: int, device: torch.device) -> int:
     elif interpreting():
         seg = 2
     else:
-        seg = min(16, triton.cdiv(NC * BH, 4 * num_sms(device)))
+        seg = min(16, cdiv(NC * BH, 4 * num_sms(device)))
     return max(1, min(seg, NC))
 
 
@@ -767,10 +774,10 @@ def causal_forward(
     flags of the chunks that took the exact path ``[BH, NSEG, SEG]`` (its last size is the segment length)."""
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     C = chunk_size(D, E)
-    NC = triton.cdiv(N, C)
+    NC = cdiv(N, C)
     BH = B * H
     SEG = segment_chunks(NC, BH, q.device)
-    NSEG = triton.cdiv(NC, SEG)
+    NSEG = cdiv(NC, SEG)
     X = DP * E
     dev = q.device
     dot = dot_mode(q.dtype)
@@ -778,7 +785,7 @@ def causal_forward(
     has_mask = key_padding_mask is not None
     LJ = torch.empty((BH, NSEG, D), device=dev, dtype=torch.float32)
     SL = torch.empty((BH, NSEG, DP, E), device=dev, dtype=torch.float32)
-    _c_seg_state_kernel[(NSEG, BH)](
+    _LAUNCH["_c_seg_state_kernel"][(NSEG, BH)](
         k, v, theta, mask, LJ, SL, N, H, D, E, NC, NSEG, SEG, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=has_mask, DOT=dot, num_warps=warps,
     )
@@ -786,7 +793,7 @@ def causal_forward(
     ZSEG = torch.empty((BH, NSEG + 1, D), device=dev, dtype=torch.float32)
     S0, z0 = initial_state if initial_state is not None else (SIN, ZSEG)
     BJ, BX = _scan_config(X)
-    _c_scan_fwd_kernel[(BH, triton.cdiv(X, BX))](
+    _LAUNCH["_c_scan_fwd_kernel"][(BH, cdiv(X, BX))](
         LJ, SL, S0, z0, SIN, ZSEG, D, E, NSEG, X, BLOCK_J=BJ, BLOCK_X=BX, HAS_INIT=initial_state is not None,
         num_warps=4,
     )
@@ -794,7 +801,7 @@ def causal_forward(
     FLAG = torch.empty((BH, NSEG, SEG), device=dev, dtype=torch.int32)
     ZC = torch.empty((BH, NC + 1, D), device=dev, dtype=torch.float32)
     for exact in (False, True):
-        _c_seg_out_kernel[(NSEG, BH)](
+        _LAUNCH["_c_seg_out_kernel"][(NSEG, BH)](
             q, k, v, o, theta, mask, FLAG, SIN, ZSEG, ZC, N, H, D, E, NC, NSEG, SEG,
             q.stride(0), q.stride(1), v.stride(0), v.stride(1), scale, BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE,
             BLOCK_G=block_size(SEG, 1), HAS_LRPE=lrpe, HAS_MASK=has_mask, DOT=dot, EXACT=exact, num_warps=warps,
@@ -821,7 +828,7 @@ def causal_backward(
     SIN, ZSEG, ZC, FLAG = saved
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     C = chunk_size(D, E)
-    NC = triton.cdiv(N, C)
+    NC = cdiv(N, C)
     BH = B * H
     NSEG, SEG = FLAG.shape[1], FLAG.shape[2]  # the forward's segmentation
     X = DP * E
@@ -848,15 +855,15 @@ def causal_backward(
                   HAS_MASK=key_padding_mask is not None, DOT=dot, num_warps=warps)
     strides = (q.stride(0), q.stride(1), v.stride(0), v.stride(1))
     for exact in (False, True):
-        _c_seg_bwd_dq_kernel[(NSEG, BH)](
+        _LAUNCH["_c_seg_bwd_dq_kernel"][(NSEG, BH)](
             q, k, v, do, dq, theta, mask, FLAG, SIN, ZSEG, ZC, LG, LZ, N, H, D, E, NC, NSEG, SEG,
             *strides, scale, EXACT=exact, **common,
         )
     BJ, BX = _scan_config(X)
-    _c_scan_bwd_kernel[(BH, triton.cdiv(X, BX))](LG, ZSEG, D, X, E, NSEG, BLOCK_J=BJ, BLOCK_X=BX, num_warps=4)
-    _c_scan_bwd_kernel[(BH, triton.cdiv(D, BX))](LZ, ZSEG, D, D, 1, NSEG, BLOCK_J=BJ, BLOCK_X=BX, num_warps=4)
+    _LAUNCH["_c_scan_bwd_kernel"][(BH, cdiv(X, BX))](LG, ZSEG, D, X, E, NSEG, BLOCK_J=BJ, BLOCK_X=BX, num_warps=4)
+    _LAUNCH["_c_scan_bwd_kernel"][(BH, cdiv(D, BX))](LZ, ZSEG, D, D, 1, NSEG, BLOCK_J=BJ, BLOCK_X=BX, num_warps=4)
     for exact in (False, True):
-        _c_seg_bwd_dkdv_kernel[(NSEG, BH)](
+        _LAUNCH["_c_seg_bwd_dkdv_kernel"][(NSEG, BH)](
             q, k, v, do, dq, dk, dv, theta, mask, FLAG, ZC, LG, LZ, N, H, D, E, NC, NSEG, SEG,
             *strides, scale, EXACT=exact, **common,
         )
