@@ -1,16 +1,23 @@
 """Where the time of our Triton kernels goes, and which launch configuration is fastest (GPU only).
 
-Two parts, printed as they run (and written as CSV/JSON under ``--out``):
+Printed as they run (and written as CSV/JSON under ``--out``):
 
 1. **Per-launch profile** of the default configuration: ``torch.profiler`` CUDA time of every kernel launched by one
-   forward+backward, non-causal and causal, at the issue's shape (bf16, 6 heads × 64, B·N = 65,536).
-2. **Non-causal launch sweep**: forward-only, backward-only and forward+backward time (``do_bench`` median) of
+   forward+backward, non-causal and causal, at the issue's shape (bf16, 6 heads × 64, B·N = 65,536). (The profile
+   keeps the leaves' gradients, so an elementwise accumulation kernel appears that a real step does not have.)
+2. **As called vs GPU time**: one forward+backward through autograd timed by ``do_bench`` (host cost included when it
+   dominates) and replayed from a CUDA graph, non-causal and causal, at N = 196, 4,096 and 65,536.
+3. **Non-causal launch sweep**: forward-only, backward-only and forward+backward GPU time (CUDA graph) of
    ``noncausal_forward`` / ``noncausal_backward`` under each configuration of ``TUNING`` (token block, warps,
    pipeline stages, programs per SM, one- or two-sweep key maximum), at N = 196, 4,096 and 65,536. Every
    configuration is first checked against the fp32 PyTorch reference on the timed inputs (norm-relative error of
    o and of dq, dk, dv); a failing configuration is reported and not timed.
 
-    PYTHONPATH=. python benchmarks/sweep_kernels.py --out outputs/sweep [--budget-s 300]
+4. ``--causal chunk:warps:segment:scan_j:scan_x,...``: the causal configurations, checked against the fp32 chunked
+   reference at N = 4,096, then timed both ways at N = 4,096, 65,536, 1,024 and 196.
+
+    PYTHONPATH=. python benchmarks/sweep_kernels.py --out outputs/sweep [--budget-s 300] [--defaults-only]
+    PYTHONPATH=. python benchmarks/sweep_kernels.py --out outputs/sweep --causal 64:8:0:0:0,32:4:0:32:32 --causal-only
 """
 from __future__ import annotations
 
@@ -107,7 +114,7 @@ def check_config(q, k, v, do) -> Dict[str, float]:
 
 def time_config(q, k, v, do) -> Dict[str, float]:
     """Median ms of forward, backward and forward+backward, replayed from a CUDA graph (GPU time alone: the
-    Python launch cost, measured separately by ``cpu_overheads``, is excluded)."""
+    host's launch cost, measured by ``benchmarks/host_overhead.py``, is excluded)."""
     o, S, z = noncausal_forward(q, k, v, 1.0, None, None, None)
 
     def fwd() -> None:
@@ -122,47 +129,6 @@ def time_config(q, k, v, do) -> Dict[str, float]:
 
     return {name: do_bench_cudagraph(f, rep=40, return_mode="median") for name, f in
             (("fwd", fwd), ("bwd", bwd), ("fwd_bwd", both))}
-
-
-def cpu_overheads(iters: int = 200) -> Dict[str, Dict[str, float]]:
-    """Host-side cost (µs per call) of launching our kernels and the peers' at a tiny shape (GPU work negligible):
-    ``enqueue`` = time for the host to issue the calls, ``total`` = until the GPU has finished them."""
-    import torch.nn.functional as F
-
-    q, k, v, do = make_inputs(1, 256)
-    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-    o, S, z = noncausal_forward(q, k, v, 1.0, None, None, None)
-
-    def autograd_step(causal: bool) -> None:
-        additive_attention_triton(*leaves, causal=causal)[0].backward(do)
-
-    def sdpa_step() -> None:
-        a, b, c = (t.transpose(1, 2) for t in leaves)
-        F.scaled_dot_product_attention(a, b, c).transpose(1, 2).backward(do)
-
-    cases = {
-        "torch.empty": lambda: torch.empty_like(q),
-        "noncausal_forward (1 launch)": lambda: noncausal_forward(q, k, v, 1.0, None, None, None),
-        "noncausal_backward (1 launch)": lambda: noncausal_backward(do, None, None, q, k, v, S, z, 1.0, None, None),
-        "ours non-causal fwd+bwd (autograd)": lambda: autograd_step(False),
-        "ours causal fwd+bwd (autograd)": lambda: autograd_step(True),
-        "SDPA fwd+bwd (autograd)": sdpa_step,
-    }
-    out = {}
-    for name, fn in cases.items():
-        for _ in range(5):
-            fn()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        t1 = time.perf_counter()
-        torch.cuda.synchronize()
-        t2 = time.perf_counter()
-        out[name] = {"enqueue_us": (t1 - t0) / iters * 1e6, "total_us": (t2 - t0) / iters * 1e6}
-        print(f"host cost {name:40s} enqueue {out[name]['enqueue_us']:8.1f} µs   total {out[name]['total_us']:8.1f} µs",
-              flush=True)
-    return out
 
 
 def plain_vs_graph(B: int, N: int, causal: bool = False) -> Dict[str, float]:
@@ -298,8 +264,7 @@ def main() -> None:
                 print(f"\nprofile {'causal' if causal else 'non-causal'} B={B} N={N}: {total:.1f} µs of kernels", flush=True)
                 for name, t in rows:
                     print(f"  {t:9.1f} µs  {name}", flush=True)
-    extra = {"host": cpu_overheads(),
-             "plain_vs_graph": [plain_vs_graph(B, N, c) for c in (False, True) for B, N in SHAPES]}
+    extra = {"plain_vs_graph": [plain_vs_graph(B, N, c) for c in (False, True) for B, N in SHAPES]}
     with open(os.path.join(args.out, "host_and_graph.json"), "w") as f:
         json.dump(extra, f, indent=1)
     inputs = {(B, N): make_inputs(B, N) for B, N in SHAPES}

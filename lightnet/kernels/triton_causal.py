@@ -187,6 +187,26 @@ def _chunk_inputs(
 
 
 @triton.jit
+def _chunk_grad_inputs(
+    Q, K, V, DO, MASK, ZC, pid_bh, j, N, H, D, E, NC, stride_qb, stride_qn, stride_vb, stride_vn,
+    BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_MASK: tl.constexpr,
+):
+    """What both backward chunk steps load: ``_chunk_inputs`` plus ``dO [C, E]`` and the z entering / leaving the
+    chunk (``ZC [BH, NC + 1, D]``)."""
+    b, c0, end, rows, valid, keep, k_base, v_base, qb, kb, vb = _chunk_inputs(
+        Q, K, V, MASK, pid_bh, j, N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn,
+        BLOCK_C, BLOCK_D, BLOCK_E, HAS_MASK,
+    )
+    offs_d = tl.arange(0, BLOCK_D)
+    dmask = offs_d < D
+    dob = load_rows(DO + v_base, rows, tl.arange(0, BLOCK_E), stride_vn, valid, E, 0.0)
+    zslot = pid_bh.to(tl.int64) * (NC + 1) + j
+    zin = tl.load(ZC + zslot * D + offs_d, mask=dmask, other=0.0)
+    zout = tl.load(ZC + (zslot + 1) * D + offs_d, mask=dmask, other=0.0)
+    return b, c0, end, rows, valid, keep, k_base, v_base, qb, kb, vb, dob, zin, zout
+
+
+@triton.jit
 def _scores(qt, kt, cq, sq, ck, sk, HAS_LRPE: tl.constexpr, DOT: tl.constexpr):
     """Factored intra-chunk scores ``Σ_c qt_{t,c} kt_{s,c} cos(θ_t − θ_s)`` as tensor-core products."""
     if HAS_LRPE:
@@ -484,15 +504,10 @@ def _dq_chunk(
     offs_c = tl.arange(0, BLOCK_C)
     offs_d = tl.arange(0, BLOCK_D)
     offs_e = tl.arange(0, BLOCK_E)
-    dmask = offs_d < D
-    b, c0, end, rows, valid, keep, k_base, v_base, qb, kb, vb = _chunk_inputs(
-        Q, K, V, MASK, pid_bh, j, N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn,
+    b, c0, end, rows, valid, keep, k_base, v_base, qb, kb, vb, dob, zin, zout = _chunk_grad_inputs(
+        Q, K, V, DO, MASK, ZC, pid_bh, j, N, H, D, E, NC, stride_qb, stride_qn, stride_vb, stride_vn,
         BLOCK_C, BLOCK_D, BLOCK_E, HAS_MASK,
     )
-    dob = load_rows(DO + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
-    zslot = pid_bh.to(tl.int64) * (NC + 1) + j
-    zin = tl.load(ZC + zslot * D + offs_d, mask=dmask, other=0.0)
-    zout = tl.load(ZC + (zslot + 1) * D + offs_d, mask=dmask, other=0.0)
     z, z_ok = _chunk_z(kb, keep, zin, EXACT)
     r, spread = _chunk_reference(z)
     decay = tl.exp(tl.minimum(zin[None, :] - z, 0.0))
@@ -631,16 +646,11 @@ def _dkdv_chunk(
     offs_c = tl.arange(0, BLOCK_C)
     offs_d = tl.arange(0, BLOCK_D)
     offs_e = tl.arange(0, BLOCK_E)
-    dmask = offs_d < D
-    b, c0, end, rows, valid, keep, k_base, v_base, qb, kb, vb = _chunk_inputs(
-        Q, K, V, MASK, pid_bh, j, N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn,
+    b, c0, end, rows, valid, keep, k_base, v_base, qb, kb, vb, dob, zin, zout = _chunk_grad_inputs(
+        Q, K, V, DO, MASK, ZC, pid_bh, j, N, H, D, E, NC, stride_qb, stride_qn, stride_vb, stride_vn,
         BLOCK_C, BLOCK_D, BLOCK_E, HAS_MASK,
     )
-    dob = load_rows(DO + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
     g = -qb * load_rows(DQ + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
-    zslot = pid_bh.to(tl.int64) * (NC + 1) + j
-    zin = tl.load(ZC + zslot * D + offs_d, mask=dmask, other=0.0)
-    zout = tl.load(ZC + (zslot + 1) * D + offs_d, mask=dmask, other=0.0)
     z, z_ok = _chunk_z(kb, keep, zin, EXACT)
     r, spread = _chunk_reference(z)
     causal = (offs_c[:, None] >= offs_c[None, :]) & keep[None, :]

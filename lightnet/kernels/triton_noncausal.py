@@ -408,6 +408,19 @@ def _dkdv_loop(
 
 
 @triton.jit
+def _total_state_grad(dSc, dSs, DS_OUT, s_base, scale, D, E, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
+                      HAS_LRPE: tl.constexpr, HAS_DS: tl.constexpr):
+    """Full gradient of the final state: ``scale · Σ q̄ᵀ dO`` (given unscaled) plus the caller's ``dS_out``."""
+    dSc = dSc * scale
+    dSs = dSs * scale
+    if HAS_DS:
+        dS0c, dS0s = load_state(DS_OUT, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        dSc += dS0c
+        dSs += dS0s
+    return dSc, dSs
+
+
+@triton.jit
 def _z_gradient(Sc, Ss, dSc, dSs, DZ_OUT, pid_bh, D, BLOCK_D: tl.constexpr, HAS_LRPE: tl.constexpr,
                 HAS_DZ: tl.constexpr):
     """Total gradient reaching the log-normaliser: ``g_z = dz_out − fold(rowsum(S ⊙ dS))``."""
@@ -445,12 +458,7 @@ def _nc_bwd_dq_kernel(
         BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT,
     )
     if FUSED:
-        dSc = dSc * scale
-        dSs = dSs * scale
-        if HAS_DS:
-            dS0c, dS0s = load_state(DS_OUT, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-            dSc += dS0c
-            dSs += dS0s
+        dSc, dSs = _total_state_grad(dSc, dSs, DS_OUT, s_base, scale, D, E, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_DS)
         gz = _z_gradient(Sc, Ss, dSc, dSs, DZ_OUT, pid_bh, D, BLOCK_D, HAS_LRPE, HAS_DZ)
         offs_d = tl.arange(0, BLOCK_D)
         z = tl.load(Z + pid_bh.to(tl.int64) * D + offs_d, mask=offs_d < D, other=0.0)
@@ -491,12 +499,7 @@ def _nc_bwd_dkdv_kernel(
             dSc += Pc
             if HAS_LRPE:
                 dSs += Ps
-        dSc = dSc * scale
-        dSs = dSs * scale
-        if HAS_DS:
-            dS0c, dS0s = load_state(DS_OUT, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-            dSc += dS0c
-            dSs += dS0s
+        dSc, dSs = _total_state_grad(dSc, dSs, DS_OUT, s_base, scale, D, E, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_DS)
     else:
         dSc, dSs = load_state(DS, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
     gz = _z_gradient(Sc, Ss, dSc, dSs, DZ_OUT, pid_bh, D, BLOCK_D, HAS_LRPE, HAS_DZ)
