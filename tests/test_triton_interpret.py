@@ -133,6 +133,10 @@ CASES = {
         dict(B=2, N=40, H=1, D=16, E=16, causal=True, mask=True, lrpe=True, init=True, c_segment=1), 1e-4),
     "c_one_segment_for_all_chunks": (
         dict(B=2, N=100, H=1, D=16, E=16, causal=True, mask=True, k_scale=30.0, c_segment=64), 1e-4),
+    # one segment for all chunks: F1/F2/B2 skipped, F3 starts from the initial state and writes the final state
+    "c_one_segment_init_lrpe_spread": (
+        dict(B=2, N=70, H=1, D=16, E=16, causal=True, mask=True, lrpe=True, init=True, k_scale=30.0, c_segment=64),
+        1e-4),
     "c_segments_mixed_spread": (
         dict(B=1, N=100, H=2, D=16, E=16, causal=True, lrpe=True, init=True, k_scale=30.0, c_segment=3), 1e-4),
     # one flagged chunk after an unflagged one inside a segment (chunk 3 of segment [2, 3]) ...

@@ -17,6 +17,8 @@ materialised only per segment; per chunk only z (``[D]``) and a flag are stored:
               B2  reverse scans over segments → gradient of the state (and of its z) leaving every segment
               B3  per segment, reverse walk: dk, dv of a chunk from the gradient of the state leaving it, then
                   ``G ← e^{z_in − z_out} G + (q̄ ⊙ e^{z_in − z_t})ᵀ dO`` (and the same for z) for the previous chunk
+When one segment holds every chunk (short sequences), F1, F2 and B2 are skipped: F3 starts from the initial state
+and stores the state it carries out of the last chunk as the final state.
 
 Bytes. Per (batch, head) and token, with ``C = 64`` and ``D' = E = 64`` (a 16 KiB fp32 state): the fp32 state
 traffic is 9 state transfers (F1 write, F2 read + write, F3 read, B1 read + write, B2 read + write, B3 read) per
@@ -439,15 +441,19 @@ def _fwd_chunk(
 
 @triton.jit
 def _c_seg_out_kernel(
-    Q, K, V, O, THETA, MASK, FLAG, SIN, ZSEG, ZC, N, H, D, E, NC, NSEG, SEG,
+    Q, K, V, O, THETA, MASK, FLAG, SIN, ZSEG, ZC, S0, Z0, N, H, D, E, NC, NSEG, SEG,
     stride_qb, stride_qn, stride_vb, stride_vn, scale,
     BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_G: tl.constexpr,
     HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
+    SINGLE: tl.constexpr, HAS_INIT: tl.constexpr,
 ):
     """F3: outputs of one segment's chunks, in order, carrying the state from the segment's entering state.
 
     Fast launch: every segment, fast path everywhere; writes ``FLAG`` and ``ZC [BH, NC + 1, D]`` (z entering every
     chunk; slot NC = final z). Exact launch: only segments with a flagged chunk, exact path for the flagged chunks.
+    ``SINGLE`` (one segment holds every chunk, so F1 and F2 are skipped): the fast launch starts from the initial
+    state ``(S0, Z0)`` (or the empty state), and writes the entering and the final state into ``SIN`` / ``ZSEG``
+    itself; the carried state at the end of the walk is the final state.
     """
     seg = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -457,8 +463,19 @@ def _c_seg_out_kernel(
         dmask = offs_d < D
         FSTRIDE = NSEG * SEG
         slot = pid_bh.to(tl.int64) * (NSEG + 1) + seg
-        Sc, Ss = load_state(SIN, slot * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-        zc = tl.load(ZSEG + slot * D + offs_d, mask=dmask, other=0.0)
+        if SINGLE and not EXACT:
+            if HAS_INIT:
+                Sc, Ss = load_state(S0, pid_bh.to(tl.int64) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+                zc = tl.maximum(tl.load(Z0 + pid_bh.to(tl.int64) * D + offs_d, mask=dmask, other=NEG_BIG), NEG_BIG)
+            else:
+                Sc = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+                Ss = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+                zc = tl.full([BLOCK_D], NEG_BIG, tl.float32)
+            store_state(SIN, slot * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+            tl.store(ZSEG + slot * D + offs_d, zc, mask=dmask)
+        else:
+            Sc, Ss = load_state(SIN, slot * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+            zc = tl.load(ZSEG + slot * D + offs_d, mask=dmask, other=0.0)
         j0 = seg * SEG
         j1 = tl.minimum(j0 + SEG, NC)
         for j in range(j0, j1):
@@ -482,7 +499,11 @@ def _c_seg_out_kernel(
                     BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False, True,
                 )
         if not EXACT:
-            if seg == NSEG - 1:  # the final z, as the segment scan returns it
+            if SINGLE:  # the carried state is the final state
+                store_state(SIN, (slot + 1) * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+                tl.store(ZSEG + (slot + 1) * D + offs_d, zc, mask=dmask)
+                tl.store(ZC + (pid_bh.to(tl.int64) * (NC + 1) + NC) * D + offs_d, zc, mask=dmask)
+            elif seg == NSEG - 1:  # the final z, as the segment scan returns it
                 zf = tl.load(ZSEG + (slot + 1) * D + offs_d, mask=dmask, other=0.0)
                 tl.store(ZC + (pid_bh.to(tl.int64) * (NC + 1) + NC) * D + offs_d, zf, mask=dmask)
 
@@ -796,28 +817,32 @@ def causal_forward(
     dot = dot_mode(q.dtype)
     warps = _warps(D, E, lrpe)
     has_mask = key_padding_mask is not None
-    LJ = torch.empty((BH, NSEG, D), device=dev, dtype=torch.float32)
-    SL = torch.empty((BH, NSEG, DP, E), device=dev, dtype=torch.float32)
-    _LAUNCH["_c_seg_state_kernel"][(NSEG, BH)](
-        k, v, theta, mask, LJ, SL, N, H, D, E, NC, NSEG, SEG, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=has_mask, DOT=dot, num_warps=warps,
-    )
     SIN = torch.empty((BH, NSEG + 1, DP, E), device=dev, dtype=torch.float32)
     ZSEG = torch.empty((BH, NSEG + 1, D), device=dev, dtype=torch.float32)
     S0, z0 = initial_state if initial_state is not None else (SIN, ZSEG)
-    BJ, BX = _scan_config(X)
-    _LAUNCH["_c_scan_fwd_kernel"][(BH, cdiv(X, BX))](
-        LJ, SL, S0, z0, SIN, ZSEG, D, E, NSEG, X, BLOCK_J=BJ, BLOCK_X=BX, HAS_INIT=initial_state is not None,
-        num_warps=4,
-    )
+    single = NSEG == 1  # one segment: F3 starts from the initial state and ends on the final one (no F1 / F2)
+    if not single:
+        LJ = torch.empty((BH, NSEG, D), device=dev, dtype=torch.float32)
+        SL = torch.empty((BH, NSEG, DP, E), device=dev, dtype=torch.float32)
+        _LAUNCH["_c_seg_state_kernel"][(NSEG, BH)](
+            k, v, theta, mask, LJ, SL, N, H, D, E, NC, NSEG, SEG, k.stride(0), k.stride(1), v.stride(0),
+            v.stride(1), BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=has_mask, DOT=dot,
+            num_warps=warps,
+        )
+        BJ, BX = _scan_config(X)
+        _LAUNCH["_c_scan_fwd_kernel"][(BH, cdiv(X, BX))](
+            LJ, SL, S0, z0, SIN, ZSEG, D, E, NSEG, X, BLOCK_J=BJ, BLOCK_X=BX, HAS_INIT=initial_state is not None,
+            num_warps=4,
+        )
     o = torch.empty((B, N, H, E), device=dev, dtype=q.dtype)
     FLAG = torch.empty((BH, NSEG, SEG), device=dev, dtype=torch.int32)
     ZC = torch.empty((BH, NC + 1, D), device=dev, dtype=torch.float32)
     for exact in (False, True):
         _LAUNCH["_c_seg_out_kernel"][(NSEG, BH)](
-            q, k, v, o, theta, mask, FLAG, SIN, ZSEG, ZC, N, H, D, E, NC, NSEG, SEG,
+            q, k, v, o, theta, mask, FLAG, SIN, ZSEG, ZC, S0, z0, N, H, D, E, NC, NSEG, SEG,
             q.stride(0), q.stride(1), v.stride(0), v.stride(1), scale, BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE,
-            BLOCK_G=block_size(SEG, 1), HAS_LRPE=lrpe, HAS_MASK=has_mask, DOT=dot, EXACT=exact, num_warps=warps,
+            BLOCK_G=block_size(SEG, 1), HAS_LRPE=lrpe, HAS_MASK=has_mask, DOT=dot, EXACT=exact, SINGLE=single,
+            HAS_INIT=initial_state is not None, num_warps=warps,
         )
     S = SIN[:, NSEG].reshape(B, H, DP, E)
     z = ZSEG[:, NSEG].reshape(B, H, D)
@@ -872,9 +897,12 @@ def causal_backward(
             q, k, v, do, dq, theta, mask, FLAG, SIN, ZSEG, ZC, LG, LZ, N, H, D, E, NC, NSEG, SEG,
             *strides, scale, EXACT=exact, **common,
         )
-    BJ, BX = _scan_config(X)
-    _LAUNCH["_c_scan_bwd_kernel"][(BH, cdiv(X, BX))](LG, ZSEG, D, X, E, NSEG, BLOCK_J=BJ, BLOCK_X=BX, num_warps=4)
-    _LAUNCH["_c_scan_bwd_kernel"][(BH, cdiv(D, BX))](LZ, ZSEG, D, D, 1, NSEG, BLOCK_J=BJ, BLOCK_X=BX, num_warps=4)
+    if NSEG > 1:  # with one segment the reverse scans would only update slot 0 (the initial state's gradient)
+        BJ, BX = _scan_config(X)
+        _LAUNCH["_c_scan_bwd_kernel"][(BH, cdiv(X, BX))](LG, ZSEG, D, X, E, NSEG, BLOCK_J=BJ, BLOCK_X=BX,
+                                                         num_warps=4)
+        _LAUNCH["_c_scan_bwd_kernel"][(BH, cdiv(D, BX))](LZ, ZSEG, D, D, 1, NSEG, BLOCK_J=BJ, BLOCK_X=BX,
+                                                         num_warps=4)
     for exact in (False, True):
         _LAUNCH["_c_seg_bwd_dkdv_kernel"][(NSEG, BH)](
             q, k, v, do, dq, dk, dv, theta, mask, FLAG, ZC, LG, LZ, N, H, D, E, NC, NSEG, SEG,
