@@ -13,10 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightnet.lm import LightNetForCausalLM, LightNetForMaskedLM, LightNetLMConfig, left_pad
+from lightnet.lm import LightNetCache, LightNetForCausalLM, LightNetForMaskedLM, LightNetLMConfig, left_pad
 
 # not importorskip: transformers is in the dev extra, and a missing install must fail loudly, not skip
 import lightnet.lm.hf as H  # noqa: E402
+import transformers  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM  # noqa: E402
 
 SMALL = dict(dim=32, depth=2, num_heads=2, backend="torch")
@@ -152,7 +153,7 @@ def test_cache_continuation_matches_full_forward():
     full = hf(ids, attention_mask=mask).logits
     first = hf(ids[:, :9], attention_mask=mask[:, :9], use_cache=True)
     cache = first.past_key_values
-    assert type(cache).__name__ == "LightNetCache" and cache.seen_tokens == 9
+    assert isinstance(cache, LightNetCache) and cache.seen_tokens == 9 and cache.get_seq_length() == 9
     size = cache.memory_bytes()
     # the HF-style history mask [B, 16] is accepted together with the cache (only the new columns are used)
     second = hf(ids[:, 9:], attention_mask=mask, past_key_values=cache, use_cache=True)
@@ -198,6 +199,15 @@ def test_hf_generate_stops_at_eos_like_lightnet_generate():
     theirs = hf.generate(ids, max_new_tokens=6, do_sample=False, eos_token_id=stop)
     assert torch.equal(theirs, ours)
     assert (ours[0, 9:] == hf.config.pad_token_id).all()  # finished row padded
+
+
+@pytest.mark.skipif(int(transformers.__version__.split(".")[0]) < 5, reason="needs transformers 5 (CI installs it)")
+def test_hf_generate_continues_from_a_user_cache():
+    hf = _causal(seed=7)
+    ids = _ids(N=9)
+    plain = hf.generate(ids, max_new_tokens=5, do_sample=False)
+    cache = hf(ids[:, :6], use_cache=True).past_key_values  # holds the first 6 prompt tokens
+    assert torch.equal(hf.generate(ids, past_key_values=cache, max_new_tokens=5, do_sample=False), plain)
 
 
 def test_beam_search_reorders_the_recurrent_state():
@@ -258,3 +268,12 @@ def test_masked_lm_wrapper(tmp_path):
     assert torch.equal(loaded(ids, attention_mask=mask).logits, out.logits)
     with pytest.raises(ValueError, match="causal=True"):
         AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_from_lightnet_shares_parameters_and_checks_type():
+    plain = LightNetForCausalLM(LightNetLMConfig(**SMALL))
+    hf = H.LightNetHFForCausalLM.from_lightnet(plain)
+    assert hf.lightnet is plain and hf.to_lightnet() is plain
+    assert hf.config.to_lightnet_config() == plain.config
+    with pytest.raises(TypeError, match="wraps a LightNetForCausalLM"):
+        H.LightNetHFForCausalLM(plain.config, model=LightNetForMaskedLM(LightNetLMConfig(**SMALL, causal=False)))

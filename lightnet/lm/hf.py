@@ -9,13 +9,16 @@ and ``AutoModelForMaskedLM`` (see :func:`register`), so after the import::
 The HF classes *wrap* the plain models (:class:`~lightnet.lm.modeling.LightNetForCausalLM`,
 :class:`~lightnet.lm.modeling.LightNetForMaskedLM`) as the submodule ``lightnet``; no model code is duplicated.
 
-Generation: the decoding state is LightNet's constant-size :class:`~lightnet.lm.cache.LightNetCache` (no KV cache).
-It travels through ``generate`` as ``past_key_values``: the first forward consumes the whole (left-padded) prompt and
-returns the cache, later forwards receive one token each plus the cache (``generate`` slices ``input_ids`` to the last
-token; the growing 2-D ``attention_mask`` is cut to the new tokens here). ``_supports_default_dynamic_cache`` returns
-False so ``generate`` does not build a ``DynamicCache`` for us, and ``_reorder_cache`` lets beam search reorder rows.
-Continuing ``generate`` from a cache passed in by the user and assisted (speculative) decoding are not supported
-(a recurrent state cannot be rolled back).
+Generation: the decoding state is LightNet's constant-size :class:`~lightnet.lm.cache.LightNetCache` (no KV cache;
+returned as :class:`LightNetHFCache`, the same tensors plus the methods ``generate`` calls on a cache). It travels
+through ``generate`` as ``past_key_values``: the first forward consumes the whole (left-padded) prompt and returns
+the cache, later forwards receive one token each plus the cache
+(:meth:`LightNetHFForCausalLM.prepare_inputs_for_generation` keeps the tokens the cache has not consumed; ``forward``
+cuts the growing 2-D ``attention_mask`` to the new tokens). ``_supports_default_dynamic_cache`` returns False so
+``generate`` does not build a ``DynamicCache`` for us; ``_reorder_cache`` / ``reorder_cache`` let beam search reorder
+rows. ``generate(input_ids, past_key_values=cache)`` continues from a cache that holds a prefix of ``input_ids``
+(transformers 5; not on 4.x). Assisted (speculative) decoding is not supported: a recurrent state cannot be rolled
+back. Tested with transformers 4.45.2, 4.57.6 and 5.23.0.
 
 Only this module imports ``transformers``; ``lightnet`` and ``lightnet.lm`` work without it.
 """
@@ -27,7 +30,6 @@ import math
 from typing import Any, Dict, FrozenSet, Optional, Tuple, Union
 
 try:
-    import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, GenerationConfig, PreTrainedModel
     from transformers.generation import GenerationMixin
     from transformers.modeling_outputs import CausalLMOutputWithPast, MaskedLMOutput
@@ -52,6 +54,7 @@ from .modeling import IGNORE_INDEX, LightNetForCausalLM, LightNetForMaskedLM, Li
 
 __all__ = [
     "HF_MODEL_TYPE",
+    "LightNetHFCache",
     "LightNetHFConfig",
     "LightNetHFPreTrainedModel",
     "LightNetHFForCausalLM",
@@ -122,6 +125,30 @@ class LightNetHFConfig(_HFConfigBase):
         return cls(**dataclasses.asdict(config), **kwargs)
 
 
+class LightNetHFCache(LightNetCache):
+    """:class:`LightNetCache` plus the methods ``transformers``' ``generate`` calls on a cache object.
+
+    Same tensors (``layer_states``, ``tpe_state``, ``seen_tokens``); constant size in the context length.
+    """
+
+    is_compileable = False  # generate must not try to compile around it
+
+    @classmethod
+    def wrap(cls, cache: LightNetCache) -> "LightNetHFCache":
+        """The same state (tensors shared, not copied) as a :class:`LightNetHFCache`."""
+        return cache if isinstance(cache, cls) else cls(cache.layer_states, cache.tpe_state, cache.seen_tokens)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Positions consumed so far (left padding included)."""
+        return self.seen_tokens
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Beam search: keep / reorder batch rows in place."""
+        ts = self.tensors()
+        picked = self.select(beam_idx.to(ts[0].device) if ts else beam_idx)
+        self.layer_states, self.tpe_state = picked.layer_states, picked.tpe_state
+
+
 def _as_hf_config(config: Union[LightNetHFConfig, LightNetLMConfig]) -> LightNetHFConfig:
     if isinstance(config, LightNetLMConfig):
         return LightNetHFConfig.from_lightnet_config(config)
@@ -132,6 +159,15 @@ def _as_hf_config(config: Union[LightNetHFConfig, LightNetLMConfig]) -> LightNet
 
 def _is_initialized(t: torch.Tensor) -> bool:
     return bool(getattr(t, "_is_hf_initialized", False))
+
+
+def _constructor_initialised(model: nn.Module) -> bool:
+    """Whether ``model``'s own constructor really initialised its tensors: not on the meta device (transformers 5
+    builds models there inside ``from_pretrained``) and not inside transformers 4's ``no_init_weights`` context."""
+    from transformers import modeling_utils
+
+    on_meta = any(t.device.type == "meta" for t in model.parameters())
+    return not on_meta and bool(getattr(modeling_utils, "_init_weights", True))
 
 
 class LightNetHFPreTrainedModel(PreTrainedModel):
@@ -154,8 +190,8 @@ class LightNetHFPreTrainedModel(PreTrainedModel):
     def _wrap(self, inner: LightNetPreTrainedModel) -> None:
         """Attach ``inner`` as ``self.lightnet``, mark its (real) tensors initialised, tag residual projections."""
         self.lightnet = inner
-        for t in list(inner.parameters()) + list(inner.buffers()):
-            if t.device.type != "meta":  # on meta (inside from_pretrained) nothing is initialised yet
+        if _constructor_initialised(inner):
+            for t in list(inner.parameters()) + list(inner.buffers()):
                 t._is_hf_initialized = True
         scale = 1.0 / math.sqrt(2 * max(1, inner.config.depth))
         for name, m in inner.named_modules():  # GPT-2 residual scaling, as in LightNetPreTrainedModel.init_weights
@@ -201,10 +237,16 @@ class LightNetHFPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_lightnet(cls, model: LightNetPreTrainedModel) -> "LightNetHFPreTrainedModel":
         """Wrap an existing plain model (its parameters are shared, not copied)."""
-        hf = cls(model.config)
-        hf._wrap(model)
-        hf.post_init()
-        return hf
+        return cls(model.config, model=model)
+
+    def _build(self, config: LightNetHFConfig, model_class: type, model: Optional[LightNetPreTrainedModel]) -> None:
+        """Wrap ``model`` (must be a ``model_class``) or a new ``model_class`` built from ``config``."""
+        if model is None:
+            model = model_class(config.to_lightnet_config())
+        elif not isinstance(model, model_class):
+            raise TypeError(f"{type(self).__name__} wraps a {model_class.__name__}, got {type(model).__name__}")
+        self._wrap(model)
+        self.post_init()
 
 
 class LightNetHFForCausalLM(LightNetHFPreTrainedModel, GenerationMixin):
@@ -216,16 +258,44 @@ class LightNetHFForCausalLM(LightNetHFPreTrainedModel, GenerationMixin):
 
     _tied_weights_keys = {"lightnet.lm_head.weight": "lightnet.model.embed.weight"}
 
-    def __init__(self, config: Union[LightNetHFConfig, LightNetLMConfig]) -> None:
+    def __init__(self, config: Union[LightNetHFConfig, LightNetLMConfig], model: Optional[LightNetForCausalLM] = None) -> None:
         config = _as_hf_config(config)
         super().__init__(config)
-        self._wrap(LightNetForCausalLM(config.to_lightnet_config()))
-        self.post_init()
+        self._build(config, LightNetForCausalLM, model)
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         """The recurrent state is created by :meth:`forward`, not a ``DynamicCache`` built by ``generate``."""
         return False
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        past_key_values: Optional[LightNetCache] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        use_cache: Optional[bool] = None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        **kwargs: Any,
+    ) -> Dict[str, Any]:
+        """Inputs of one ``generate`` step: the tokens the recurrent state has not consumed yet, the state, the mask.
+
+        The cache counts the positions it consumed (``seen_tokens``, left padding included), so the new tokens are
+        ``input_ids[:, seen_tokens:]``: the whole prompt at the first step, then the last token. ``attention_mask``
+        stays the full history (``forward`` keeps its last columns). Position arguments are dropped (LightNet's
+        encodings are relative and follow the cache).
+        """
+        if inputs_embeds is not None:
+            raise NotImplementedError("LightNetHFForCausalLM.generate: inputs_embeds is not supported; pass input_ids")
+        if past_key_values is not None:
+            input_ids = input_ids[:, past_key_values.seen_tokens:]
+        inputs: Dict[str, Any] = {
+            "input_ids": input_ids.contiguous(), "attention_mask": attention_mask,
+            "past_key_values": past_key_values, "use_cache": use_cache,
+        }
+        for key, value in kwargs.items():
+            if key not in _GENERATION_ONLY_KWARGS:
+                inputs.setdefault(key, value)
+        return inputs
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lightnet.lm_head
@@ -233,9 +303,11 @@ class LightNetHFForCausalLM(LightNetHFPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lightnet.lm_head = value
 
-    def _reorder_cache(self, past_key_values: LightNetCache, beam_idx: torch.Tensor) -> LightNetCache:
+    def _reorder_cache(self, past_key_values: LightNetCache, beam_idx: torch.Tensor) -> LightNetHFCache:
         """Beam search: keep / reorder batch rows of the recurrent state."""
-        return past_key_values.select(beam_idx.to(past_key_values.tensors()[0].device))
+        cache = LightNetHFCache.wrap(past_key_values)
+        cache.reorder_cache(beam_idx)
+        return cache
 
     def forward(
         self,
@@ -283,6 +355,7 @@ class LightNetHFForCausalLM(LightNetHFPreTrainedModel, GenerationMixin):
         return_dict = bool(getattr(self.config, "return_dict", True)) if return_dict is None else return_dict
         attention_mask = _mask_for_new_tokens(input_ids, attention_mask, past_key_values)
         hidden, cache = self.lightnet.model(input_ids, attention_mask, cache=past_key_values, use_cache=use_cache)
+        cache = None if cache is None else LightNetHFCache.wrap(cache)
         kept = hidden[:, -logits_to_keep:] if isinstance(logits_to_keep, int) else hidden[:, logits_to_keep]
         logits = self.lightnet.lm_head(kept)
         loss = None
@@ -308,11 +381,10 @@ class LightNetHFForMaskedLM(LightNetHFPreTrainedModel):
 
     _tied_weights_keys = {"lightnet.head.decoder.weight": "lightnet.model.embed.weight"}
 
-    def __init__(self, config: Union[LightNetHFConfig, LightNetLMConfig]) -> None:
+    def __init__(self, config: Union[LightNetHFConfig, LightNetLMConfig], model: Optional[LightNetForMaskedLM] = None) -> None:
         config = _as_hf_config(config)
         super().__init__(config)
-        self._wrap(LightNetForMaskedLM(config.to_lightnet_config()))
-        self.post_init()
+        self._build(config, LightNetForMaskedLM, model)
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lightnet.head.decoder
@@ -343,6 +415,8 @@ class LightNetHFForMaskedLM(LightNetHFPreTrainedModel):
         return MaskedLMOutput(loss=out.loss, logits=out.logits, hidden_states=hidden_states)
 
 
+#: bookkeeping of ``generate`` that is not a ``forward`` argument
+_GENERATION_ONLY_KWARGS = ("next_sequence_length", "is_first_iteration", "cache_position", "position_ids")
 #: arguments ``transformers`` may pass that LightNet does not need: positions are implicit (relative encodings)
 _POSITION_KWARGS = ("position_ids", "cache_position")
 #: arguments accepted only when they ask for nothing (None / False)
