@@ -70,6 +70,7 @@ def test_config_conversion_round_trip_and_auto_config(tmp_path):
     assert loaded.to_lightnet_config() == cfg
     assert type(AutoConfig.for_model("lightnet-yoso")) is H.LightNetHFConfig
     assert H.LightNetHFConfig().to_lightnet_config() == LightNetLMConfig()  # same defaults
+    assert loaded == hc and H.LightNetHFConfig(**SMALL) != H.LightNetHFConfig(**{**SMALL, "dim": 64})
 
 
 def test_config_unknown_keys_and_bad_values_raise(tmp_path):

@@ -113,6 +113,17 @@ class LightNetHFConfig(_HFConfigBase):
         kwargs.pop("model_type", None)
         super().__init__(**{name: values[name] for name in _SHARED_WITH_HF}, **kwargs)
 
+    def __eq__(self, other: object) -> bool:
+        """All values equal, wherever they were loaded from (transformers 5's generated dataclass ``__eq__`` would
+        only compare the base fields)."""
+        if not isinstance(other, LightNetHFConfig):
+            return NotImplemented
+        skip = ("_name_or_path", "transformers_version")
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {k: v for k, v in mine.items() if k not in skip} == {k: v for k, v in theirs.items() if k not in skip}
+
+    __hash__ = None  # mutable, like every PretrainedConfig
+
     def to_lightnet_config(self) -> LightNetLMConfig:
         """The plain :class:`LightNetLMConfig` with the same field values (validated)."""
         return LightNetLMConfig.from_dict({name: getattr(self, name) for name in _LIGHTNET_FIELDS})
