@@ -278,3 +278,20 @@ def test_from_lightnet_shares_parameters_and_checks_type():
     assert hf.config.to_lightnet_config() == plain.config
     with pytest.raises(TypeError, match="wraps a LightNetForCausalLM"):
         H.LightNetHFForCausalLM(plain.config, model=LightNetForMaskedLM(LightNetLMConfig(**SMALL, causal=False)))
+
+
+def test_trainer_runs_and_checkpoint_reloads(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    hf = _causal(seed=8)
+    before = hf.lightnet.model.blocks[0].attn.qkv.weight.detach().clone()
+    g = torch.Generator().manual_seed(0)
+    data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 256, (32, 16), generator=g)]
+    args = TrainingArguments(str(tmp_path), per_device_train_batch_size=8, gradient_accumulation_steps=2, max_steps=4,
+                             learning_rate=1e-3, save_steps=4, report_to=[], use_cpu=True, logging_steps=2)
+    result = Trainer(model=hf, args=args, train_dataset=data).train()
+    assert torch.isfinite(torch.tensor(result.training_loss))
+    assert not torch.equal(hf.lightnet.model.blocks[0].attn.qkv.weight, before)  # trained
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoint-4").eval()
+    ids = _ids()
+    assert torch.equal(loaded(ids).logits, hf.eval()(ids).logits)
