@@ -448,6 +448,27 @@ def test_device_meta_and_dtype_factory_kwargs():
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
 
 
+def test_meta_device_when_linspace_ignores_the_device_context(monkeypatch):
+    """transformers' ``from_pretrained`` swaps ``torch.linspace`` for a CPU-default wrapper for a while, and a process
+    that first entered a ``torch.device`` context inside that window keeps the wrapper in torch's list of factory
+    functions: ``linspace`` then ignores the context for good. Our constructors must still put every parameter on
+    the requested device (the LM and the TPE build their schedules on the CPU on purpose)."""
+    original = torch.linspace
+
+    def cpu_default_linspace(*args, **kwargs):
+        kwargs.setdefault("device", "cpu")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "linspace", cpu_default_linspace)
+    meta = timm.create_model("test_lightnet", device="meta")
+    assert all(p.device.type == "meta" for p in meta.parameters())
+    from lightnet.lm import LightNetForCausalLM, LightNetLMConfig
+
+    with torch.device("meta"):
+        lm = LightNetForCausalLM(LightNetLMConfig(dim=32, depth=2, num_heads=2, drop_path=0.1))
+    assert all(p.device.type == "meta" for p in lm.parameters())
+
+
 def test_timm_data_config():
     cfg = timm.data.resolve_data_config(model=timm.create_model("lightnet_tiny", weight_init="skip"))
     assert cfg["input_size"] == (3, 224, 224) and cfg["interpolation"] == "bicubic" and cfg["crop_pct"] == 0.9

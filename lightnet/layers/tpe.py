@@ -55,9 +55,12 @@ class _AxisToeplitz(nn.Module):
         super().__init__()
         self.causal = causal
         # decays initialised on a spread of ranges: λ from ~0.5 to ~0.99
-        target = torch.linspace(0.5, 0.99, num_decays)
+        # (built on the CPU, then moved to where the factory functions put w0: a ``torch.device`` context such as
+        # timm's ``device='meta'`` — this does not depend on ``torch.linspace`` honouring that context)
+        target = torch.linspace(0.5, 0.99, num_decays, device="cpu")
         logit = torch.log(target / (1 - target))
         self.w0 = nn.Parameter(torch.zeros(dim))
+        logit = logit.to(self.w0.device)
         self.fwd_logit = nn.Parameter(logit.repeat(dim, 1))  # [C, J]
         self.fwd_weight = nn.Parameter(torch.randn(dim, num_decays) * init_std)
         if not causal:

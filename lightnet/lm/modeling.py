@@ -115,7 +115,7 @@ class LightNetModel(nn.Module):
         self.embed = nn.Embedding(c.vocab_size, c.dim)
         self.embed_drop = nn.Dropout(c.dropout)
         self.tpe = MDTPE(c.dim, num_axes=1, causal=c.causal, num_decays=c.tpe_num_decays) if c.use_tpe else None
-        dpr = [x.item() for x in torch.linspace(0, c.drop_path, c.depth)] if c.depth else []
+        dpr = [x.item() for x in torch.linspace(0, c.drop_path, c.depth, device="cpu")] if c.depth else []
         self.blocks = nn.ModuleList(
             LightNetBlock(
                 c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, drop_path=dpr[i], norm=c.norm, mlp_act=c.mlp_act,
