@@ -152,6 +152,23 @@ def _finalise(m, l, Sc, Ss, z0, S0c, S0s, HAS_INIT: tl.constexpr):
 
 
 @triton.jit
+def _finalise_with_initial(
+    m, l, Sc, Ss, S0, Z0, pid_bh, D, E,
+    BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr, HAS_INIT: tl.constexpr,
+):
+    """``_finalise`` with the initial state of (batch, head) ``pid_bh`` read from ``S0 [BH, D', E]`` / ``Z0 [BH, D]``."""
+    offs_d = tl.arange(0, BLOCK_D)
+    DP = 2 * D if HAS_LRPE else D
+    z0 = tl.zeros([BLOCK_D], tl.float32)
+    S0c = Sc
+    S0s = Ss
+    if HAS_INIT:
+        z0 = tl.maximum(tl.load(Z0 + pid_bh.to(tl.int64) * D + offs_d, mask=offs_d < D, other=NEG_BIG), NEG_BIG)
+        S0c, S0s = load_state(S0, pid_bh.to(tl.int64) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+    return _finalise(m, l, Sc, Ss, z0, S0c, S0s, HAS_INIT)
+
+
+@triton.jit
 def _merge_partials(
     PM, PL, PS, S0, Z0, pid_bh, splits, D, E,
     BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr, HAS_INIT: tl.constexpr,
@@ -181,13 +198,7 @@ def _merge_partials(
         if HAS_LRPE:
             Ss = Ss * a[:, None] + Ps * b[:, None]
         m = m_new
-    z0 = tl.zeros([BLOCK_D], tl.float32)
-    S0c = Sc
-    S0s = Ss
-    if HAS_INIT:
-        z0 = tl.maximum(tl.load(Z0 + pid_bh.to(tl.int64) * D + offs_d, mask=dmask, other=NEG_BIG), NEG_BIG)
-        S0c, S0s = load_state(S0, pid_bh.to(tl.int64) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-    return _finalise(m, l, Sc, Ss, z0, S0c, S0s, HAS_INIT)
+    return _finalise_with_initial(m, l, Sc, Ss, S0, Z0, pid_bh, D, E, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_INIT)
 
 
 @triton.jit
@@ -242,14 +253,7 @@ def _nc_fwd_kernel(
     dmask = offs_d < D
     DP = 2 * D if HAS_LRPE else D
     if FUSED:
-        z0 = tl.zeros([BLOCK_D], tl.float32)
-        S0c = Sc
-        S0s = Ss
-        if HAS_INIT:
-            z0 = tl.load(Z0 + pid_bh.to(tl.int64) * D + offs_d, mask=dmask, other=NEG_BIG)
-            z0 = tl.maximum(z0, NEG_BIG)
-            S0c, S0s = load_state(S0, pid_bh.to(tl.int64) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-        z, Sc, Ss = _finalise(m, l, Sc, Ss, z0, S0c, S0s, HAS_INIT)
+        z, Sc, Ss = _finalise_with_initial(m, l, Sc, Ss, S0, Z0, pid_bh, D, E, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_INIT)
         tl.store(Z_OUT + pid_bh.to(tl.int64) * D + offs_d, z, mask=dmask)
         store_state(S_OUT, pid_bh.to(tl.int64) * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
         _output_loop(
