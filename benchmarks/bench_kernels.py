@@ -3,12 +3,17 @@
 Peers: the PyTorch reference (eager), ``torch.compile`` of the non-causal reference, SDPA (FlashAttention) non-causal
 and causal, and fla's ``chunk_lightnet`` (``fla-core==0.6.0``, causal). bf16, 6 heads of dim 64, batch × tokens =
 65,536, N in {196, 1024, 4096, 16384, 65536}, plus head dims 32 and 128 at N = 4096. Times are the median of
-``triton.testing.do_bench``. The memory floor of one forward+backward is (read q, k, v, dO once; write o, dq, dk, dv
+``triton.testing.do_bench`` (as users call it: the host's launch cost counts when it exceeds the GPU work) and, for
+every method but the eager references, of ``do_bench_cudagraph`` (the same call replayed from a CUDA graph: GPU time
+alone). The memory floor of one forward+backward is (read q, k, v, dO once; write o, dq, dk, dv
 once) = 8 · B·N·H·D · 2 bytes over the copy bandwidth measured here (a device-to-device copy, bytes read + written).
 Also reports peak memory of forward+backward (above the inputs) against SDPA.
 
-    PYTHONPATH=. python benchmarks/bench_kernels.py --out outputs/bench_kernels [--quick]
-Run ``benchmarks/check_kernels_gpu.py`` first.
+    PYTHONPATH=. python benchmarks/bench_kernels.py --out outputs/bench_kernels [--quick] [--sizes 4096,65536]
+        [--budget-s 420]
+Run ``benchmarks/check_kernels_gpu.py`` first. Compilation dominates a first run (torch.compile of the reference and
+fla's autotuning happen again for every new shape): on the device machine two shapes with every peer fit one
+10-minute call; ``--budget-s`` stops starting new shapes so the tables still get written.
 """
 from __future__ import annotations
 
@@ -149,6 +154,8 @@ def main() -> None:
     parser.add_argument("--methods", default=None, help="comma-separated subset of methods to time (default: all)")
     parser.add_argument("--skip-slow-ref", type=int, default=4096, help="skip eager causal reference above this N")
     parser.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph (GPU-time-only) timings")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="start no new shape after this many seconds (the tables cover the shapes done)")
     parser.add_argument("--sizes", default=None, help="comma-separated N at head dim 64 (default: all)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -173,7 +180,11 @@ def main() -> None:
     if not args.quick and not args.sizes:
         shapes += [(TOKENS // 4096, 4096, 32), (TOKENS // 4096, 4096, 128)]
     rows: List[Dict] = []
+    t_start = time.time()
     for B, N, D in shapes:
+        if args.budget_s is not None and rows and time.time() - t_start > args.budget_s:
+            print(f"time budget of {args.budget_s:.0f} s spent: shapes from N={N} D={D} on are left out", flush=True)
+            break
         q, k, v, do = make_inputs(B, N, HEADS, D)
         floor_ms = 8 * q.numel() * 2 / bw * 1e3
         row: Dict = {"B": B, "N": N, "H": HEADS, "D": D, "floor_ms": floor_ms}
