@@ -42,11 +42,13 @@ def _compare(
     seed: int = 0,
     k_spike: Optional[Tuple[int, float]] = None,
     c_segment: Optional[int] = None,
+    c_zpass: Optional[int] = None,
 ) -> Dict[str, float]:
     """Relative errors of (o, S, z, dq, dk, dv) of the Triton path against the fp64 reference.
 
     ``k_spike = (t, value)`` adds ``value`` to key channel 0 of token t (one chunk with a large spread, so the exact
-    path runs for that chunk only); ``c_segment`` forces the causal kernels' chunks per segment (``TUNING``).
+    path runs for that chunk only); ``c_segment`` forces the causal kernels' chunks per segment and ``c_zpass`` turns
+    on their in-chunk-z-in-F1 variant (``TUNING``, restored afterwards).
     """
     from lightnet.kernels.reference import additive_attention_torch
     from lightnet.kernels.triton_common import TUNING
@@ -80,8 +82,9 @@ def _compare(
         th = theta if (theta is None or use_triton) else theta.double()
         st = state if (state is None or use_triton) else tuple(s.double() for s in state)
         fn = additive_attention_triton if use_triton else additive_attention_torch
-        saved_segment = TUNING["c_segment"]
+        saved_tuning = {"c_segment": TUNING["c_segment"], "c_zpass": TUNING["c_zpass"]}
         TUNING["c_segment"] = c_segment
+        TUNING["c_zpass"] = c_zpass
         try:
             o, (S, z) = fn(q_, k_, v_, causal=causal, scale=0.7, key_padding_mask=kpm, lrpe_theta=th, initial_state=st)
             if use_triton:
@@ -90,7 +93,7 @@ def _compare(
             loss = loss + (z.double() * wz.double()).sum()
             loss.backward()
         finally:
-            TUNING["c_segment"] = saved_segment
+            TUNING.update(saved_tuning)
         results.append((o, S, z, q_.grad, k_.grad, v_.grad))
     names = ("o", "S", "z", "dq", "dk", "dv")
     errs = {n: _rel(t, r) for n, r, t in zip(names, *results)}
@@ -147,6 +150,34 @@ CASES = {
     "c_segments_flag_inside_segment": (
         dict(B=1, N=100, H=2, D=16, E=16, causal=True, mask=True, k_spike=(40, 200.0), c_segment=4), 1e-4),
 }
+
+
+# every causal case again through the opt-in variant whose F1 stores the in-chunk z (``TUNING["c_zpass"]``)
+ZPASS_CASES = {f"{name}_zpass": (dict(args, c_zpass=1), tol) for name, (args, tol) in CASES.items() if args["causal"]}
+
+
+def _zpass_flags_cover_default() -> Dict[str, float]:
+    """The variant's flags (local spread, F1') are a superset of the default's (global spread, F3), the variant really
+    ran (its ``saved`` has ZL / RL / EL) and flagged at least one chunk; 0.0 = holds, per check."""
+    from lightnet.kernels import triton_causal as tc
+    from lightnet.kernels.triton_common import TUNING
+
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(2, 100, 1, 16, generator=g) for _ in range(3))
+    k[:, 56, :, 0] += 120.0  # one chunk with a large spread (flagged by both)
+    k[1] *= 30.0  # wide logits: several chunks near a flag bound
+    saved_tuning = {"c_segment": TUNING["c_segment"], "c_zpass": TUNING["c_zpass"]}
+    try:
+        TUNING["c_segment"] = 2
+        *_, base = tc.causal_forward(q, k, v, 1.0, None, None, None)
+        TUNING["c_zpass"] = 1
+        *_, zp = tc.causal_forward(q, k, v, 1.0, None, None, None)
+    finally:
+        TUNING.update(saved_tuning)
+    NC = base[2].shape[1] - 1
+    f0, f1 = base[3].flatten(1)[:, :NC], zp[5].flatten(1)[:, :NC]
+    return {"variant_ran": float(len(zp) != 6), "superset": float(bool(((f0 != 0) & (f1 == 0)).any())),
+            "some_flagged": float(not bool((f1 != 0).any()))}
 
 
 def _prefill_in_pieces() -> Dict[str, float]:
@@ -206,7 +237,8 @@ def _splits_agree() -> Dict[str, float]:
 
 def _worker() -> None:
     report = {}
-    jobs = {name: (lambda a=args: _compare(**a)) for name, (args, _) in CASES.items()}
+    jobs = {name: (lambda a=args: _compare(**a)) for name, (args, _) in {**CASES, **ZPASS_CASES}.items()}
+    jobs["c_zpass_flags_cover_default"] = _zpass_flags_cover_default
     jobs["nc_splits_agree"] = _splits_agree
     jobs["c_prefill_in_pieces"] = _prefill_in_pieces
     jobs["unsupported_gradients"] = _unsupported_gradients
@@ -240,6 +272,18 @@ def test_kernel_matches_reference(report, name):
     errs = report[name]
     assert isinstance(errs, dict), errs
     _assert_close(errs, CASES[name][1])
+
+
+@pytest.mark.parametrize("name", list(ZPASS_CASES))
+def test_causal_zpass_variant_matches_reference(report, name):
+    errs = report[name]
+    assert isinstance(errs, dict), errs
+    _assert_close(errs, ZPASS_CASES[name][1])
+
+
+def test_causal_zpass_flags_cover_the_default_flags(report):
+    assert report["c_zpass_flags_cover_default"] == {"variant_ran": 0.0, "superset": 0.0, "some_flagged": 0.0}, \
+        report["c_zpass_flags_cover_default"]
 
 
 def test_noncausal_split_and_fused_paths_agree(report):

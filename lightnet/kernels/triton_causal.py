@@ -37,6 +37,15 @@ the exact launch returns at once for segments without a flagged chunk and redoes
 must pass through every chunk), taking the fast path for unflagged chunks and, for flagged ones, a log-space scan for
 z and every pairwise weight formed directly (a loop over the chunk's keys): slower, never inf/NaN. The carried
 ``z_out`` never comes from the fast in-chunk z, so the fast launch's state stays right on flagged chunks.
+
+Opt-in variant (``TUNING["c_zpass"]``, off by default; :mod:`lightnet.kernels.triton_causal_zpass`). F1' also stores
+every token's segment-local z (``ZL [BH, N, D]`` fp32) and per chunk the local z at its first kept token and leaving
+it (``RL``, ``EL [BH, NC, D]``) and the chunk flags (local spread, a superset of the flags above); F1' runs even with
+one segment (without the state then). F3' / B1' / B3' get every z as ``logaddexp(z_seg, local)`` elementwise, so
+their fast chunk steps have no reduction or scan over tokens (B3's token sums become products with ones matrices).
+Launches: F1', F2, F3' ×2; B1' ×2, B2, B3' ×2 (no ZC). Bytes: ZL is saved for the backward, ``4 · D`` B per token
+and head (256 B at D = 64), written once and read three times (``16 · D`` B/token of traffic), plus ``8 · D / C``
+B/token of RL / EL; the default ``ZC`` is not needed.
 """
 from __future__ import annotations
 
@@ -805,7 +814,12 @@ def causal_forward(
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List[torch.Tensor]]:
     """``(o, S_final, z_final, saved)``; ``saved = [SIN, ZSEG, ZC, FLAG]``: states ``[BH, NSEG + 1, D', E]`` and
     log-normalisers ``[BH, NSEG + 1, D]`` entering every segment, z entering every chunk ``[BH, NC + 1, D]`` and the
-    flags of the chunks that took the exact path ``[BH, NSEG, SEG]`` (its last size is the segment length)."""
+    flags of the chunks that took the exact path ``[BH, NSEG, SEG]`` (its last size is the segment length).
+    ``TUNING["c_zpass"]`` runs the variant of :mod:`lightnet.kernels.triton_causal_zpass` (its own ``saved``)."""
+    if TUNING.get("c_zpass"):
+        from .triton_causal_zpass import causal_forward_zpass
+
+        return causal_forward_zpass(q, k, v, scale, key_padding_mask, lrpe_theta, initial_state)
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     C = chunk_size(D, E)
     NC = cdiv(N, C)
@@ -849,6 +863,33 @@ def causal_forward(
     return o, S, z, [SIN, ZSEG, ZC, FLAG]
 
 
+def _grad_slots(
+    dS_out: Optional[torch.Tensor],
+    dz_out: Optional[torch.Tensor],
+    S: torch.Tensor,
+    BH: int,
+    NSEG: int,
+    DP: int,
+    D: int,
+    E: int,
+    dev: torch.device,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(LG [BH, NSEG + 1, D', E], LZ [BH, NSEG + 1, D])`` fp32, slot NSEG holding the gradients of the returned
+    final state ``(S, z)`` (z also collects ``−rowsum(S ⊙ dS)``); the other slots are filled by B1."""
+    LG = torch.empty((BH, NSEG + 1, DP, E), device=dev, dtype=torch.float32)
+    LZ = torch.empty((BH, NSEG + 1, D), device=dev, dtype=torch.float32)
+    if dS_out is not None:
+        LG[:, NSEG] = dS_out.reshape(BH, DP, E)
+        gz = -(S * dS_out).sum(-1).reshape(BH, -1, D).sum(1)
+    else:
+        LG[:, NSEG] = 0
+        gz = torch.zeros((BH, D), device=dev, dtype=torch.float32)
+    if dz_out is not None:
+        gz = gz + dz_out.reshape(BH, D)
+    LZ[:, NSEG] = gz
+    return LG, LZ
+
+
 def causal_backward(
     do: torch.Tensor,
     dS_out: Optional[torch.Tensor],
@@ -863,6 +904,10 @@ def causal_backward(
     lrpe_theta: Optional[torch.Tensor],
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dq, dk, dv)`` given ``dO`` and the (optional) gradients of the returned final state."""
+    if len(saved) == 6:  # saved by the opt-in variant (``TUNING["c_zpass"]``)
+        from .triton_causal_zpass import causal_backward_zpass
+
+        return causal_backward_zpass(do, dS_out, dz_out, q, k, v, S, saved, scale, key_padding_mask, lrpe_theta)
     SIN, ZSEG, ZC, FLAG = saved
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     C = chunk_size(D, E)
@@ -877,18 +922,7 @@ def causal_backward(
     dq = torch.empty_like(q)
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
-    LG = torch.empty((BH, NSEG + 1, DP, E), device=dev, dtype=torch.float32)
-    LZ = torch.empty((BH, NSEG + 1, D), device=dev, dtype=torch.float32)
-    # slot NSEG: gradients of the returned final state (S, z); z also collects −rowsum(S ⊙ dS)
-    if dS_out is not None:
-        LG[:, NSEG] = dS_out.reshape(BH, DP, E)
-        gz = -(S * dS_out).sum(-1).reshape(BH, -1, D).sum(1)
-    else:
-        LG[:, NSEG] = 0
-        gz = torch.zeros((BH, D), device=dev, dtype=torch.float32)
-    if dz_out is not None:
-        gz = gz + dz_out.reshape(BH, D)
-    LZ[:, NSEG] = gz
+    LG, LZ = _grad_slots(dS_out, dz_out, S, BH, NSEG, DP, D, E, dev)
     common = dict(BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, BLOCK_G=block_size(SEG, 1), HAS_LRPE=lrpe,
                   HAS_MASK=key_padding_mask is not None, DOT=dot, num_warps=warps)
     strides = (q.stride(0), q.stride(1), v.stride(0), v.stride(1))
