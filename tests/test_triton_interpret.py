@@ -154,6 +154,9 @@ CASES = {
 
 # every causal case again through the opt-in variant whose F1 stores the in-chunk z (``TUNING["c_zpass"]``)
 ZPASS_CASES = {f"{name}_zpass": (dict(args, c_zpass=1), tol) for name, (args, tol) in CASES.items() if args["causal"]}
+# ... and a few through its c_zpass=2 form (B1 / B3 keep their token sums as tl.sum / tl.cumsum)
+ZPASS_CASES.update({f"{name}_zpass2": (dict(CASES[name][0], c_zpass=2), CASES[name][1]) for name in (
+    "c_segments_all", "c_segments_flag_mid_segment", "c_one_segment_init_lrpe_spread", "c_bf16")})
 
 
 def _zpass_flags_cover_default() -> Dict[str, float]:

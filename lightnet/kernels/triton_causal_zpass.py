@@ -17,8 +17,9 @@ latency-bound: today each chunk step does about seven cross-warp reductions / sc
     F2  unchanged (``_c_scan_fwd_kernel``).
     F3', B1', B3' per chunk, elementwise: with ``z_seg`` = ZSEG of the segment (from F2),
             z_t = logaddexp(z_seg, ZL_t),  r = logaddexp(z_seg, RL_j),  z_out = logaddexp(z_seg, EL_j),
-            z_in = logaddexp(z_seg, EL_{j−1}) (z_seg for the segment's first chunk),
-        then the same tensor-core products as the default kernels (``_scores``, ``_advance``, ``_local_grad``, dk/dv).
+            z_in = logaddexp(z_seg, EL_{j−1}) (z_seg for the segment's first chunk);
+        z_t itself is never formed: ``e^{z_in − z_t}`` and ``e^{r − z_t}`` are ``1 / (e^{z_seg − a} + e^{ZL_t − a})``
+        (``_z_factors``; fewer sm_90 spills than a tile logaddexp), then the same tensor-core products as the default kernels (``_scores``, ``_advance``, ``_local_grad``, dk/dv).
         B1' sums its z-gradient ``Σ_t e^{z_seg − z_t} g_t`` into a ``[C, D]`` tile, reduced once per segment. B3' carries
         the z-gradient as a ``[C, D]`` tile of equal rows updated by a product with a ones matrix, and its in-chunk
         tail ``Σ_{t ≥ s} e^{r − z_t} g_t`` is a product with a triangular ones matrix (both through ``_sum_mm``: x is
@@ -68,6 +69,7 @@ from .triton_causal import (
 )
 from .triton_common import (
     NEG_BIG,
+    TUNING,
     Launcher,
     block_size,
     cdiv,
@@ -102,25 +104,32 @@ def _z_bounds(EL, zseg, pid_bh, j, j0, NC, D, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
-def _z_chunk(
+def _z_factors(
     ZL, RL, kb, keep, zseg, zin, pid_bh, j, rows, valid, N, NC, D,
     BLOCK_D: tl.constexpr, EXACT: tl.constexpr,
 ):
-    """In-chunk ``z [C, D]`` and reference ``r [D]`` of chunk ``j``.
+    """``(z [C, D], r [D], decay [C, D], qf [C, D])`` of chunk ``j``: the in-chunk z, its reference, ``e^{z_in − z_t}``
+    and ``e^{r − z_t}`` (both ≤ 1).
 
-    Fast: elementwise from the stored segment-local values, ``z = logaddexp(zseg, ZL)``, ``r = logaddexp(zseg, RL_j)``.
+    Fast: from the stored segment-local values, without forming z (``z`` returned is ``ZL``, not read on this path):
+    with ``z_t = logaddexp(zseg, ZL_t)`` and ``r = logaddexp(zseg, RL_j)``, ``e^{a − z_t} = 1 / (e^{zseg − a} +
+    e^{ZL_t − a})``, the denominator clamped to ``≥ 1`` (as the default's exponents are clamped to ``≤ 0``) and its
+    exponent to ``≤ 80`` (flagged chunks stay finite; an unflagged chunk's ``ZL − r`` is ≤ 40).
     Exact (flagged chunks): today's log-space scan from ``zin`` and ``_chunk_reference``.
     """
     if EXACT:
         z, _ok = _chunk_z(kb, keep, zin, True)
         r, _spread = _chunk_reference(z)
+        decay = tl.exp(tl.minimum(zin[None, :] - z, 0.0))
+        qf = tl.exp(tl.minimum(r[None, :] - z, 0.0))
     else:
         offs_d = tl.arange(0, BLOCK_D)
-        zl = load_rows(ZL + pid_bh.to(tl.int64) * N * D, rows, offs_d, D, valid, D, NEG_BIG)
-        z = logaddexp(zseg[None, :], zl)
+        z = load_rows(ZL + pid_bh.to(tl.int64) * N * D, rows, offs_d, D, valid, D, NEG_BIG)
         rl = tl.load(RL + (pid_bh.to(tl.int64) * NC + j) * D + offs_d, mask=offs_d < D, other=NEG_BIG)
         r = logaddexp(zseg, rl)
-    return z, r
+        decay = 1.0 / tl.maximum(tl.exp(zseg - zin)[None, :] + tl.exp(tl.minimum(z - zin[None, :], 80.0)), 1.0)
+        qf = 1.0 / tl.maximum(tl.exp(zseg - r)[None, :] + tl.exp(tl.minimum(z - r[None, :], 80.0)), 1.0)
+    return z, r, decay, qf
 
 
 @triton.jit
@@ -134,6 +143,16 @@ def _sum_mm(T, x, DOT: tl.constexpr):
         hi = x.to(tl.bfloat16)
         lo = (x - hi.to(tl.float32)).to(tl.bfloat16)
         out = tl.dot(tb, lo, tl.dot(tb, hi))
+    return out
+
+
+@triton.jit
+def _rows(gz, MM_SUMS: tl.constexpr):
+    """The z-gradient as rows of a ``[C, D]`` tile: already one with ``MM_SUMS``, else ``gz [D]`` broadcast."""
+    if MM_SUMS:
+        out = gz
+    else:
+        out = gz[None, :]
     return out
 
 
@@ -200,15 +219,14 @@ def _z_fwd_chunk(
     HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
 ):
     """Output of chunk ``j`` from the state entering it ``(Sc, Ss [D, E])`` in units of ``zin [D]``; returns the state
-    leaving it (units ``zout``). As ``triton_causal._fwd_chunk`` with z and r from ``_z_chunk``."""
+    leaving it (units ``zout``). As ``triton_causal._fwd_chunk`` with the factors from ``_z_factors``."""
     offs_c = tl.arange(0, BLOCK_C)
     offs_e = tl.arange(0, BLOCK_E)
     b, c0, end, rows, valid, keep, k_base, v_base, qb, kb, vb = _chunk_inputs(
         Q, K, V, MASK, pid_bh, j, N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn,
         BLOCK_C, BLOCK_D, BLOCK_E, HAS_MASK,
     )
-    z, r = _z_chunk(ZL, RL, kb, keep, zseg, zin, pid_bh, j, rows, valid, N, NC, D, BLOCK_D, EXACT)
-    decay = tl.exp(tl.minimum(zin[None, :] - z, 0.0))
+    z, r, decay, qf = _z_factors(ZL, RL, kb, keep, zseg, zin, pid_bh, j, rows, valid, N, NC, D, BLOCK_D, EXACT)
     th, cq, sq = _rotation(THETA, rows, valid, D, qb, BLOCK_D, HAS_LRPE)
     if HAS_LRPE:
         o = mm(qb * decay * cq, Sc, DOT) + mm(qb * decay * sq, Ss, DOT)
@@ -217,7 +235,7 @@ def _z_fwd_chunk(
     Sc, Ss = _advance(Sc, Ss, zin, zout, kb, keep, vb, cq, sq, HAS_LRPE, DOT)  # the entering state is used
     causal = (offs_c[:, None] >= offs_c[None, :]) & keep[None, :]
     if not EXACT:
-        qt = qb * tl.exp(tl.minimum(r[None, :] - z, 0.0))
+        qt = qb * qf
         kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
         A = _scores(qt, kt, cq, sq, cq, sq, HAS_LRPE, DOT)
     else:
@@ -304,10 +322,11 @@ def _z_dq_chunk(
     Q, K, V, DO, DQ, THETA, MASK, ZL, RL, Sc, Ss, Lc, Ls, lzt, zseg, zin, zout, pid_bh, j, N, H, D, E, NC,
     stride_qb, stride_qn, stride_vb, stride_vn, scale,
     BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
-    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr, MM_SUMS: tl.constexpr,
 ):
-    """dq of chunk ``j`` as ``triton_causal._dq_chunk``; the z-gradient share ``e^{z_seg − z_t} g_t`` is added to the
-    ``[C, D]`` tile ``lzt`` (summed over tokens once per segment). Returns ``(Sc, Ss, Lc, Ls, lzt)``."""
+    """dq of chunk ``j`` as ``triton_causal._dq_chunk``; the z-gradient share ``e^{z_seg − z_t} g_t`` is added to
+    ``lzt``: with ``MM_SUMS`` a ``[C, D]`` tile (summed over tokens once per segment), else ``[D]`` (summed here).
+    Returns ``(Sc, Ss, Lc, Ls, lzt)``."""
     offs_c = tl.arange(0, BLOCK_C)
     offs_d = tl.arange(0, BLOCK_D)
     offs_e = tl.arange(0, BLOCK_E)
@@ -316,8 +335,7 @@ def _z_dq_chunk(
         BLOCK_C, BLOCK_D, BLOCK_E, HAS_MASK,
     )
     dob = load_rows(DO + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
-    z, r = _z_chunk(ZL, RL, kb, keep, zseg, zin, pid_bh, j, rows, valid, N, NC, D, BLOCK_D, EXACT)
-    decay = tl.exp(tl.minimum(zin[None, :] - z, 0.0))
+    z, r, decay, qf = _z_factors(ZL, RL, kb, keep, zseg, zin, pid_bh, j, rows, valid, N, NC, D, BLOCK_D, EXACT)
     causal = (offs_c[:, None] >= offs_c[None, :]) & keep[None, :]
     dA = tl.where(causal, mm(dob, tl.trans(vb), DOT), 0.0)
     th, cq, sq = _rotation(THETA, rows, valid, D, qb, BLOCK_D, HAS_LRPE)
@@ -327,7 +345,6 @@ def _z_dq_chunk(
         dq = decay * mm(dob, tl.trans(Sc), DOT)
     Sc, Ss = _advance(Sc, Ss, zin, zout, kb, keep, vb, cq, sq, HAS_LRPE, DOT)  # the entering state is used
     if not EXACT:
-        qf = tl.exp(tl.minimum(r[None, :] - z, 0.0))
         kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
         if HAS_LRPE:
             dq += qf * (cq * mm(dA, kt * cq, DOT) + sq * mm(dA, kt * sq, DOT))
@@ -341,14 +358,17 @@ def _z_dq_chunk(
         dq += dqi
     dq = dq * scale
     store_rows(DQ + k_base, dq, rows, offs_d, stride_qn, valid, D)
-    wseg = tl.exp(tl.minimum(zseg[None, :] - z, 0.0))
+    wseg = decay * tl.exp(tl.minimum(zseg - zin, 0.0))[None, :]  # e^{z_seg − z_t}, both factors ≤ 1
     lc, ls = _local_grad(qb, dob, wseg, cq, sq, HAS_LRPE, DOT)
     Lc += lc
     if HAS_LRPE:
         Ls += ls
     else:
         Ls = Lc
-    lzt += wseg * (-qb * dq)  # −q ⊙ dq: gradient reaching z_t directly from o_t
+    if MM_SUMS:
+        lzt += wseg * (-qb * dq)  # −q ⊙ dq: gradient reaching z_t directly from o_t
+    else:
+        lzt += tl.sum(wseg * (-qb * dq), 0)
     return Sc, Ss, Lc, Ls, lzt
 
 
@@ -357,7 +377,7 @@ def _z_seg_bwd_dq_kernel(
     Q, K, V, DO, DQ, THETA, MASK, FLAG, SIN, ZSEG, ZL, RL, EL, LG, LZ, N, H, D, E, NC, NSEG, SEG,
     stride_qb, stride_qn, stride_vb, stride_vn, scale,
     BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_G: tl.constexpr,
-    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr, MM_SUMS: tl.constexpr,
 ):
     """B1': dq of one segment's chunks and the segment's local gradients ``LG`` / ``LZ`` slot ``seg`` (as
     ``_c_seg_bwd_dq_kernel``, z from F1')."""
@@ -373,7 +393,10 @@ def _z_seg_bwd_dq_kernel(
         zseg = tl.load(ZSEG + slot * D + offs_d, mask=dmask, other=0.0)
         Lc = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
         Ls = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
-        lzt = tl.zeros([BLOCK_C, BLOCK_D], tl.float32)
+        if MM_SUMS:
+            lzt = tl.zeros([BLOCK_C, BLOCK_D], tl.float32)
+        else:
+            lzt = tl.zeros([BLOCK_D], tl.float32)
         j0 = seg * SEG
         j1 = tl.minimum(j0 + SEG, NC)
         for j in range(j0, j1):
@@ -383,22 +406,26 @@ def _z_seg_bwd_dq_kernel(
                     Sc, Ss, Lc, Ls, lzt = _z_dq_chunk(
                         Q, K, V, DO, DQ, THETA, MASK, ZL, RL, Sc, Ss, Lc, Ls, lzt, zseg, zin, zout, pid_bh, j,
                         N, H, D, E, NC, stride_qb, stride_qn, stride_vb, stride_vn, scale,
-                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, True,
+                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, True, MM_SUMS,
                     )
                 else:
                     Sc, Ss, Lc, Ls, lzt = _z_dq_chunk(
                         Q, K, V, DO, DQ, THETA, MASK, ZL, RL, Sc, Ss, Lc, Ls, lzt, zseg, zin, zout, pid_bh, j,
                         N, H, D, E, NC, stride_qb, stride_qn, stride_vb, stride_vn, scale,
-                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False,
+                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False, MM_SUMS,
                     )
             else:
                 Sc, Ss, Lc, Ls, lzt = _z_dq_chunk(
                     Q, K, V, DO, DQ, THETA, MASK, ZL, RL, Sc, Ss, Lc, Ls, lzt, zseg, zin, zout, pid_bh, j,
                     N, H, D, E, NC, stride_qb, stride_qn, stride_vb, stride_vn, scale,
-                    BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False,
+                    BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False, MM_SUMS,
                 )
         store_state(LG, slot * DP * E, Lc * scale, Ls * scale, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-        tl.store(LZ + slot * D + offs_d, tl.sum(lzt, 0), mask=dmask)
+        if MM_SUMS:
+            lz = tl.sum(lzt, 0)
+        else:
+            lz = lzt
+        tl.store(LZ + slot * D + offs_d, lz, mask=dmask)
 
 
 @triton.jit
@@ -406,11 +433,12 @@ def _z_dkdv_chunk(
     Q, K, V, DO, DQ, DK, DV, THETA, MASK, ZL, RL, Gc, Gs, gzt, zseg, zin, zout, pid_bh, j, N, H, D, E, NC,
     stride_qb, stride_qn, stride_vb, stride_vn, scale,
     BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
-    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr, MM_SUMS: tl.constexpr,
 ):
-    """dk, dv of chunk ``j`` as ``triton_causal._dkdv_chunk``, with the z-gradient of the leaving state held as a
-    ``[C, D]`` tile of equal rows ``gzt`` (updated by ``_sum_mm`` with a ones matrix) and the in-chunk tail
-    ``Σ_{t ≥ s} e^{r − z_t} g_t`` a product with a triangular ones matrix. Returns ``(Gc, Gs, gzt)`` entering."""
+    """dk, dv of chunk ``j`` as ``triton_causal._dkdv_chunk``. With ``MM_SUMS`` the z-gradient of the leaving state
+    is a ``[C, D]`` tile of equal rows ``gzt`` (updated by ``_sum_mm`` with a ones matrix) and the in-chunk tail
+    ``Σ_{t ≥ s} e^{r − z_t} g_t`` a product with a triangular ones matrix; else ``gzt [D]``, ``tl.sum`` and
+    ``tl.cumsum`` as the default. Returns ``(Gc, Gs, gzt)`` entering."""
     offs_c = tl.arange(0, BLOCK_C)
     offs_d = tl.arange(0, BLOCK_D)
     offs_e = tl.arange(0, BLOCK_E)
@@ -420,7 +448,7 @@ def _z_dkdv_chunk(
     )
     dob = load_rows(DO + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
     g = -qb * load_rows(DQ + k_base, rows, offs_d, stride_qn, valid, D, 0.0)
-    z, r = _z_chunk(ZL, RL, kb, keep, zseg, zin, pid_bh, j, rows, valid, N, NC, D, BLOCK_D, EXACT)
+    z, r, decay, qf = _z_factors(ZL, RL, kb, keep, zseg, zin, pid_bh, j, rows, valid, N, NC, D, BLOCK_D, EXACT)
     causal = (offs_c[:, None] >= offs_c[None, :]) & keep[None, :]
     dA = tl.where(causal, mm(dob, tl.trans(vb), DOT), 0.0)
     th, cq, sq = _rotation(THETA, rows, valid, D, qb, BLOCK_D, HAS_LRPE)
@@ -428,12 +456,11 @@ def _z_dkdv_chunk(
     ko = tl.where(keep[:, None], tl.exp(tl.minimum(kb - zout[None, :], 0.0)), 0.0)
     if HAS_LRPE:
         dv = mm(ko * cq, Gc, DOT) + mm(ko * sq, Gs, DOT)
-        dk = ko * (cq * mm(vb, tl.trans(Gc), DOT) + sq * mm(vb, tl.trans(Gs), DOT) + gzt)
+        dk = ko * (cq * mm(vb, tl.trans(Gc), DOT) + sq * mm(vb, tl.trans(Gs), DOT) + _rows(gzt, MM_SUMS))
     else:
         dv = mm(ko, Gc, DOT)
-        dk = ko * (mm(vb, tl.trans(Gc), DOT) + gzt)
+        dk = ko * (mm(vb, tl.trans(Gc), DOT) + _rows(gzt, MM_SUMS))
     # the leaving state's gradients are used: fold in this chunk's local terms (gradients of the entering state)
-    decay = tl.exp(tl.minimum(zin[None, :] - z, 0.0))
     a = tl.exp(tl.minimum(zin - zout, 0.0))
     lc, ls = _local_grad(qb, dob, decay, cq, sq, HAS_LRPE, DOT)
     Gc = a[:, None] * Gc + scale * lc
@@ -441,10 +468,12 @@ def _z_dkdv_chunk(
         Gs = a[:, None] * Gs + scale * ls
     else:
         Gs = Gc
-    ones = tl.full([BLOCK_C, BLOCK_C], 1.0, tl.float32)
-    gzt = a[None, :] * gzt + _sum_mm(ones, decay * g, DOT)  # every row: a · gz + Σ_t e^{z_in − z_t} g_t
+    if MM_SUMS:
+        ones = tl.full([BLOCK_C, BLOCK_C], 1.0, tl.float32)
+        gzt = a[None, :] * gzt + _sum_mm(ones, decay * g, DOT)  # every row: a · gz + Σ_t e^{z_in − z_t} g_t
+    else:
+        gzt = a * gzt + tl.sum(decay * g, 0)
     if not EXACT:
-        qf = tl.exp(tl.minimum(r[None, :] - z, 0.0))
         qt = qb * qf
         kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
         A = tl.where(causal, _scores(qt, kt, cq, sq, cq, sq, HAS_LRPE, DOT), 0.0)
@@ -452,8 +481,11 @@ def _z_dkdv_chunk(
             attn = cq * mm(tl.trans(dA), qt * cq, DOT) + sq * mm(tl.trans(dA), qt * sq, DOT)
         else:
             attn = mm(tl.trans(dA), qt, DOT)
-        upper = (offs_c[None, :] >= offs_c[:, None]).to(tl.float32)  # [s, t]: t ≥ s
-        tail = _sum_mm(upper, qf * g, DOT)  # Σ_{t ≥ s} exp(r − z_t) g_t
+        if MM_SUMS:
+            upper = (offs_c[None, :] >= offs_c[:, None]).to(tl.float32)  # [s, t]: t ≥ s
+            tail = _sum_mm(upper, qf * g, DOT)  # Σ_{t ≥ s} exp(r − z_t) g_t
+        else:
+            tail = tl.cumsum(qf * g, 0, reverse=True)
         dk += kt * (scale * attn + tail)
     else:
         A, _dq, dki = _exact_intra(
@@ -474,7 +506,7 @@ def _z_seg_bwd_dkdv_kernel(
     Q, K, V, DO, DQ, DK, DV, THETA, MASK, FLAG, ZSEG, ZL, RL, EL, LG, LZ, N, H, D, E, NC, NSEG, SEG,
     stride_qb, stride_qn, stride_vb, stride_vn, scale,
     BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_G: tl.constexpr,
-    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr, MM_SUMS: tl.constexpr,
 ):
     """B3': dk and dv of one segment's chunks, walking them in reverse from the gradient of the state leaving the
     segment (``LG`` / ``LZ`` slot ``seg + 1`` after B2, in units of ``ZSEG`` slot ``seg + 1``)."""
@@ -488,7 +520,10 @@ def _z_seg_bwd_dkdv_kernel(
         slot = pid_bh.to(tl.int64) * (NSEG + 1) + seg + 1
         Gc, Gs = load_state(LG, slot * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
         gz = tl.load(LZ + slot * D + offs_d, mask=dmask, other=0.0)
-        gzt = tl.zeros([BLOCK_C, BLOCK_D], tl.float32) + gz[None, :]
+        if MM_SUMS:
+            gzt = tl.zeros([BLOCK_C, BLOCK_D], tl.float32) + gz[None, :]
+        else:
+            gzt = gz
         zseg = tl.load(ZSEG + (slot - 1) * D + offs_d, mask=dmask, other=0.0)
         zlast = tl.load(ZSEG + slot * D + offs_d, mask=dmask, other=0.0)
         j0 = seg * SEG
@@ -502,19 +537,19 @@ def _z_seg_bwd_dkdv_kernel(
                     Gc, Gs, gzt = _z_dkdv_chunk(
                         Q, K, V, DO, DQ, DK, DV, THETA, MASK, ZL, RL, Gc, Gs, gzt, zseg, zin, zout, pid_bh, j,
                         N, H, D, E, NC, stride_qb, stride_qn, stride_vb, stride_vn, scale,
-                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, True,
+                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, True, MM_SUMS,
                     )
                 else:
                     Gc, Gs, gzt = _z_dkdv_chunk(
                         Q, K, V, DO, DQ, DK, DV, THETA, MASK, ZL, RL, Gc, Gs, gzt, zseg, zin, zout, pid_bh, j,
                         N, H, D, E, NC, stride_qb, stride_qn, stride_vb, stride_vn, scale,
-                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False,
+                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False, MM_SUMS,
                     )
             else:
                 Gc, Gs, gzt = _z_dkdv_chunk(
                     Q, K, V, DO, DQ, DK, DV, THETA, MASK, ZL, RL, Gc, Gs, gzt, zseg, zin, zout, pid_bh, j,
                     N, H, D, E, NC, stride_qb, stride_qn, stride_vb, stride_vn, scale,
-                    BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False,
+                    BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False, MM_SUMS,
                 )
 
 
@@ -524,6 +559,12 @@ def _z_seg_bwd_dkdv_kernel(
 
 _LAUNCH = {fn.__name__: Launcher(fn) for fn in (
     _z_seg_state_kernel, _z_seg_out_kernel, _z_seg_bwd_dq_kernel, _z_seg_bwd_dkdv_kernel)}
+
+
+def mm_sums() -> bool:
+    """``TUNING["c_zpass"] == 2`` keeps B1's / B3's token sums (``tl.sum``, B3's ``tl.cumsum`` tail) as the default
+    kernels do; any other truthy value makes them tiles and products with ones matrices (no token reductions)."""
+    return TUNING.get("c_zpass") != 2
 
 
 def causal_forward_zpass(
@@ -615,7 +656,7 @@ def causal_backward_zpass(
     dv = torch.empty_like(v)
     LG, LZ = _grad_slots(dS_out, dz_out, S, BH, NSEG, DP, D, E, q.device)
     common = dict(BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, BLOCK_G=block_size(SEG, 1), HAS_LRPE=lrpe,
-                  HAS_MASK=key_padding_mask is not None, DOT=dot, num_warps=warps)
+                  HAS_MASK=key_padding_mask is not None, DOT=dot, MM_SUMS=mm_sums(), num_warps=warps)
     strides = (q.stride(0), q.stride(1), v.stride(0), v.stride(1))
     for exact in (False, True):
         _LAUNCH["_z_seg_bwd_dq_kernel"][(NSEG, BH)](
