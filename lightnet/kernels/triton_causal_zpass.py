@@ -19,11 +19,14 @@ latency-bound: today each chunk step does about seven cross-warp reductions / sc
             z_t = logaddexp(z_seg, ZL_t),  r = logaddexp(z_seg, RL_j),  z_out = logaddexp(z_seg, EL_j),
             z_in = logaddexp(z_seg, EL_{j−1}) (z_seg for the segment's first chunk);
         z_t itself is never formed: ``e^{z_in − z_t}`` and ``e^{r − z_t}`` are ``1 / (e^{z_seg − a} + e^{ZL_t − a})``
-        (``_z_factors``; fewer sm_90 spills than a tile logaddexp), then the same tensor-core products as the default kernels (``_scores``, ``_advance``, ``_local_grad``, dk/dv).
+        (``_z_factors``; fewer sm_90 spills than a tile logaddexp), then the same tensor-core products as the
+        default kernels (``_scores``, ``_advance``, ``_local_grad``, dk/dv; here ``_zp_*`` copies whose elementwise
+        operands pass through the layout anchor ``_pin``, see there).
         B1' sums its z-gradient ``Σ_t e^{z_seg − z_t} g_t`` into a ``[C, D]`` tile, reduced once per segment. B3' carries
         the z-gradient as a ``[C, D]`` tile of equal rows updated by a product with a ones matrix, and its in-chunk
         tail ``Σ_{t ≥ s} e^{r − z_t} g_t`` is a product with a triangular ones matrix (both through ``_sum_mm``: x is
         split into bf16 high and low parts, so the sums keep ~16 mantissa bits where the other products keep 8).
+        ``TUNING["c_zpass"] = 2`` keeps these three as the default has them (``tl.sum`` per chunk, ``tl.cumsum``).
         B3' takes ``z_out`` of the segment's last chunk from ZSEG (the units of the state gradient B2 hands it).
     B2  unchanged (``_c_scan_bwd_kernel``).
     Exact launches: unchanged logic (today's ``_chunk_z`` / ``_chunk_reference`` / ``_exact_intra`` on flagged chunks,
@@ -33,12 +36,19 @@ Why the local flag is safe. ``logaddexp(z_seg, ·)`` is non-decreasing and 1-Lip
 is never larger than the local one, and the local fast-cumsum check implies the global one: F1' flags a superset of
 the chunks the default F3 flags (more only near segment starts, where the local z has not accumulated yet).
 
-Saved for the backward instead of recomputed: ZL (``4 · D`` bytes per token and head, 256 B at D = 64: more than the
-bf16 q, k, v together at D = E = 64 are 384 B) plus RL / EL (``8 · D / C`` B/token, 16 B at C = 32) and the flags;
+Saved for the backward instead of recomputed: ZL (``4 · D`` bytes per token and head, 256 B at D = 64, two thirds of
+the 384 B of bf16 q, k, v at D = E = 64) plus RL / EL (``8 · D / C`` B/token, 16 B at C = 32) and the flags;
 the default path's ``ZC`` (``4 · D / C``) is not kept. Saving costs activation memory; recomputing would re-run F1'
 (a pass over K, writing ZL again) in every backward. The variant exists to time the fast loops, so it saves; a
 memory-bound training run should keep the default path. Traffic per token and head (fp32 ZL): F1' write, F3' / B1' /
 B3' reads = ``16 · D`` B (1 KiB at D = 64) against ~``12 · D / C`` B of ``ZC`` on the default path.
+
+Registers (ptxas for sm_90a, fast launches, C = 32, 4 warps, D = E = 64, bf16, no mask; compiled without a GPU
+through ``triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32))``), registers / spill stores in bytes,
+default → this variant (``c_zpass = 1``; ``= 2`` in brackets):
+    no LRPE:  F1 112/0 → 189/0,  F3 248/0 → 240/0,  B1 255/152 → 255/400 (300),  B3 255/192 → 255/492 (652);
+    LRPE:     F1 192/0 → 225/0,  F3 255/348 → 255/900,  B1 255/1428 → 255/2640 (2560),  B3 255/1440 → 255/2772 (2420).
+Not timed on a GPU yet; the default stays the default until it is.
 """
 from __future__ import annotations
 
@@ -58,10 +68,8 @@ from .triton_causal import (
     _chunk_z,
     _exact_intra,
     _grad_slots,
-    _local_grad,
     _rotation,
     _scan_config,
-    _scores,
     _segment_selected,
     _warps,
     chunk_size,
@@ -133,16 +141,62 @@ def _z_factors(
 
 
 @triton.jit
+def _pin(x):
+    """``x`` unchanged, through a sum over a new axis of size 1 (no data exchange): a layout anchor for a product's
+    operand. Without it Triton recomputes a chain of elementwise ops that starts from loads (as every chain of the
+    fast path does here, no reduction in between) directly in the product's operand layout, which holds the tile in
+    every warp: at C = 32, D = E = 64, 4 warps, sm_90, F3 then spilled 508 B (3.4 KB with LRPE) where it spills none."""
+    return tl.sum(tl.expand_dims(x, 2), 2)
+
+
+@triton.jit
+def _zp_scores(qt, kt, cq, sq, HAS_LRPE: tl.constexpr, DOT: tl.constexpr):
+    """``triton_causal._scores`` (same product) with its operands anchored by ``_pin``."""
+    if HAS_LRPE:
+        A = mm(_pin(qt * cq), tl.trans(_pin(kt * cq)), DOT) + mm(_pin(qt * sq), tl.trans(_pin(kt * sq)), DOT)
+    else:
+        A = mm(_pin(qt), tl.trans(_pin(kt)), DOT)
+    return A
+
+
+@triton.jit
+def _zp_advance(Sc, Ss, zin, zout, kb, keep, vb, cq, sq, HAS_LRPE: tl.constexpr, DOT: tl.constexpr):
+    """``triton_causal._advance`` (state leaving a chunk, same math) with its operands anchored by ``_pin``."""
+    a = tl.exp(tl.minimum(zin - zout, 0.0))[:, None]
+    ko = tl.where(keep[:, None], tl.exp(tl.minimum(kb - zout[None, :], 0.0)), 0.0)
+    if HAS_LRPE:
+        Sc = a * Sc + mm(tl.trans(_pin(ko * cq)), vb, DOT)
+        Ss = a * Ss + mm(tl.trans(_pin(ko * sq)), vb, DOT)
+    else:
+        Sc = a * Sc + mm(tl.trans(_pin(ko)), vb, DOT)
+        Ss = Sc
+    return Sc, Ss
+
+
+@triton.jit
+def _zp_local_grad(qb, dob, w, cq, sq, HAS_LRPE: tl.constexpr, DOT: tl.constexpr):
+    """``triton_causal._local_grad`` (``(q ⊙ w ⊙ rotation)ᵀ dO``) with its operands anchored by ``_pin``."""
+    if HAS_LRPE:
+        Lc = mm(tl.trans(_pin(qb * w * cq)), dob, DOT)
+        Ls = mm(tl.trans(_pin(qb * w * sq)), dob, DOT)
+    else:
+        Lc = mm(tl.trans(_pin(qb * w)), dob, DOT)
+        Ls = Lc
+    return Lc, Ls
+
+
+@triton.jit
 def _sum_mm(T, x, DOT: tl.constexpr):
     """``T @ x`` for a 0/1 matrix ``T [C, C]`` and fp32 ``x [C, D]``, close to fp32 accuracy on tensor cores: with
     bf16 / tf32 products ``x`` is split into a bf16 high part and a bf16 remainder (``T`` is exact in bf16)."""
+    x = _pin(x)
     if DOT == 1:
         out = tl.dot(T, x, input_precision="ieee")
     else:
         tb = T.to(tl.bfloat16)
         hi = x.to(tl.bfloat16)
-        lo = (x - hi.to(tl.float32)).to(tl.bfloat16)
-        out = tl.dot(tb, lo, tl.dot(tb, hi))
+        lo = _pin((x - hi.to(tl.float32)).to(tl.bfloat16))
+        out = tl.dot(tb, lo, tl.dot(tb, _pin(hi)))
     return out
 
 
@@ -229,15 +283,15 @@ def _z_fwd_chunk(
     z, r, decay, qf = _z_factors(ZL, RL, kb, keep, zseg, zin, pid_bh, j, rows, valid, N, NC, D, BLOCK_D, EXACT)
     th, cq, sq = _rotation(THETA, rows, valid, D, qb, BLOCK_D, HAS_LRPE)
     if HAS_LRPE:
-        o = mm(qb * decay * cq, Sc, DOT) + mm(qb * decay * sq, Ss, DOT)
+        o = mm(_pin(qb * decay * cq), Sc, DOT) + mm(_pin(qb * decay * sq), Ss, DOT)
     else:
-        o = mm(qb * decay, Sc, DOT)
-    Sc, Ss = _advance(Sc, Ss, zin, zout, kb, keep, vb, cq, sq, HAS_LRPE, DOT)  # the entering state is used
+        o = mm(_pin(qb * decay), Sc, DOT)
+    Sc, Ss = _zp_advance(Sc, Ss, zin, zout, kb, keep, vb, cq, sq, HAS_LRPE, DOT)  # the entering state is used
     causal = (offs_c[:, None] >= offs_c[None, :]) & keep[None, :]
     if not EXACT:
         qt = qb * qf
         kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
-        A = _scores(qt, kt, cq, sq, cq, sq, HAS_LRPE, DOT)
+        A = _zp_scores(qt, kt, cq, sq, HAS_LRPE, DOT)
     else:
         A, _dq, _dk = _exact_intra(
             K, THETA, MASK, k_base, b.to(tl.int64) * N, c0, end, stride_qn, D, qb, z, th, qb, qb, scale,
@@ -343,13 +397,13 @@ def _z_dq_chunk(
         dq = decay * (cq * mm(dob, tl.trans(Sc), DOT) + sq * mm(dob, tl.trans(Ss), DOT))
     else:
         dq = decay * mm(dob, tl.trans(Sc), DOT)
-    Sc, Ss = _advance(Sc, Ss, zin, zout, kb, keep, vb, cq, sq, HAS_LRPE, DOT)  # the entering state is used
+    Sc, Ss = _zp_advance(Sc, Ss, zin, zout, kb, keep, vb, cq, sq, HAS_LRPE, DOT)  # the entering state is used
     if not EXACT:
         kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
         if HAS_LRPE:
-            dq += qf * (cq * mm(dA, kt * cq, DOT) + sq * mm(dA, kt * sq, DOT))
+            dq += qf * (cq * mm(dA, _pin(kt * cq), DOT) + sq * mm(dA, _pin(kt * sq), DOT))
         else:
-            dq += qf * mm(dA, kt, DOT)
+            dq += qf * mm(dA, _pin(kt), DOT)
     else:
         _A, dqi, _dk = _exact_intra(
             K, THETA, MASK, k_base, b.to(tl.int64) * N, c0, end, stride_qn, D, qb, z, th, dA, qb, scale,
@@ -359,7 +413,7 @@ def _z_dq_chunk(
     dq = dq * scale
     store_rows(DQ + k_base, dq, rows, offs_d, stride_qn, valid, D)
     wseg = decay * tl.exp(tl.minimum(zseg - zin, 0.0))[None, :]  # e^{z_seg − z_t}, both factors ≤ 1
-    lc, ls = _local_grad(qb, dob, wseg, cq, sq, HAS_LRPE, DOT)
+    lc, ls = _zp_local_grad(qb, dob, wseg, cq, sq, HAS_LRPE, DOT)
     Lc += lc
     if HAS_LRPE:
         Ls += ls
@@ -455,14 +509,14 @@ def _z_dkdv_chunk(
     # inter: the state leaving this chunk holds exp(k_s − z_out) k̄-rotation v_s
     ko = tl.where(keep[:, None], tl.exp(tl.minimum(kb - zout[None, :], 0.0)), 0.0)
     if HAS_LRPE:
-        dv = mm(ko * cq, Gc, DOT) + mm(ko * sq, Gs, DOT)
+        dv = mm(_pin(ko * cq), Gc, DOT) + mm(_pin(ko * sq), Gs, DOT)
         dk = ko * (cq * mm(vb, tl.trans(Gc), DOT) + sq * mm(vb, tl.trans(Gs), DOT) + _rows(gzt, MM_SUMS))
     else:
-        dv = mm(ko, Gc, DOT)
+        dv = mm(_pin(ko), Gc, DOT)
         dk = ko * (mm(vb, tl.trans(Gc), DOT) + _rows(gzt, MM_SUMS))
     # the leaving state's gradients are used: fold in this chunk's local terms (gradients of the entering state)
     a = tl.exp(tl.minimum(zin - zout, 0.0))
-    lc, ls = _local_grad(qb, dob, decay, cq, sq, HAS_LRPE, DOT)
+    lc, ls = _zp_local_grad(qb, dob, decay, cq, sq, HAS_LRPE, DOT)
     Gc = a[:, None] * Gc + scale * lc
     if HAS_LRPE:
         Gs = a[:, None] * Gs + scale * ls
@@ -476,11 +530,11 @@ def _z_dkdv_chunk(
     if not EXACT:
         qt = qb * qf
         kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
-        A = tl.where(causal, _scores(qt, kt, cq, sq, cq, sq, HAS_LRPE, DOT), 0.0)
+        A = tl.where(causal, _zp_scores(qt, kt, cq, sq, HAS_LRPE, DOT), 0.0)
         if HAS_LRPE:
-            attn = cq * mm(tl.trans(dA), qt * cq, DOT) + sq * mm(tl.trans(dA), qt * sq, DOT)
+            attn = cq * mm(tl.trans(dA), _pin(qt * cq), DOT) + sq * mm(tl.trans(dA), _pin(qt * sq), DOT)
         else:
-            attn = mm(tl.trans(dA), qt, DOT)
+            attn = mm(tl.trans(dA), _pin(qt), DOT)
         if MM_SUMS:
             upper = (offs_c[None, :] >= offs_c[:, None]).to(tl.float32)  # [s, t]: t ≥ s
             tail = _sum_mm(upper, qf * g, DOT)  # Σ_{t ≥ s} exp(r − z_t) g_t
