@@ -46,8 +46,9 @@ B3' reads = ``16 · D`` B (1 KiB at D = 64) against ~``12 · D / C`` B of ``ZC``
 Registers (ptxas for sm_90a, fast launches, C = 32, 4 warps, D = E = 64, bf16, no mask; compiled without a GPU
 through ``triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32))``), registers / spill stores in bytes,
 default → this variant (``c_zpass = 1``; ``= 2`` in brackets):
-    no LRPE:  F1 112/0 → 189/0,  F3 248/0 → 240/0,  B1 255/152 → 255/400 (300),  B3 255/192 → 255/492 (652);
-    LRPE:     F1 192/0 → 225/0,  F3 255/348 → 255/900,  B1 255/1428 → 255/2640 (2560),  B3 255/1440 → 255/2772 (2420).
+    no LRPE:  F1 112/0 → 189/0,  F3 248/0 → 240/0,  B1 255/152 → 255/264 (192),  B3 255/192 → 255/496 (624);
+    LRPE:     F1 192/0 → 225/0,  F3 255/348 → 255/272,  B1 255/1428 → 255/1788 (1720),  B3 255/1440 → 255/2012 (1726).
+(Without ``_pin`` / ``_pin1`` F3 spilled 508 B, 3.4 KB with LRPE.)
 Not timed on a GPU yet; the default stays the default until it is.
 """
 from __future__ import annotations
@@ -108,7 +109,7 @@ def _z_bounds(EL, zseg, pid_bh, j, j0, NC, D, BLOCK_D: tl.constexpr):
     base = pid_bh.to(tl.int64) * NC + j
     prev = tl.load(EL + (base - 1) * D + offs_d, mask=dmask & (j > j0), other=NEG_BIG)
     cur = tl.load(EL + base * D + offs_d, mask=dmask, other=NEG_BIG)
-    return logaddexp(zseg, prev), logaddexp(zseg, cur)
+    return _pin1(logaddexp(zseg, prev)), _pin1(logaddexp(zseg, cur))
 
 
 @triton.jit
@@ -134,7 +135,7 @@ def _z_factors(
         offs_d = tl.arange(0, BLOCK_D)
         z = load_rows(ZL + pid_bh.to(tl.int64) * N * D, rows, offs_d, D, valid, D, NEG_BIG)
         rl = tl.load(RL + (pid_bh.to(tl.int64) * NC + j) * D + offs_d, mask=offs_d < D, other=NEG_BIG)
-        r = logaddexp(zseg, rl)
+        r = _pin1(logaddexp(zseg, rl))
         decay = 1.0 / tl.maximum(tl.exp(zseg - zin)[None, :] + tl.exp(tl.minimum(z - zin[None, :], 80.0)), 1.0)
         qf = 1.0 / tl.maximum(tl.exp(zseg - r)[None, :] + tl.exp(tl.minimum(z - r[None, :], 80.0)), 1.0)
     return z, r, decay, qf
@@ -145,8 +146,15 @@ def _pin(x):
     """``x`` unchanged, through a sum over a new axis of size 1 (no data exchange): a layout anchor for a product's
     operand. Without it Triton recomputes a chain of elementwise ops that starts from loads (as every chain of the
     fast path does here, no reduction in between) directly in the product's operand layout, which holds the tile in
-    every warp: at C = 32, D = E = 64, 4 warps, sm_90, F3 then spilled 508 B (3.4 KB with LRPE) where it spills none."""
+    every warp: at C = 32, D = E = 64, 4 warps, sm_90, F3 then spilled 508 B (3.4 KB with LRPE) where it spills none.
+    ``_pin1`` does the same for the ``[D]`` log-normalisers (else recomputed, loads and logaddexp, once per layout)."""
     return tl.sum(tl.expand_dims(x, 2), 2)
+
+
+@triton.jit
+def _pin1(x):
+    """``_pin`` for a vector ``[D]``."""
+    return tl.sum(tl.expand_dims(x, 1), 1)
 
 
 @triton.jit
