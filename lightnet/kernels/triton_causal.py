@@ -449,6 +449,34 @@ def _fwd_chunk(
 
 
 @triton.jit
+def _segment_entry(
+    SIN, ZSEG, S0, Z0, pid_bh, slot, D, E,
+    BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr, HAS_INIT: tl.constexpr,
+    FROM_INITIAL: tl.constexpr,
+):
+    """State ``(Sc, Ss [D, E], z [D])`` entering a segment: read from ``SIN`` / ``ZSEG`` slot ``slot``, or with
+    ``FROM_INITIAL`` (one segment, no scan ran) taken from the initial state ``(S0, Z0)`` (or the empty state) and
+    written to that slot for the backward."""
+    offs_d = tl.arange(0, BLOCK_D)
+    dmask = offs_d < D
+    DP = 2 * D if HAS_LRPE else D
+    if FROM_INITIAL:
+        if HAS_INIT:
+            Sc, Ss = load_state(S0, pid_bh.to(tl.int64) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+            z = tl.maximum(tl.load(Z0 + pid_bh.to(tl.int64) * D + offs_d, mask=dmask, other=NEG_BIG), NEG_BIG)
+        else:
+            Sc = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+            Ss = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
+            z = tl.full([BLOCK_D], NEG_BIG, tl.float32)
+        store_state(SIN, slot * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        tl.store(ZSEG + slot * D + offs_d, z, mask=dmask)
+    else:
+        Sc, Ss = load_state(SIN, slot * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
+        z = tl.load(ZSEG + slot * D + offs_d, mask=dmask, other=0.0)
+    return Sc, Ss, z
+
+
+@triton.jit
 def _c_seg_out_kernel(
     Q, K, V, O, THETA, MASK, FLAG, SIN, ZSEG, ZC, S0, Z0, N, H, D, E, NC, NSEG, SEG,
     stride_qb, stride_qn, stride_vb, stride_vn, scale,
@@ -472,19 +500,9 @@ def _c_seg_out_kernel(
         dmask = offs_d < D
         FSTRIDE = NSEG * SEG
         slot = pid_bh.to(tl.int64) * (NSEG + 1) + seg
-        if SINGLE and not EXACT:
-            if HAS_INIT:
-                Sc, Ss = load_state(S0, pid_bh.to(tl.int64) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-                zc = tl.maximum(tl.load(Z0 + pid_bh.to(tl.int64) * D + offs_d, mask=dmask, other=NEG_BIG), NEG_BIG)
-            else:
-                Sc = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
-                Ss = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
-                zc = tl.full([BLOCK_D], NEG_BIG, tl.float32)
-            store_state(SIN, slot * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-            tl.store(ZSEG + slot * D + offs_d, zc, mask=dmask)
-        else:
-            Sc, Ss = load_state(SIN, slot * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-            zc = tl.load(ZSEG + slot * D + offs_d, mask=dmask, other=0.0)
+        Sc, Ss, zc = _segment_entry(
+            SIN, ZSEG, S0, Z0, pid_bh, slot, D, E, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_INIT, SINGLE and not EXACT,
+        )
         j0 = seg * SEG
         j1 = tl.minimum(j0 + SEG, NC)
         for j in range(j0, j1):

@@ -71,6 +71,7 @@ from .triton_causal import (
     _grad_slots,
     _rotation,
     _scan_config,
+    _segment_entry,
     _segment_selected,
     _warps,
     chunk_size,
@@ -333,19 +334,9 @@ def _z_seg_out_kernel(
         dmask = offs_d < D
         FSTRIDE = NSEG * SEG
         slot = pid_bh.to(tl.int64) * (NSEG + 1) + seg
-        if SINGLE and not EXACT:
-            if HAS_INIT:
-                Sc, Ss = load_state(S0, pid_bh.to(tl.int64) * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-                zseg = tl.maximum(tl.load(Z0 + pid_bh.to(tl.int64) * D + offs_d, mask=dmask, other=NEG_BIG), NEG_BIG)
-            else:
-                Sc = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
-                Ss = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
-                zseg = tl.full([BLOCK_D], NEG_BIG, tl.float32)
-            store_state(SIN, slot * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-            tl.store(ZSEG + slot * D + offs_d, zseg, mask=dmask)
-        else:
-            Sc, Ss = load_state(SIN, slot * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-            zseg = tl.load(ZSEG + slot * D + offs_d, mask=dmask, other=0.0)
+        Sc, Ss, zseg = _segment_entry(
+            SIN, ZSEG, S0, Z0, pid_bh, slot, D, E, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_INIT, SINGLE and not EXACT,
+        )
         j0 = seg * SEG
         j1 = tl.minimum(j0 + SEG, NC)
         zout = zseg
