@@ -13,11 +13,12 @@ Printed as they run (and written as CSV/JSON under ``--out``):
    configuration is first checked against the fp32 PyTorch reference on the timed inputs (norm-relative error of
    o and of dq, dk, dv); a failing configuration is reported and not timed.
 
-4. ``--causal chunk:warps:segment:scan_j:scan_x,...``: the causal configurations, checked against the fp32 chunked
-   reference at N = 4,096, then timed both ways at N = 4,096, 65,536, 1,024 and 196.
+4. ``--causal chunk:warps:segment:scan_j:scan_x[:bwd_warps[:zpass]],...``: the causal configurations (0 = default),
+   checked against the fp32 chunked reference at N = 4,096, then timed both ways at N = 4,096, 65,536, 1,024 and 196.
 
     PYTHONPATH=. python benchmarks/sweep_kernels.py --out outputs/sweep [--budget-s 300] [--defaults-only]
-    PYTHONPATH=. python benchmarks/sweep_kernels.py --out outputs/sweep --causal 64:8:0:0:0,32:4:0:32:32 --causal-only
+    PYTHONPATH=. python benchmarks/sweep_kernels.py --out outputs/sweep --causal-only \
+        --causal 0:0:0:0:0,0:0:0:0:0:8,0:0:0:0:0:0:1,0:0:0:0:0:0:2,0:0:0:0:0:8:1
 """
 from __future__ import annotations
 
@@ -154,12 +155,13 @@ def plain_vs_graph(B: int, N: int, causal: bool = False) -> Dict[str, float]:
 
 
 def causal_sweep(specs: List[str], shapes: List[Tuple[int, int]]) -> List[Dict]:
-    """Causal launch configurations ``chunk:warps:segment:scan_j:scan_x`` (0 = heuristic): correctness at the
-    first shape against the fp32 chunked reference, then forward+backward time (plain and CUDA graph) per shape."""
+    """Causal launch configurations ``chunk:warps:segment:scan_j:scan_x[:bwd_warps[:zpass]]`` (0 = heuristic / off):
+    correctness at the first shape against the fp32 chunked reference, then forward+backward time (plain and CUDA
+    graph) per shape."""
     from lightnet.kernels.reference import causal_attention_chunked_torch
 
     rows = []
-    keys = ("c_chunk", "c_warps", "c_segment", "c_scan_j", "c_scan_x")
+    keys = ("c_chunk", "c_warps", "c_segment", "c_scan_j", "c_scan_x", "c_bwd_warps", "c_zpass")
     for spec in specs:
         cfg = {key: (int(val) or None) for key, val in zip(keys, spec.split(":"))}
         TUNING.update(cfg)

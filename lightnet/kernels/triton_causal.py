@@ -87,10 +87,13 @@ def chunk_size(D: int, E: int) -> int:
     return TUNING["c_chunk"] or 32
 
 
-def _warps(D: int, E: int, lrpe: bool) -> int:
-    """4 warps up to head dims of 64 (measured, see ``chunk_size``); 8 for wider tiles (registers)."""
+def _warps(D: int, E: int, lrpe: bool, backward: bool = False) -> int:
+    """4 warps up to head dims of 64 (measured, see ``chunk_size``); 8 for wider tiles (registers).
+    ``TUNING['c_bwd_warps']`` overrides the backward launches alone (they hold more tiles and spill more)."""
     if interpreting():
         return 4
+    if backward and TUNING.get("c_bwd_warps"):
+        return TUNING["c_bwd_warps"]
     return TUNING["c_warps"] or (4 if max(block_size(D), block_size(E)) <= 64 else 8)
 
 
@@ -935,7 +938,7 @@ def causal_backward(
     X = DP * E
     dev = q.device
     dot = dot_mode(q.dtype)
-    warps = _warps(D, E, lrpe)
+    warps = _warps(D, E, lrpe, backward=True)
     do = do.contiguous()
     dq = torch.empty_like(q)
     dk = torch.empty_like(k)

@@ -702,7 +702,7 @@ def causal_backward_zpass(
     NSEG, SEG = FLAG.shape[1], FLAG.shape[2]  # the forward's segmentation
     X = DP * E
     dot = dot_mode(q.dtype)
-    warps = _warps(D, E, lrpe)
+    warps = _warps(D, E, lrpe, backward=True)
     do = do.contiguous()
     dq = torch.empty_like(q)
     dk = torch.empty_like(k)

@@ -25,7 +25,7 @@ NEG_BIG = tl.constexpr(-1.0e30)
 TUNING = {
     "nc_block_n": None, "nc_warps": None, "nc_splits_per_sm": None, "nc_stages": None, "nc_two_pass": None,
     "nc_min_blocks": None, "c_chunk": None, "c_warps": None, "c_segment": None,
-    "c_scan_j": None, "c_scan_x": None,
+    "c_scan_j": None, "c_scan_x": None, "c_bwd_warps": None,
     "c_zpass": None,  # causal: in-chunk z once in F1, stored (lightnet.kernels.triton_causal_zpass); None = off
 }
 DOT_BF16, DOT_IEEE, DOT_TF32 = 0, 1, 2
