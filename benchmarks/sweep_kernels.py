@@ -26,16 +26,21 @@ import argparse
 import csv
 import json
 import os
+import sys
 import time
-from typing import Callable, Dict, List, Tuple
+from pathlib import Path
+from typing import Dict, List, Tuple
 
 import torch
-from triton.testing import do_bench, do_bench_cudagraph
+from triton.testing import do_bench_cudagraph
 
 from lightnet.kernels.reference import noncausal_attention_torch
 from lightnet.kernels.triton_common import TUNING
 from lightnet.kernels.triton_noncausal import noncausal_backward, noncausal_forward
 from lightnet.kernels.triton_ops import additive_attention_triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_kernels import time_fwd_bwd, time_fwd_bwd_graph  # noqa: E402
 
 TOKENS = 65536
 HEADS = 6
@@ -134,16 +139,16 @@ def time_config(q, k, v, do) -> Dict[str, float]:
 
 def plain_vs_graph(B: int, N: int, causal: bool = False) -> Dict[str, float]:
     """Forward+backward through autograd, timed as users call it (``do_bench``: host cost included when it
-    dominates) and replayed from a CUDA graph (GPU time alone)."""
+    dominates) and replayed from a CUDA graph (GPU time alone), with ``bench_kernels``' timers."""
     q, k, v, do = make_inputs(B, N)
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
 
-    def step() -> None:
-        additive_attention_triton(*leaves, causal=causal)[0].backward(do)
+    def ours(a, b, c):
+        return additive_attention_triton(a, b, c, causal=causal)[0]
 
-    plain = do_bench(step, warmup=10, rep=60, grad_to_none=leaves, return_mode="median")
+    plain = time_fwd_bwd(ours, *leaves, do)
     try:
-        graph = do_bench_cudagraph(step, rep=40, grad_to_none=leaves, return_mode="median")
+        graph = time_fwd_bwd_graph(ours, *leaves, do)
     except Exception as exc:  # capture not possible: report the plain time only
         print(f"CUDA graph capture failed: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
         graph = float("nan")
