@@ -252,37 +252,32 @@ def format_tables(rows: List[Dict]) -> Tuple[List[str], List[str]]:
     def get(r, key):
         return r.get(key, float("nan"))
 
-    lines = []
-    head = (f"| B | N | D | floor | ours NC | ×floor | ref NC | compiled ref | SDPA NC | ours/compiled | ours/SDPA NC "
-            f"| ours C | ref C | SDPA C | fla | fla/ours C | SDPA C/ours C | ours C µs/ktok |")
-    lines.append(head)
-    lines.append("|" + "---|" * (head.count("|") - 1))
-    for r in rows:
-        onc, oc = get(r, "ours_noncausal"), get(r, "ours_causal")
-        lines.append(
-            f"| {r['B']} | {r['N']} | {r['D']} | {r['floor_ms']:.3f} | {onc:.3f} | {onc / r['floor_ms']:.2f} "
-            f"| {get(r, 'ref_noncausal'):.3f} | {get(r, 'compiled_ref_noncausal'):.3f} | {get(r, 'sdpa_noncausal'):.3f} "
-            f"| {get(r, 'compiled_ref_noncausal') / onc:.1f}× faster | {get(r, 'sdpa_noncausal') / onc:.1f}× faster "
-            f"| {oc:.3f} | {get(r, 'ref_causal'):.3f} | {get(r, 'sdpa_causal'):.3f} | {get(r, 'fla_chunk_lightnet'):.3f} "
-            f"| {get(r, 'fla_chunk_lightnet') / oc:.1f}× | {get(r, 'sdpa_causal') / oc:.1f}× "
-            f"| {oc * 1e3 / (r['B'] * r['N'] / 1000):.2f} |"
-        )
-    lines.append("")
-    lines.append("GPU time alone (the same calls replayed from a CUDA graph, ms):")
-    ghead = ("| B | N | D | floor | ours NC | ×floor | compiled ref | SDPA NC | ours/compiled | ours/SDPA NC | ours C "
-             "| SDPA C | fla | fla/ours C | SDPA C/ours C | ours C µs/ktok |")
-    lines.append(ghead)
-    lines.append("|" + "---|" * (ghead.count("|") - 1))
-    for r in rows:
-        onc, oc = get(r, "graph_ours_noncausal"), get(r, "graph_ours_causal")
-        lines.append(
-            f"| {r['B']} | {r['N']} | {r['D']} | {r['floor_ms']:.3f} | {onc:.3f} | {onc / r['floor_ms']:.2f} "
-            f"| {get(r, 'graph_compiled_ref_noncausal'):.3f} | {get(r, 'graph_sdpa_noncausal'):.3f} "
-            f"| {get(r, 'graph_compiled_ref_noncausal') / onc:.1f}× faster "
-            f"| {get(r, 'graph_sdpa_noncausal') / onc:.1f}× faster | {oc:.3f} | {get(r, 'graph_sdpa_causal'):.3f} "
-            f"| {get(r, 'graph_fla_chunk_lightnet'):.3f} | {get(r, 'graph_fla_chunk_lightnet') / oc:.1f}× "
-            f"| {get(r, 'graph_sdpa_causal') / oc:.1f}× | {oc * 1e3 / (r['B'] * r['N'] / 1000):.2f} |"
-        )
+    def time_table(prefix: str, eager: bool) -> List[str]:
+        """One table of times and ratios for the keys ``prefix + method``; ``eager`` adds the eager references."""
+
+        ref_nc, ref_c = ("ref NC | ", "ref C | ") if eager else ("", "")
+        head = (f"| B | N | D | floor | ours NC | ×floor | {ref_nc}compiled ref | SDPA NC | ours/compiled | ours/SDPA NC "
+                f"| ours C | {ref_c}SDPA C | fla | fla/ours C | SDPA C/ours C | ours C µs/ktok |")
+        out = [head, "|" + "---|" * (head.count("|") - 1)]
+        for r in rows:
+            def t(name, r=r):
+                return get(r, prefix + name)
+
+            onc, oc = t("ours_noncausal"), t("ours_causal")
+            eager_nc = f"| {t('ref_noncausal'):.3f} " if eager else ""
+            eager_c = f"| {t('ref_causal'):.3f} " if eager else ""
+            out.append(
+                f"| {r['B']} | {r['N']} | {r['D']} | {r['floor_ms']:.3f} | {onc:.3f} | {onc / r['floor_ms']:.2f} "
+                f"{eager_nc}| {t('compiled_ref_noncausal'):.3f} | {t('sdpa_noncausal'):.3f} "
+                f"| {t('compiled_ref_noncausal') / onc:.1f}× faster | {t('sdpa_noncausal') / onc:.1f}× faster "
+                f"| {oc:.3f} {eager_c}| {t('sdpa_causal'):.3f} | {t('fla_chunk_lightnet'):.3f} "
+                f"| {t('fla_chunk_lightnet') / oc:.1f}× | {t('sdpa_causal') / oc:.1f}× "
+                f"| {oc * 1e3 / (r['B'] * r['N'] / 1000):.2f} |"
+            )
+        return out
+
+    lines = time_table("", eager=True)
+    lines += ["", "GPU time alone (the same calls replayed from a CUDA graph, ms):"] + time_table("graph_", eager=False)
     mem = ["| N | D | ours NC MiB | SDPA NC MiB | ours C MiB | SDPA C MiB | fla MiB |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         mem.append(f"| {r['N']} | {r['D']} | {get(r, 'mem_ours_noncausal'):.0f} | {get(r, 'mem_sdpa_noncausal'):.0f} "
