@@ -122,35 +122,10 @@ def peak_memory_mb(fn: Callable, q, k, v, do) -> float:
     return peak / 2**20
 
 
-def sweep() -> None:
-    """Time our kernels under a few launch configurations (printed; the built-in heuristics are not changed)."""
-    from lightnet.kernels.triton_common import TUNING
-
-    nc_cfgs = [(64, 4, 4), (64, 8, 4), (128, 8, 4)]
-    c_cfgs = [(64, 8), (32, 4)]
-    for N in (4096, 65536):
-        q, k, v, do = make_inputs(TOKENS // N, N, HEADS, 64)
-        for bn, w, sps in nc_cfgs:
-            TUNING.update(nc_block_n=bn, nc_warps=w, nc_splits_per_sm=sps)
-            t = time_fwd_bwd(lambda a, b, c: additive_attention_triton(a, b, c)[0], q, k, v, do)
-            print(f"sweep noncausal N={N} block_n={bn} warps={w} splits/SM={sps}: {t:.3f} ms", flush=True)
-        for c, w in c_cfgs:
-            TUNING.update(c_chunk=c, c_warps=w)
-            try:
-                t = time_fwd_bwd(lambda a, b, c_: additive_attention_triton(a, b, c_, causal=True)[0], q, k, v, do)
-            except Exception as exc:
-                t = float("nan")
-                print(str(exc)[:200])
-            print(f"sweep causal N={N} chunk={c} warps={w}: {t:.3f} ms", flush=True)
-        for key in TUNING:
-            TUNING[key] = None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="outputs/bench_kernels", help="output folder (JSON, CSV, PNG)")
     parser.add_argument("--quick", action="store_true", help="only N = 4096 and 65536, no extra head dims")
-    parser.add_argument("--sweep", action="store_true", help="first time our kernels under a few launch configs")
     parser.add_argument("--methods", default=None, help="comma-separated subset of methods to time (default: all)")
     parser.add_argument("--skip-slow-ref", type=int, default=4096, help="skip eager causal reference above this N")
     parser.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph (GPU-time-only) timings")
@@ -163,8 +138,6 @@ def main() -> None:
 
     bw = copy_bandwidth()
     print(f"copy bandwidth {bw / 1e12:.2f} TB/s", flush=True)
-    if args.sweep:
-        sweep()
     compiled_ref = torch.compile(lambda q, k, v: noncausal_attention_torch(q, k, v)[0])
     ms = methods(compiled_ref)
     if args.methods:

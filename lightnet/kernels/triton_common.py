@@ -21,7 +21,7 @@ import triton.language as tl
 
 NEG_BIG = tl.constexpr(-1.0e30)
 
-# Launch-parameter overrides for tuning sweeps (``benchmarks/bench_kernels.py --sweep``); None = built-in heuristic.
+# Launch-parameter overrides for tuning sweeps (``benchmarks/sweep_kernels.py``); None = built-in heuristic.
 TUNING = {
     "nc_block_n": None, "nc_warps": None, "nc_splits_per_sm": None, "nc_stages": None, "nc_two_pass": None,
     "nc_min_blocks": None, "c_chunk": None, "c_warps": None, "c_segment": None,
