@@ -133,6 +133,11 @@ def test_loss_is_shifted_cross_entropy_like_hf():
     assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
     tup = hf(ids, labels=labels, return_dict=False)
     assert torch.equal(tup[0], out.loss) and torch.equal(tup[1], out.logits)
+    bad = labels.clone()
+    bad[0, 5] = 999  # outside the 260-token vocabulary: the same clear error with and without num_items_in_batch
+    for kwargs in ({}, {"num_items_in_batch": n_items}):
+        with pytest.raises(ValueError, match="labels contain id 999, outside the vocabulary"):
+            hf(ids, labels=bad, **kwargs)
 
 
 def test_logits_to_keep_and_unsupported_arguments():

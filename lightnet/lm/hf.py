@@ -50,7 +50,7 @@ from torch import nn
 
 from .cache import LightNetCache
 from .config import LightNetLMConfig
-from .modeling import IGNORE_INDEX, LightNetForCausalLM, LightNetForMaskedLM, LightNetPreTrainedModel, _token_loss
+from .modeling import LightNetForCausalLM, LightNetForMaskedLM, LightNetPreTrainedModel, _token_loss
 
 __all__ = [
     "HF_MODEL_TYPE",
@@ -466,14 +466,7 @@ def _shifted_loss(
 
     ``logits [B, N, V]``, ``labels [B, N]`` → scalar fp32 (mean over counted positions, or sum / ``num_items_in_batch``).
     """
-    shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(logits.device)
-    if num_items_in_batch is None:
-        return _token_loss(shift_logits, shift_labels)
-    total = nn.functional.cross_entropy(
-        shift_logits.float().reshape(-1, logits.shape[-1]), shift_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX, reduction="sum",
-    )
-    return total / (num_items_in_batch.to(total.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch)
+    return _token_loss(logits[:, :-1], labels[:, 1:].to(logits.device), num_items_in_batch)
 
 
 def register() -> None:

@@ -300,11 +300,14 @@ class LightNetPreTrainedModel(nn.Module):
         pass
 
 
-def _token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _token_loss(
+    logits: torch.Tensor, labels: torch.Tensor, num_items: Optional[Union[int, torch.Tensor]] = None
+) -> torch.Tensor:
     """Mean cross-entropy over labels != -100 (fp32): ``logits [B, N, V]``, ``labels [B, N]``.
 
-    A batch without any labelled position gives a zero loss (with zero gradients) instead of NaN; a label outside
-    the vocabulary is a ``ValueError`` naming it.
+    With ``num_items`` the summed loss is divided by it instead (the convention of HF's trainer under gradient
+    accumulation). A batch without any labelled position gives a zero loss (with zero gradients) instead of NaN; a
+    label outside the vocabulary is a ``ValueError`` naming it.
     """
     if not torch.compiler.is_compiling():
         flat = labels.reshape(-1)
@@ -315,7 +318,11 @@ def _token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if bad.numel():
             raise ValueError(f"labels contain id {int(bad[0])}, outside the vocabulary [0, {logits.shape[-1]}) "
                              f"(use {IGNORE_INDEX} to ignore a position)")
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    flat_logits, flat_labels = logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1)
+    if num_items is None:
+        return F.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX)
+    total = F.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (num_items.to(total.device) if torch.is_tensor(num_items) else num_items)
 
 
 class LightNetForCausalLM(LightNetPreTrainedModel):
