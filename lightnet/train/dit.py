@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,6 +233,15 @@ def _load_vae(cfg: VAEConfig):
 
 
 # --------------------------------------------------------------------------- trainer
+FSDP_UNSUPPORTED = ("train-dit does not support FSDP (its EMA needs the full weights every step); launch with DDP "
+                    "(--multi_gpu), DiT-B/2 fits one GPU")
+
+
+def _fsdp_requested() -> bool:
+    """Whether ``accelerate launch --use_fsdp`` (or an accelerate config with FSDP) started this process."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").strip().lower() in ("1", "true", "yes")
+
+
 class DiffusionTrainer(Trainer):
     """:class:`Trainer` plus an EMA update and an optional sample grid after every optimizer step.
 
@@ -241,6 +251,8 @@ class DiffusionTrainer(Trainer):
 
     def __init__(self, *args: Any, ema: EMA, sample_fn=None, sample_every: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, extra_modules={"ema": ema.model}, **kwargs)
+        if self.sharded:
+            raise ConfigError(FSDP_UNSUPPORTED)
         self.ema = ema
         self.ema.model.to(self.acc.device)
         self.sample_fn, self.sample_every = sample_fn, sample_every
@@ -273,6 +285,8 @@ def train_dit(cfg: DiTTrainConfig, resume_from: str | Path | None = None, run_di
     from .rng import seed_everything
     from .sample import sample_images, save_grid, set_scheduler
 
+    if _fsdp_requested():  # before a run folder is made; DiffusionTrainer checks the prepared model as well
+        raise ConfigError(FSDP_UNSUPPORTED)
     accelerator, run_path = start_run(cfg.run, cfg.name, run_dir)
 
     train_ds, eval_ds, info, in_chans = _datasets(cfg)

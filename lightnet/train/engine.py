@@ -54,6 +54,14 @@ from .checkpoint import (
     STATE_FILE,
 )
 from .config import save_config
+from .distributed_state import (
+    full_model_state_dict,
+    full_optimizer_state_dict,
+    is_sharded,
+    load_full_optimizer_state_dict,
+    load_model_file,
+    save_model_file,
+)
 from .data import EpochBatchSampler, SeededDataset, make_loader
 from .rng import capture_rng_state, derive_seed, restore_rng_state, seed_everything
 from .run_log import RunLogger
@@ -100,6 +108,7 @@ def make_accelerator(run: RunConfig, cpu: bool = False):
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         cpu = True  # torchrun/accelerate launch on a CPU-only host: accelerate needs cpu=True to use gloo
     acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=run.grad_accum_steps, cpu=cpu)
+    _warn_if_fsdp_ignored(acc)
     if run.threads is not None:
         if run.threads < 1:
             raise ValueError(f"run.threads must be >= 1, got {run.threads}")
@@ -107,6 +116,20 @@ def make_accelerator(run: RunConfig, cpu: bool = False):
     if run.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     return acc
+
+
+def _warn_if_fsdp_ignored(acc) -> None:
+    """Say so when ``accelerate launch --use_fsdp`` was asked for but accelerate did not set up FSDP.
+
+    On a CPU-only host the engine passes ``cpu=True`` (gloo), and accelerate then runs plain data parallel
+    (``MULTI_CPU``) without a word; the run works, but nothing is sharded.
+    """
+    from accelerate.utils import DistributedType
+
+    wanted = os.environ.get("ACCELERATE_USE_FSDP", "false").strip().lower() in ("1", "true", "yes")
+    if wanted and acc.distributed_type != DistributedType.FSDP and acc.is_main_process:
+        print(f"warning: --use_fsdp was given but accelerate set up {acc.distributed_type.value} (FSDP needs GPUs); "
+              f"the model is not sharded", file=sys.stderr)
 
 
 def _reset_single_process_state() -> None:
@@ -304,23 +327,52 @@ class Trainer:
             tqdm.write(" ".join(str(a) for a in args))
 
     def unwrapped(self) -> torch.nn.Module:
+        """The prepared model without accelerate's wrappers (DDP, autocast); under FSDP still sharded."""
         return self.acc.unwrap_model(self.model)
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the prepared model is FSDP-sharded (then state access is collective, see below)."""
+        return is_sharded(self.model)
+
+    def _state_module(self) -> torch.nn.Module:
+        """The module whose state is saved: ``unwrapped()``, or under FSDP the prepared model itself (torch's
+        distributed-checkpoint helpers need the FSDP root; the names they return carry no wrapper prefixes)."""
+        return self.model if self.sharded else self.unwrapped()
+
+    def full_model_state(self) -> dict[str, torch.Tensor]:
+        """The model's full weights: ``unwrapped().state_dict()`` without FSDP (any process may call it).
+
+        Under FSDP a collective (every process must call it): the main process gets the full weights on
+        CPU, the others an empty dict.
+        """
+        return full_model_state_dict(self._state_module())
+
+    def full_optimizer_state(self) -> dict[str, Any]:
+        """The optimizer state: ``optimizer.state_dict()`` without FSDP; under FSDP a collective giving the
+        full state keyed by parameter name on the main process (``{}`` elsewhere)."""
+        return full_optimizer_state_dict(self._state_module(), self.optimizer)
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:
-        """Write a checkpoint of the current state atomically (all processes must call this)."""
+        """Write a checkpoint of the current state atomically (all processes must call this).
+
+        Under FSDP the model and optimizer state are gathered collectively first; only the main process
+        writes them.
+        """
         step = self.state.step
         main = self.acc.is_main_process
         tmp = self.ckpt.begin(step, is_main=main)
         self.acc.wait_for_everyone()
         atomic_torch_save(capture_rng_state(), tmp / f"rng_rank{self.acc.process_index}.pt")
+        save_model_file(self._state_module(), tmp / MODEL_FILE, is_main=main)
+        optimizer_state = self.full_optimizer_state() if self.sharded else None
         if main:
-            save_safetensors(self.unwrapped().state_dict(), tmp / MODEL_FILE)
             for name, module in self.extra_modules.items():
                 save_safetensors(module.state_dict(), tmp / f"{name}.safetensors")
             training_state = {
                 "state": self.state.as_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": optimizer_state if optimizer_state is not None else self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "num_processes": self.acc.num_processes,
             }
@@ -337,15 +389,18 @@ class Trainer:
         return final
 
     def load_checkpoint(self, ckpt: str | Path) -> None:
-        """Restore model, extra modules, optimizer, scheduler, counters and RNG from a checkpoint folder."""
+        """Restore model, extra modules, optimizer, scheduler, counters and RNG from a checkpoint folder.
+
+        Every process reads the files; under FSDP each keeps its shard (a collective: all must call this).
+        """
         ckpt = Path(ckpt)
-        load_model_weights(self.unwrapped(), ckpt / MODEL_FILE)
+        load_model_file(self._state_module(), ckpt / MODEL_FILE)
         for name, module in self.extra_modules.items():
             load_model_weights(module, ckpt / f"{name}.safetensors")
         ts = safe_torch_load(ckpt / STATE_FILE)
         if not isinstance(ts, dict) or "state" not in ts or "optimizer" not in ts:
             raise CheckpointError(f"{ckpt / STATE_FILE} is not a LightNet training state")
-        self.optimizer.load_state_dict(ts["optimizer"])
+        load_full_optimizer_state_dict(self._state_module(), self.optimizer, ts["optimizer"])
         self.scheduler.load_state_dict(ts.get("scheduler", {}))
         if "scaler" in ts and self.acc.scaler is not None:
             self.acc.scaler.load_state_dict(ts["scaler"])
@@ -571,8 +626,7 @@ class Trainer:
             if metrics:
                 self.print("final evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         ckpt = self.save_checkpoint() if self._last_saved != st.step else find_latest(self.ckpt.root)
-        if self.acc.is_main_process:
-            save_safetensors(self.unwrapped().state_dict(), self.run_dir / MODEL_FILE)
+        save_model_file(self._state_module(), self.run_dir / MODEL_FILE, is_main=self.acc.is_main_process)
         png = self.logger.close(plot=run.plot)
         self.acc.wait_for_everyone()
         if png:

@@ -155,6 +155,17 @@ def _write_samples(model: LightNetForCausalLM, cfg: LMTrainConfig, path: Path) -
     return text
 
 
+def _plain_copy(cfg: LMTrainConfig, state: Dict[str, torch.Tensor], device: torch.device,
+                training: bool) -> torch.nn.Module:
+    """An unsharded model with the full weights ``state`` gathered from an FSDP-sharded one, on ``device`` and in
+    the trained model's mode (for ``save_pretrained`` and sample generation on the main process, as the unsharded
+    trained model would be used). Building it does not disturb the global random generators."""
+    with torch.random.fork_rng(devices=[]):
+        model = build_lm_model(cfg)
+    model.load_state_dict(state)
+    return model.to(device).train(training)
+
+
 def train_lm(cfg: LMTrainConfig, resume_from: Optional[Union[str, Path]] = None, run_dir: Optional[Union[str, Path]] = None):
     """Train per ``cfg``; returns the engine's ``TrainResult`` (``metrics`` holds ``eval_bpb``).
 
@@ -178,8 +189,12 @@ def train_lm(cfg: LMTrainConfig, resume_from: Optional[Union[str, Path]] = None,
                       loss_fn=_loss_fn(cfg.task), optim=cfg.optim, sched=cfg.sched, run_dir=run_path, config=cfg,
                       evaluate_fn=evaluate)
     result = trainer.fit(resume_from=resume_from)
+    full_state = trainer.full_model_state() if trainer.sharded else None  # FSDP: a collective on every rank
     if accelerator.is_main_process:
-        final = trainer.unwrapped()
+        if full_state is None:
+            final = trainer.unwrapped()
+        else:  # FSDP: save and sample from an unsharded copy holding the gathered weights
+            final = _plain_copy(cfg, full_state, accelerator.device, trainer.model.training)
         final.save_pretrained(run_path / "model")
         if cfg.task == "causal" and cfg.sample_tokens > 0:
             _write_samples(final, cfg, run_path / "samples.txt")
