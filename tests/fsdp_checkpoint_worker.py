@@ -39,6 +39,13 @@ class StubAccelerator:
         self.num_processes = dist.get_world_size()
         self.is_main_process = self.process_index == 0
         self.scaler = None
+        self.device = torch.device("cpu")
+
+    def reduce(self, tensor: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+        assert reduction == "sum"
+        out = tensor.clone()
+        dist.all_reduce(out)
+        return out
 
     def wait_for_everyone(self) -> None:
         dist.barrier()
@@ -201,6 +208,14 @@ def main() -> None:
 
     trainer = make_trainer(model, opt, out / f"run", step=2)
     assert trainer.sharded
+    # The global gradient norm of sharded parameters (a DTensor under FSDP2) goes through the non-finite check.
+    x, y = batch(99, rank, world)
+    F.cross_entropy(model(x), y).backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1e9)
+    result["grad_norm_type"] = type(norm).__name__
+    assert trainer._nonfinite(torch.as_tensor(norm)) is False, "a finite gradient norm was reported non-finite"
+    assert trainer._nonfinite(torch.as_tensor(norm) * float("inf")) is True, "an infinite norm was not caught"
+    opt.zero_grad(set_to_none=True)
     full = trainer.full_model_state()
     full_opt = trainer.full_optimizer_state()
     if rank == 0:

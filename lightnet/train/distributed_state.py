@@ -33,6 +33,7 @@ from ..state_dict import diff_state_dicts
 from .checkpoint import CheckpointError, load_model_weights, load_safetensors, save_safetensors
 
 __all__ = [
+    "replicated_value",
     "full_model_state_dict",
     "full_optimizer_state_dict",
     "is_sharded",
@@ -45,6 +46,14 @@ __all__ = [
 # Wrapper prefixes that torch.distributed.checkpoint drops from parameter names (FSDP1, activation
 # checkpointing, torch.compile, DDP).
 _WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.", "module.")
+
+
+def replicated_value(value: Any) -> Any:
+    """``value`` as a plain tensor: a DTensor (e.g. the global gradient norm that ``clip_grad_norm_`` returns for
+    FSDP2-sharded parameters) becomes its full tensor (a collective: every rank must call); anything else is
+    returned as is."""
+    full_tensor = getattr(value, "full_tensor", None)
+    return full_tensor() if callable(full_tensor) else value
 
 
 def _inner_optimizer(optimizer: Any) -> torch.optim.Optimizer:

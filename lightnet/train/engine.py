@@ -60,6 +60,7 @@ from .distributed_state import (
     is_sharded,
     load_full_optimizer_state_dict,
     load_model_file,
+    replicated_value,
     save_model_file,
 )
 from .data import EpochBatchSampler, SeededDataset, make_loader
@@ -423,6 +424,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def _nonfinite(self, value: torch.Tensor) -> bool:
+        """True on every rank if ``value`` holds a NaN/inf on any rank (a DTensor is checked as its full value)."""
+        value = replicated_value(value)
         bad = (~torch.isfinite(value.detach().float())).any().to(torch.float32).reshape(1)
         if self.acc.num_processes > 1:
             bad = self.acc.reduce(bad.to(self.acc.device), reduction="sum")
@@ -435,7 +438,7 @@ class Trainer:
         if self.run.on_nonfinite == "stop":
             last = find_latest(self.ckpt.root)
             raise NonFiniteLossError(
-                f"non-finite {what} ({value.detach().float().flatten()[0].item()}) at {where}; training stopped so "
+                f"non-finite {what} ({replicated_value(value).detach().float().flatten()[0].item()}) at {where}; training stopped so "
                 f"that no update uses NaN/inf. Last checkpoint: {last or 'none'}. Lower optim.lr, set "
                 f"optim.clip_grad, or set run.on_nonfinite=skip to skip such steps.", step)
         self.state.skipped_steps += 1
