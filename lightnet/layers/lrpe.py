@@ -10,16 +10,48 @@ to ``[x ⊙ cos θ_n, x ⊙ sin θ_n]`` (width ``2D``), so that
 depends only on the relative offset of the two tokens on every axis (translation invariant). Leading prefix tokens
 (class or condition tokens) get ``θ = 0``; channels left over when ``D`` is not divisible by the axis count also get
 ``θ = 0`` (they carry no position).
+
+Angle-table cache. With fixed (non-learnable) frequencies the table depends only on the settings, the grid, the
+device and the buffer's dtype, so :meth:`MDLRPE.angles` with ``cache=True`` keeps it in a small process-wide LRU
+(:data:`_TABLES`, shared by every block with the same settings; not a buffer, so never in a state dict) instead of
+recomputing ``arange``/``meshgrid``/``matmul``/``cat`` for every block of every step. The cache is bypassed for
+learnable frequencies, position offsets other than 0 (decoding), meta tensors, while ``torch.compile`` traces, and
+when the ``freqs`` buffer no longer holds the fixed schedule (edited in place or replaced). Cached tables are fp32
+tensors without autograd history; callers must not modify them in place.
 """
 from __future__ import annotations
 
+import collections
 import math
-from typing import Optional, Sequence, Tuple
+import weakref
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["MDLRPE", "grid_coordinates"]
+__all__ = ["MDLRPE", "clear_lrpe_cache", "grid_coordinates"]
+
+_MAX_TABLES = 64  # LRU bound of the shared angle-table cache (entries: settings × grid × device × dtype)
+_TABLES: "collections.OrderedDict[tuple, torch.Tensor]" = collections.OrderedDict()
+# id(freqs buffer) → (weak reference to it, its ``_version``) once it was checked to hold the fixed schedule
+_VERIFIED: Dict[int, Tuple["weakref.ref[torch.Tensor]", int]] = {}
+
+
+def clear_lrpe_cache() -> None:
+    """Drop every cached MD-LRPE angle table (frees their memory; they are rebuilt on the next call)."""
+    _TABLES.clear()
+    _VERIFIED.clear()
+
+
+def _fixed_freqs(head_dim: int, num_axes: int, base: float) -> torch.Tensor:
+    """The fixed frequency table ``[A, D]`` fp32 on the CPU: channel ``c`` uses axis ``a`` iff ``freqs[a, c] != 0``."""
+    group = head_dim // num_axes
+    j = torch.arange(group, dtype=torch.float32, device="cpu")
+    omega = base ** (-j / group)  # [g]
+    freqs = torch.zeros(num_axes, head_dim, device="cpu")
+    for a in range(num_axes):
+        freqs[a, a * group : (a + 1) * group] = omega
+    return freqs
 
 
 def grid_coordinates(grid_shape: Sequence[int], device: Optional[torch.device] = None, offset: int = 0) -> torch.Tensor:
@@ -61,12 +93,8 @@ class MDLRPE(nn.Module):
         self.num_axes = num_axes
         self.base = base
         self.num_prefix_tokens = num_prefix_tokens
-        group = head_dim // num_axes
-        j = torch.arange(group, dtype=torch.float32)
-        omega = base ** (-j / group)  # [g]
-        freqs = torch.zeros(num_axes, head_dim)  # [A, D]: channel c uses axis a iff freqs[a, c] != 0
-        for a in range(num_axes):
-            freqs[a, a * group : (a + 1) * group] = omega
+        freqs = _fixed_freqs(head_dim, num_axes, base)  # [A, D] (CPU; moved by a device context below)
+        freqs = freqs.to(torch.empty(0).device)  # honour a ``with torch.device(...)`` factory context, as before
         if learnable:
             self.freqs = nn.Parameter(freqs)
         else:
@@ -76,22 +104,67 @@ class MDLRPE(nn.Module):
     def init_non_persistent_buffers(self) -> None:
         """Recreate the fixed frequency table (timm's meta-device init hook)."""
         if not self.learnable:
-            fresh = MDLRPE(self.head_dim, self.num_axes, self.base, self.num_prefix_tokens)
-            self.freqs = fresh.freqs.to(self.freqs.device)
+            self.freqs = _fixed_freqs(self.head_dim, self.num_axes, self.base).to(self.freqs.device)
 
     def angles(
         self,
         grid_shape: Sequence[int],
         num_prefix_tokens: Optional[int] = None,
         offset: int = 0,
+        cache: bool = False,
     ) -> torch.Tensor:
-        """Angle table ``θ``: ``[P + prod(grid_shape), D]`` fp32 (prefix rows are zero)."""
+        """Angle table ``θ``: ``[P + prod(grid_shape), D]`` fp32 (prefix rows are zero).
+
+        ``cache=True`` returns a shared cached table when that is safe (see the module docstring); the caller must
+        not modify it in place. Without it a fresh tensor is computed (differentiable for learnable frequencies).
+        """
         grid_shape = tuple(int(s) for s in grid_shape)
         if len(grid_shape) != self.num_axes:
             raise ValueError(f"MDLRPE: grid_shape {grid_shape} has {len(grid_shape)} axes, expected {self.num_axes}")
         if any(s < 0 for s in grid_shape):
             raise ValueError(f"MDLRPE: grid_shape {grid_shape} has a negative size")
-        P = self.num_prefix_tokens if num_prefix_tokens is None else num_prefix_tokens
+        P = self.num_prefix_tokens if num_prefix_tokens is None else int(num_prefix_tokens)
+        if cache and self._cacheable(offset):
+            return self._cached_angles(grid_shape, P)
+        return self._compute_angles(grid_shape, P, offset)
+
+    def _cacheable(self, offset: int) -> bool:
+        """Whether the table is a pure function of the settings (fixed schedule, eager, real device, offset 0)."""
+        f = self.freqs
+        if self.learnable or offset != 0 or f.requires_grad or f.device.type == "meta":
+            return False
+        if torch.compiler.is_compiling():  # traced graphs compute the table (no Python-side state under tracing)
+            return False
+        entry = _VERIFIED.get(id(f))
+        if entry is not None and entry[0]() is f and entry[1] == f._version:
+            return True
+        fixed = _fixed_freqs(self.head_dim, self.num_axes, self.base).to(device=f.device, dtype=f.dtype)
+        if not torch.equal(f, fixed):  # the buffer was edited: compute from it, uncached
+            return False
+        if len(_VERIFIED) > 4 * _MAX_TABLES:  # drop entries of buffers that no longer exist
+            for key in [k for k, (ref, _) in _VERIFIED.items() if ref() is None]:
+                del _VERIFIED[key]
+        _VERIFIED[id(f)] = (weakref.ref(f), f._version)
+        return True
+
+    def _cached_angles(self, grid_shape: Tuple[int, ...], P: int) -> torch.Tensor:
+        """The shared table for these settings (LRU of :data:`_MAX_TABLES` entries)."""
+        f = self.freqs
+        key = (self.head_dim, self.num_axes, float(self.base), P, grid_shape, f.device, f.dtype)
+        theta = _TABLES.get(key)
+        if theta is not None:
+            _TABLES.move_to_end(key)
+            return theta
+        # a normal tensor even inside inference_mode (it may later be saved for backward in a training step)
+        with torch.inference_mode(False), torch.no_grad():
+            theta = self._compute_angles(grid_shape, P, 0)
+        _TABLES[key] = theta
+        while len(_TABLES) > _MAX_TABLES:
+            _TABLES.popitem(last=False)
+        return theta
+
+    def _compute_angles(self, grid_shape: Tuple[int, ...], P: int, offset: int) -> torch.Tensor:
+        """``[P + prod(grid_shape), D]`` fp32 from the current ``freqs`` (no cache)."""
         coords = grid_coordinates(grid_shape, device=self.freqs.device, offset=offset)  # [M, A]
         theta = coords @ self.freqs.float()  # [M, D]
         if P:
@@ -102,7 +175,7 @@ class MDLRPE(nn.Module):
         """Apply the cosine map: ``[B, N, H, D]`` → ``[B, N, H, 2D]``."""
         if x.dim() != 4 or x.shape[-1] != self.head_dim:
             raise ValueError(f"MDLRPE: expected [B, N, H, {self.head_dim}], got {tuple(x.shape)}")
-        theta = self.angles(grid_shape, num_prefix_tokens)
+        theta = self.angles(grid_shape, num_prefix_tokens, cache=True)
         if theta.shape[0] != x.shape[1]:
             raise ValueError(f"MDLRPE: grid {tuple(grid_shape)} plus prefix gives {theta.shape[0]} tokens, input has {x.shape[1]}")
         t = theta[None, :, None, :]

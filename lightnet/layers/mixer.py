@@ -142,7 +142,7 @@ class LightNetAttention(nn.Module):
         q_act = _Q_ACTS[self.q_act]
         if q_act is not None:
             q = q_act(q)
-        theta = None if self.lrpe is None else self.lrpe.angles(grid, offset=position_offset).to(x.device)
+        theta = None if self.lrpe is None else self.lrpe.angles(grid, offset=position_offset, cache=True).to(x.device)
         out = additive_attention(
             q, k, v,
             causal=self.causal,
