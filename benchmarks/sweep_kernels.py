@@ -13,12 +13,15 @@ Printed as they run (and written as CSV/JSON under ``--out``):
    configuration is first checked against the fp32 PyTorch reference on the timed inputs (norm-relative error of
    o and of dq, dk, dv); a failing configuration is reported and not timed.
 
-4. ``--causal chunk:warps:segment:scan_j:scan_x[:bwd_warps[:zpass]],...``: the causal configurations (0 = default),
-   checked against the fp32 chunked reference at N = 4,096, then timed both ways at N = 4,096, 65,536, 1,024 and 196.
+4. ``--causal chunk:warps:segment:scan_j:scan_x[:bwd_warps[:zpass]],...``: the causal configurations, checked
+   against the fp32 chunked reference at N = 4,096, then timed both ways at N = 4,096, 65,536, 1,024 and 196.
+   Fields 1-6: 0 = the built-in default. Field 7 (zpass): omitted = the default (the zpass path), 1 = zpass, 0 = the
+   memory-lean path (``TUNING["c_zpass"] = 0``, not the default). The default is zpass with 8-warp backward launches
+   (``0:0:0:0:0``); the previous default, lean with 4 warps, is ``0:0:0:0:0:0:0``.
 
     PYTHONPATH=. python benchmarks/sweep_kernels.py --out outputs/sweep [--budget-s 300] [--defaults-only]
     PYTHONPATH=. python benchmarks/sweep_kernels.py --out outputs/sweep --causal-only \
-        --causal 0:0:0:0:0,0:0:0:0:0:8,0:0:0:0:0:0:1,0:0:0:0:0:0:2,0:0:0:0:0:8:1
+        --causal 0:0:0:0:0,0:0:0:0:0:4,0:0:0:0:0:0:0,0:0:0:0:0:8:0
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from triton.testing import do_bench_cudagraph
@@ -87,10 +90,10 @@ def profile_launches(causal: bool, B: int, N: int, steps: int = 5) -> List[Tuple
 
 def register_report() -> List[str]:
     """``name warps stages regs spills`` of every compiled variant of our kernels (best effort across Triton versions)."""
-    from lightnet.kernels import triton_causal, triton_noncausal
+    from lightnet.kernels import triton_causal, triton_causal_zpass, triton_noncausal
 
     lines = []
-    for module in (triton_noncausal, triton_causal):
+    for module in (triton_noncausal, triton_causal, triton_causal_zpass):
         for name in dir(module):
             fn = getattr(module, name)
             caches = getattr(fn, "device_caches", None)
@@ -159,16 +162,39 @@ def plain_vs_graph(B: int, N: int, causal: bool = False) -> Dict[str, float]:
     return row
 
 
+CAUSAL_KEYS = ("c_chunk", "c_warps", "c_segment", "c_scan_j", "c_scan_x", "c_bwd_warps", "c_zpass")
+
+
+def parse_causal_spec(spec: str) -> Dict[str, Optional[int]]:
+    """``chunk:warps:segment:scan_j:scan_x[:bwd_warps[:zpass]]`` → ``TUNING`` values of every causal key.
+
+    Fields 1-6: 0 (or omitted) = None, the built-in default. Field 7: omitted = None (the default, the zpass path),
+    ``1`` = zpass, ``0`` = the memory-lean path (kept as 0: it is not the default).
+    """
+    fields = spec.split(":")
+    if not 5 <= len(fields) <= len(CAUSAL_KEYS):
+        raise ValueError(f"causal spec {spec!r}: expected chunk:warps:segment:scan_j:scan_x[:bwd_warps[:zpass]]")
+    try:
+        vals = [int(f) for f in fields]
+    except ValueError:
+        raise ValueError(f"causal spec {spec!r}: every field must be an integer") from None
+    cfg: Dict[str, Optional[int]] = {key: None for key in CAUSAL_KEYS}
+    cfg.update({key: (val or None) for key, val in zip(CAUSAL_KEYS[:6], vals[:6])})
+    if len(vals) == 7:
+        if vals[6] not in (0, 1):
+            raise ValueError(f"causal spec {spec!r}: zpass must be 0 (lean path) or 1 (zpass, the default)")
+        cfg["c_zpass"] = vals[6]
+    return cfg
+
+
 def causal_sweep(specs: List[str], shapes: List[Tuple[int, int]]) -> List[Dict]:
-    """Causal launch configurations ``chunk:warps:segment:scan_j:scan_x[:bwd_warps[:zpass]]`` (0 = heuristic / off):
-    correctness at the first shape against the fp32 chunked reference, then forward+backward time (plain and CUDA
-    graph) per shape."""
+    """Causal launch configurations (:func:`parse_causal_spec`): correctness at the first shape against the fp32
+    chunked reference, then forward+backward time (plain and CUDA graph) per shape."""
     from lightnet.kernels.reference import causal_attention_chunked_torch
 
     rows = []
-    keys = ("c_chunk", "c_warps", "c_segment", "c_scan_j", "c_scan_x", "c_bwd_warps", "c_zpass")
-    for spec in specs:
-        cfg = {key: (int(val) or None) for key, val in zip(keys, spec.split(":"))}
+    cfgs = [(spec, parse_causal_spec(spec)) for spec in specs]  # every spec checked before any GPU work
+    for spec, cfg in cfgs:
         TUNING.update(cfg)
         try:
             for i, (B, N) in enumerate(shapes):
@@ -189,7 +215,7 @@ def causal_sweep(specs: List[str], shapes: List[Tuple[int, int]]) -> List[Dict]:
                 print("causal " + json.dumps(row), flush=True)
         except Exception as exc:
             print(f"causal config {spec} failed: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
-        for key in keys:
+        for key in CAUSAL_KEYS:
             TUNING[key] = None
     return rows
 
@@ -246,7 +272,9 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=300.0, help="stop starting new configurations after this")
     ap.add_argument("--skip-profile", action="store_true")
     ap.add_argument("--defaults-only", action="store_true", help="check and time the built-in configuration only")
-    ap.add_argument("--causal", default="", help="comma-separated causal configs chunk:warps:segment:scan_j:scan_x")
+    ap.add_argument("--causal", default="", help="comma-separated causal configs "
+                    "chunk:warps:segment:scan_j:scan_x[:bwd_warps[:zpass]]; fields 1-6: 0 = built-in default; "
+                    "zpass: omitted = default (zpass, 8-warp backward), 1 = zpass, 0 = memory-lean path")
     ap.add_argument("--causal-only", action="store_true")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)

@@ -47,8 +47,9 @@ def _compare(
     """Relative errors of (o, S, z, dq, dk, dv) of the Triton path against the fp64 reference.
 
     ``k_spike = (t, value)`` adds ``value`` to key channel 0 of token t (one chunk with a large spread, so the exact
-    path runs for that chunk only); ``c_segment`` forces the causal kernels' chunks per segment and ``c_zpass`` turns
-    on their in-chunk-z-in-F1 variant (``TUNING``, restored afterwards).
+    path runs for that chunk only); ``c_segment`` forces the causal kernels' chunks per segment and ``c_zpass`` picks
+    their path: None = the default (zpass, in-chunk z stored by F1), 0 = the memory-lean one (``TUNING``, restored
+    afterwards).
     """
     from lightnet.kernels.reference import additive_attention_torch
     from lightnet.kernels.triton_common import TUNING
@@ -152,16 +153,15 @@ CASES = {
 }
 
 
-# every causal case again through the opt-in variant whose F1 stores the in-chunk z (``TUNING["c_zpass"]``)
-ZPASS_CASES = {f"{name}_zpass": (dict(args, c_zpass=1), tol) for name, (args, tol) in CASES.items() if args["causal"]}
-# ... and a few through its c_zpass=2 form (B1 / B3 keep their token sums as tl.sum / tl.cumsum)
-ZPASS_CASES.update({f"{name}_zpass2": (dict(CASES[name][0], c_zpass=2), CASES[name][1]) for name in (
-    "c_segments_all", "c_segments_flag_mid_segment", "c_one_segment_init_lrpe_spread", "c_bf16")})
+# the causal cases above run the default path (zpass: F1 stores the in-chunk z); every one again on the memory-lean
+# path (``TUNING["c_zpass"] = 0``: z recomputed in every chunk step)
+LEAN_CASES = {f"{name}_lean": (dict(args, c_zpass=0), tol) for name, (args, tol) in CASES.items() if args["causal"]}
 
 
-def _zpass_flags_cover_default() -> Dict[str, float]:
-    """The variant's flags (local spread, F1') are a superset of the default's (global spread, F3), the variant really
-    ran (its ``saved`` has ZL / RL / EL) and flagged at least one chunk; 0.0 = holds, per check."""
+def _zpass_flags_cover_lean() -> Dict[str, float]:
+    """The default path is the zpass variant (its ``saved`` has ZL / RL / EL), ``c_zpass = 0`` the lean path, the
+    variant's flags (local spread, F1') are a superset of the lean path's (global spread, F3) and it flagged at least
+    one chunk; 0.0 = holds, per check."""
     from lightnet.kernels import triton_causal as tc
     from lightnet.kernels.triton_common import TUNING
 
@@ -172,15 +172,53 @@ def _zpass_flags_cover_default() -> Dict[str, float]:
     saved_tuning = {"c_segment": TUNING["c_segment"], "c_zpass": TUNING["c_zpass"]}
     try:
         TUNING["c_segment"] = 2
-        *_, base = tc.causal_forward(q, k, v, 1.0, None, None, None)
-        TUNING["c_zpass"] = 1
+        TUNING["c_zpass"] = None
         *_, zp = tc.causal_forward(q, k, v, 1.0, None, None, None)
+        TUNING["c_zpass"] = 0
+        *_, base = tc.causal_forward(q, k, v, 1.0, None, None, None)
     finally:
         TUNING.update(saved_tuning)
     NC = base[2].shape[1] - 1
     f0, f1 = base[3].flatten(1)[:, :NC], zp[5].flatten(1)[:, :NC]
-    return {"variant_ran": float(len(zp) != 6), "superset": float(bool(((f0 != 0) & (f1 == 0)).any())),
-            "some_flagged": float(not bool((f1 != 0).any()))}
+    return {"default_is_zpass": float(len(zp) != 6), "lean_ran": float(len(base) != 4),
+            "superset": float(bool(((f0 != 0) & (f1 == 0)).any())), "some_flagged": float(not bool((f1 != 0).any()))}
+
+
+def _causal_tuning_defaults() -> Dict[str, object]:
+    """Launch defaults of the causal kernels as a GPU would get them (the interpreter check patched out): warps per
+    (D, E, backward, zpass) and the overrides, and the error for an unknown ``c_zpass``."""
+    from lightnet.kernels import triton_causal as tc
+    from lightnet.kernels.triton_common import TUNING
+
+    saved_tuning = dict(TUNING)
+    gpu = tc.interpreting
+    out: Dict[str, object] = {}
+    try:
+        tc.interpreting = lambda: False
+        out["fwd_64"] = tc._warps(64, 64, False)
+        out["bwd_zpass_64"] = tc._warps(64, 64, False, backward=True, zpass=True)
+        out["bwd_lean_64"] = tc._warps(64, 64, False, backward=True)
+        out["fwd_128"] = tc._warps(128, 128, False)
+        out["bwd_lean_128"] = tc._warps(128, 128, False, backward=True)
+        TUNING["c_warps"] = 2
+        out["bwd_zpass_c_warps_2"] = tc._warps(64, 64, False, backward=True, zpass=True)
+        TUNING["c_bwd_warps"] = 4
+        out["bwd_zpass_c_bwd_warps_4"] = tc._warps(64, 64, False, backward=True, zpass=True)
+        out["fwd_c_bwd_warps_4"] = tc._warps(64, 64, False)
+    finally:
+        tc.interpreting = gpu
+        TUNING.update(saved_tuning)
+    out["interpreter_bwd_zpass"] = tc._warps(64, 64, False, backward=True, zpass=True)
+    out["zpass_default"] = tc.zpass_enabled()
+    try:
+        TUNING["c_zpass"] = 2
+        tc.zpass_enabled()
+        out["c_zpass_2"] = "accepted"
+    except ValueError as exc:
+        out["c_zpass_2"] = "ValueError" if "c_zpass" in str(exc) else str(exc)
+    finally:
+        TUNING.update(saved_tuning)
+    return out
 
 
 def _prefill_in_pieces() -> Dict[str, float]:
@@ -240,8 +278,9 @@ def _splits_agree() -> Dict[str, float]:
 
 def _worker() -> None:
     report = {}
-    jobs = {name: (lambda a=args: _compare(**a)) for name, (args, _) in {**CASES, **ZPASS_CASES}.items()}
-    jobs["c_zpass_flags_cover_default"] = _zpass_flags_cover_default
+    jobs = {name: (lambda a=args: _compare(**a)) for name, (args, _) in {**CASES, **LEAN_CASES}.items()}
+    jobs["c_zpass_flags_cover_lean"] = _zpass_flags_cover_lean
+    jobs["c_tuning_defaults"] = _causal_tuning_defaults
     jobs["nc_splits_agree"] = _splits_agree
     jobs["c_prefill_in_pieces"] = _prefill_in_pieces
     jobs["unsupported_gradients"] = _unsupported_gradients
@@ -277,16 +316,26 @@ def test_kernel_matches_reference(report, name):
     _assert_close(errs, CASES[name][1])
 
 
-@pytest.mark.parametrize("name", list(ZPASS_CASES))
-def test_causal_zpass_variant_matches_reference(report, name):
+@pytest.mark.parametrize("name", list(LEAN_CASES))
+def test_causal_lean_path_matches_reference(report, name):
     errs = report[name]
     assert isinstance(errs, dict), errs
-    _assert_close(errs, ZPASS_CASES[name][1])
+    _assert_close(errs, LEAN_CASES[name][1])
 
 
-def test_causal_zpass_flags_cover_the_default_flags(report):
-    assert report["c_zpass_flags_cover_default"] == {"variant_ran": 0.0, "superset": 0.0, "some_flagged": 0.0}, \
-        report["c_zpass_flags_cover_default"]
+def test_causal_default_is_zpass_and_its_flags_cover_the_lean_flags(report):
+    got = report["c_zpass_flags_cover_lean"]
+    assert got == {"default_is_zpass": 0.0, "lean_ran": 0.0, "superset": 0.0, "some_flagged": 0.0}, got
+
+
+def test_causal_launch_defaults(report):
+    """8 backward warps on the zpass path only (measured on an H200), 4 forward up to D = 64, 8 for wider tiles;
+    ``c_bwd_warps`` over ``c_warps`` over the heuristic; always 4 under the interpreter; ``c_zpass = 2`` is gone."""
+    assert report["c_tuning_defaults"] == {
+        "fwd_64": 4, "bwd_zpass_64": 8, "bwd_lean_64": 4, "fwd_128": 8, "bwd_lean_128": 8,
+        "bwd_zpass_c_warps_2": 2, "bwd_zpass_c_bwd_warps_4": 4, "fwd_c_bwd_warps_4": 2,
+        "interpreter_bwd_zpass": 4, "zpass_default": True, "c_zpass_2": "ValueError",
+    }, report["c_tuning_defaults"]
 
 
 def test_noncausal_split_and_fused_paths_agree(report):

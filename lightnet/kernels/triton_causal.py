@@ -38,14 +38,26 @@ must pass through every chunk), taking the fast path for unflagged chunks and, f
 z and every pairwise weight formed directly (a loop over the chunk's keys): slower, never inf/NaN. The carried
 ``z_out`` never comes from the fast in-chunk z, so the fast launch's state stays right on flagged chunks.
 
-Opt-in variant (``TUNING["c_zpass"]``, off by default; :mod:`lightnet.kernels.triton_causal_zpass`). F1' also stores
-every token's segment-local z (``ZL [BH, N, D]`` fp32) and per chunk the local z at its first kept token and leaving
-it (``RL``, ``EL [BH, NC, D]``) and the chunk flags (local spread, a superset of the flags above); F1' runs even with
-one segment (without the state then). F3' / B1' / B3' get every z as ``logaddexp(z_seg, local)`` elementwise, so
-their fast chunk steps have no reduction or scan over tokens (B3's token sums become products with ones matrices).
-Launches: F1', F2, F3' ×2; B1' ×2, B2, B3' ×2 (no ZC). Bytes: ZL is saved for the backward, ``4 · D`` B per token
-and head (256 B at D = 64), written once and read three times (``16 · D`` B/token of traffic), plus ``8 · D / C``
-B/token of RL / EL; the default ``ZC`` is not needed.
+Default: the zpass variant (:mod:`lightnet.kernels.triton_causal_zpass`, ``TUNING["c_zpass"]`` None or 1). F1' also
+stores every token's segment-local z (``ZL [BH, N, D]`` fp32) and per chunk the local z at its first kept token and
+leaving it (``RL``, ``EL [BH, NC, D]``) and the chunk flags (local spread, a superset of the flags above); F1' runs
+even with one segment (without the state then). F3' / B1' / B3' get every z as ``logaddexp(z_seg, local)``
+elementwise, so their fast chunk steps have no reduction or scan over tokens (B3's token sums become products with
+ones matrices). Launches: F1', F2, F3' ×2; B1' ×2, B2, B3' ×2 (no ZC). Its backward launches take 8 warps
+(``_warps``). Why it is the default: CUDA-graph GPU time of causal forward+backward on one H200 (2026-11-23,
+torch 2.11.0+cu130, Triton 3.6.0, bf16, 6 heads × D = E = 64, B · N = 65,536, ``benchmarks/sweep_kernels.py
+--causal-only``, ``benchmarks/results/run_d_h200/sweep_causal.json``), ms at N = 4,096 / 65,536 / 1,024 / 196:
+    this path (zpass, 4 warps forward, 8 warps backward)   1.819 / 1.532 / 3.018 / 1.599
+    zpass with 4 warps backward                            1.977 / 1.694 / 3.178 / 1.845
+    lean path (``c_zpass = 0``, 4 warps)                    2.050 / 1.762 / 3.271 / 1.837
+    lean path, 8 warps backward                            2.374 / 2.089 / 3.579 / 2.226
+i.e. 11 % / 13 % / 8 % / 13 % less time than the lean path, with equal errors against the fp32 reference at
+N = 4,096 (dk 3.07e-3). Memory: ZL is saved for the backward, ``4 · D`` B per token and head (256 B at D = 64, two
+thirds of bf16 q, k, v), plus ``8 · D / C`` B of RL / EL, less the lean path's ``ZC`` (``4 · D / C``): at the
+benchmark shape (65,536 tokens × 6 heads, D = 64, C = 32) ZL is 96 MiB (100,663,296 B) and the saved tensors grow by
+about 99 MiB (+96 ZL, +6 RL / EL, −3 ZC) per causal attention call, against 144 MiB of bf16 q, k, v. Traffic: ZL is
+written once and read three times (``16 · D`` B/token). ``TUNING["c_zpass"] = 0`` keeps the lean path above (z
+recomputed in every chunk step, only ``ZC`` saved; 4 warps backward at D ≤ 64): for runs short of activation memory.
 """
 from __future__ import annotations
 
@@ -74,7 +86,7 @@ from .triton_common import (
     store_rows,
 )
 
-__all__ = ["causal_forward", "causal_backward", "chunk_size", "segment_chunks"]
+__all__ = ["causal_forward", "causal_backward", "chunk_size", "segment_chunks", "zpass_enabled"]
 
 
 
@@ -87,14 +99,32 @@ def chunk_size(D: int, E: int) -> int:
     return TUNING["c_chunk"] or 32
 
 
-def _warps(D: int, E: int, lrpe: bool, backward: bool = False) -> int:
-    """4 warps up to head dims of 64 (measured, see ``chunk_size``); 8 for wider tiles (registers).
-    ``TUNING['c_bwd_warps']`` overrides the backward launches alone (they hold more tiles and spill more)."""
+def _warps(D: int, E: int, lrpe: bool, backward: bool = False, zpass: bool = False) -> int:
+    """Warps of a chunk-walking launch: 4 up to head dims of 64 (measured, see ``chunk_size``), 8 for wider tiles
+    (registers); the zpass path's backward launches take 8 at every width (measured on an H200: 5 % to 13 % less
+    forward+backward time than with 4; on the lean path 8 backward warps took 9 % to 21 % more, see the module
+    docstring). Overrides, strongest first: ``TUNING['c_bwd_warps']`` (backward launches alone), ``TUNING['c_warps']``
+    (every launch). Always 4 under the interpreter (one configuration; warps change nothing there)."""
     if interpreting():
         return 4
     if backward and TUNING.get("c_bwd_warps"):
         return TUNING["c_bwd_warps"]
-    return TUNING["c_warps"] or (4 if max(block_size(D), block_size(E)) <= 64 else 8)
+    if TUNING["c_warps"]:
+        return TUNING["c_warps"]
+    if backward and zpass:
+        return 8
+    return 4 if max(block_size(D), block_size(E)) <= 64 else 8
+
+
+def zpass_enabled() -> bool:
+    """Whether :func:`causal_forward` takes the zpass path (the default: ``TUNING["c_zpass"]`` None or 1) or the
+    memory-lean one (``0``); any other value is an error."""
+    val = TUNING.get("c_zpass")
+    if val is None:
+        return True
+    if val not in (0, 1):
+        raise ValueError(f'TUNING["c_zpass"] must be None (default: 1), 1 (zpass) or 0 (memory-lean path), got {val!r}')
+    return bool(val)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -836,8 +866,9 @@ def causal_forward(
     """``(o, S_final, z_final, saved)``; ``saved = [SIN, ZSEG, ZC, FLAG]``: states ``[BH, NSEG + 1, D', E]`` and
     log-normalisers ``[BH, NSEG + 1, D]`` entering every segment, z entering every chunk ``[BH, NC + 1, D]`` and the
     flags of the chunks that took the exact path ``[BH, NSEG, SEG]`` (its last size is the segment length).
-    ``TUNING["c_zpass"]`` runs the variant of :mod:`lightnet.kernels.triton_causal_zpass` (its own ``saved``)."""
-    if TUNING.get("c_zpass"):
+    That is the lean path (``TUNING["c_zpass"] = 0``); by default (:func:`zpass_enabled`) this runs the zpass variant
+    of :mod:`lightnet.kernels.triton_causal_zpass` instead (its own ``saved``, six tensors)."""
+    if zpass_enabled():
         from .triton_causal_zpass import causal_forward_zpass
 
         return causal_forward_zpass(q, k, v, scale, key_padding_mask, lrpe_theta, initial_state)
@@ -925,7 +956,7 @@ def causal_backward(
     lrpe_theta: Optional[torch.Tensor],
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dq, dk, dv)`` given ``dO`` and the (optional) gradients of the returned final state."""
-    if len(saved) == 6:  # saved by the opt-in variant (``TUNING["c_zpass"]``)
+    if len(saved) == 6:  # saved by the zpass variant (the default): the forward's choice, whatever TUNING says now
         from .triton_causal_zpass import causal_backward_zpass
 
         return causal_backward_zpass(do, dS_out, dz_out, q, k, v, S, saved, scale, key_padding_mask, lrpe_theta)

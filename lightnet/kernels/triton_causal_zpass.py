@@ -1,4 +1,4 @@
-"""Opt-in variant of the causal kernels (``TUNING["c_zpass"]``): the in-chunk z is computed once, in F1, and stored.
+"""Default causal kernels (``TUNING["c_zpass"]`` None or 1): the in-chunk z is computed once, in F1, and stored.
 
 Same math, segmentation and launches as :mod:`lightnet.kernels.triton_causal` (read its docstring first), but the
 chunk loops of F3, B1 and B3 do no reduction or scan over tokens on their fast paths (on an H100 those loops are
@@ -20,13 +20,12 @@ latency-bound: today each chunk step does about seven cross-warp reductions / sc
             z_in = logaddexp(z_seg, EL_{j−1}) (z_seg for the segment's first chunk);
         z_t itself is never formed: ``e^{z_in − z_t}`` and ``e^{r − z_t}`` are ``1 / (e^{z_seg − a} + e^{ZL_t − a})``
         (``_z_factors``; fewer sm_90 spills than a tile logaddexp), then the same tensor-core products as the
-        default kernels (``_scores``, ``_advance``, ``_local_grad``, dk/dv; here ``_zp_*`` copies whose elementwise
+        lean-path kernels (``_scores``, ``_advance``, ``_local_grad``, dk/dv; here ``_zp_*`` copies whose elementwise
         operands pass through the layout anchor ``_pin``, see there).
         B1' sums its z-gradient ``Σ_t e^{z_seg − z_t} g_t`` into a ``[C, D]`` tile, reduced once per segment. B3' carries
         the z-gradient as a ``[C, D]`` tile of equal rows updated by a product with a ones matrix, and its in-chunk
         tail ``Σ_{t ≥ s} e^{r − z_t} g_t`` is a product with a triangular ones matrix (both through ``_sum_mm``: x is
         split into bf16 high and low parts, so the sums keep ~16 mantissa bits where the other products keep 8).
-        ``TUNING["c_zpass"] = 2`` keeps these three as the default has them (``tl.sum`` per chunk, ``tl.cumsum``).
         B3' takes ``z_out`` of the segment's last chunk from ZSEG (the units of the state gradient B2 hands it).
     B2  unchanged (``_c_scan_bwd_kernel``).
     Exact launches: unchanged logic (today's ``_chunk_z`` / ``_chunk_reference`` / ``_exact_intra`` on flagged chunks,
@@ -34,22 +33,32 @@ latency-bound: today each chunk step does about seven cross-warp reductions / sc
 
 Why the local flag is safe. ``logaddexp(z_seg, ·)`` is non-decreasing and 1-Lipschitz, so the global in-chunk spread
 is never larger than the local one, and the local fast-cumsum check implies the global one: F1' flags a superset of
-the chunks the default F3 flags (more only near segment starts, where the local z has not accumulated yet).
+the chunks the lean path's F3 flags (more only near segment starts, where the local z has not accumulated yet).
 
 Saved for the backward instead of recomputed: ZL (``4 · D`` bytes per token and head, 256 B at D = 64, two thirds of
 the 384 B of bf16 q, k, v at D = E = 64) plus RL / EL (``8 · D / C`` B/token, 16 B at C = 32) and the flags;
-the default path's ``ZC`` (``4 · D / C``) is not kept. Saving costs activation memory; recomputing would re-run F1'
-(a pass over K, writing ZL again) in every backward. The variant exists to time the fast loops, so it saves; a
-memory-bound training run should keep the default path. Traffic per token and head (fp32 ZL): F1' write, F3' / B1' /
-B3' reads = ``16 · D`` B (1 KiB at D = 64) against ~``12 · D / C`` B of ``ZC`` on the default path.
+the lean path's ``ZC`` (``4 · D / C``) is not kept. At the benchmark shape (65,536 tokens × 6 heads, D = 64, C = 32)
+that is 96 MiB of ZL (100,663,296 B) and about 99 MiB more saved per causal attention call than the lean path
+(+96 ZL, +6 RL / EL, −3 ZC), against 144 MiB of bf16 q, k, v. Recomputing instead would re-run F1' (a pass over K,
+writing ZL again) in every backward. A run short of activation memory sets ``TUNING["c_zpass"] = 0`` (the lean path
+of :mod:`lightnet.kernels.triton_causal`). Traffic per token and head (fp32 ZL): F1' write, F3' / B1' / B3' reads =
+``16 · D`` B (1 KiB at D = 64) against ~``12 · D / C`` B of ``ZC`` on the lean path.
 
 Registers (ptxas for sm_90a, fast launches, C = 32, 4 warps, D = E = 64, bf16, no mask; compiled without a GPU
 through ``triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32))``), registers / spill stores in bytes,
-default → this variant (``c_zpass = 1``; ``= 2`` in brackets):
+lean path → this variant (a removed ``c_zpass = 2`` form, B1' / B3' with ``tl.sum`` / ``tl.cumsum`` token sums,
+in brackets):
     no LRPE:  F1 112/0 → 189/0,  F3 248/0 → 240/0,  B1 255/152 → 255/264 (192),  B3 255/192 → 255/496 (624);
     LRPE:     F1 192/0 → 225/0,  F3 255/348 → 255/272,  B1 255/1428 → 255/1788 (1720),  B3 255/1440 → 255/2012 (1726).
-(Without ``_pin`` / ``_pin1`` F3 spilled 508 B, 3.4 KB with LRPE.)
-Not timed on a GPU yet; the default stays the default until it is.
+(Without ``_pin`` / ``_pin1`` F3 spilled 508 B, 3.4 KB with LRPE.) The backward launches take 8 warps (``_warps``):
+per-thread stack frame of the fast launches (``cuobjdump -res-usage``, Triton 3.8, same compile, 255 registers in
+every case), 4 → 8 warps: B1' 520 → 8 B, B3' 856 → 40 B; with LRPE B1' 1640 → 328 B, B3' 2056 → 496 B.
+
+Timed (one H200, 2026-11-23, CUDA-graph GPU time of causal forward+backward, bf16, 6 heads × 64, B · N = 65,536;
+``benchmarks/results/run_d_h200/sweep_causal.json``), ms at N = 4,096 / 65,536 / 1,024 / 196: this variant with
+8-warp backward launches 1.819 / 1.532 / 3.018 / 1.599, with 4-warp ones 1.977 / 1.694 / 3.178 / 1.845, the lean path
+2.050 / 1.762 / 3.271 / 1.837 (the removed ``c_zpass = 2`` form, 4 warps: 1.993 / 1.709 / 3.194 / 1.688). Hence the
+default: this variant, 8 warps backward (:mod:`lightnet.kernels.triton_causal` has the full table).
 """
 from __future__ import annotations
 
@@ -79,7 +88,6 @@ from .triton_causal import (
 )
 from .triton_common import (
     NEG_BIG,
-    TUNING,
     Launcher,
     block_size,
     cdiv,
@@ -123,7 +131,7 @@ def _z_factors(
 
     Fast: from the stored segment-local values, without forming z (``z`` returned is ``ZL``, not read on this path):
     with ``z_t = logaddexp(zseg, ZL_t)`` and ``r = logaddexp(zseg, RL_j)``, ``e^{a − z_t} = 1 / (e^{zseg − a} +
-    e^{ZL_t − a})``, the denominator clamped to ``≥ 1`` (as the default's exponents are clamped to ``≤ 0``) and its
+    e^{ZL_t − a})``, the denominator clamped to ``≥ 1`` (as the lean path's exponents are clamped to ``≤ 0``) and its
     exponent to ``≤ 80`` (flagged chunks stay finite; an unflagged chunk's ``ZL − r`` is ≤ 40).
     Exact (flagged chunks): today's log-space scan from ``zin`` and ``_chunk_reference``.
     """
@@ -206,16 +214,6 @@ def _sum_mm(T, x, DOT: tl.constexpr):
         hi = x.to(tl.bfloat16)
         lo = _pin((x - hi.to(tl.float32)).to(tl.bfloat16))
         out = tl.dot(tb, lo, tl.dot(tb, _pin(hi)))
-    return out
-
-
-@triton.jit
-def _rows(gz, MM_SUMS: tl.constexpr):
-    """The z-gradient as rows of a ``[C, D]`` tile: already one with ``MM_SUMS``, else ``gz [D]`` broadcast."""
-    if MM_SUMS:
-        out = gz
-    else:
-        out = gz[None, :]
     return out
 
 
@@ -375,11 +373,10 @@ def _z_dq_chunk(
     Q, K, V, DO, DQ, THETA, MASK, ZL, RL, Sc, Ss, Lc, Ls, lzt, zseg, zin, zout, pid_bh, j, N, H, D, E, NC,
     stride_qb, stride_qn, stride_vb, stride_vn, scale,
     BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
-    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr, MM_SUMS: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
 ):
     """dq of chunk ``j`` as ``triton_causal._dq_chunk``; the z-gradient share ``e^{z_seg − z_t} g_t`` is added to
-    ``lzt``: with ``MM_SUMS`` a ``[C, D]`` tile (summed over tokens once per segment), else ``[D]`` (summed here).
-    Returns ``(Sc, Ss, Lc, Ls, lzt)``."""
+    the ``[C, D]`` tile ``lzt`` (summed over tokens once per segment). Returns ``(Sc, Ss, Lc, Ls, lzt)``."""
     offs_c = tl.arange(0, BLOCK_C)
     offs_d = tl.arange(0, BLOCK_D)
     offs_e = tl.arange(0, BLOCK_E)
@@ -418,10 +415,7 @@ def _z_dq_chunk(
         Ls += ls
     else:
         Ls = Lc
-    if MM_SUMS:
-        lzt += wseg * (-qb * dq)  # −q ⊙ dq: gradient reaching z_t directly from o_t
-    else:
-        lzt += tl.sum(wseg * (-qb * dq), 0)
+    lzt += wseg * (-qb * dq)  # −q ⊙ dq: gradient reaching z_t directly from o_t
     return Sc, Ss, Lc, Ls, lzt
 
 
@@ -430,7 +424,7 @@ def _z_seg_bwd_dq_kernel(
     Q, K, V, DO, DQ, THETA, MASK, FLAG, SIN, ZSEG, ZL, RL, EL, LG, LZ, N, H, D, E, NC, NSEG, SEG,
     stride_qb, stride_qn, stride_vb, stride_vn, scale,
     BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_G: tl.constexpr,
-    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr, MM_SUMS: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
 ):
     """B1': dq of one segment's chunks and the segment's local gradients ``LG`` / ``LZ`` slot ``seg`` (as
     ``_c_seg_bwd_dq_kernel``, z from F1')."""
@@ -446,10 +440,7 @@ def _z_seg_bwd_dq_kernel(
         zseg = tl.load(ZSEG + slot * D + offs_d, mask=dmask, other=0.0)
         Lc = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
         Ls = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
-        if MM_SUMS:
-            lzt = tl.zeros([BLOCK_C, BLOCK_D], tl.float32)
-        else:
-            lzt = tl.zeros([BLOCK_D], tl.float32)
+        lzt = tl.zeros([BLOCK_C, BLOCK_D], tl.float32)
         j0 = seg * SEG
         j1 = tl.minimum(j0 + SEG, NC)
         for j in range(j0, j1):
@@ -459,25 +450,22 @@ def _z_seg_bwd_dq_kernel(
                     Sc, Ss, Lc, Ls, lzt = _z_dq_chunk(
                         Q, K, V, DO, DQ, THETA, MASK, ZL, RL, Sc, Ss, Lc, Ls, lzt, zseg, zin, zout, pid_bh, j,
                         N, H, D, E, NC, stride_qb, stride_qn, stride_vb, stride_vn, scale,
-                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, True, MM_SUMS,
+                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, True,
                     )
                 else:
                     Sc, Ss, Lc, Ls, lzt = _z_dq_chunk(
                         Q, K, V, DO, DQ, THETA, MASK, ZL, RL, Sc, Ss, Lc, Ls, lzt, zseg, zin, zout, pid_bh, j,
                         N, H, D, E, NC, stride_qb, stride_qn, stride_vb, stride_vn, scale,
-                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False, MM_SUMS,
+                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False,
                     )
             else:
                 Sc, Ss, Lc, Ls, lzt = _z_dq_chunk(
                     Q, K, V, DO, DQ, THETA, MASK, ZL, RL, Sc, Ss, Lc, Ls, lzt, zseg, zin, zout, pid_bh, j,
                     N, H, D, E, NC, stride_qb, stride_qn, stride_vb, stride_vn, scale,
-                    BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False, MM_SUMS,
+                    BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False,
                 )
         store_state(LG, slot * DP * E, Lc * scale, Ls * scale, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-        if MM_SUMS:
-            lz = tl.sum(lzt, 0)
-        else:
-            lz = lzt
+        lz = tl.sum(lzt, 0)
         tl.store(LZ + slot * D + offs_d, lz, mask=dmask)
 
 
@@ -486,12 +474,11 @@ def _z_dkdv_chunk(
     Q, K, V, DO, DQ, DK, DV, THETA, MASK, ZL, RL, Gc, Gs, gzt, zseg, zin, zout, pid_bh, j, N, H, D, E, NC,
     stride_qb, stride_qn, stride_vb, stride_vn, scale,
     BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
-    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr, MM_SUMS: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
 ):
-    """dk, dv of chunk ``j`` as ``triton_causal._dkdv_chunk``. With ``MM_SUMS`` the z-gradient of the leaving state
-    is a ``[C, D]`` tile of equal rows ``gzt`` (updated by ``_sum_mm`` with a ones matrix) and the in-chunk tail
-    ``Σ_{t ≥ s} e^{r − z_t} g_t`` a product with a triangular ones matrix; else ``gzt [D]``, ``tl.sum`` and
-    ``tl.cumsum`` as the default. Returns ``(Gc, Gs, gzt)`` entering."""
+    """dk, dv of chunk ``j`` as ``triton_causal._dkdv_chunk``. The z-gradient of the leaving state is a ``[C, D]``
+    tile of equal rows ``gzt`` (updated by ``_sum_mm`` with a ones matrix) and the in-chunk tail
+    ``Σ_{t ≥ s} e^{r − z_t} g_t`` a product with a triangular ones matrix. Returns ``(Gc, Gs, gzt)`` entering."""
     offs_c = tl.arange(0, BLOCK_C)
     offs_d = tl.arange(0, BLOCK_D)
     offs_e = tl.arange(0, BLOCK_E)
@@ -509,10 +496,10 @@ def _z_dkdv_chunk(
     ko = tl.where(keep[:, None], tl.exp(tl.minimum(kb - zout[None, :], 0.0)), 0.0)
     if HAS_LRPE:
         dv = mm(_pin(ko * cq), Gc, DOT) + mm(_pin(ko * sq), Gs, DOT)
-        dk = ko * (cq * mm(vb, tl.trans(Gc), DOT) + sq * mm(vb, tl.trans(Gs), DOT) + _rows(gzt, MM_SUMS))
+        dk = ko * (cq * mm(vb, tl.trans(Gc), DOT) + sq * mm(vb, tl.trans(Gs), DOT) + gzt)
     else:
         dv = mm(_pin(ko), Gc, DOT)
-        dk = ko * (mm(vb, tl.trans(Gc), DOT) + _rows(gzt, MM_SUMS))
+        dk = ko * (mm(vb, tl.trans(Gc), DOT) + gzt)
     # the leaving state's gradients are used: fold in this chunk's local terms (gradients of the entering state)
     a = tl.exp(tl.minimum(zin - zout, 0.0))
     lc, ls = _zp_local_grad(qb, dob, decay, cq, sq, HAS_LRPE, DOT)
@@ -521,11 +508,8 @@ def _z_dkdv_chunk(
         Gs = a[:, None] * Gs + scale * ls
     else:
         Gs = Gc
-    if MM_SUMS:
-        ones = tl.full([BLOCK_C, BLOCK_C], 1.0, tl.float32)
-        gzt = a[None, :] * gzt + _sum_mm(ones, decay * g, DOT)  # every row: a · gz + Σ_t e^{z_in − z_t} g_t
-    else:
-        gzt = a * gzt + tl.sum(decay * g, 0)
+    ones = tl.full([BLOCK_C, BLOCK_C], 1.0, tl.float32)
+    gzt = a[None, :] * gzt + _sum_mm(ones, decay * g, DOT)  # every row: a · gz + Σ_t e^{z_in − z_t} g_t
     if not EXACT:
         qt = qb * qf
         kt = tl.where(keep[:, None], tl.exp(tl.minimum(kb - r[None, :], 80.0)), 0.0)
@@ -534,11 +518,8 @@ def _z_dkdv_chunk(
             attn = cq * mm(tl.trans(dA), _pin(qt * cq), DOT) + sq * mm(tl.trans(dA), _pin(qt * sq), DOT)
         else:
             attn = mm(tl.trans(dA), _pin(qt), DOT)
-        if MM_SUMS:
-            upper = (offs_c[None, :] >= offs_c[:, None]).to(tl.float32)  # [s, t]: t ≥ s
-            tail = _sum_mm(upper, qf * g, DOT)  # Σ_{t ≥ s} exp(r − z_t) g_t
-        else:
-            tail = tl.cumsum(qf * g, 0, reverse=True)
+        upper = (offs_c[None, :] >= offs_c[:, None]).to(tl.float32)  # [s, t]: t ≥ s
+        tail = _sum_mm(upper, qf * g, DOT)  # Σ_{t ≥ s} exp(r − z_t) g_t
         dk += kt * (scale * attn + tail)
     else:
         A, _dq, dki = _exact_intra(
@@ -559,7 +540,7 @@ def _z_seg_bwd_dkdv_kernel(
     Q, K, V, DO, DQ, DK, DV, THETA, MASK, FLAG, ZSEG, ZL, RL, EL, LG, LZ, N, H, D, E, NC, NSEG, SEG,
     stride_qb, stride_qn, stride_vb, stride_vn, scale,
     BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_G: tl.constexpr,
-    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr, MM_SUMS: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
 ):
     """B3': dk and dv of one segment's chunks, walking them in reverse from the gradient of the state leaving the
     segment (``LG`` / ``LZ`` slot ``seg + 1`` after B2, in units of ``ZSEG`` slot ``seg + 1``)."""
@@ -573,10 +554,7 @@ def _z_seg_bwd_dkdv_kernel(
         slot = pid_bh.to(tl.int64) * (NSEG + 1) + seg + 1
         Gc, Gs = load_state(LG, slot * DP * E, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
         gz = tl.load(LZ + slot * D + offs_d, mask=dmask, other=0.0)
-        if MM_SUMS:
-            gzt = tl.zeros([BLOCK_C, BLOCK_D], tl.float32) + gz[None, :]
-        else:
-            gzt = gz
+        gzt = tl.zeros([BLOCK_C, BLOCK_D], tl.float32) + gz[None, :]
         zseg = tl.load(ZSEG + (slot - 1) * D + offs_d, mask=dmask, other=0.0)
         zlast = tl.load(ZSEG + slot * D + offs_d, mask=dmask, other=0.0)
         j0 = seg * SEG
@@ -590,19 +568,19 @@ def _z_seg_bwd_dkdv_kernel(
                     Gc, Gs, gzt = _z_dkdv_chunk(
                         Q, K, V, DO, DQ, DK, DV, THETA, MASK, ZL, RL, Gc, Gs, gzt, zseg, zin, zout, pid_bh, j,
                         N, H, D, E, NC, stride_qb, stride_qn, stride_vb, stride_vn, scale,
-                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, True, MM_SUMS,
+                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, True,
                     )
                 else:
                     Gc, Gs, gzt = _z_dkdv_chunk(
                         Q, K, V, DO, DQ, DK, DV, THETA, MASK, ZL, RL, Gc, Gs, gzt, zseg, zin, zout, pid_bh, j,
                         N, H, D, E, NC, stride_qb, stride_qn, stride_vb, stride_vn, scale,
-                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False, MM_SUMS,
+                        BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False,
                     )
             else:
                 Gc, Gs, gzt = _z_dkdv_chunk(
                     Q, K, V, DO, DQ, DK, DV, THETA, MASK, ZL, RL, Gc, Gs, gzt, zseg, zin, zout, pid_bh, j,
                     N, H, D, E, NC, stride_qb, stride_qn, stride_vb, stride_vn, scale,
-                    BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False, MM_SUMS,
+                    BLOCK_C, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, False,
                 )
 
 
@@ -612,12 +590,6 @@ def _z_seg_bwd_dkdv_kernel(
 
 _LAUNCH = {fn.__name__: Launcher(fn) for fn in (
     _z_seg_state_kernel, _z_seg_out_kernel, _z_seg_bwd_dq_kernel, _z_seg_bwd_dkdv_kernel)}
-
-
-def mm_sums() -> bool:
-    """``TUNING["c_zpass"] == 2`` keeps B1's / B3's token sums (``tl.sum``, B3's ``tl.cumsum`` tail) as the default
-    kernels do; any other truthy value makes them tiles and products with ones matrices (no token reductions)."""
-    return TUNING.get("c_zpass") != 2
 
 
 def causal_forward_zpass(
@@ -702,14 +674,14 @@ def causal_backward_zpass(
     NSEG, SEG = FLAG.shape[1], FLAG.shape[2]  # the forward's segmentation
     X = DP * E
     dot = dot_mode(q.dtype)
-    warps = _warps(D, E, lrpe, backward=True)
+    warps = _warps(D, E, lrpe, backward=True, zpass=True)
     do = do.contiguous()
     dq = torch.empty_like(q)
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
     LG, LZ = _grad_slots(dS_out, dz_out, S, BH, NSEG, DP, D, E, q.device)
     common = dict(BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, BLOCK_G=block_size(SEG, 1), HAS_LRPE=lrpe,
-                  HAS_MASK=key_padding_mask is not None, DOT=dot, MM_SUMS=mm_sums(), num_warps=warps)
+                  HAS_MASK=key_padding_mask is not None, DOT=dot, num_warps=warps)
     strides = (q.stride(0), q.stride(1), v.stride(0), v.stride(1))
     for exact in (False, True):
         _LAUNCH["_z_seg_bwd_dq_kernel"][(NSEG, BH)](

@@ -25,8 +25,11 @@ NEG_BIG = tl.constexpr(-1.0e30)
 TUNING = {
     "nc_block_n": None, "nc_warps": None, "nc_splits_per_sm": None, "nc_stages": None, "nc_two_pass": None,
     "nc_min_blocks": None, "c_chunk": None, "c_warps": None, "c_segment": None,
-    "c_scan_j": None, "c_scan_x": None, "c_bwd_warps": None,
-    "c_zpass": None,  # causal: in-chunk z once in F1, stored (lightnet.kernels.triton_causal_zpass); None = off
+    "c_scan_j": None, "c_scan_x": None,
+    "c_bwd_warps": None,  # causal backward launches; None = c_warps if set, else 8 on the zpass path, else heuristic
+    # causal: None = 1 (default, lightnet.kernels.triton_causal_zpass: in-chunk z once in F1, saved, 4·D B per token
+    # and head more for the backward); 0 = the memory-lean path (z recomputed per chunk); no other value
+    "c_zpass": None,
 }
 DOT_BF16, DOT_IEEE, DOT_TF32 = 0, 1, 2
 
