@@ -6,6 +6,9 @@ markdown tables with LightNet/ViT ratios and writes ``bench_models.csv`` / ``ben
 
 GPU run (the numbers in docs/performance.md):
     PYTHONPATH=. python3 benchmarks/bench_models.py --out $OUT
+Eager vs torch.compile side by side (both models compiled the same way, ``dynamic=False``; one table set per mode,
+then compiled/eager ratios; ``--fullgraph`` makes a graph break an error instead of a split):
+    PYTHONPATH=. python3 benchmarks/bench_models.py --compile-mode eager default reduce-overhead --fullgraph --out $OUT
 CPU smoke run:
     python benchmarks/bench_models.py --device cpu --sizes 64 --batches 2 --iters 1 --warmup 1 --latency-size 64
 """
@@ -18,7 +21,7 @@ import json
 import os
 import platform
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import timm
 import torch
@@ -48,7 +51,19 @@ def _peak_memory_gib(device: torch.device) -> float:
 
 def _time(fn: Callable[[], None], device: torch.device, warmup: int, iters: int) -> List[float]:
     """Per-iteration wall times (s) after ``warmup`` untimed calls, synchronised on CUDA."""
-    for _ in range(warmup):
+    return _time_with_first(fn, device, warmup, iters)[1]
+
+
+def _time_with_first(
+    fn: Callable[[], None], device: torch.device, warmup: int, iters: int
+) -> Tuple[float, List[float]]:
+    """``(first call s, per-iteration times s)``: the first warmup call alone (it holds compilation), then as
+    :func:`_time`."""
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    first = time.perf_counter() - t0
+    for _ in range(warmup - 1):
         fn()
     _sync(device)
     times = []
@@ -57,38 +72,60 @@ def _time(fn: Callable[[], None], device: torch.device, warmup: int, iters: int)
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return times
+    return first, times
 
 
-def _build(name: str, device: torch.device, compile_model: bool) -> torch.nn.Module:
+COMPILE_MODES = ("eager", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+_CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def _build(name: str, device: torch.device, mode: str, fullgraph: bool = False) -> torch.nn.Module:
+    """timm model ``name`` on ``device``, eager (``mode='eager'``) or ``torch.compile``'d with ``mode``.
+
+    Every model goes through the same call: ``torch.compile(model, mode=..., fullgraph=..., dynamic=False)``
+    (static shapes: each benchmarked size gets its own graph, as a training run at one resolution would).
+    """
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"bench_models: unknown compile mode {mode!r}; choose from {COMPILE_MODES}")
     model = timm.create_model(name, dynamic_img_size=True, num_classes=1000).to(device)
-    return torch.compile(model) if compile_model else model
+    if mode == "eager":
+        return model
+    torch._dynamo.reset()  # fresh caches per model: no recompilation limits or automatic-dynamic carry-over
+    return torch.compile(model, mode=None if mode == "default" else mode, fullgraph=fullgraph, dynamic=False)
+
+
+def _step_begin(mode: str) -> None:
+    """Tell cudagraph trees a new iteration starts (modes with CUDA graphs reuse their output buffers)."""
+    if mode in _CUDAGRAPH_MODES:
+        torch.compiler.cudagraph_mark_step_begin()
 
 
 def bench_train(
     name: str, size: int, batch: int, device: torch.device, amp_dtype: torch.dtype, warmup: int, iters: int,
-    compile_model: bool,
+    mode: str = "eager", fullgraph: bool = False,
 ) -> Dict[str, object]:
-    """Images/s and peak memory of full training steps at ``size``² and ``batch``."""
-    row: Dict[str, object] = dict(model=name, size=size, batch=batch, compiled=compile_model)
+    """Images/s and peak memory of full training steps at ``size``² and ``batch`` (``mode``: see :func:`_build`)."""
+    row: Dict[str, object] = dict(model=name, size=size, batch=batch, compiled=mode != "eager", mode=mode)
     model = None
     try:
         _reset_memory(device)
-        model = _build(name, device, compile_model).train()
+        model = _build(name, device, mode, fullgraph).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
         x = torch.randn(batch, 3, size, size, device=device)
         y = torch.randint(0, 1000, (batch,), device=device)
 
         def step() -> None:
+            _step_begin(mode)
             with torch.autocast(device.type, dtype=amp_dtype):
                 loss = torch.nn.functional.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-        times = _time(step, device, warmup, iters)
+        first, times = _time_with_first(step, device, warmup, iters)
         median = sorted(times)[len(times) // 2]
-        row.update(img_per_s=batch / median, step_ms=1e3 * median, peak_gib=_peak_memory_gib(device), status="ok")
+        row.update(img_per_s=batch / median, step_ms=1e3 * median, peak_gib=_peak_memory_gib(device), status="ok",
+                   first_step_s=first)
     except torch.OutOfMemoryError:
         row.update(img_per_s=float("nan"), step_ms=float("nan"), peak_gib=float("nan"), status="OOM")
     finally:
@@ -99,21 +136,23 @@ def bench_train(
 
 def bench_latency(
     name: str, size: int, batch: int, device: torch.device, amp_dtype: torch.dtype, warmup: int, iters: int,
-    compile_model: bool,
+    mode: str = "eager", fullgraph: bool = False,
 ) -> Dict[str, object]:
-    """Median inference latency (ms) of one forward at ``batch`` × ``size``²."""
-    model = _build(name, device, compile_model).eval()
+    """Median inference latency (ms) of one forward at ``batch`` × ``size``² (``mode``: see :func:`_build`)."""
+    model = _build(name, device, mode, fullgraph).eval()
     x = torch.randn(batch, 3, size, size, device=device)
 
     def fwd() -> None:
+        _step_begin(mode)
         with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype):
             model(x)
 
-    times = _time(fwd, device, warmup, iters)
+    first, times = _time_with_first(fwd, device, warmup, iters)
     median = sorted(times)[len(times) // 2]
     del model
     _reset_memory(device)
-    return dict(model=name, size=size, batch=batch, compiled=compile_model, latency_ms=1e3 * median)
+    return dict(model=name, size=size, batch=batch, compiled=mode != "eager", mode=mode, latency_ms=1e3 * median,
+                first_call_s=first)
 
 
 def _environment(device: torch.device) -> Dict[str, str]:
@@ -138,6 +177,75 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}×" if b == b and b and a == a else "—"  # NaN-safe
 
 
+def _mode_label(mode: str) -> str:
+    return "eager" if mode == "eager" else f"torch.compile mode={mode}"
+
+
+def _pick(rows: List[Dict[str, object]], **keys: object) -> Dict[str, object]:
+    """The one row whose fields equal ``keys``."""
+    return next(r for r in rows if all(r[k] == v for k, v in keys.items()))
+
+
+def _cell(row: Dict[str, object], key: str, fmt: str) -> str:
+    return str(row["status"]) if row.get("status", "ok") != "ok" else format(row[key], fmt)
+
+
+def _print_mode_tables(
+    args: argparse.Namespace, mode: str, ours: str, peer: str, train_rows: List[Dict[str, object]],
+    latency_rows: List[Dict[str, object]],
+) -> None:
+    """LightNet-vs-peer training and latency tables of one compile mode."""
+    label = _mode_label(mode)
+    print(f"\n## Training step ({args.amp_dtype} autocast, AdamW, {label})\n")
+    print(f"| size | batch | {ours} img/s | {peer} img/s | speed ratio | {ours} peak GiB | {peer} peak GiB | memory ratio |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for size, batch in zip(args.sizes, args.batches):
+        a = _pick(train_rows, model=ours, size=size, mode=mode)
+        b = _pick(train_rows, model=peer, size=size, mode=mode)
+        print(
+            f"| {size} | {batch} | {_cell(a, 'img_per_s', '.1f')} | {_cell(b, 'img_per_s', '.1f')} | "
+            f"{_ratio(a['img_per_s'], b['img_per_s'])} | {_cell(a, 'peak_gib', '.2f')} | "
+            f"{_cell(b, 'peak_gib', '.2f')} | {_ratio(a['peak_gib'], b['peak_gib'])} |"
+        )
+    print(f"\n## Inference latency at {args.latency_size}² ({args.amp_dtype} autocast, {label})\n")
+    print(f"| batch | {ours} ms | {peer} ms | latency ratio |")
+    print("|---:|---:|---:|---:|")
+    for batch in args.latency_batches:
+        a = _pick(latency_rows, model=ours, batch=batch, mode=mode)
+        b = _pick(latency_rows, model=peer, batch=batch, mode=mode)
+        print(f"| {batch} | {a['latency_ms']:.2f} | {b['latency_ms']:.2f} | {_ratio(a['latency_ms'], b['latency_ms'])} |")
+
+
+def _print_mode_ratios(
+    args: argparse.Namespace, train_rows: List[Dict[str, object]], latency_rows: List[Dict[str, object]]
+) -> None:
+    """Each model's training step time and latency in every mode relative to the first mode listed."""
+    base, others = args.compile_mode[0], args.compile_mode[1:]
+    heads = " | ".join(f"{m} ms | {m} / {base}" for m in others)
+    print(f"\n## Training step time by mode (relative to {base}; first step incl. compilation in the JSON)\n")
+    print(f"| model | size | batch | {base} ms | {heads} |")
+    print("|---|---:|---:|---:|" + "---:|---:|" * len(others))
+    for name in args.models:
+        for size, batch in zip(args.sizes, args.batches):
+            ref = _pick(train_rows, model=name, size=size, mode=base)
+            cells = []
+            for m in others:
+                r = _pick(train_rows, model=name, size=size, mode=m)
+                cells.append(f"{_cell(r, 'step_ms', '.2f')} | {_ratio(r['step_ms'], ref['step_ms'])}")
+            print(f"| {name} | {size} | {batch} | {_cell(ref, 'step_ms', '.2f')} | {' | '.join(cells)} |")
+    print(f"\n## Inference latency by mode at {args.latency_size}² (relative to {base})\n")
+    print(f"| model | batch | {base} ms | {heads} |")
+    print("|---|---:|---:|" + "---:|---:|" * len(others))
+    for name in args.models:
+        for batch in args.latency_batches:
+            ref = _pick(latency_rows, model=name, batch=batch, mode=base)
+            cells = [
+                f"{r['latency_ms']:.2f} | {_ratio(r['latency_ms'], ref['latency_ms'])}"
+                for r in (_pick(latency_rows, model=name, batch=batch, mode=m) for m in others)
+            ]
+            print(f"| {name} | {batch} | {ref['latency_ms']:.2f} | {' | '.join(cells)} |")
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="folder for bench_models.csv / .json")
@@ -149,9 +257,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--latency-size", type=int, default=224)
     parser.add_argument("--latency-batches", type=int, nargs="+", default=[1, 64])
-    parser.add_argument("--compile", action="store_true", help="torch.compile both models (default: eager)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile both models (shorthand for --compile-mode default)")
+    parser.add_argument("--compile-mode", nargs="+", choices=COMPILE_MODES, default=None,
+                        help="one or more of: eager, or a torch.compile mode; every mode runs every row (default: "
+                             "eager, or default with --compile)")
+    parser.add_argument("--fullgraph", action="store_true",
+                        help="torch.compile(fullgraph=True): a graph break raises instead of splitting the graph")
     parser.add_argument("--amp-dtype", default="bfloat16", choices=["bfloat16", "float16"])
     args = parser.parse_args(argv)
+    if args.compile_mode is None:
+        args.compile_mode = ["default"] if args.compile else ["eager"]
     if len(args.batches) == 1:
         args.batches = args.batches * len(args.sizes)
     if len(args.batches) != len(args.sizes):
@@ -175,42 +291,26 @@ def main(argv: Optional[List[str]] = None) -> None:
     del ours_model
     torch._dynamo.reset()
 
-    train_rows = []
-    for size, batch in zip(args.sizes, args.batches):
-        for name in args.models:
-            row = bench_train(name, size, batch, device, amp_dtype, args.warmup, args.iters, args.compile)
-            print(json.dumps(row), flush=True)
-            train_rows.append(row)
-    latency_rows = []
-    for batch in args.latency_batches:
-        for name in args.models:
-            row = bench_latency(
-                name, args.latency_size, batch, device, amp_dtype, args.warmup, args.iters, args.compile
-            )
-            print(json.dumps(row), flush=True)
-            latency_rows.append(row)
+    train_rows, latency_rows = [], []
+    for mode in args.compile_mode:
+        for size, batch in zip(args.sizes, args.batches):
+            for name in args.models:
+                row = bench_train(name, size, batch, device, amp_dtype, args.warmup, args.iters, mode, args.fullgraph)
+                print(json.dumps(row), flush=True)
+                train_rows.append(row)
+        for batch in args.latency_batches:
+            for name in args.models:
+                row = bench_latency(
+                    name, args.latency_size, batch, device, amp_dtype, args.warmup, args.iters, mode, args.fullgraph
+                )
+                print(json.dumps(row), flush=True)
+                latency_rows.append(row)
 
     ours, peer = args.models[0], args.models[1] if len(args.models) > 1 else args.models[0]
-    mode = "torch.compile" if args.compile else "eager"
-    print(f"\n## Training step ({args.amp_dtype} autocast, AdamW, {mode})\n")
-    print(f"| size | batch | {ours} img/s | {peer} img/s | speed ratio | {ours} peak GiB | {peer} peak GiB | memory ratio |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for size, batch in zip(args.sizes, args.batches):
-        a = next(r for r in train_rows if r["model"] == ours and r["size"] == size)
-        b = next(r for r in train_rows if r["model"] == peer and r["size"] == size)
-        cell = lambda r, k, f: r["status"] if r["status"] != "ok" else format(r[k], f)  # noqa: E731
-        print(
-            f"| {size} | {batch} | {cell(a, 'img_per_s', '.1f')} | {cell(b, 'img_per_s', '.1f')} | "
-            f"{_ratio(a['img_per_s'], b['img_per_s'])} | {cell(a, 'peak_gib', '.2f')} | {cell(b, 'peak_gib', '.2f')} | "
-            f"{_ratio(a['peak_gib'], b['peak_gib'])} |"
-        )
-    print(f"\n## Inference latency at {args.latency_size}² ({args.amp_dtype} autocast, {mode})\n")
-    print(f"| batch | {ours} ms | {peer} ms | latency ratio |")
-    print("|---:|---:|---:|---:|")
-    for batch in args.latency_batches:
-        a = next(r for r in latency_rows if r["model"] == ours and r["batch"] == batch)
-        b = next(r for r in latency_rows if r["model"] == peer and r["batch"] == batch)
-        print(f"| {batch} | {a['latency_ms']:.2f} | {b['latency_ms']:.2f} | {_ratio(a['latency_ms'], b['latency_ms'])} |")
+    for mode in args.compile_mode:
+        _print_mode_tables(args, mode, ours, peer, train_rows, latency_rows)
+    if len(args.compile_mode) > 1:
+        _print_mode_ratios(args, train_rows, latency_rows)
 
     if args.out:
         os.makedirs(args.out, exist_ok=True)

@@ -1,4 +1,10 @@
-"""The one dispatch point for LightNet's additive attention: validates inputs, then picks a backend."""
+"""The one dispatch point for LightNet's additive attention: validates inputs, then picks a backend.
+
+``torch.compile(..., fullgraph=True)`` traces this module: validation depends only on shapes, dtypes, devices and
+``requires_grad`` (resolved at trace time: bad input still fails with the same message while compiling, inside
+dynamo's own error under ``fullgraph=True``), the Triton kernels are ``lightnet::*`` custom ops
+(:mod:`lightnet.kernels.custom_op`), and the one value-dependent check (``check_finite``) is skipped while compiling.
+"""
 from __future__ import annotations
 
 import numbers
@@ -118,7 +124,9 @@ def additive_attention(
         initial_state: ``(S [B, H, D', E], z [B, H, D])`` fp32 from a previous call (``D' = 2D`` with LRPE).
         output_final_state: also return the final state.
         backend: ``'auto'`` (Triton on CUDA when available, else reference), ``'torch'`` or ``'triton'``.
-        check_finite: raise if q, k, v (or the initial state) hold NaN/inf (costs a reduction; off by default).
+        check_finite: raise if q, k, v (or the initial state) hold NaN/inf (costs a reduction and a host sync; off
+            by default). Eager only: skipped while ``torch.compile`` traces (the check branches on tensor values,
+            which would break the graph), so run the model eagerly to use it.
 
     Returns:
         ``o [B, N, H, E]`` in q's dtype, or ``(o, (S, z))`` with ``output_final_state=True``.
@@ -126,7 +134,7 @@ def additive_attention(
     if backend not in BACKENDS:
         raise ValueError(f"additive_attention: unknown backend {backend!r}; choose one of {BACKENDS}")
     _check_inputs(q, k, v, key_padding_mask, lrpe_theta, initial_state)
-    if check_finite:
+    if check_finite and not torch.compiler.is_compiling():
         named = [("q", q), ("k", k), ("v", v)]
         if initial_state is not None:
             named += [("initial_state S", initial_state[0]), ("initial_state z", initial_state[1])]

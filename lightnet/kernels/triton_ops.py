@@ -3,6 +3,11 @@
 Differentiable w.r.t. ``q``, ``k``, ``v`` and through the returned final state ``(S, z)`` (so chunked prefill can be
 trained end to end). Not differentiable w.r.t. ``initial_state`` or ``lrpe_theta``: if either requires a gradient a
 ``RuntimeError`` names the problem (use ``backend='torch'`` for those cases).
+
+Under ``torch.compile`` the kernels are called through the ``lightnet::*`` custom ops of
+:mod:`lightnet.kernels.custom_op` (which carry their autograd formulas), so dynamo traces this function without graph
+breaks: everything here before the op call is shape / dtype / ``requires_grad`` logic resolved at trace time. Eager
+calls go through that module's autograd Functions, which share the ops' implementations and backward.
 """
 from __future__ import annotations
 
@@ -10,58 +15,14 @@ from typing import Optional, Tuple
 
 import torch
 
-from .decode import decode_step
+from . import custom_op as ops
 from .reference import State, additive_attention_torch
-from .triton_causal import causal_backward, causal_forward
-from .triton_noncausal import noncausal_backward, noncausal_forward
 
 __all__ = ["additive_attention_triton"]
 
 
 def _contig(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return None if t is None else t.contiguous()
-
-
-class _NonCausalFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, scale, mask, theta, S0, z0):  # type: ignore[override]
-        init = None if S0 is None else (S0, z0)
-        o, S, z = noncausal_forward(q, k, v, scale, mask, theta, init)
-        ctx.save_for_backward(q, k, v, S, z, mask, theta)
-        ctx.scale = scale
-        ctx.set_materialize_grads(False)
-        return o, S, z
-
-    @staticmethod
-    def backward(ctx, do, dS, dz):  # type: ignore[override]
-        q, k, v, S, z, mask, theta = ctx.saved_tensors
-        if do is None:
-            do = torch.zeros((*q.shape[:3], v.shape[-1]), device=q.device, dtype=q.dtype)
-        dq, dk, dv = noncausal_backward(
-            do, _contig(dS), _contig(dz), q, k, v, S, z, ctx.scale, mask, theta
-        )
-        return dq, dk, dv, None, None, None, None, None
-
-
-class _CausalFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, scale, mask, theta, S0, z0):  # type: ignore[override]
-        init = None if S0 is None else (S0, z0)
-        o, S, z, saved = causal_forward(q, k, v, scale, mask, theta, init)
-        ctx.save_for_backward(q, k, v, mask, theta, S, *saved)
-        ctx.scale = scale
-        ctx.set_materialize_grads(False)
-        return o, S, z
-
-    @staticmethod
-    def backward(ctx, do, dS, dz):  # type: ignore[override]
-        q, k, v, mask, theta, S, *saved = ctx.saved_tensors
-        if do is None:
-            do = torch.zeros((*q.shape[:3], v.shape[-1]), device=q.device, dtype=q.dtype)
-        dq, dk, dv = causal_backward(
-            do, _contig(dS), _contig(dz), q, k, v, S, saved, ctx.scale, mask, theta
-        )
-        return dq, dk, dv, None, None, None, None, None
 
 
 def additive_attention_triton(
@@ -113,8 +74,17 @@ def additive_attention_triton(
         S0 = initial_state[0].detach().to(torch.float32).contiguous()
         z0 = initial_state[1].detach().to(torch.float32).contiguous()
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    if causal and q.shape[1] == 1 and not needs_grad:
-        return decode_step(q, k, v, float(scale), mask, theta, None if S0 is None else (S0, z0))
-    fn = _CausalFn if causal else _NonCausalFn
-    o, S, z = fn.apply(q, k, v, float(scale), mask, theta, S0, z0)
+    args = (q, k, v, float(scale), mask, theta, S0, z0)
+    decode = causal and q.shape[1] == 1 and not needs_grad
+    if torch.compiler.is_compiling():  # one opaque graph node per call (torch.library custom ops)
+        if decode:
+            o, S, z = ops.causal_decode(*args)
+        elif causal:
+            o, S, z, _ = ops.causal_fwd(*args)
+        else:
+            o, S, z = ops.noncausal_fwd(*args)
+    elif decode:  # eager: the same implementations without the custom-op dispatcher's host overhead
+        o, S, z = ops.causal_decode_eager(*args)
+    else:
+        o, S, z = (ops.CausalEagerFn if causal else ops.NonCausalEagerFn).apply(*args)
     return o, (S, z)
