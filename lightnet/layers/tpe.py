@@ -33,7 +33,22 @@ def toeplitz_fft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         kernel: ``[2n − 1, C]`` holding ``t(r)`` for ``r = −(n−1) … n−1`` (index ``r + n − 1``).
     Returns:
         ``[B, n, C]`` with ``y_i = Σ_j t(i − j) x_j`` (fp32).
+
+    Under ``torch.compile`` on CUDA the product runs eagerly (one graph break per call, i.e. per model: MD-TPE runs
+    once, before the blocks): inductor cannot generate Triton kernels for the complex tensors of the FFT product
+    (``KeyError: 'complex64'`` in its code generation, seen with torch 2.11 on an H200). On the CPU it is traced.
     """
+    if x.is_cuda and torch.compiler.is_compiling():
+        return _toeplitz_fft_eager(x, kernel)
+    return _toeplitz_fft(x, kernel)
+
+
+@torch.compiler.disable
+def _toeplitz_fft_eager(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    return _toeplitz_fft(x, kernel)
+
+
+def _toeplitz_fft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     n = x.shape[1]
     if x.numel() == 0:  # empty batch or sequence (FFT libraries reject zero-sized transforms)
         return torch.zeros(x.shape, dtype=torch.float32, device=x.device)
