@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict
 
 import pytest
 import torch
+from _subprocess_env import free_port, subprocess_env
 
 from lightnet.train.distributed_state import (
     full_model_state_dict,
@@ -26,20 +24,6 @@ from lightnet.train.distributed_state import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> Dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
-    for k in ("WORLD_SIZE", "LOCAL_RANK", "RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_FSDP"):
-        env.pop(k, None)
-    return env
 
 
 def _fully_shard_available() -> bool:
@@ -55,10 +39,10 @@ def _fully_shard_available() -> bool:
 @pytest.mark.parametrize("fsdp_version", [2, 1])
 def test_fsdp_checkpoint_roundtrip_two_processes(tmp_path: Path, fsdp_version: int):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(ROOT / "tests" / "fsdp_checkpoint_worker.py"), str(tmp_path)]
+           "--master_port", str(free_port()), str(ROOT / "tests" / "fsdp_checkpoint_worker.py"), str(tmp_path)]
     if fsdp_version == 1:
         cmd.append("--fsdp1")
-    proc = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"worker failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["world"] == 2 and result["fsdp_version"] == fsdp_version

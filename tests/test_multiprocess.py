@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import shutil
 import socket
 import subprocess
@@ -28,6 +27,7 @@ from typing import Dict, List
 
 import pytest
 import torch
+from _subprocess_env import free_port, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,20 +36,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None
                        and shutil.which("accelerate") is None, reason="accelerate CLI not installed"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> Dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
-    env.pop("WORLD_SIZE", None)
-    env.pop("LOCAL_RANK", None)
-    return env
 
 
 def _accelerate() -> str:
@@ -63,9 +49,9 @@ def launch(nproc: int, command: str, args: List[str], timeout: int = 600) -> sub
         cmd = [sys.executable, "-m", "lightnet.cli", command, *args]
     else:
         cmd = [_accelerate(), "launch", "--multi_gpu", "--num_processes", str(nproc), "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
                "-m", "lightnet.cli", command, *args]
-    proc = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 
