@@ -6,7 +6,9 @@ Why: dynamo traces Python. Inlined, the kernels' host code (``Launcher``'s speci
 whole launch sequence is one graph node that inductor calls as an extern kernel, and the elementwise work around it
 (q activation, norms, gates) is fused as usual.
 
-Ops (all tensors contiguous; ``B`` batch, ``N`` tokens, ``H`` heads, ``D`` key width, ``E`` value width,
+Ops (tensors contiguous, except that the non-causal ops read q, k, v, do in place when the last dim is
+contiguous and the head stride equals its size, e.g. slices of a fused qkv projection, and copy them otherwise;
+``B`` batch, ``N`` tokens, ``H`` heads, ``D`` key width, ``E`` value width,
 ``D' = 2D`` with LRPE else ``D``; ``mask [B, N]`` bool, ``theta [N, D]`` fp32, ``S0 [B, H, D', E]`` /
 ``z0 [B, H, D]`` fp32, given together or not at all):
 
@@ -82,8 +84,9 @@ def _noncausal_fwd_impl(
     q: Tensor, k: Tensor, v: Tensor, scale: float, mask: Optional[Tensor], theta: Optional[Tensor],
     S0: Optional[Tensor], z0: Optional[Tensor],
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """Order-free scan: ``(o [B, N, H, E], S [B, H, D', E] fp32, z [B, H, D] fp32)``."""
-    q, k, v, mask, theta, S0, z0 = _contig_all(q, k, v, mask, theta, S0, z0)
+    """Order-free scan: ``(o [B, N, H, E], S [B, H, D', E] fp32, z [B, H, D] fp32)``; q, k, v in place when their
+    layout allows (:func:`~lightnet.kernels.triton_noncausal.kernel_layout`)."""
+    mask, theta, S0, z0 = _contig_all(mask, theta, S0, z0)  # q, k, v: noncausal_forward applies kernel_layout
     return noncausal_forward(q, k, v, scale, mask, theta, _init(S0, z0))
 
 
@@ -101,8 +104,9 @@ def _noncausal_bwd_impl(
     do: Tensor, dS: Optional[Tensor], dz: Optional[Tensor], q: Tensor, k: Tensor, v: Tensor, S: Tensor, z: Tensor,
     scale: float, mask: Optional[Tensor], theta: Optional[Tensor],
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """``(dq, dk, dv)`` of the order-free scan given ``dO`` and the optional final-state gradients."""
-    do, dS, dz, q, k, v, S, z, mask, theta = _contig_all(do, dS, dz, q, k, v, S, z, mask, theta)
+    """``(dq, dk, dv)`` (new contiguous tensors) of the order-free scan given ``dO`` and the optional final-state
+    gradients; do, q, k, v in place when their layout allows."""
+    dS, dz, S, z, mask, theta = _contig_all(dS, dz, S, z, mask, theta)  # do, q, k, v: see noncausal_backward
     return noncausal_backward(do, dS, dz, q, k, v, S, z, scale, mask, theta)
 
 
@@ -111,7 +115,7 @@ noncausal_bwd = torch.library.custom_op("lightnet::noncausal_bwd", _noncausal_bw
 
 @noncausal_bwd.register_fake
 def _noncausal_bwd_fake(do, dS, dz, q, k, v, S, z, scale, mask, theta):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape))  # contiguous, as the kernels write
 
 
 # ----------------------------------------------------------------------------------------------------------------

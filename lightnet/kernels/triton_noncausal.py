@@ -14,6 +14,9 @@ Work split: the tokens of every (batch, head) are cut into ``splits`` contiguous
 With ``splits == 1`` (short sequences, many heads) each direction is one fused kernel.
 Bytes moved: forward reads k, v, q and writes o; backward reads q, dO, k, v and writes dq, dk, dv (11 tensor
 passes against the 8 of the floor), plus the small fp32 states.
+Layouts: q, k, v (and dO) are read in place with their own batch / token strides as long as the last dim is
+contiguous and the head stride equals the last-dim size (e.g. k, v sliced from a fused ``[B, N, 3, H, D]`` qkv
+projection); other layouts are copied first (:func:`kernel_layout`). o, dq, dk, dv are written contiguous.
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ from .triton_common import (
     store_rows,
 )
 
-__all__ = ["noncausal_forward", "noncausal_backward", "choose_splits"]
+__all__ = ["noncausal_forward", "noncausal_backward", "choose_splits", "kernel_layout", "in_kernel_layout"]
 
 # Up to this many ranges per (batch, head), the output pass merges the partial states itself and the dk/dv pass
 # sums the partial state gradients itself (each reads them from L2); beyond it one extra launch does that.
@@ -230,23 +233,27 @@ def _output_loop(
 @triton.jit
 def _nc_fwd_kernel(
     Q, K, V, O, THETA, MASK, S0, Z0, PM, PL, PS, S_OUT, Z_OUT,
-    N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn, tokens_per_split, splits, scale,
+    N, H, D, E, stride_qb, stride_qn, stride_kb, stride_kn, stride_vb, stride_vn, stride_ob, stride_on,
+    tokens_per_split, splits, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
     HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, FUSED: tl.constexpr,
     DOT: tl.constexpr, TWO_PASS: tl.constexpr,
 ):
-    """Pass 1 over one token range; with ``FUSED`` (one range) also the merge and pass 2."""
+    """Pass 1 over one token range; with ``FUSED`` (one range) also the merge and pass 2.
+
+    Each of q, k, v, o has its own batch / token strides (head stride = its last-dim size, last dim contiguous).
+    """
     pid_s = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
-    k_base = b.to(tl.int64) * stride_qb + h * D
+    k_base = b.to(tl.int64) * stride_kb + h * D
     v_base = b.to(tl.int64) * stride_vb + h * E
     mask_base = b.to(tl.int64) * N
     start = pid_s * tokens_per_split
     end = tl.minimum(start + tokens_per_split, N)
     m, l, Sc, Ss = _accumulate_state(
-        K, V, THETA, MASK, k_base, v_base, mask_base, start, end, stride_qn, stride_vn, D, E,
+        K, V, THETA, MASK, k_base, v_base, mask_base, start, end, stride_kn, stride_vn, D, E,
         BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, TWO_PASS,
     )
     offs_d = tl.arange(0, BLOCK_D)
@@ -257,8 +264,8 @@ def _nc_fwd_kernel(
         tl.store(Z_OUT + pid_bh.to(tl.int64) * D + offs_d, z, mask=dmask)
         store_state(S_OUT, pid_bh.to(tl.int64) * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
         _output_loop(
-            Q, O, THETA, k_base, v_base, 0, N, stride_qn, stride_vn, D, E, Sc, Ss, scale,
-            BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT,
+            Q, O, THETA, b.to(tl.int64) * stride_qb + h * D, b.to(tl.int64) * stride_ob + h * E, 0, N,
+            stride_qn, stride_on, D, E, Sc, Ss, scale, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT,
         )
     else:
         part = pid_bh.to(tl.int64) * splits + pid_s
@@ -351,7 +358,7 @@ def _nc_out_kernel(
 
 @triton.jit
 def _dq_loop(
-    Q, DO, DQ, THETA, q_base, o_base, start, end, stride_qn, stride_on, D, E, Sc, Ss, scale,
+    Q, DO, DQ, THETA, q_base, do_base, dq_base, start, end, stride_qn, stride_don, stride_dqn, D, E, Sc, Ss, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr, DOT: tl.constexpr,
 ):
     """dq = scale · fold(dO Sᵀ) over ``[start, end)``; returns the unscaled partial ``Σ q̄ᵀ dO`` (cos, sin)."""
@@ -364,7 +371,7 @@ def _dq_loop(
         rows = n0 + offs_n
         valid = rows < end
         qb = load_rows(Q + q_base, rows, offs_d, stride_qn, valid, D, 0.0)
-        dob = load_rows(DO + o_base, rows, offs_e, stride_on, valid, E, 0.0)
+        dob = load_rows(DO + do_base, rows, offs_e, stride_don, valid, E, 0.0)
         if HAS_LRPE:
             th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
             c = tl.cos(th)
@@ -375,14 +382,14 @@ def _dq_loop(
         else:
             dq = mm(dob, tl.trans(Sc), DOT)
             dSc += mm(tl.trans(qb), dob, DOT)
-        store_rows(DQ + q_base, dq * scale, rows, offs_d, stride_qn, valid, D)
+        store_rows(DQ + dq_base, dq * scale, rows, offs_d, stride_dqn, valid, D)
     return dSc, dSs
 
 
 @triton.jit
 def _dkdv_loop(
-    K, V, DK, DV, THETA, MASK, k_base, v_base, mask_base, start, end, stride_kn, stride_vn, D, E,
-    z, gz, dSc, dSs,
+    K, V, DK, DV, THETA, MASK, k_base, v_base, dk_base, dv_base, mask_base, start, end,
+    stride_kn, stride_vn, stride_dkn, stride_dvn, D, E, z, gz, dSc, dSs,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
     HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr,
 ):
@@ -407,8 +414,8 @@ def _dkdv_loop(
             dv = mm(w, dSc, DOT)
             dw = mm(vb, tl.trans(dSc), DOT)
         dk = w * (dw + gz[None, :])
-        store_rows(DK + k_base, dk, rows, offs_d, stride_kn, valid, D)
-        store_rows(DV + v_base, dv, rows, offs_e, stride_vn, valid, E)
+        store_rows(DK + dk_base, dk, rows, offs_d, stride_dkn, valid, D)
+        store_rows(DV + dv_base, dv, rows, offs_e, stride_dvn, valid, E)
 
 
 @triton.jit
@@ -440,26 +447,33 @@ def _z_gradient(Sc, Ss, dSc, dSs, DZ_OUT, pid_bh, D, BLOCK_D: tl.constexpr, HAS_
 @triton.jit
 def _nc_bwd_dq_kernel(
     Q, K, V, DO, DQ, DK, DV, THETA, MASK, S, Z, DS_OUT, DZ_OUT, PDS,
-    N, H, D, E, stride_qb, stride_qn, stride_vb, stride_vn, tokens_per_split, splits, scale,
+    N, H, D, E, stride_qb, stride_qn, stride_kb, stride_kn, stride_vb, stride_vn, stride_dob, stride_don,
+    stride_gkb, stride_gkn, stride_gvb, stride_gvn, tokens_per_split, splits, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
     HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_DS: tl.constexpr, HAS_DZ: tl.constexpr,
     FUSED: tl.constexpr, DOT: tl.constexpr,
 ):
-    """Backward pass 1 over one token range; with ``FUSED`` (one range) also pass 2."""
+    """Backward pass 1 over one token range; with ``FUSED`` (one range) also pass 2.
+
+    q, k, v, dO have their own batch / token strides; ``stride_gk*`` are those of DQ and DK (both fresh
+    ``[B, N, H, D]`` tensors of one layout), ``stride_gv*`` those of DV.
+    """
     pid_s = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
     DP = 2 * D if HAS_LRPE else D
     q_base = b.to(tl.int64) * stride_qb + h * D
-    o_base = b.to(tl.int64) * stride_vb + h * E
+    do_base = b.to(tl.int64) * stride_dob + h * E
+    gk_base = b.to(tl.int64) * stride_gkb + h * D
+    gv_base = b.to(tl.int64) * stride_gvb + h * E
     s_base = pid_bh.to(tl.int64) * DP * E
     Sc, Ss = load_state(S, s_base, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
     start = pid_s * tokens_per_split
     end = tl.minimum(start + tokens_per_split, N)
     dSc, dSs = _dq_loop(
-        Q, DO, DQ, THETA, q_base, o_base, start, end, stride_qn, stride_vn, D, E, Sc, Ss, scale,
-        BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT,
+        Q, DO, DQ, THETA, q_base, do_base, gk_base, start, end, stride_qn, stride_don, stride_gkn, D, E,
+        Sc, Ss, scale, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT,
     )
     if FUSED:
         dSc, dSs = _total_state_grad(dSc, dSs, DS_OUT, s_base, scale, D, E, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_DS)
@@ -467,7 +481,8 @@ def _nc_bwd_dq_kernel(
         offs_d = tl.arange(0, BLOCK_D)
         z = tl.load(Z + pid_bh.to(tl.int64) * D + offs_d, mask=offs_d < D, other=0.0)
         _dkdv_loop(
-            K, V, DK, DV, THETA, MASK, q_base, o_base, b.to(tl.int64) * N, 0, N, stride_qn, stride_vn, D, E,
+            K, V, DK, DV, THETA, MASK, b.to(tl.int64) * stride_kb + h * D, b.to(tl.int64) * stride_vb + h * E,
+            gk_base, gv_base, b.to(tl.int64) * N, 0, N, stride_kn, stride_vn, stride_gkn, stride_gvn, D, E,
             z, gz, dSc, dSs, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT,
         )
     else:
@@ -478,7 +493,8 @@ def _nc_bwd_dq_kernel(
 @triton.jit
 def _nc_bwd_dkdv_kernel(
     K, V, DK, DV, THETA, MASK, S, Z, DS, PDS, DS_OUT, DZ_OUT,
-    N, H, D, E, stride_kb, stride_kn, stride_vb, stride_vn, tokens_per_split, splits, scale,
+    N, H, D, E, stride_kb, stride_kn, stride_vb, stride_vn, stride_dkb, stride_dkn, stride_dvb, stride_dvn,
+    tokens_per_split, splits, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
     HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_DS: tl.constexpr, HAS_DZ: tl.constexpr,
     SUM_PARTIALS: tl.constexpr, DOT: tl.constexpr,
@@ -513,13 +529,31 @@ def _nc_bwd_dkdv_kernel(
     end = tl.minimum(start + tokens_per_split, N)
     _dkdv_loop(
         K, V, DK, DV, THETA, MASK, b.to(tl.int64) * stride_kb + h * D, b.to(tl.int64) * stride_vb + h * E,
-        b.to(tl.int64) * N, start, end, stride_kn, stride_vn, D, E, z, gz, dSc, dSs,
+        b.to(tl.int64) * stride_dkb + h * D, b.to(tl.int64) * stride_dvb + h * E,
+        b.to(tl.int64) * N, start, end, stride_kn, stride_vn, stride_dkn, stride_dvn, D, E, z, gz, dSc, dSs,
         BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT,
     )
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # launchers
+
+
+def in_kernel_layout(t: torch.Tensor) -> bool:
+    """Whether the kernels can read ``t [B, N, H, X]`` in place: last dim contiguous and head stride ``X``.
+
+    Batch and token strides are free (passed to the kernels), so slices of a fused ``[B, N, 3, H, D]`` projection
+    qualify. A stride along a dimension of size 1 is never used and is not checked.
+    """
+    if t.dim() != 4:
+        raise ValueError(f"non-causal kernels: expected a [B, N, H, X] tensor, got shape {tuple(t.shape)}")
+    H, X = t.shape[-2:]
+    return (X == 1 or t.stride(-1) == 1) and (H == 1 or t.stride(-2) == X)
+
+
+def kernel_layout(t: torch.Tensor) -> torch.Tensor:
+    """``t [B, N, H, X]`` itself if :func:`in_kernel_layout`, else a contiguous copy."""
+    return t if in_kernel_layout(t) else t.contiguous()
 
 _LAUNCH = {fn.__name__: Launcher(fn) for fn in (
     _nc_fwd_kernel, _nc_merge_kernel, _nc_out_kernel, _nc_bwd_dq_kernel, _nc_bwd_dkdv_kernel)}
@@ -571,7 +605,12 @@ def noncausal_forward(
     initial_state: Optional[Tuple[torch.Tensor, torch.Tensor]],
     splits: Optional[int] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(o [B,N,H,E] in q's dtype, S [B,H,D',E] fp32, z [B,H,D] fp32)``; inputs contiguous."""
+    """``(o [B,N,H,E] in q's dtype, S [B,H,D',E] fp32, z [B,H,D] fp32)``.
+
+    ``q``, ``k``, ``v`` are read in place when :func:`in_kernel_layout` (any batch / token strides), else copied;
+    the mask, angle table and initial state must be contiguous.
+    """
+    q, k, v = (kernel_layout(t) for t in (q, k, v))
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype)
     n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
@@ -589,7 +628,8 @@ def noncausal_forward(
     has_init = initial_state is not None
     _LAUNCH["_nc_fwd_kernel"][(n_splits, B * H)](
         q, k, v, o, theta, mask, S0, z0, PM, PL, PS, S, z,
-        N, H, D, E, q.stride(0), q.stride(1), v.stride(0), v.stride(1), tps, n_splits, scale,
+        N, H, D, E, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        o.stride(0), o.stride(1), tps, n_splits, scale,
         BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
         HAS_INIT=has_init, FUSED=fused, DOT=dot, TWO_PASS=two_pass_max(), **opts,
     )
@@ -623,14 +663,18 @@ def noncausal_backward(
     lrpe_theta: Optional[torch.Tensor],
     splits: Optional[int] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(dq, dk, dv)`` given ``dO`` and the (optional) gradients ``dS_out``, ``dz_out`` of the final state."""
+    """``(dq, dk, dv)`` given ``dO`` and the (optional) gradients ``dS_out``, ``dz_out`` of the final state.
+
+    ``q``, ``k``, ``v``, ``do`` are read in place when :func:`in_kernel_layout`, else copied; ``dq``, ``dk``,
+    ``dv`` are new contiguous tensors.
+    """
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype)
     n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
-    do = do.contiguous()
-    dq = torch.empty_like(q)
-    dk = torch.empty_like(k)
-    dv = torch.empty_like(v)
+    q, k, v, do = (kernel_layout(t) for t in (q, k, v, do))
+    dq = torch.empty(q.shape, device=q.device, dtype=q.dtype)  # contiguous, whatever the inputs' strides
+    dk = torch.empty(k.shape, device=k.device, dtype=k.dtype)
+    dv = torch.empty(v.shape, device=v.device, dtype=v.dtype)
     fused = n_splits == 1
     dot = dot_mode(q.dtype)
     common = dict(BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
@@ -639,7 +683,8 @@ def noncausal_backward(
     _LAUNCH["_nc_bwd_dq_kernel"][(n_splits, B * H)](
         q, k, v, do, dq, dk, dv, theta, mask, S, z,
         dS_out if dS_out is not None else S, dz_out if dz_out is not None else z, PDS,
-        N, H, D, E, q.stride(0), q.stride(1), v.stride(0), v.stride(1), tps, n_splits, scale,
+        N, H, D, E, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), tps, n_splits, scale,
         HAS_DS=dS_out is not None, HAS_DZ=dz_out is not None, FUSED=fused, **common,
     )
     if not fused:
@@ -652,7 +697,8 @@ def noncausal_backward(
         _LAUNCH["_nc_bwd_dkdv_kernel"][(n_splits, B * H)](
             k, v, dk, dv, theta, mask, S, z, dS, PDS, dS_out if dS_out is not None else S,
             dz_out if dz_out is not None else z,
-            N, H, D, E, k.stride(0), k.stride(1), v.stride(0), v.stride(1), tps, n_splits, scale,
+            N, H, D, E, k.stride(0), k.stride(1), v.stride(0), v.stride(1), dk.stride(0), dk.stride(1),
+            dv.stride(0), dv.stride(1), tps, n_splits, scale,
             HAS_DS=dS_out is not None, HAS_DZ=dz_out is not None, SUM_PARTIALS=sum_inline, **common,
         )
     return dq, dk, dv

@@ -17,6 +17,7 @@ import torch
 
 from . import custom_op as ops
 from .reference import State, additive_attention_torch
+from .triton_noncausal import kernel_layout
 
 __all__ = ["additive_attention_triton"]
 
@@ -66,7 +67,10 @@ def additive_attention_triton(
                 "supported; use fixed frequencies or backend='torch'"
             )
     dtype = q.dtype
-    q, k, v = q.contiguous(), k.to(dtype).contiguous(), v.to(dtype).contiguous()
+    # the non-causal kernels take any batch / token strides (k, v sliced from a fused qkv projection are used in
+    # place); the causal kernels need contiguous inputs
+    layout = torch.Tensor.contiguous if causal else kernel_layout
+    q, k, v = layout(q), layout(k.to(dtype)), layout(v.to(dtype))
     mask = _contig(key_padding_mask)
     theta = None if lrpe_theta is None else lrpe_theta.detach().to(torch.float32).contiguous()
     S0 = z0 = None
