@@ -132,6 +132,9 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=None,
                         help="start no new shape after this many seconds (the tables cover the shapes done)")
     parser.add_argument("--sizes", default=None, help="comma-separated N at head dim 64 (default: all)")
+    parser.add_argument("--head-dims", default=None,
+                        help="comma-separated extra head dims timed at N = 4096 (default: 32,128 unless --quick or "
+                             "--sizes is given)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -150,8 +153,10 @@ def main() -> None:
     if args.sizes:
         sizes = tuple(int(n) for n in args.sizes.split(","))
     shapes = [(max(1, TOKENS // n), n, 64) for n in sizes]
-    if not args.quick and not args.sizes:
-        shapes += [(TOKENS // 4096, 4096, 32), (TOKENS // 4096, 4096, 128)]
+    extra_dims = "" if (args.quick or args.sizes) else "32,128"
+    if args.head_dims is not None:
+        extra_dims = args.head_dims
+    shapes += [(TOKENS // 4096, 4096, int(d)) for d in extra_dims.split(",") if d]
     rows: List[Dict] = []
     t_start = time.time()
     for B, N, D in shapes:

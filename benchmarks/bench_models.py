@@ -256,7 +256,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--latency-size", type=int, default=224)
-    parser.add_argument("--latency-batches", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--latency-batches", type=int, nargs="*", default=[1, 64],
+                        help="inference latency batch sizes (none: skip the latency rows)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile both models (shorthand for --compile-mode default)")
     parser.add_argument("--compile-mode", nargs="+", choices=COMPILE_MODES, default=None,

@@ -114,11 +114,30 @@ def check_auto_and_decode(gen: torch.Generator, dev: str = "cuda") -> Dict[str, 
     return errs
 
 
+def select_cases(spec: Optional[str], max_cases: Optional[int]) -> Tuple[List[Tuple], bool]:
+    """``(cases, run the auto/decode check)`` from ``--cases`` (indices and/or ``auto``; None = all) and
+    ``--max-cases``."""
+    if spec is None:
+        return CASES[:max_cases], True
+    cases, run_auto = [], False
+    for token in (t.strip() for t in spec.split(",") if t.strip()):
+        if token == "auto":
+            run_auto = True
+        elif token.isdigit() and int(token) < len(CASES):
+            cases.append(CASES[int(token)])
+        else:
+            raise SystemExit(f"check_kernels_gpu: --cases takes indices 0..{len(CASES) - 1} or 'auto', got {token!r}")
+    return cases[:max_cases], run_auto
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: from the clock)")
     parser.add_argument("--device", default="cuda", help="'cpu' with TRITON_INTERPRET=1 dry-runs the script")
     parser.add_argument("--max-cases", type=int, default=None, help="only the first cases (dry runs)")
+    parser.add_argument("--cases", default=None,
+                        help="comma-separated subset: indices into CASES and/or 'auto' (the auto/decode check); "
+                             "split the list over parallel processes to spread the kernel compilation")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("check_kernels_gpu: no CUDA device", file=sys.stderr)
@@ -127,17 +146,19 @@ def main() -> int:
     gen = torch.Generator(device=args.device).manual_seed(seed)
     name = torch.cuda.get_device_name() if args.device == "cuda" else args.device
     print(f"seed {seed}  device {name}  torch {torch.__version__}")
+    selected, run_auto = select_cases(args.cases, args.max_cases)
     failures = 0
     t0 = time.time()
-    try:
-        extra = check_auto_and_decode(gen, args.device)
-    except Exception as exc:
-        extra = {"error": float("nan")}
-        print(f"auto/decode check raised: {str(exc)[:300]}")
-    bad = [n for n, e in extra.items() if not e <= TOL[torch.bfloat16]]
-    failures += bool(bad)
-    print(f"{'FAIL' if bad else 'ok  '} auto/decode | " + " ".join(f"{n}={e:.1e}" for n, e in extra.items()))
-    for case in CASES[: args.max_cases]:
+    if run_auto:
+        try:
+            extra = check_auto_and_decode(gen, args.device)
+        except Exception as exc:
+            extra = {"error": float("nan")}
+            print(f"auto/decode check raised: {str(exc)[:300]}")
+        bad = [n for n, e in extra.items() if not e <= TOL[torch.bfloat16]]
+        failures += bool(bad)
+        print(f"{'FAIL' if bad else 'ok  '} auto/decode | " + " ".join(f"{n}={e:.1e}" for n, e in extra.items()))
+    for case in selected:
         causal, B, N, H, D, E, dtype, mask, lrpe, init, k_scale = case
         tol = (LARGE_LOGIT_TOL if k_scale > 10 else TOL)[dtype]
         label = (f"{'causal' if causal else 'noncausal':9s} B{B} N{N} H{H} D{D} E{E} {str(dtype)[6:]:8s} "
