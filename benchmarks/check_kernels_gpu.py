@@ -130,6 +130,19 @@ def select_cases(spec: Optional[str], max_cases: Optional[int]) -> Tuple[List[Tu
     return cases[:max_cases], run_auto
 
 
+def apply_tuning(items: List[str]) -> None:
+    """Set ``KEY=INT`` launch overrides in ``TUNING`` (unknown keys are an error)."""
+    from lightnet.kernels.triton_common import TUNING
+
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in TUNING:
+            raise SystemExit(f"check_kernels_gpu: --tuning takes KEY=INT with KEY in {sorted(TUNING)}, got {item!r}")
+        TUNING[key] = int(value)
+    if items:
+        print(f"TUNING overrides: {items}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: from the clock)")
@@ -138,6 +151,8 @@ def main() -> int:
     parser.add_argument("--cases", default=None,
                         help="comma-separated subset: indices into CASES and/or 'auto' (the auto/decode check); "
                              "split the list over parallel processes to spread the kernel compilation")
+    parser.add_argument("--tuning", nargs="*", default=[], metavar="KEY=INT",
+                        help="launch overrides set in lightnet.kernels.triton_common.TUNING (e.g. c_zpass=0)")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("check_kernels_gpu: no CUDA device", file=sys.stderr)
@@ -147,6 +162,7 @@ def main() -> int:
     name = torch.cuda.get_device_name() if args.device == "cuda" else args.device
     print(f"seed {seed}  device {name}  torch {torch.__version__}")
     selected, run_auto = select_cases(args.cases, args.max_cases)
+    apply_tuning(args.tuning)
     failures = 0
     t0 = time.time()
     if run_auto:
