@@ -322,3 +322,16 @@ def test_rmsnorm_extreme_values():
     assert torch.allclose(big, torch.ones(2, 16))
     half = norm(torch.full((2, 16), 6e4, dtype=torch.float16))
     assert half.dtype == torch.float16 and torch.allclose(half.float(), torch.ones(2, 16), atol=1e-3)
+
+
+def test_causal_fp32_state_limit_of_the_triton_kernels():
+    """fp32 causal calls whose state D'·E is over the measured shared-memory limit leave the Triton path (CUDA only)."""
+    from lightnet.kernels.api import CAUSAL_FP32_MAX_STATE, causal_state_too_big_for_triton
+
+    assert causal_state_too_big_for_triton(True, torch.float32, 128, 128, True, "cuda") == 256 * 128
+    assert causal_state_too_big_for_triton(True, torch.float32, 128, 128, False, "cuda") == 0  # 16384: at the limit
+    assert causal_state_too_big_for_triton(True, torch.float32, 64, 64, True, "cuda") == 0
+    assert causal_state_too_big_for_triton(True, torch.bfloat16, 128, 128, True, "cuda") == 0
+    assert causal_state_too_big_for_triton(False, torch.float32, 128, 128, True, "cuda") == 0
+    assert causal_state_too_big_for_triton(True, torch.float32, 128, 128, True, "cpu") == 0  # interpreter: no limit
+    assert CAUSAL_FP32_MAX_STATE == 128 * 128

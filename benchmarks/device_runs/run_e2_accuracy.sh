@@ -6,19 +6,20 @@
 #   * Fashion-MNIST, main comparison (lightnet / vit / scan2 / scan4) × seeds 0 1 2, one process per run,
 #     15 epochs, batch 512, lr 1e-3 (same recipe for all); scan baselines on the PyTorch chunked recurrence.
 #   bash benchmarks/device_runs/run_e2_accuracy.sh     (carry .whl and .data/fashion-mnist; writes to $OUT)
+# Run on 2026-12-03 with 12 Fashion-MNIST processes, a torch.compile check and 7 check processes at once: the GPU's
+# 140 GB ran out (several processes held 18-32 GB of cached blocks), most runs died (docs/results.md, run E). This
+# version drops the diagnostic checks and the compile check and sets expandable segments; which processes held the
+# 18-32 GB was not isolated, so watch `nvidia-smi` before trusting it. LightNet runs took ~520 s under that load and
+# two were cut in the transfer evaluation after their 15th epoch: allow more than 560 s or fewer epochs.
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:. TORCHINDUCTOR_COMPILE_THREADS=2 OMP_NUM_THREADS=1
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 OUT=${OUT:-/tmp/out}; L=/tmp/e2; mkdir -p "$L" "$OUT"
 t0=$SECONDS
 for part in auto,0,1,2,3 4,5,6 7,8,9,10 11,12,13,14; do
   timeout 540 python3 benchmarks/check_kernels_gpu.py --seed 7 --cases "$part" > "$L/check_${part//,/_}.log" 2>&1 &
 done
-# diagnostics of run E1's two failing causal cases (10: N 2049 bf16 LRPE + initial state, dk/dv 6e-2; 12: D = E = 128
-# fp32 LRPE, shared memory): the lean path, and the zpass path with 4-warp backward launches
-timeout 540 python3 benchmarks/check_kernels_gpu.py --seed 7 --cases 10,12 --tuning c_zpass=0 > "$L/check_lean.log" 2>&1 &
-timeout 540 python3 benchmarks/check_kernels_gpu.py --seed 7 --cases 10,12 --tuning c_bwd_warps=4 > "$L/check_zpass_w4.log" 2>&1 &
-timeout 540 python3 benchmarks/check_kernels_gpu.py --seed 8 --cases 10,11,12 > "$L/check_seed8.log" 2>&1 &
 for S in 0 1 2; do
   timeout 560 python3 benchmarks/dit_fashion_mnist_compare.py --seed $S --steps 424 --workers 1 --backend auto \
     --data-root .data/fashion-mnist --work /tmp/dit_s$S --out "$L/dit/seed$S" > "$L/dit_seed$S.log" 2>&1 &
@@ -29,13 +30,9 @@ for M in lightnet vit scan2 scan4; do for S in 0 1 2; do
     --train-size 32 --eval-sizes 40 48 --scan-backend torch --threads 1 --data-root .data/fashion-mnist \
     --out "$L/fmnist" > "$L/fmnist_${M}_$S.log" 2>&1 &
 done; done
-# functional check only (shared GPU, the numbers are not timings): lightnet_small and ViT-S compile with
-# torch.compile(mode="reduce-overhead", fullgraph=True) on CUDA
-timeout 400 python3 benchmarks/bench_models.py --compile-mode reduce-overhead --fullgraph --sizes 224 --batches 32 \
-  --warmup 2 --iters 2 --latency-batches > "$L/compile_check.log" 2>&1 &
 wait
 echo "all: $((SECONDS - t0)) s" > "$OUT/phases.txt"
 for f in "$L"/check_*.log; do echo "== $f"; cat "$f"; done > "$OUT/check_kernels_gpu.log"
 python3 -m benchmarks.evidence.make_tables "$L/fmnist" --out "$OUT/fmnist_tables" > "$OUT/make_tables.log" 2>&1
-tar czf "$OUT/logs.tgz" -C /tmp e2 --exclude='*.pt' --exclude='*.safetensors' --exclude='*.bin'
-grep -h "ok  \|FAIL\|failing" "$OUT/check_kernels_gpu.log"; tail -3 "$L"/dit_seed*.log; tail -n 2 "$L"/fmnist_*.log
+tar czf "$OUT/logs.tgz" --exclude='*.pt' --exclude='*.safetensors' --exclude='*.bin' -C /tmp e2
+grep -h "ok  \|FAIL\|failing" "$OUT/check_kernels_gpu.log"; for f in "$L"/dit_seed*.log; do tail -n 3 "$f"; done; for f in "$L"/fmnist_*.log; do tail -n 2 "$f"; done

@@ -8,6 +8,7 @@ dynamo's own error under ``fullgraph=True``), the Triton kernels are ``lightnet:
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Optional, Tuple, Union
 
 import torch
@@ -144,9 +145,26 @@ def additive_attention(
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
         raise TypeError(f"additive_attention: scale must be a number or None, got {type(scale).__name__}")
     scale = 1.0 if scale is None else float(scale)
+    too_big = causal_state_too_big_for_triton(
+        causal, q.dtype, q.shape[-1], v.shape[-1], lrpe_theta is not None, q.device.type
+    )
+    if too_big and backend == "triton":
+        raise ValueError(
+            f"additive_attention: the causal Triton kernels need more shared memory than a GPU has for fp32 inputs "
+            f"with a state of {too_big} elements (D'={2 * q.shape[-1] if lrpe_theta is not None else q.shape[-1]}, "
+            f"E={v.shape[-1]}; limit {CAUSAL_FP32_MAX_STATE}); pass bf16/fp16 inputs or backend='torch'"
+        )
     use_triton = backend == "triton" or (
         backend == "auto" and _triton_available(q) and not _needs_torch_autograd(lrpe_theta, initial_state)
+        and not too_big
     )
+    if too_big and backend == "auto":
+        warnings.warn(
+            f"additive_attention: fp32 causal state of {too_big} elements is larger than the causal Triton kernels "
+            f"launch with ({CAUSAL_FP32_MAX_STATE}); using the PyTorch reference (slower). bf16/fp16 inputs (autocast) "
+            "keep the Triton path.",
+            stacklevel=2,
+        )
     if use_triton:
         if not _triton_available(q) and not _interpreting():
             raise RuntimeError("additive_attention: backend='triton' needs CUDA tensors and triton installed")
@@ -163,6 +181,24 @@ def additive_attention(
         )
     o = o.to(q.dtype)
     return (o, state) if output_final_state else o
+
+
+# Largest fp32 state D'·E (D' = 2D with MD-LRPE) the causal Triton kernels launch with. Measured on an H200 (run E,
+# 2026-12-03): D = E = 128 with LRPE (D'·E = 32,768) needs 235,520 B (memory-lean path) / 269,312 B (default) of
+# shared memory against the 232,448 B an sm_90 block may use; bf16/fp16 inputs halve the operand tiles.
+CAUSAL_FP32_MAX_STATE = 16384
+
+
+def causal_state_too_big_for_triton(
+    causal: bool, dtype: torch.dtype, D: int, E: int, lrpe: bool, device_type: str
+) -> int:
+    """The state size ``D'·E`` when a causal call on ``device_type`` exceeds what the causal Triton kernels can
+    launch with (fp32 inputs only, see ``CAUSAL_FP32_MAX_STATE``), else 0. ``backend='auto'`` then takes the
+    PyTorch reference; ``backend='triton'`` raises."""
+    if not causal or dtype != torch.float32 or device_type != "cuda":
+        return 0
+    size = (2 * D if lrpe else D) * E
+    return size if size > CAUSAL_FP32_MAX_STATE else 0
 
 
 def _needs_torch_autograd(lrpe_theta: Optional[torch.Tensor], initial_state: Optional[State]) -> bool:
