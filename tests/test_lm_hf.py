@@ -170,6 +170,13 @@ def test_cache_continuation_matches_full_forward():
         hf(ids[:, 9:], past_key_values=((torch.zeros(1),),), use_cache=True)
     with pytest.raises(ValueError, match="only accepted together with past_key_values"):
         hf(ids[:, 9:], attention_mask=mask)
+    # the same state under the name later transformers releases use (`cache=`); both names at once is refused
+    again = hf(ids[:, :9], attention_mask=mask[:, :9], use_cache=True).past_key_values
+    third = hf(ids[:, 9:], attention_mask=mask, cache=again, use_cache=True)
+    assert torch.equal(third.logits, second.logits)
+    other = hf(ids[:, :9], attention_mask=mask[:, :9], use_cache=True).past_key_values
+    with pytest.raises(ValueError, match="not both"):
+        hf(ids[:, 9:], past_key_values=other, cache=again, use_cache=True)
 
 
 # ---------------------------------------------------------------------------------------------------- generate

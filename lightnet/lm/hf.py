@@ -286,6 +286,7 @@ class LightNetHFForCausalLM(LightNetHFPreTrainedModel, GenerationMixin):
         attention_mask: Optional[torch.Tensor] = None,
         use_cache: Optional[bool] = None,
         inputs_embeds: Optional[torch.Tensor] = None,
+        cache: Optional[LightNetCache] = None,
         **kwargs: Any,
     ) -> Dict[str, Any]:
         """Inputs of one ``generate`` step: the tokens the recurrent state has not consumed yet, the state, the mask.
@@ -297,6 +298,7 @@ class LightNetHFForCausalLM(LightNetHFPreTrainedModel, GenerationMixin):
         """
         if inputs_embeds is not None:
             raise NotImplementedError("LightNetHFForCausalLM.generate: inputs_embeds is not supported; pass input_ids")
+        past_key_values = _cache_argument(past_key_values, cache)
         if past_key_values is not None:
             input_ids = input_ids[:, past_key_values.seen_tokens:]
         inputs: Dict[str, Any] = {
@@ -332,6 +334,7 @@ class LightNetHFForCausalLM(LightNetHFPreTrainedModel, GenerationMixin):
         logits_to_keep: Union[int, torch.Tensor] = 0,
         num_items_in_batch: Optional[Union[int, torch.Tensor]] = None,
         inputs_embeds: Optional[torch.Tensor] = None,
+        cache: Optional[LightNetCache] = None,
         **kwargs: Any,
     ) -> Union[CausalLMOutputWithPast, Tuple[Any, ...]]:
         """Run the causal LM.
@@ -342,7 +345,8 @@ class LightNetHFForCausalLM(LightNetHFPreTrainedModel, GenerationMixin):
                 ``N`` columns matter, the past is in the cache) — 1 = token, 0 = padding (left padding for decoding).
             labels: ``[B, N]``; shifted inside as in HF causal LMs (position ``t`` predicts ``labels[t + 1]``);
                 ``-100`` is ignored (the ``attention_mask`` is not applied to the labels, as in ``transformers``).
-            past_key_values: a :class:`LightNetCache` from an earlier call.
+            past_key_values: a :class:`LightNetCache` from an earlier call (`cache` is the same argument under the
+                name later transformers 5.x releases use; pass one of the two).
             use_cache: return the updated cache in ``past_key_values`` (default ``config.use_cache`` if set, else False).
             return_dict: ``CausalLMOutputWithPast`` (default) or a tuple ``(loss?, logits, past_key_values?)``.
             output_hidden_states: add ``hidden_states = (final normed hidden [B, N, C],)`` (only the last layer).
@@ -353,6 +357,7 @@ class LightNetHFForCausalLM(LightNetHFPreTrainedModel, GenerationMixin):
         """
         if inputs_embeds is not None:
             raise NotImplementedError("LightNetHFForCausalLM: inputs_embeds is not supported; pass input_ids")
+        past_key_values = _cache_argument(past_key_values, cache)
         _check_extra_kwargs(type(self).__name__, kwargs)
         if input_ids is None:
             raise ValueError("LightNetHFForCausalLM: input_ids is required")
@@ -432,6 +437,16 @@ _GENERATION_ONLY_KWARGS = ("next_sequence_length", "is_first_iteration", "cache_
 _POSITION_KWARGS = ("position_ids", "cache_position")
 #: arguments accepted only when they ask for nothing (None / False)
 _OFF_KWARGS = ("output_attentions", "token_type_ids", "head_mask")
+
+
+def _cache_argument(
+    past_key_values: Optional[LightNetCache], cache: Optional[LightNetCache]
+) -> Optional[LightNetCache]:
+    """The recurrent state under either name: ``past_key_values`` (transformers 4.x and early 5.x) or ``cache``
+    (later 5.x, where ``generate`` passes ``cache=``). Both at once is an error."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("LightNetHFForCausalLM: pass the recurrent state as past_key_values or as cache, not both")
+    return past_key_values if past_key_values is not None else cache
 
 
 def _check_extra_kwargs(owner: str, kwargs: Dict[str, Any]) -> None:
