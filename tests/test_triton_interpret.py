@@ -43,13 +43,14 @@ def _compare(
     k_spike: Optional[Tuple[int, float]] = None,
     c_segment: Optional[int] = None,
     c_zpass: Optional[int] = None,
+    c_scan_j: Optional[int] = None,
 ) -> Dict[str, float]:
     """Relative errors of (o, S, z, dq, dk, dv) of the Triton path against the fp64 reference.
 
     ``k_spike = (t, value)`` adds ``value`` to key channel 0 of token t (one chunk with a large spread, so the exact
     path runs for that chunk only); ``c_segment`` forces the causal kernels' chunks per segment and ``c_zpass`` picks
     their path: None = the default (zpass, in-chunk z stored by F1), 0 = the memory-lean one (``TUNING``, restored
-    afterwards).
+    afterwards); ``c_scan_j`` sets the segment scans' group of segments (``BLOCK_J``).
     """
     from lightnet.kernels.reference import additive_attention_torch
     from lightnet.kernels.triton_common import TUNING
@@ -83,9 +84,10 @@ def _compare(
         th = theta if (theta is None or use_triton) else theta.double()
         st = state if (state is None or use_triton) else tuple(s.double() for s in state)
         fn = additive_attention_triton if use_triton else additive_attention_torch
-        saved_tuning = {"c_segment": TUNING["c_segment"], "c_zpass": TUNING["c_zpass"]}
+        saved_tuning = {key: TUNING[key] for key in ("c_segment", "c_zpass", "c_scan_j")}
         TUNING["c_segment"] = c_segment
         TUNING["c_zpass"] = c_zpass
+        TUNING["c_scan_j"] = c_scan_j
         try:
             o, (S, z) = fn(q_, k_, v_, causal=causal, scale=0.7, key_padding_mask=kpm, lrpe_theta=th, initial_state=st)
             if use_triton:
@@ -135,6 +137,10 @@ CASES = {
         dict(B=2, N=100, H=1, D=16, E=16, causal=True, mask=True, lrpe=True, k_scale=1e4, c_segment=4), 3e-3),
     "c_segments_of_one_chunk": (
         dict(B=2, N=40, H=1, D=16, E=16, causal=True, mask=True, lrpe=True, init=True, c_segment=1), 1e-4),
+    # more segments than one scan group holds (7 one-chunk segments in groups of 2): the reverse scan's carry between
+    # groups (on an H200 a tl.reduce there composed out of order: dk/dv 6e-2 at 65 segments, run E)
+    "c_scan_groups": (
+        dict(B=1, N=100, H=2, D=16, E=16, causal=True, lrpe=True, init=True, c_segment=1, c_scan_j=2), 1e-4),
     "c_one_segment_for_all_chunks": (
         dict(B=2, N=100, H=1, D=16, E=16, causal=True, mask=True, k_scale=30.0, c_segment=64), 1e-4),
     # one segment for all chunks: F1/F2/B2 skipped, F3 starts from the initial state and writes the final state

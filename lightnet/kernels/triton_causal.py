@@ -703,8 +703,11 @@ def _c_scan_bwd_kernel(
         A, Bv = tl.associative_scan((a, loc), 0, _affine_compose)
         out = A * carry[None, :] + Bv
         tl.store(G + (base + js)[:, None] * X + offs_x[None, :], out, mask=m2)
-        tA, tB = tl.reduce((a, loc), 0, _affine_compose)
-        carry = tA * carry + tB
+        # the carry into the next group is the scan's last row (masked rows, js < 0, are identities). Not
+        # tl.reduce: Triton's GPU reductions may combine lanes out of order, fine for commutative merges (F2's
+        # _lse_merge) but wrong for this non-commutative composition — on an H200 that gave dk/dv errors of 6e-2
+        # whenever a (batch, head) had more than BLOCK_J segments (run E); the interpreter reduces in order.
+        carry = tl.sum(tl.where(offs_j[:, None] == BLOCK_J - 1, out, 0.0), 0)
 
 
 @triton.jit
@@ -830,7 +833,7 @@ def _c_seg_bwd_dkdv_kernel(
 def _scan_config(X: int) -> Tuple[int, int]:
     """``(BLOCK_J, BLOCK_X)`` of the segment scans (``TUNING['c_scan_j'] / ['c_scan_x']`` override)."""
     if interpreting():
-        return 4, 64
+        return TUNING.get("c_scan_j") or 4, TUNING.get("c_scan_x") or 64
     return TUNING.get("c_scan_j") or 32, TUNING.get("c_scan_x") or 32
 
 
