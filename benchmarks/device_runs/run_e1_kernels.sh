@@ -11,7 +11,7 @@ export PYTHONPATH=/tmp/site:. TORCHINDUCTOR_COMPILE_THREADS=2
 OUT=${OUT:-/tmp/out}; W=/tmp/warm; mkdir -p "$W" "$OUT"
 { nvidia-smi; python3 -c "import torch, triton, timm, fla; print(torch.__version__, triton.__version__, timm.__version__, fla.__version__)"; } > "$OUT/env.txt" 2>&1
 t0=$SECONDS
-for part in auto,0,1,2,3 4,5,6 7,8,9,10 11,12,13,14; do
+for part in auto,0,1,2,3 4,5,6 7,8,9,10 11,12,13,14,15; do
   timeout 180 python3 benchmarks/check_kernels_gpu.py --seed 7 --cases "$part" > "$W/check_${part//,/_}.log" 2>&1 &
 done
 for N in 196 1024 16384 65536; do

@@ -17,7 +17,7 @@ export PYTHONPATH=/tmp/site:. TORCHINDUCTOR_COMPILE_THREADS=2 OMP_NUM_THREADS=1
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 OUT=${OUT:-/tmp/out}; L=/tmp/e2; mkdir -p "$L" "$OUT"
 t0=$SECONDS
-for part in auto,0,1,2,3 4,5,6 7,8,9,10 11,12,13,14; do
+for part in auto,0,1,2,3 4,5,6 7,8,9,10 11,12,13,14,15; do
   timeout 540 python3 benchmarks/check_kernels_gpu.py --seed 7 --cases "$part" > "$L/check_${part//,/_}.log" 2>&1 &
 done
 for S in 0 1 2; do

@@ -151,8 +151,8 @@ def additive_attention(
     if too_big and backend == "triton":
         raise ValueError(
             f"additive_attention: the causal Triton kernels need more shared memory than a GPU has for fp32 inputs "
-            f"with a state of {too_big} elements (D'={2 * q.shape[-1] if lrpe_theta is not None else q.shape[-1]}, "
-            f"E={v.shape[-1]}; limit {CAUSAL_FP32_MAX_STATE}); pass bf16/fp16 inputs or backend='torch'"
+            f"with a state of D'·E = {too_big} elements (limit {CAUSAL_FP32_MAX_STATE}; D' = 2D with MD-LRPE); pass "
+            "bf16/fp16 inputs or backend='torch'"
         )
     use_triton = backend == "triton" or (
         backend == "auto" and _triton_available(q) and not _needs_torch_autograd(lrpe_theta, initial_state)
