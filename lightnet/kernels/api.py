@@ -154,10 +154,6 @@ def additive_attention(
             f"with a state of D'·E = {too_big} elements (limit {CAUSAL_FP32_MAX_STATE}; D' = 2D with MD-LRPE); pass "
             "bf16/fp16 inputs or backend='torch'"
         )
-    use_triton = backend == "triton" or (
-        backend == "auto" and _triton_available(q) and not _needs_torch_autograd(lrpe_theta, initial_state)
-        and not too_big
-    )
     if too_big and backend == "auto":
         warnings.warn(
             f"additive_attention: fp32 causal state of {too_big} elements is larger than the causal Triton kernels "
@@ -165,6 +161,10 @@ def additive_attention(
             "keep the Triton path.",
             stacklevel=2,
         )
+    use_triton = backend == "triton" or (
+        backend == "auto" and _triton_available(q) and not _needs_torch_autograd(lrpe_theta, initial_state)
+        and not too_big
+    )
     if use_triton:
         if not _triton_available(q) and not _interpreting():
             raise RuntimeError("additive_attention: backend='triton' needs CUDA tensors and triton installed")
@@ -185,7 +185,8 @@ def additive_attention(
 
 # Largest fp32 state D'·E (D' = 2D with MD-LRPE) the causal Triton kernels launch with. Measured on an H200 (run E,
 # 2026-12-03): D = E = 128 with LRPE (D'·E = 32,768) needs 235,520 B (memory-lean path) / 269,312 B (default) of
-# shared memory against the 232,448 B an sm_90 block may use; bf16/fp16 inputs halve the operand tiles.
+# shared memory against the 232,448 B an sm_90 block may use. bf16/fp16 inputs halve the operand tiles (bf16 at
+# D = E = 128 with LRPE is not yet checked on a GPU).
 CAUSAL_FP32_MAX_STATE = 16384
 
 
