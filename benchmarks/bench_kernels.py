@@ -132,6 +132,9 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=None,
                         help="start no new shape after this many seconds (the tables cover the shapes done)")
     parser.add_argument("--sizes", default=None, help="comma-separated N at head dim 64 (default: all)")
+    parser.add_argument("--warmup-only", action="store_true",
+                        help="call every method once per shape and print how long each took (compilation, fla's "
+                             "autotuning), then stop: fills the on-disk caches for a later timed run")
     parser.add_argument("--head-dims", default=None,
                         help="comma-separated extra head dims timed at N = 4096 (default: 32,128 unless --quick or "
                              "--sizes is given)")
@@ -141,7 +144,9 @@ def main() -> None:
 
     bw = copy_bandwidth()
     print(f"copy bandwidth {bw / 1e12:.2f} TB/s", flush=True)
-    compiled_ref = torch.compile(lambda q, k, v: noncausal_attention_torch(q, k, v)[0])
+    # dynamic=False: one static specialisation per shape, as a user timing one shape gets (a second shape in this process
+    # would otherwise switch inductor to dynamic shapes)
+    compiled_ref = torch.compile(lambda q, k, v: noncausal_attention_torch(q, k, v)[0], dynamic=False)
     ms = methods(compiled_ref)
     if args.methods:
         keep = set(args.methods.split(","))
@@ -169,6 +174,15 @@ def main() -> None:
         for name, fn in ms.items():
             if name == "ref_causal" and N > args.skip_slow_ref:
                 continue
+            t_method = time.time()
+            if args.warmup_only:
+                try:
+                    fn(q, k, v).backward(do)
+                    torch.cuda.synchronize()
+                    print(f"warm-up {name} N={N} D={D}: {time.time() - t_method:.1f} s", flush=True)
+                except Exception as exc:
+                    print(f"warm-up {name} N={N} D={D} failed: {str(exc)[:200]}", flush=True)
+                continue
             try:
                 row[name] = time_fwd_bwd(fn, q, k, v, do)
             except Exception as exc:
@@ -180,6 +194,12 @@ def main() -> None:
                 except Exception as exc:
                     print(f"{name} N={N} D={D} CUDA graph failed: {str(exc)[:200]}")
                     row[f"graph_{name}"] = float("nan")
+            print(f"{name} N={N} D={D}: {row[name]:.3f} ms, graph {row.get(f'graph_{name}', float('nan')):.3f} ms "
+                  f"({time.time() - t_method:.1f} s)", flush=True)
+        if args.warmup_only:
+            del q, k, v, do
+            torch.cuda.empty_cache()
+            continue
         for name in ("ours_noncausal", "sdpa_noncausal", "ours_causal", "sdpa_causal", "fla_chunk_lightnet"):
             if name in ms:
                 try:
@@ -192,6 +212,8 @@ def main() -> None:
         print(json.dumps({k2: (round(v2, 4) if isinstance(v2, float) else v2) for k2, v2 in row.items()}), flush=True)
         del q, k, v, do
         torch.cuda.empty_cache()
+    if args.warmup_only:
+        return
 
     lines, mem = format_tables(rows)
     env = {

@@ -38,12 +38,16 @@ CASES: List[Tuple] = [
     (True, 2, 333, 2, 64, 64, torch.bfloat16, True, False, False, 1.0),
     (True, 1, 2049, 2, 64, 64, torch.bfloat16, False, True, True, 1.0),
     (True, 2, 517, 2, 32, 64, torch.float16, False, False, False, 1.0),
-    (True, 1, 700, 2, 128, 64, torch.float32, True, True, False, 1.0),  # E = 128: over CAUSAL_FP32_MAX_STATE (run E)
+    # fp32 at the causal head-dim limit (CAUSAL_FP32_MAX_HEAD_DIM = 64; D = 128 needed 269-273 KB of shared memory in
+    # runs E/F and is refused): the largest fp32 ask, LRPE with D = 64, E = 128 (222,720 B by smem_report.py)
+    (True, 1, 700, 2, 64, 128, torch.float32, True, True, False, 1.0),
     (True, 2, 200, 2, 64, 64, torch.float32, True, False, False, 1e4),
     (True, 1, 1000, 2, 128, 64, torch.bfloat16, False, False, False, 30.0),
     # fp32, > 32 segments per (batch, head) on a GPU with ≥ 33 SMs (129 one-chunk segments): the reverse segment scan
     # carries between groups of 32 (run E's dk/dv fault), with a tolerance fp32 can meet
     (True, 1, 4097, 1, 64, 64, torch.float32, True, True, True, 1.0),
+    # the widest shape, bf16 D = E = 128 with LRPE and an initial state (191,488 B by smem_report.py)
+    (True, 1, 1500, 2, 128, 128, torch.bfloat16, False, True, True, 1.0),
 ]
 
 
@@ -114,15 +118,15 @@ def check_auto_and_decode(gen: torch.Generator, dev: str = "cuda") -> Dict[str, 
     errs["decode_o"] = rel(torch.cat(steps, 1), full)
     errs["decode_S"] = rel(state[0], S)
     errs["decode_z"] = rel(state[1], z)
-    # an fp32 causal state over CAUSAL_FP32_MAX_STATE is refused by name on the Triton path (it replaced the fp32
-    # D = E = 128 LRPE case, whose kernels needed more shared memory than sm_90 has); the limit applies to CUDA only
+    # fp32 causal calls with D > CAUSAL_FP32_MAX_HEAD_DIM are refused by name on the Triton path (the fp32 D = 128
+    # LRPE cases needed more shared memory than sm_90 has); the limit applies to CUDA only
     if dev == "cuda":
         big = [torch.randn(1, 8, 1, 128, device=dev, generator=gen) for _ in range(3)]
         try:
             additive_attention(*big, causal=True, lrpe_theta=torch.zeros(8, 128, device=dev), backend="triton")
-            errs["fp32_state_limit_refused"] = float("nan")
+            errs["fp32_head_dim_limit_refused"] = float("nan")
         except ValueError as exc:
-            errs["fp32_state_limit_refused"] = 0.0 if "shared memory" in str(exc) else 1.0
+            errs["fp32_head_dim_limit_refused"] = 0.0 if "shared memory" in str(exc) else 1.0
     return errs
 
 

@@ -324,14 +324,16 @@ def test_rmsnorm_extreme_values():
     assert half.dtype == torch.float16 and torch.allclose(half.float(), torch.ones(2, 16), atol=1e-3)
 
 
-def test_causal_fp32_state_limit_of_the_triton_kernels():
-    """fp32 causal calls whose state D'·E is over the measured shared-memory limit leave the Triton path (CUDA only)."""
-    from lightnet.kernels.api import CAUSAL_FP32_MAX_STATE, causal_state_too_big_for_triton
+def test_causal_fp32_head_dim_limit_of_the_triton_kernels():
+    """fp32 causal calls with a head dim over the shared-memory limit leave the Triton path (CUDA only): D = 128
+    needs 257-372 KB of shared memory in fp32 (run F measured 273,408 B at E = 64 with LRPE), D = 64 at most 223 KB."""
+    from lightnet.kernels.api import CAUSAL_FP32_MAX_HEAD_DIM, causal_fp32_too_wide_for_triton
 
-    assert causal_state_too_big_for_triton(True, torch.float32, 128, 128, True, "cuda") == 256 * 128
-    assert causal_state_too_big_for_triton(True, torch.float32, 128, 128, False, "cuda") == 0  # 16384: at the limit
-    assert causal_state_too_big_for_triton(True, torch.float32, 64, 64, True, "cuda") == 0
-    assert causal_state_too_big_for_triton(True, torch.bfloat16, 128, 128, True, "cuda") == 0
-    assert causal_state_too_big_for_triton(False, torch.float32, 128, 128, True, "cuda") == 0
-    assert causal_state_too_big_for_triton(True, torch.float32, 128, 128, True, "cpu") == 0  # interpreter: no limit
-    assert CAUSAL_FP32_MAX_STATE == 128 * 128
+    assert causal_fp32_too_wide_for_triton(True, torch.float32, 128, "cuda") == 128
+    assert causal_fp32_too_wide_for_triton(True, torch.float32, 64, "cuda") == 0
+    assert causal_fp32_too_wide_for_triton(True, torch.float32, 32, "cuda") == 0
+    assert causal_fp32_too_wide_for_triton(True, torch.bfloat16, 128, "cuda") == 0
+    assert causal_fp32_too_wide_for_triton(True, torch.float16, 128, "cuda") == 0
+    assert causal_fp32_too_wide_for_triton(False, torch.float32, 128, "cuda") == 0
+    assert causal_fp32_too_wide_for_triton(True, torch.float32, 128, "cpu") == 0  # interpreter: no limit
+    assert CAUSAL_FP32_MAX_HEAD_DIM == 64

@@ -145,20 +145,18 @@ def additive_attention(
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
         raise TypeError(f"additive_attention: scale must be a number or None, got {type(scale).__name__}")
     scale = 1.0 if scale is None else float(scale)
-    too_big = causal_state_too_big_for_triton(
-        causal, q.dtype, q.shape[-1], v.shape[-1], lrpe_theta is not None, q.device.type
-    )
+    too_big = causal_fp32_too_wide_for_triton(causal, q.dtype, q.shape[-1], q.device.type)
     if too_big and backend == "triton":
         raise ValueError(
             f"additive_attention: the causal Triton kernels need more shared memory than a GPU has for fp32 inputs "
-            f"with a state of D'·E = {too_big} elements (limit {CAUSAL_FP32_MAX_STATE}; D' = 2D with MD-LRPE); pass "
+            f"with head dim D = {too_big} (limit CAUSAL_FP32_MAX_HEAD_DIM = {CAUSAL_FP32_MAX_HEAD_DIM}); pass "
             "bf16/fp16 inputs or backend='torch'"
         )
     if too_big and backend == "auto":
         warnings.warn(
-            f"additive_attention: fp32 causal state of {too_big} elements is larger than the causal Triton kernels "
-            f"launch with ({CAUSAL_FP32_MAX_STATE}); using the PyTorch reference (slower). bf16/fp16 inputs (autocast) "
-            "keep the Triton path.",
+            f"additive_attention: fp32 causal head dim D = {too_big} is wider than the causal Triton kernels launch "
+            f"with (CAUSAL_FP32_MAX_HEAD_DIM = {CAUSAL_FP32_MAX_HEAD_DIM}; shared memory); using the PyTorch reference "
+            "(slower). bf16/fp16 inputs (autocast) keep the Triton path.",
             stacklevel=2,
         )
     use_triton = backend == "triton" or (
@@ -183,23 +181,22 @@ def additive_attention(
     return (o, state) if output_final_state else o
 
 
-# Largest fp32 state D'·E (D' = 2D with MD-LRPE) the causal Triton kernels launch with. Measured on an H200 (run E,
-# 2026-12-03): D = E = 128 with LRPE (D'·E = 32,768) needs 235,520 B (memory-lean path) / 269,312 B (default) of
-# shared memory against the 232,448 B an sm_90 block may use. bf16/fp16 inputs halve the operand tiles (bf16 at
-# D = E = 128 with LRPE is not yet checked on a GPU).
-CAUSAL_FP32_MAX_STATE = 16384
+# Largest fp32 head dim D the causal Triton kernels launch with. An sm_90 block may use 232,448 B of shared memory;
+# `benchmarks/smem_report.py` (offline, exact on the three shapes measured on an H200 in runs E/F, 2026-12-03) gives
+# the most any causal kernel asks for in fp32: D = 64 fits with or without MD-LRPE up to E = 128 (222,720 B at
+# LRPE, E = 128); D = 128 needs 257,024 B (no LRPE, E = 64) to 371,712 B (LRPE, E = 128) and only D = 128 without
+# LRPE at E = 32 squeezes in (224,256 B), too close to the edge to rely on. bf16/fp16 halve the operand tiles and fit
+# at every head dim (at most 191,488 B).
+CAUSAL_FP32_MAX_HEAD_DIM = 64
 
 
-def causal_state_too_big_for_triton(
-    causal: bool, dtype: torch.dtype, D: int, E: int, lrpe: bool, device_type: str
-) -> int:
-    """The state size ``D'·E`` when a causal call on ``device_type`` exceeds what the causal Triton kernels can
-    launch with (fp32 inputs only, see ``CAUSAL_FP32_MAX_STATE``), else 0. ``backend='auto'`` then takes the
-    PyTorch reference; ``backend='triton'`` raises."""
+def causal_fp32_too_wide_for_triton(causal: bool, dtype: torch.dtype, D: int, device_type: str) -> int:
+    """The head dim ``D`` when a causal call on ``device_type`` has fp32 inputs wider than the causal Triton kernels
+    can launch with (``CAUSAL_FP32_MAX_HEAD_DIM``), else 0. ``backend='auto'`` then takes the PyTorch reference;
+    ``backend='triton'`` raises. The interpreter (CPU) has no such limit."""
     if not causal or dtype != torch.float32 or device_type != "cuda":
         return 0
-    size = (2 * D if lrpe else D) * E
-    return size if size > CAUSAL_FP32_MAX_STATE else 0
+    return D if D > CAUSAL_FP32_MAX_HEAD_DIM else 0
 
 
 def _needs_torch_autograd(lrpe_theta: Optional[torch.Tensor], initial_state: Optional[State]) -> bool:
