@@ -187,9 +187,24 @@ def parse_causal_spec(spec: str) -> Dict[str, Optional[int]]:
     return cfg
 
 
-def causal_sweep(specs: List[str], shapes: List[Tuple[int, int]]) -> List[Dict]:
+def print_profile(causal: bool, B: int, N: int, label: str = "") -> None:
+    """Print :func:`profile_launches` of one shape (reported, not raised, on failure)."""
+    try:
+        rows = profile_launches(causal, B, N)
+    except Exception as exc:  # report and go on
+        print(f"profile causal={causal} failed: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+        return
+    total = sum(t for _, t in rows)
+    kind = "causal" if causal else "non-causal"
+    print(f"\nprofile {kind} {label}B={B} N={N}: {total:.1f} µs of kernels", flush=True)
+    for name, t in rows:
+        print(f"  {t:9.1f} µs  {name}", flush=True)
+
+
+def causal_sweep(specs: List[str], shapes: List[Tuple[int, int]], profile_sizes: List[int] = ()) -> List[Dict]:
     """Causal launch configurations (:func:`parse_causal_spec`): correctness at the first shape against the fp32
-    chunked reference, then forward+backward time (plain and CUDA graph) per shape."""
+    chunked reference, then forward+backward time (plain and CUDA graph) per shape, then (``profile_sizes``) the
+    per-launch profile at ``B = 65,536 / N``."""
     from lightnet.kernels.reference import causal_attention_chunked_torch
 
     rows = []
@@ -213,6 +228,8 @@ def causal_sweep(specs: List[str], shapes: List[Tuple[int, int]]) -> List[Dict]:
                 row.update(plain_vs_graph(B, N, causal=True))
                 rows.append(row)
                 print("causal " + json.dumps(row), flush=True)
+            for N in profile_sizes:
+                print_profile(True, max(1, TOKENS // N), N, label=f"{spec} ")
         except Exception as exc:
             print(f"causal config {spec} failed: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
         for key in CAUSAL_KEYS:
@@ -276,13 +293,16 @@ def main() -> None:
                     "chunk:warps:segment:scan_j:scan_x[:bwd_warps[:zpass]]; fields 1-6: 0 = built-in default; "
                     "zpass: omitted = default (zpass, 8-warp backward), 1 = zpass, 0 = memory-lean path")
     ap.add_argument("--causal-only", action="store_true")
+    ap.add_argument("--causal-sizes", default="4096,65536,1024,196", help="N of the causal timings (B = 65,536 / N)")
+    ap.add_argument("--profile-sizes", default="", help="N of a per-launch causal profile after each causal config")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
     print(f"GPU {torch.cuda.get_device_name()}  torch {torch.__version__}", flush=True)
     if args.causal:
-        rows = causal_sweep(args.causal.split(","), [(TOKENS // 4096, 4096), (1, TOKENS), (TOKENS // 1024, 1024),
-                                                     (TOKENS // 196 + 1, 196)])
+        sizes = [int(n) for n in args.causal_sizes.split(",") if n]
+        profile_sizes = [int(n) for n in args.profile_sizes.split(",") if n]
+        rows = causal_sweep(args.causal.split(","), [(max(1, -(-TOKENS // n)), n) for n in sizes], profile_sizes)
         with open(os.path.join(args.out, "sweep_causal.json"), "w") as f:
             json.dump(rows, f, indent=1)
         if args.causal_only:
@@ -290,15 +310,7 @@ def main() -> None:
     if not args.skip_profile:
         for causal in (False, True):
             for B, N in SHAPES[1:]:
-                try:
-                    rows = profile_launches(causal, B, N)
-                except Exception as exc:  # report and go on with the sweep
-                    print(f"profile causal={causal} failed: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
-                    continue
-                total = sum(t for _, t in rows)
-                print(f"\nprofile {'causal' if causal else 'non-causal'} B={B} N={N}: {total:.1f} µs of kernels", flush=True)
-                for name, t in rows:
-                    print(f"  {t:9.1f} µs  {name}", flush=True)
+                print_profile(causal, B, N)
     extra = {"plain_vs_graph": [plain_vs_graph(B, N, c) for c in (False, True) for B, N in SHAPES]}
     with open(os.path.join(args.out, "host_and_graph.json"), "w") as f:
         json.dump(extra, f, indent=1)

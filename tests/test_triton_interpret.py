@@ -44,13 +44,15 @@ def _compare(
     c_segment: Optional[int] = None,
     c_zpass: Optional[int] = None,
     c_scan_j: Optional[int] = None,
+    c_scan_x: Optional[int] = None,
 ) -> Dict[str, float]:
     """Relative errors of (o, S, z, dq, dk, dv) of the Triton path against the fp64 reference.
 
     ``k_spike = (t, value)`` adds ``value`` to key channel 0 of token t (one chunk with a large spread, so the exact
     path runs for that chunk only); ``c_segment`` forces the causal kernels' chunks per segment and ``c_zpass`` picks
     their path: None = the default (zpass, in-chunk z stored by F1), 0 = the memory-lean one (``TUNING``, restored
-    afterwards); ``c_scan_j`` sets the segment scans' group of segments (``BLOCK_J``).
+    afterwards); ``c_scan_j`` / ``c_scan_x`` set the segment scans' group of segments (``BLOCK_J``) and of state
+    elements (``BLOCK_X``).
     """
     from lightnet.kernels.reference import additive_attention_torch
     from lightnet.kernels.triton_common import TUNING
@@ -84,10 +86,8 @@ def _compare(
         th = theta if (theta is None or use_triton) else theta.double()
         st = state if (state is None or use_triton) else tuple(s.double() for s in state)
         fn = additive_attention_triton if use_triton else additive_attention_torch
-        saved_tuning = {key: TUNING[key] for key in ("c_segment", "c_zpass", "c_scan_j")}
-        TUNING["c_segment"] = c_segment
-        TUNING["c_zpass"] = c_zpass
-        TUNING["c_scan_j"] = c_scan_j
+        saved_tuning = {key: TUNING[key] for key in ("c_segment", "c_zpass", "c_scan_j", "c_scan_x")}
+        TUNING.update(c_segment=c_segment, c_zpass=c_zpass, c_scan_j=c_scan_j, c_scan_x=c_scan_x)
         try:
             o, (S, z) = fn(q_, k_, v_, causal=causal, scale=0.7, key_padding_mask=kpm, lrpe_theta=th, initial_state=st)
             if use_triton:
@@ -141,6 +141,10 @@ CASES = {
     # groups (on an H200 a tl.reduce there composed out of order: dk/dv 6e-2 at 65 segments, run E)
     "c_scan_groups": (
         dict(B=1, N=100, H=2, D=16, E=16, causal=True, lrpe=True, init=True, c_segment=1, c_scan_j=2), 1e-4),
+    # the GPU's scan tiles for few segments: a group as wide as the segments, one tile wider than the whole state
+    "c_scan_wide_tile": (
+        dict(B=2, N=100, H=1, D=16, E=16, causal=True, mask=True, lrpe=True, init=True, c_segment=3, c_scan_j=4,
+             c_scan_x=1024), 1e-4),
     "c_one_segment_for_all_chunks": (
         dict(B=2, N=100, H=1, D=16, E=16, causal=True, mask=True, k_scale=30.0, c_segment=64), 1e-4),
     # one segment for all chunks: F1/F2/B2 skipped, F3 starts from the initial state and writes the final state
@@ -197,10 +201,19 @@ def _causal_tuning_defaults() -> Dict[str, object]:
     from lightnet.kernels.triton_common import TUNING
 
     saved_tuning = dict(TUNING)
-    gpu = tc.interpreting
+    gpu, sms = tc.interpreting, tc.num_sms
     out: Dict[str, object] = {}
     try:
         tc.interpreting = lambda: False
+        tc.num_sms = lambda device: 132
+        cpu = torch.device("cpu")
+        # segment scans (BLOCK_J, BLOCK_X) at the benchmark shape (X = 64 · 64): N = 1K (BH = 384, 2 segments),
+        # 4K (BH = 96, 8), 64K (BH = 6, 128); with LRPE at 64K; a 16-element state
+        out["scan_1k"] = list(tc._scan_config(4096, 2, 384, cpu))
+        out["scan_4k"] = list(tc._scan_config(4096, 8, 96, cpu))
+        out["scan_64k"] = list(tc._scan_config(4096, 128, 6, cpu))
+        out["scan_64k_lrpe"] = list(tc._scan_config(8192, 128, 6, cpu))
+        out["scan_tiny"] = list(tc._scan_config(16, 3, 1, cpu))
         out["fwd_64"] = tc._warps(64, 64, False)
         out["bwd_zpass_64"] = tc._warps(64, 64, False, backward=True, zpass=True)
         out["bwd_lean_64"] = tc._warps(64, 64, False, backward=True)
@@ -212,7 +225,7 @@ def _causal_tuning_defaults() -> Dict[str, object]:
         out["bwd_zpass_c_bwd_warps_4"] = tc._warps(64, 64, False, backward=True, zpass=True)
         out["fwd_c_bwd_warps_4"] = tc._warps(64, 64, False)
     finally:
-        tc.interpreting = gpu
+        tc.interpreting, tc.num_sms = gpu, sms
         TUNING.update(saved_tuning)
     out["interpreter_bwd_zpass"] = tc._warps(64, 64, False, backward=True, zpass=True)
     out["zpass_default"] = tc.zpass_enabled()
@@ -336,8 +349,12 @@ def test_causal_default_is_zpass_and_its_flags_cover_the_lean_flags(report):
 
 def test_causal_launch_defaults(report):
     """8 backward warps on the zpass path only (measured on an H200), 4 forward up to D = 64, 8 for wider tiles;
-    ``c_bwd_warps`` over ``c_warps`` over the heuristic; always 4 under the interpreter; ``c_zpass = 2`` is gone."""
+    ``c_bwd_warps`` over ``c_warps`` over the heuristic; always 4 under the interpreter; ``c_zpass = 2`` is gone.
+    Segment scans: BLOCK_J = segments rounded up to a power of two (2..32), BLOCK_X fills 4,096 elements but keeps
+    ≥ 4 programs per SM (132 SMs) and ≥ 32 elements."""
     assert report["c_tuning_defaults"] == {
+        "scan_1k": [2, 2048], "scan_4k": [8, 512], "scan_64k": [32, 32], "scan_64k_lrpe": [32, 64],
+        "scan_tiny": [4, 32],
         "fwd_64": 4, "bwd_zpass_64": 8, "bwd_lean_64": 4, "fwd_128": 8, "bwd_lean_128": 8,
         "bwd_zpass_c_warps_2": 2, "bwd_zpass_c_bwd_warps_4": 4, "fwd_c_bwd_warps_4": 2,
         "interpreter_bwd_zpass": 4, "zpass_default": True, "c_zpass_2": "ValueError",

@@ -830,11 +830,22 @@ def _c_seg_bwd_dkdv_kernel(
 # launchers
 
 
-def _scan_config(X: int) -> Tuple[int, int]:
-    """``(BLOCK_J, BLOCK_X)`` of the segment scans (``TUNING['c_scan_j'] / ['c_scan_x']`` override)."""
+def _scan_config(X: int, NSEG: int, BH: int, device: torch.device) -> Tuple[int, int]:
+    """``(BLOCK_J, BLOCK_X)`` of the segment scans over ``NSEG`` segments of a flattened state of ``X`` elements per
+    (batch, head) (``TUNING['c_scan_j'] / ['c_scan_x']`` override).
+
+    ``BLOCK_J`` covers the segments (next power of two, 2..32: few segments leave no lanes idle), ``BLOCK_X`` fills a
+    tile of 4,096 elements (32 per thread at 4 warps) and is halved (down to 32) until there are at least four
+    programs per SM. The fixed ``(32, 32)`` this replaces launched ``BH · X / 32`` programs with 3 of 32 lanes busy
+    at N = 1,024 (49,152 programs per scan at the benchmark shape). Under the interpreter ``(4, 64)``, so small tests
+    cross scan groups."""
     if interpreting():
         return TUNING.get("c_scan_j") or 4, TUNING.get("c_scan_x") or 64
-    return TUNING.get("c_scan_j") or 32, TUNING.get("c_scan_x") or 32
+    block_j = min(32, max(2, triton.next_power_of_2(NSEG)))
+    block_x = min(4096 // block_j, max(32, triton.next_power_of_2(X)))
+    while block_x > 32 and BH * cdiv(X, block_x) < 4 * num_sms(device):
+        block_x //= 2
+    return TUNING.get("c_scan_j") or block_j, TUNING.get("c_scan_x") or block_x
 
 
 _LAUNCH = {fn.__name__: Launcher(fn) for fn in (
@@ -898,7 +909,7 @@ def causal_forward(
             v.stride(1), BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=has_mask, DOT=dot,
             num_warps=warps,
         )
-        BJ, BX = _scan_config(X)
+        BJ, BX = _scan_config(X, NSEG, BH, dev)
         _LAUNCH["_c_scan_fwd_kernel"][(BH, cdiv(X, BX))](
             LJ, SL, S0, z0, SIN, ZSEG, D, E, NSEG, X, BLOCK_J=BJ, BLOCK_X=BX, HAS_INIT=initial_state is not None,
             num_warps=4,
@@ -987,7 +998,7 @@ def causal_backward(
             *strides, scale, EXACT=exact, **common,
         )
     if NSEG > 1:  # with one segment the reverse scans would only update slot 0 (the initial state's gradient)
-        BJ, BX = _scan_config(X)
+        BJ, BX = _scan_config(X, NSEG, BH, dev)
         _LAUNCH["_c_scan_bwd_kernel"][(BH, cdiv(X, BX))](LG, ZSEG, D, X, E, NSEG, BLOCK_J=BJ, BLOCK_X=BX,
                                                          num_warps=4)
         _LAUNCH["_c_scan_bwd_kernel"][(BH, cdiv(D, BX))](LZ, ZSEG, D, D, 1, NSEG, BLOCK_J=BJ, BLOCK_X=BX,

@@ -634,7 +634,7 @@ def causal_forward_zpass(
         STATE=not single, num_warps=warps,
     )
     if not single:
-        BJ, BX = _scan_config(X)
+        BJ, BX = _scan_config(X, NSEG, BH, dev)
         _CAUSAL_LAUNCH["_c_scan_fwd_kernel"][(BH, cdiv(X, BX))](
             LJ, SL, S0, z0, SIN, ZSEG, D, E, NSEG, X, BLOCK_J=BJ, BLOCK_X=BX, HAS_INIT=initial_state is not None,
             num_warps=4,
@@ -689,7 +689,7 @@ def causal_backward_zpass(
             *strides, scale, EXACT=exact, **common,
         )
     if NSEG > 1:
-        BJ, BX = _scan_config(X)
+        BJ, BX = _scan_config(X, NSEG, BH, q.device)
         _CAUSAL_LAUNCH["_c_scan_bwd_kernel"][(BH, cdiv(X, BX))](LG, ZSEG, D, X, E, NSEG, BLOCK_J=BJ, BLOCK_X=BX,
                                                                 num_warps=4)
         _CAUSAL_LAUNCH["_c_scan_bwd_kernel"][(BH, cdiv(D, BX))](LZ, ZSEG, D, D, 1, NSEG, BLOCK_J=BJ, BLOCK_X=BX,
