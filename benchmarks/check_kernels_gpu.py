@@ -48,9 +48,11 @@ CASES: List[Tuple] = [
     (True, 1, 4097, 1, 64, 64, torch.float32, True, True, True, 1.0),
     # the widest shape, bf16 D = E = 128 with LRPE and an initial state (191,488 B by smem_report.py)
     (True, 1, 1500, 2, 128, 128, torch.bfloat16, False, True, True, 1.0),
-    # many (batch, head) with few segments each (4 segments of 8 chunks): wide segment-scan tiles (BLOCK_J = 4,
-    # BLOCK_X = 1,024 of an 8,192-element LRPE state)
-    (True, 32, 1024, 4, 64, 64, torch.bfloat16, True, True, False, 1.0),
+    # many (batch, head) with few segments each (8 segments of 2 chunks on 132 SMs): wide segment-scan tiles
+    # (BLOCK_J = 8, BLOCK_X = 512 of an 8,192-element LRPE state)
+    (True, 16, 512, 4, 64, 64, torch.bfloat16, True, True, False, 1.0),
+    # one segment per (batch, head) because the heads fill the GPU (BH = 288 ≥ 2 · 132, 33 chunks)
+    (True, 48, 1030, 6, 64, 64, torch.bfloat16, True, False, True, 1.0),
 ]
 
 

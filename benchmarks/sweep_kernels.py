@@ -13,7 +13,7 @@ Printed as they run (and written as CSV/JSON under ``--out``):
    configuration is first checked against the fp32 PyTorch reference on the timed inputs (norm-relative error of
    o and of dq, dk, dv); a failing configuration is reported and not timed.
 
-4. ``--causal chunk:warps:segment:scan_j:scan_x[:bwd_warps[:zpass]],...``: the causal configurations, checked
+4. ``--causal chunk:warps:segment:scan_j:scan_x[:bwd_warps[:zpass[:stages]]],...``: the causal configurations, checked
    against the fp32 chunked reference at N = 4,096, then timed both ways at N = 4,096, 65,536, 1,024 and 196.
    Fields 1-6: 0 = the built-in default. Field 7 (zpass): omitted = the default (the zpass path), 1 = zpass, 0 = the
    memory-lean path (``TUNING["c_zpass"] = 0``, not the default). The default is zpass with 8-warp backward launches
@@ -162,28 +162,31 @@ def plain_vs_graph(B: int, N: int, causal: bool = False) -> Dict[str, float]:
     return row
 
 
-CAUSAL_KEYS = ("c_chunk", "c_warps", "c_segment", "c_scan_j", "c_scan_x", "c_bwd_warps", "c_zpass")
+CAUSAL_KEYS = ("c_chunk", "c_warps", "c_segment", "c_scan_j", "c_scan_x", "c_bwd_warps", "c_zpass", "c_stages")
 
 
 def parse_causal_spec(spec: str) -> Dict[str, Optional[int]]:
-    """``chunk:warps:segment:scan_j:scan_x[:bwd_warps[:zpass]]`` → ``TUNING`` values of every causal key.
+    """``chunk:warps:segment:scan_j:scan_x[:bwd_warps[:zpass[:stages]]]`` → ``TUNING`` values of every causal key.
 
-    Fields 1-6: 0 (or omitted) = None, the built-in default. Field 7: omitted = None (the default, the zpass path),
-    ``1`` = zpass, ``0`` = the memory-lean path (kept as 0: it is not the default).
+    Fields 1-6 and 8: 0 (or omitted) = None, the built-in default. Field 7: omitted = None (the default, the zpass
+    path), ``1`` = zpass, ``0`` = the memory-lean path (kept as 0: it is not the default). Field 8: ``num_stages`` of
+    the chunk-walk launches.
     """
     fields = spec.split(":")
     if not 5 <= len(fields) <= len(CAUSAL_KEYS):
-        raise ValueError(f"causal spec {spec!r}: expected chunk:warps:segment:scan_j:scan_x[:bwd_warps[:zpass]]")
+        raise ValueError(f"causal spec {spec!r}: expected chunk:warps:segment:scan_j:scan_x[:bwd_warps[:zpass[:stages]]]")
     try:
         vals = [int(f) for f in fields]
     except ValueError:
         raise ValueError(f"causal spec {spec!r}: every field must be an integer") from None
     cfg: Dict[str, Optional[int]] = {key: None for key in CAUSAL_KEYS}
     cfg.update({key: (val or None) for key, val in zip(CAUSAL_KEYS[:6], vals[:6])})
-    if len(vals) == 7:
+    if len(vals) >= 7:
         if vals[6] not in (0, 1):
             raise ValueError(f"causal spec {spec!r}: zpass must be 0 (lean path) or 1 (zpass, the default)")
         cfg["c_zpass"] = vals[6]
+    if len(vals) == 8:
+        cfg["c_stages"] = vals[7] or None
     return cfg
 
 
@@ -306,6 +309,9 @@ def main() -> None:
         with open(os.path.join(args.out, "sweep_causal.json"), "w") as f:
             json.dump(rows, f, indent=1)
         if args.causal_only:
+            print("\ncompiled variants:")
+            for line in register_report():
+                print("  " + line)
             return
     if not args.skip_profile:
         for causal in (False, True):

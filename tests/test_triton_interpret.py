@@ -214,6 +214,12 @@ def _causal_tuning_defaults() -> Dict[str, object]:
         out["scan_64k"] = list(tc._scan_config(4096, 128, 6, cpu))
         out["scan_64k_lrpe"] = list(tc._scan_config(8192, 128, 6, cpu))
         out["scan_tiny"] = list(tc._scan_config(16, 3, 1, cpu))
+        # chunks per segment: N = 1K (NC = 32, BH = 384: one segment), 4K (NC = 128, BH = 96), 64K (NC = 2048, BH = 6),
+        # many heads but 128 chunks (not one segment)
+        out["seg_1k"] = tc.segment_chunks(32, 384, cpu)
+        out["seg_4k"] = tc.segment_chunks(128, 96, cpu)
+        out["seg_64k"] = tc.segment_chunks(2048, 6, cpu)
+        out["seg_many_heads_long"] = tc.segment_chunks(128, 384, cpu)
         out["fwd_64"] = tc._warps(64, 64, False)
         out["bwd_zpass_64"] = tc._warps(64, 64, False, backward=True, zpass=True)
         out["bwd_lean_64"] = tc._warps(64, 64, False, backward=True)
@@ -351,10 +357,11 @@ def test_causal_launch_defaults(report):
     """8 backward warps on the zpass path only (measured on an H200), 4 forward up to D = 64, 8 for wider tiles;
     ``c_bwd_warps`` over ``c_warps`` over the heuristic; always 4 under the interpreter; ``c_zpass = 2`` is gone.
     Segment scans: BLOCK_J = segments rounded up to a power of two (2..32), BLOCK_X fills 4,096 elements but keeps
-    ≥ 4 programs per SM (132 SMs) and ≥ 32 elements."""
+    ≥ 4 programs per SM (132 SMs) and ≥ 32 elements. Segments: one per (batch, head) when BH ≥ 2 · SMs and NC ≤ 64,
+    else ~4 programs per SM, at most 16 chunks."""
     assert report["c_tuning_defaults"] == {
         "scan_1k": [2, 2048], "scan_4k": [8, 512], "scan_64k": [32, 32], "scan_64k_lrpe": [32, 64],
-        "scan_tiny": [4, 32],
+        "scan_tiny": [4, 32], "seg_1k": 32, "seg_4k": 16, "seg_64k": 16, "seg_many_heads_long": 16,
         "fwd_64": 4, "bwd_zpass_64": 8, "bwd_lean_64": 4, "fwd_128": 8, "bwd_lean_128": 8,
         "bwd_zpass_c_warps_2": 2, "bwd_zpass_c_bwd_warps_4": 4, "fwd_c_bwd_warps_4": 2,
         "interpreter_bwd_zpass": 4, "zpass_default": True, "c_zpass_2": "ValueError",

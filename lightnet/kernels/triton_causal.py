@@ -853,16 +853,29 @@ _LAUNCH = {fn.__name__: Launcher(fn) for fn in (
     _c_seg_bwd_dkdv_kernel)}
 
 
+def _stages() -> dict:
+    """Launch option of the chunk-walk kernels: ``num_stages`` from ``TUNING['c_stages']`` when set (GPU only)."""
+    stages = TUNING.get("c_stages")
+    return {"num_stages": int(stages)} if stages and not interpreting() else {}
+
+
 def segment_chunks(NC: int, BH: int, device: torch.device) -> int:
     """Chunks per segment (one program walks a segment's chunks in order).
 
-    ``TUNING["c_segment"]`` overrides; 2 under the interpreter (so small tests cross segment borders); on a GPU about
-    four programs per SM: ``clamp(ceil(NC · BH / (4 · SMs)), 1, 16)``. Never more than ``NC``.
+    ``TUNING["c_segment"]`` overrides; 2 under the interpreter (so small tests cross segment borders). On a GPU one
+    segment per (batch, head) when the heads alone give two programs per SM and there are at most 64 chunks (F1's
+    state, the scans F2 / B2 and their tensors are skipped), else about four programs per SM:
+    ``clamp(ceil(NC · BH / (4 · SMs)), 1, 16)``. Never more than ``NC``. Measured on an H200 (run G, 2026-12-04,
+    bf16, 6 heads × 64, B · N = 65,536, CUDA-graph GPU time of causal forward+backward, ms): at N = 1,024 (BH = 384,
+    NC = 32) 1.468 with 2 segments of 16 chunks, 1.364 with one of 32, 1.591 with 4 of 8; at N = 4,096 (BH = 96)
+    segments of 16 stay best (1.468 vs 1.558 for 32, 1.709 for 8, 1.847 for 64).
     """
     if TUNING.get("c_segment"):
         seg = int(TUNING["c_segment"])
     elif interpreting():
         seg = 2
+    elif BH >= 2 * num_sms(device) and NC <= 64:
+        seg = NC
     else:
         seg = min(16, cdiv(NC * BH, 4 * num_sms(device)))
     return max(1, min(seg, NC))
@@ -907,7 +920,7 @@ def causal_forward(
         _LAUNCH["_c_seg_state_kernel"][(NSEG, BH)](
             k, v, theta, mask, LJ, SL, N, H, D, E, NC, NSEG, SEG, k.stride(0), k.stride(1), v.stride(0),
             v.stride(1), BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=has_mask, DOT=dot,
-            num_warps=warps,
+            num_warps=warps, **_stages(),
         )
         BJ, BX = _scan_config(X, NSEG, BH, dev)
         _LAUNCH["_c_scan_fwd_kernel"][(BH, cdiv(X, BX))](
@@ -922,7 +935,7 @@ def causal_forward(
             q, k, v, o, theta, mask, FLAG, SIN, ZSEG, ZC, S0, z0, N, H, D, E, NC, NSEG, SEG,
             q.stride(0), q.stride(1), v.stride(0), v.stride(1), scale, BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE,
             BLOCK_G=block_size(SEG, 1), HAS_LRPE=lrpe, HAS_MASK=has_mask, DOT=dot, EXACT=exact, SINGLE=single,
-            HAS_INIT=initial_state is not None, num_warps=warps,
+            HAS_INIT=initial_state is not None, num_warps=warps, **_stages(),
         )
     S = SIN[:, NSEG].reshape(B, H, DP, E)
     z = ZSEG[:, NSEG].reshape(B, H, D)
@@ -990,7 +1003,7 @@ def causal_backward(
     dv = torch.empty_like(v)
     LG, LZ = _grad_slots(dS_out, dz_out, S, BH, NSEG, DP, D, E, dev)
     common = dict(BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, BLOCK_G=block_size(SEG, 1), HAS_LRPE=lrpe,
-                  HAS_MASK=key_padding_mask is not None, DOT=dot, num_warps=warps)
+                  HAS_MASK=key_padding_mask is not None, DOT=dot, num_warps=warps, **_stages())
     strides = (q.stride(0), q.stride(1), v.stride(0), v.stride(1))
     for exact in (False, True):
         _LAUNCH["_c_seg_bwd_dq_kernel"][(NSEG, BH)](

@@ -80,6 +80,7 @@ from .triton_causal import (
     _grad_slots,
     _rotation,
     _scan_config,
+    _stages,
     _segment_entry,
     _segment_selected,
     _warps,
@@ -631,7 +632,7 @@ def causal_forward_zpass(
     _LAUNCH["_z_seg_state_kernel"][(NSEG, BH)](
         k, v, theta, mask, LJ, SL, ZL, RL, EL, FLAG, N, H, D, E, NC, NSEG, SEG, k.stride(0), k.stride(1),
         v.stride(0), v.stride(1), BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=has_mask, DOT=dot,
-        STATE=not single, num_warps=warps,
+        STATE=not single, num_warps=warps, **_stages(),
     )
     if not single:
         BJ, BX = _scan_config(X, NSEG, BH, dev)
@@ -645,7 +646,7 @@ def causal_forward_zpass(
             q, k, v, o, theta, mask, FLAG, SIN, ZSEG, ZL, RL, EL, S0, z0, N, H, D, E, NC, NSEG, SEG,
             q.stride(0), q.stride(1), v.stride(0), v.stride(1), scale, BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE,
             BLOCK_G=block_size(SEG, 1), HAS_LRPE=lrpe, HAS_MASK=has_mask, DOT=dot, EXACT=exact, SINGLE=single,
-            HAS_INIT=initial_state is not None, num_warps=warps,
+            HAS_INIT=initial_state is not None, num_warps=warps, **_stages(),
         )
     S = SIN[:, NSEG].reshape(B, H, DP, E)
     z = ZSEG[:, NSEG].reshape(B, H, D)
@@ -681,7 +682,7 @@ def causal_backward_zpass(
     dv = torch.empty_like(v)
     LG, LZ = _grad_slots(dS_out, dz_out, S, BH, NSEG, DP, D, E, q.device)
     common = dict(BLOCK_C=C, BLOCK_D=BD, BLOCK_E=BE, BLOCK_G=block_size(SEG, 1), HAS_LRPE=lrpe,
-                  HAS_MASK=key_padding_mask is not None, DOT=dot, num_warps=warps)
+                  HAS_MASK=key_padding_mask is not None, DOT=dot, num_warps=warps, **_stages())
     strides = (q.stride(0), q.stride(1), v.stride(0), v.stride(1))
     for exact in (False, True):
         _LAUNCH["_z_seg_bwd_dq_kernel"][(NSEG, BH)](

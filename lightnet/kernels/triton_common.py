@@ -30,6 +30,8 @@ TUNING = {
     # causal: None = 1 (default, lightnet.kernels.triton_causal_zpass: in-chunk z once in F1, saved, 4·D B per token
     # and head more for the backward); 0 = the memory-lean path (z recomputed per chunk); no other value
     "c_zpass": None,
+    # causal chunk-walk launches: Triton's num_stages (software pipelining of their loops); None = Triton's default
+    "c_stages": None,
 }
 DOT_BF16, DOT_IEEE, DOT_TF32 = 0, 1, 2
 

@@ -34,18 +34,70 @@ def toeplitz_fft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[B, n, C]`` with ``y_i = Σ_j t(i − j) x_j`` (fp32).
 
-    Under ``torch.compile`` on CUDA the product runs eagerly (one graph break per call, i.e. per model: MD-TPE runs
-    once, before the blocks): inductor cannot generate Triton kernels for the complex tensors of the FFT product
-    (``KeyError: 'complex64'`` in its code generation, seen with torch 2.11 on an H200). On the CPU it is traced.
+    Under ``torch.compile`` on CUDA the product is one opaque node (the custom op ``lightnet::toeplitz_fft``, with its
+    backward ``lightnet::toeplitz_fft_backward``), so ``fullgraph=True`` holds: inductor cannot generate Triton kernels
+    for the complex tensors of the FFT product (``KeyError: 'complex64'`` in its code generation, seen with torch 2.11
+    on an H200). On the CPU the product is traced.
     """
     if x.is_cuda and torch.compiler.is_compiling():
-        return _toeplitz_fft_eager(x, kernel)
+        return _toeplitz_fft_op(x, kernel)
     return _toeplitz_fft(x, kernel)
 
 
-@torch.compiler.disable
-def _toeplitz_fft_eager(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    return _toeplitz_fft(x, kernel)
+@torch.library.custom_op("lightnet::toeplitz_fft", mutates_args=())
+def _toeplitz_fft_op(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """:func:`_toeplitz_fft` as an opaque op: ``x [B, n, C]``, ``kernel [2n − 1, C]`` → ``[B, n, C]`` fp32
+    (contiguous)."""
+    return _toeplitz_fft(x, kernel).contiguous()
+
+
+@_toeplitz_fft_op.register_fake
+def _(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(x.shape, dtype=torch.float32)
+
+
+@torch.library.custom_op("lightnet::toeplitz_fft_backward", mutates_args=())
+def _toeplitz_fft_backward_op(
+    grad: torch.Tensor, x: torch.Tensor, kernel: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Gradients ``(dx [B, n, C], dkernel [2n − 1, C])`` of :func:`_toeplitz_fft` for the output gradient
+    ``grad [B, n, C]`` (opaque to the compiler like the forward; see :func:`_toeplitz_fft_grads`)."""
+    dx, dk = _toeplitz_fft_grads(grad, x, kernel)
+    return dx.contiguous(), dk.contiguous()
+
+
+def _toeplitz_fft_grads(
+    grad: torch.Tensor, x: torch.Tensor, kernel: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``dx_j = Σ_i t(i − j) g_i`` (the product with the mirrored kernel) and ``dt(r) = Σ_b Σ_i g_i x_{i−r}`` (a
+    cross-correlation by FFT, summed over the batch); in the dtypes of ``x`` and ``kernel``."""
+    n = x.shape[1]
+    dx = _toeplitz_fft(grad, kernel.flip(0)).to(x.dtype)
+    if x.numel() == 0:
+        return dx, torch.zeros_like(kernel)
+    size = 1 << (2 * n - 1).bit_length()
+    G = torch.fft.rfft(grad.float(), n=size, dim=1)
+    X = torch.fft.rfft(x.float(), n=size, dim=1)
+    corr = torch.fft.irfft((G * X.conj()).sum(0), n=size, dim=0)  # [size, C]: index r mod size holds dt(r)
+    dk = torch.cat([corr[size - (n - 1):], corr[:n]]) if n > 1 else corr[:1]
+    return dx, dk.to(kernel.dtype)
+
+
+@_toeplitz_fft_backward_op.register_fake
+def _(grad: torch.Tensor, x: torch.Tensor, kernel: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    return x.new_empty(x.shape), kernel.new_empty(kernel.shape)
+
+
+def _toeplitz_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _toeplitz_backward(ctx, grad: torch.Tensor):
+    x, kernel = ctx.saved_tensors
+    return _toeplitz_fft_backward_op(grad, x, kernel)
+
+
+_toeplitz_fft_op.register_autograd(_toeplitz_backward, setup_context=_toeplitz_setup_context)
 
 
 def _toeplitz_fft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
