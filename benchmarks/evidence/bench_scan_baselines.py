@@ -21,7 +21,7 @@ from typing import List, Optional
 import torch
 
 from benchmarks.baselines import fla_available
-from benchmarks.bench_models import _environment, _ratio, bench_train
+from benchmarks.bench_models import COMPILE_MODES, _environment, _ratio, bench_train
 
 from .models import ModelSize, register_timm_variants
 
@@ -37,7 +37,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[128, 32, 8])
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile-mode", default="eager", choices=COMPILE_MODES,
+                   help="eager, or the torch.compile mode every model runs under")
+    p.add_argument("--fullgraph", action="store_true", help="torch.compile(fullgraph=True): a graph break raises")
     p.add_argument("--amp-dtype", default="bfloat16", choices=["bfloat16", "float16"])
     args = p.parse_args(argv)
     if len(args.batches) == 1:
@@ -54,11 +56,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = []
     for size, batch in zip(args.sizes, args.batches):
         for name in models:
-            row = bench_train(name, size, batch, device, amp, args.warmup, args.iters, args.compile)
+            row = bench_train(name, size, batch, device, amp, args.warmup, args.iters, args.compile_mode,
+                              args.fullgraph)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    print(f"\n## Training step, LightNet-S vs multi-scan baselines ({args.amp_dtype}, AdamW, recurrence: "
-          f"{env['scan_recurrence']})\n")
+    print(f"\n## Training step, LightNet-S vs multi-scan baselines ({args.amp_dtype}, AdamW, {args.compile_mode}, "
+          f"recurrence: {env['scan_recurrence']})\n")
     print("| size | batch | LightNet-S img/s | 2-scan img/s | 4-scan img/s | vs 2-scan (target 2×) | vs 4-scan (target 4×) "
           "| LightNet-S GiB | 2-scan GiB | 4-scan GiB |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
