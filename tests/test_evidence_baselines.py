@@ -94,6 +94,33 @@ def test_chunked_gradients_match_naive():
         assert rel_err(t.grad, r) < 1e-10, name
 
 
+@pytest.mark.parametrize("strength", [0.5, 80.0])  # 80: the pairwise path
+def test_torch_dispatch_saves_only_its_inputs_and_matches_naive_gradients(strength):
+    """decay_recurrence(backend='torch') reruns the chunked form in the backward instead of saving its fp32
+    intermediates (saved, they ran run H1's scan baselines out of GPU memory at batch 512)."""
+    q, k, v, g = _inputs(N=16, D=4, strength=strength)
+    g = g * 40.0 if strength == 80.0 else g
+    q, k, v, g = [t.detach().requires_grad_() for t in (q, k, v, g)]
+    w = torch.randn(2, 16, 2, 3, dtype=torch.float64)
+    (decay_recurrence_naive(q, k, v, g)[0] * w).sum().backward()
+    ref = [t.grad.clone() for t in (q, k, v, g)]
+    for t in (q, k, v, g):
+        t.grad = None
+    saved_bytes = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved_bytes.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        o = decay_recurrence(q, k, v, g, backend="torch", chunk_size=8)
+    (o * w).sum().backward()
+    for name, t, r in zip("qkvg", (q, k, v, g), ref):
+        assert rel_err(t.grad, r) < 1e-10, name
+    inputs = sum(t.numel() * t.element_size() for t in (q, k, v, g))
+    assert 0 < sum(saved_bytes) <= inputs, (sum(saved_bytes), inputs)
+
+
 def test_scan_orders_2d():
     rows = scan_orders((2, 3), 4)
     assert [o.tolist() for o in rows] == [

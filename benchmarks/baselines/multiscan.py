@@ -29,6 +29,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from lightnet.layers import LightNetAttention
 from lightnet.layers.mixer import _GATE_ACTS, _Q_ACTS
@@ -186,7 +187,8 @@ def decay_recurrence(
     backend: str = "auto",
     chunk_size: int = 32,
 ) -> torch.Tensor:
-    """Dispatch: fla's ``chunk_gla`` (``'fla'``, or ``'auto'`` on CUDA with fla installed) or the PyTorch chunked form.
+    """Dispatch: fla's ``chunk_gla`` (``'fla'``, or ``'auto'`` on CUDA with fla installed) or the PyTorch chunked form
+    (activation-checkpointed under autograd: only the inputs are saved, the chunked form reruns in the backward).
 
     Shapes as :func:`decay_recurrence_naive`; returns ``o [B, N, H, E]`` in q's dtype.
     """
@@ -194,6 +196,10 @@ def decay_recurrence(
         raise ValueError(f"decay_recurrence: unknown backend {backend!r}; choose one of {_BACKENDS}")
     use_fla = backend == "fla" or (backend == "auto" and q.is_cuda and fla_available())
     if not use_fla:
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, log_decay)):
+            # recomputed in the backward instead of saving the chunked form's fp32 intermediates (~20 tensors of
+            # [B, H, N, D] per call: 35 / 61 GB for the 2- / 4-scan classifiers at batch 512, run H1's OOM)
+            return checkpoint(decay_recurrence_chunked, q, k, v, log_decay, scale, chunk_size, use_reentrant=False)
         return decay_recurrence_chunked(q, k, v, log_decay, scale=scale, chunk_size=chunk_size)
     chunk_gla = _load_chunk_gla()
     if chunk_gla is None:
