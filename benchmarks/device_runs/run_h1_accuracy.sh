@@ -6,11 +6,10 @@
 # chunk_gla autotuning would take minutes per process); transfer evaluation at 40² / 48². No timings are taken.
 #   bash benchmarks/device_runs/run_h1_accuracy.sh     (carry .whl and .data/fashion-mnist; writes to $OUT)
 set -u
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:. OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+source benchmarks/device_runs/_setup.sh
+export OMP_NUM_THREADS=1
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-OUT=${OUT:-/tmp/out}; L=/tmp/h1; mkdir -p "$L" "$OUT"
-{ nvidia-smi; python3 -c "import torch, triton, timm; print(torch.__version__, triton.__version__, timm.__version__)"; } > "$OUT/env.txt" 2>&1
+L=/tmp/h1; mkdir -p "$L"
 t0=$SECONDS
 for M in lightnet vit scan2 scan4; do for S in 0 1 2; do
   timeout 545 python3 -m benchmarks.evidence.run_classification --dataset fashion_mnist --models $M --seeds $S \

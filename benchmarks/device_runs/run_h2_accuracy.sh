@@ -5,11 +5,10 @@
 #   * the generation FID proxy, seeds 0 1 2 (one process each, 424 steps per model as the single-seed H100 run).
 #   bash benchmarks/device_runs/run_h2_accuracy.sh     (carry .whl and .data/fashion-mnist; writes to $OUT)
 set -u
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:. OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+source benchmarks/device_runs/_setup.sh
+export OMP_NUM_THREADS=1
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-OUT=${OUT:-/tmp/out}; L=/tmp/h2; mkdir -p "$L" "$OUT"
-{ nvidia-smi; python3 -c "import torch, triton, timm, diffusers; print(torch.__version__, triton.__version__, timm.__version__, diffusers.__version__)"; } > "$OUT/env.txt" 2>&1
+L=/tmp/h2; mkdir -p "$L"
 t0=$SECONDS
 for S in 0 1 2; do
   timeout 555 python3 benchmarks/dit_fashion_mnist_compare.py --seed $S --steps 424 --workers 1 --backend auto \

@@ -4,10 +4,9 @@
 # 424 optimizer steps per model as the single-seed H100 run; each seed trains its own FID classifier.
 #   bash benchmarks/device_runs/run_h3_dit.sh     (carry .whl and .data/fashion-mnist; writes to $OUT)
 set -u
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:. OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/out}; L=/tmp/h3; mkdir -p "$L" "$OUT"
-{ nvidia-smi; python3 -c "import torch, triton, timm, diffusers; print(torch.__version__, triton.__version__, timm.__version__, diffusers.__version__)"; } > "$OUT/env.txt" 2>&1
+source benchmarks/device_runs/_setup.sh
+export OMP_NUM_THREADS=2
+L=/tmp/h3; mkdir -p "$L"
 t0=$SECONDS
 for S in 0 1 2; do
   timeout 545 python3 benchmarks/dit_fashion_mnist_compare.py --seed $S --steps 424 --workers 2 --backend auto \
