@@ -198,7 +198,7 @@ def decay_recurrence(
     if not use_fla:
         if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, log_decay)):
             # recomputed in the backward instead of saving the chunked form's fp32 intermediates (~20 tensors of
-            # [B, H, N, D] per call: 35 / 61 GB for the 2- / 4-scan classifiers at batch 512, run H1's OOM)
+            # [B, H, N, D] per call): saved, they took 17-31 GB per 2- / 4-scan classifier at batch 512 (run H1's OOM)
             return checkpoint(decay_recurrence_chunked, q, k, v, log_decay, scale, chunk_size, use_reentrant=False)
         return decay_recurrence_chunked(q, k, v, log_decay, scale=scale, chunk_size=chunk_size)
     chunk_gla = _load_chunk_gla()
