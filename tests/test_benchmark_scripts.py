@@ -1,4 +1,4 @@
-"""The end-to-end benchmark scripts (benchmarks/bench_models.py, benchmarks/evidence/bench_scan_baselines.py) run on
+"""The end-to-end benchmark scripts (bench_models.py, profile_step.py, evidence/bench_scan_baselines.py) run on
 the CPU at a tiny size and write their JSON: a GPU run must not be the first place a changed signature shows up.
 No timing is asserted, only that every row ran and the tables were printed."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `benchmarks.*`
 
-from benchmarks import bench_models  # noqa: E402
+from benchmarks import bench_models, profile_step  # noqa: E402
 from benchmarks.evidence import bench_scan_baselines  # noqa: E402
 
 TINY = ["--device", "cpu", "--sizes", "32", "--batches", "2", "--iters", "1", "--warmup", "1"]
@@ -38,3 +38,32 @@ def test_bench_models_runs_both_models(tmp_path: Path, capsys: pytest.CaptureFix
     assert all(row["status"] == "ok" and row["step_ms"] > 0 for row in result["train"])
     assert result["env"]["dynamo_graph_breaks"] == 0, result["env"]["dynamo_break_reasons"]
     assert "speed ratio" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, category", [
+    ("_nc_fwd_kernel", "LightNet recurrence"),
+    ("_c_seg_bwd_dkdv_kernel", "LightNet recurrence"),
+    ("nvjet_hsh_128x256_64x4_2x1_v_bz_coopA_NTN", "GEMM"),
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "GEMM"),
+    ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 128, 4> >", "softmax attention"),
+    ("triton_red_fused__fused_rms_norm_backward_mul_12", "normalisation"),
+    ("triton_poi_fused_add_mul_sigmoid_3", "fused elementwise (inductor)"),
+    ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdamMathFunctor>", "optimizer"),
+    ("void regular_fft<64u, 8u, 1u, 4u>", "FFT"),
+    ("void at::native::elementwise_kernel<128, 2, ...>", "elementwise (aten)"),
+    ("some_unknown_kernel", "other"),
+])
+def test_profile_step_categorizes_kernel_names(name: str, category: str) -> None:
+    assert profile_step.categorize(name) == category
+
+
+@pytest.mark.parametrize("family, size", [("vision", "32"), ("dit", "8")])
+def test_profile_step_runs_both_models(family: str, size: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["--device", "cpu", "--family", family, "--sizes", size, "--batches", "2", "--steps", "1", "--warmup", "1",
+            "--out", str(tmp_path)]
+    assert profile_step.main(argv) == 0
+    rows = json.loads((tmp_path / f"profile_step_{family}_eager.json").read_text())["rows"]
+    assert len(rows) == 2 and all(r["gpu_ms"] > 0 and r["wall_ms"] > 0 for r in rows)
+    assert all(abs(sum(r["categories"].values()) - r["gpu_ms"]) < 1e-6 * r["gpu_ms"] + 1e-9 for r in rows)
+    assert all(r["categories"].get("GEMM", 0) > 0 for r in rows)
+    assert "busy per step" in capsys.readouterr().out
