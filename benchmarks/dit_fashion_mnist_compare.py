@@ -61,7 +61,7 @@ def overrides(arch: str, args: argparse.Namespace, extra: list[str]) -> list[str
     kind, preset = ARCHS[arch]
     o = [f"model.arch={kind}", f"model.preset={preset}", "sample.every=0", "run.checkpoint_every=0",
          "run.checkpoint_every_epochs=0", "run.eval_every_epochs=0", "run.keep_last=1",
-         f"data.num_workers={args.workers}", f"run.seed={args.seed}"]
+         f"data.num_workers={args.workers}", f"run.seed={args.seed}", f"run.compile={str(args.compile).lower()}"]
     if args.data_root:
         o.append(f"data.root={args.data_root}")
     if arch == "lightnet":
@@ -74,6 +74,8 @@ def probe_step_time(cfg: DiTTrainConfig, device: torch.device, iters: int) -> fl
     """Seconds per optimizer step (forward + backward + AdamW) on random data, with the run's precision."""
     model = build_dit_model(cfg.model, 1, 10, cfg.data.img_size).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    if cfg.run.compile:
+        model = torch.compile(model, mode=cfg.run.compile_mode)
     B, S = cfg.data.batch_size, cfg.data.img_size
     x = torch.randn(B, 1, S, S, device=device)
     t = torch.randint(0, 1000, (B,), device=device)
@@ -116,6 +118,9 @@ def main() -> int:
     p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=list(ARCHS), help="models to train")
     p.add_argument("--skip-fid", action="store_true", help="train only (run `lightnet fid` on the pipelines later)")
     p.add_argument("--seed", type=int, default=0, help="run.seed of both trainings and the sampling seed (3-seed runs: 0 1 2)")
+    p.add_argument("--compile", action="store_true", help="run.compile=true for both trainings (and the speed probe)")
+    p.add_argument("--sample-autocast", default="no", choices=["no", "bf16", "fp16"],
+                   help="sample the FID images under torch.autocast (both pipelines alike)")
     args = p.parse_args()
     args.tiny = args.size == "tiny"
     if torch.cuda.is_available():
@@ -164,12 +169,14 @@ def main() -> int:
     table = compute_fid_table([str(work / a / "pipeline") for a in args.archs], "fashion_mnist", args.data_root,
                               img_size, 100 if args.tiny else args.num_samples, str(work / "fid_classifier"),
                               1 if args.tiny else 3, 2 if args.tiny else args.sample_steps, args.guidance, "ddim",
-                              500, args.seed, str(device), load_pipeline, sample_images, set_scheduler)
+                              500, args.seed, str(device), load_pipeline, sample_images, set_scheduler,
+                              autocast=args.sample_autocast)
     for row, arch in zip(table["pipelines"], args.archs):
         row["pipeline"] = f"{label(arch, args.size)} ({row['transformer']}, {params[arch] / 1e6:.1f}M params)"
     results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                "torch": torch.__version__, "steps": steps, "probe_s_per_step": probe, "runs": runs, "fid": table,
-               "lightnet_backend": args.backend, "seed": args.seed, "total_s": time.time() - t_start}
+               "lightnet_backend": args.backend, "seed": args.seed, "compile": args.compile,
+               "sample_autocast": args.sample_autocast, "total_s": time.time() - t_start}
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     md = format_table(table)
     md += "\n\n| model | params | steps | train wall-clock (s) | probe s/step | final eval loss |\n|---|---|---|---|---|---|\n"

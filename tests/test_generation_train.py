@@ -163,9 +163,10 @@ def test_fid_cli(trained_run, tmp_path):
     out = tmp_path / "fid.json"
     rc = fid_main(["--pipeline", str(run_dir / "pipeline"), "--dataset", "digits", "--img-size", "8",
                    "--num-samples", "60", "--classifier-epochs", "2", "--steps", "2", "--classifier",
-                   str(tmp_path / "clf"), "--json", str(out)])
+                   str(tmp_path / "clf"), "--json", str(out), "--autocast", "bf16"])
     assert rc == 0
     res = json.loads(out.read_text())
+    assert res["sampling"]["autocast"] == "bf16"
     assert res["classifier_test_acc"] > 0.5  # the feature net really learned the digits
     fid = res["pipelines"][0]["fid_proxy"]
     assert math.isfinite(fid) and fid > res["real_floor"] >= 0  # an undertrained generator is worse than real data
@@ -216,3 +217,20 @@ def test_train_dit_on_imagefolder_rgb(tmp_path):
     assert pipe.config.class_names == ["cat", "dog"] and pipe.num_classes == 2
     assert pipe.transformer.config.in_channels == 3
     assert pipe([1], num_inference_steps=2, output_type="np").images.shape == (1, 8, 8, 3)
+
+
+def test_sampling_under_bf16_autocast_stays_close_to_fp32(trained_run):
+    from lightnet.train.sample import autocast_dtype, load_pipeline, sample_images
+
+    run_dir, _ = trained_run
+    pipe = load_pipeline(run_dir / "pipeline")
+    labels = list(range(10))
+    full = sample_images(pipe, labels, batch_size=10, seed=3, guidance_scale=1.5, num_inference_steps=3, progress=False)
+    half = sample_images(pipe, labels, batch_size=10, seed=3, guidance_scale=1.5, num_inference_steps=3, progress=False,
+                         autocast="bf16")
+    assert full.shape == half.shape == (10, *full.shape[1:]) and full.dtype == half.dtype == torch.float32
+    diff = (full - half).abs().mean().item()
+    assert 0 < diff < 0.05, f"bf16 autocast sampling differs from fp32 by {diff} (0 means autocast did nothing)"
+    assert autocast_dtype("no") is None and autocast_dtype("bf16") is torch.bfloat16
+    with pytest.raises(ValueError, match="unknown autocast dtype"):
+        autocast_dtype("int8")

@@ -186,7 +186,7 @@ def evaluate_classifier(model: torch.nn.Module, dataset, batch_size: int, accele
     The dataset is dealt to processes without padding, so every sample counts exactly once.
     Returns ``{"eval_loss", "eval_top1", "eval_top5", "eval_samples"}``.
     """
-    model = accelerator.unwrap_model(model)
+    model = accelerator.unwrap_model(model, keep_torch_compile=False)  # eager: other batch shapes, eval mode
     was_training = model.training
     model.eval()
     sampler = EpochBatchSampler(len(dataset), batch_size, rank=accelerator.process_index,

@@ -332,8 +332,9 @@ def train_dit(cfg: DiTTrainConfig, resume_from: str | Path | None = None, run_di
     eval_batch = _fixed_eval_batch(eval_ds, cfg.data.eval_samples, objective, cfg.run.seed) if eval_ds else None
 
     def eval_fn(model: torch.nn.Module) -> dict[str, float]:
-        return {"eval_loss": _eval_loss(accelerator.unwrap_model(model), eval_batch, encode, noise_scheduler, objective,
-                                        accelerator.device)} if eval_batch else {}
+        eager = accelerator.unwrap_model(model, keep_torch_compile=False)
+        return {"eval_loss": _eval_loss(eager, eval_batch, encode, noise_scheduler, objective, accelerator.device)
+                } if eval_batch else {}
 
     num_rows = min(info.num_classes, cfg.sample.max_classes)
     grid_labels = [c for c in range(num_rows) for _ in range(cfg.sample.per_class)]

@@ -108,7 +108,8 @@ def make_accelerator(run: RunConfig, cpu: bool = False):
     _reset_single_process_state()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         cpu = True  # torchrun/accelerate launch on a CPU-only host: accelerate needs cpu=True to use gloo
-    acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=run.grad_accum_steps, cpu=cpu)
+    acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=run.grad_accum_steps, cpu=cpu,
+                      dynamo_plugin=_dynamo_plugin(run))
     _warn_if_fsdp_ignored(acc)
     if run.threads is not None:
         if run.threads < 1:
@@ -117,6 +118,17 @@ def make_accelerator(run: RunConfig, cpu: bool = False):
     if run.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     return acc
+
+
+def _dynamo_plugin(run: RunConfig):
+    """accelerate's ``TorchDynamoPlugin`` for ``run.compile`` (inductor, ``run.compile_mode``), or None when off."""
+    if run.compile_mode is not None and not run.compile:
+        raise ValueError(f"run.compile_mode={run.compile_mode!r} is set but run.compile is false; set run.compile=true")
+    if not run.compile:
+        return None
+    from accelerate.utils import TorchDynamoPlugin
+
+    return TorchDynamoPlugin(backend="inductor", mode=run.compile_mode or "default")
 
 
 def _warn_if_fsdp_ignored(acc) -> None:
@@ -328,8 +340,9 @@ class Trainer:
             tqdm.write(" ".join(str(a) for a in args))
 
     def unwrapped(self) -> torch.nn.Module:
-        """The prepared model without accelerate's wrappers (DDP, autocast); under FSDP still sharded."""
-        return self.acc.unwrap_model(self.model)
+        """The prepared model without accelerate's wrappers (DDP, autocast, torch.compile); under FSDP still
+        sharded."""
+        return self.acc.unwrap_model(self.model, keep_torch_compile=False)
 
     @property
     def sharded(self) -> bool:

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import torch
 
-__all__ = ["SCHEDULERS", "load_pipeline", "sample_images", "sample_main", "save_grid", "set_scheduler"]
+__all__ = ["AUTOCAST_DTYPES", "SCHEDULERS", "autocast_dtype", "load_pipeline", "sample_images", "sample_main", "save_grid", "set_scheduler"]
 
 SCHEDULERS = {
     "ddpm": "DDPMScheduler",
@@ -45,22 +45,39 @@ def load_pipeline(path: str | Path, device: str | torch.device = "cpu"):
     return LightNetDiTPipeline.from_pretrained(path).to(device)
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(name: Optional[str]) -> Optional[torch.dtype]:
+    """``'bf16'`` / ``'fp16'`` → the torch dtype; ``None`` / ``'no'`` → None (full precision)."""
+    if name in (None, "no"):
+        return None
+    if name not in AUTOCAST_DTYPES:
+        raise ValueError(f"unknown autocast dtype {name!r}; choose one of {sorted(AUTOCAST_DTYPES)} or 'no'")
+    return AUTOCAST_DTYPES[name]
+
+
 def sample_images(pipe, labels: Sequence[int], batch_size: int = 256, seed: int = 0, guidance_scale: float = 4.0,
                   num_inference_steps: int = 50, height: Optional[int] = None, width: Optional[int] = None,
-                  progress: bool = True) -> torch.Tensor:
+                  progress: bool = True, autocast: Optional[str] = None) -> torch.Tensor:
     """Generate one image per label in batches: ``[N, C, H, W]`` float in [0, 1] on the CPU.
 
     Batch ``b`` uses a generator seeded with ``seed + b``, so results do not depend on anything else drawn before.
+    ``autocast`` (``'bf16'`` / ``'fp16'``) runs the transformer under ``torch.autocast`` (weights, noise and the
+    scheduler's update stay in full precision); ``None`` runs everything in the pipeline's dtype.
     """
     from tqdm.auto import tqdm
 
+    dtype = autocast_dtype(autocast)
+    device = pipe._execution_device
     out = []
     pipe.set_progress_bar_config(disable=True)
     chunks = [list(labels[i:i + batch_size]) for i in range(0, len(labels), batch_size)]
     for b, chunk in enumerate(tqdm(chunks, desc="sampling", disable=not progress or len(chunks) < 2)):
-        gen = torch.Generator(device=pipe._execution_device).manual_seed(seed + b)
-        images = pipe(chunk, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, height=height,
-                      width=width, generator=gen, output_type="pt").images
+        gen = torch.Generator(device=device).manual_seed(seed + b)
+        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            images = pipe(chunk, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
+                          height=height, width=width, generator=gen, output_type="pt").images
         out.append(images.float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
@@ -97,6 +114,8 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--autocast", default="no", choices=["no", *AUTOCAST_DTYPES],
+                   help="run the transformer under torch.autocast in this dtype (faster on GPUs)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="samples", help="output folder (grid.png and images/)")
     args = p.parse_args(argv)
@@ -105,7 +124,7 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
         set_scheduler(pipe, args.scheduler)
         labels = _labels(args, pipe.num_classes)
         images = sample_images(pipe, labels, args.batch_size, args.seed, args.guidance, args.steps, args.height,
-                               args.width)
+                               args.width, autocast=args.autocast)
     except (FileNotFoundError, ValueError) as e:
         print(f"lightnet sample: error: {e}", file=sys.stderr)
         return 2

@@ -27,6 +27,11 @@ class RunConfig:
     max_steps: Optional[int] = None
     grad_accum_steps: int = 1
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    # torch.compile the model (through accelerate's TorchDynamoPlugin, inductor backend) before training;
+    # compile_mode: torch.compile's mode (null = "default"; the CUDA-graph modes need a fixed batch shape, which
+    # the trainers' drop_last sampler gives). Checkpoints and exported weights are the uncompiled module's.
+    compile: bool = False
+    compile_mode: Optional[Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]] = None
     output_dir: str = "runs"
     run_dir: Optional[str] = None  # explicit run folder; default <output_dir>/<timestamp>-<name>
     checkpoint_every: int = 0  # optimizer updates between checkpoints; 0 = only at epoch ends
