@@ -234,3 +234,22 @@ def test_sampling_under_bf16_autocast_stays_close_to_fp32(trained_run):
     assert autocast_dtype("no") is None and autocast_dtype("bf16") is torch.bfloat16
     with pytest.raises(ValueError, match="unknown autocast dtype"):
         autocast_dtype("int8")
+
+
+def test_compiled_dit_training_saves_a_plain_pipeline(tmp_path):
+    """run.compile=true for train-dit: the step is compiled, the EMA, checkpoint and pipeline get plain weights."""
+    from torch._dynamo.utils import counters
+
+    run_dir = tmp_path / "run"
+    cfg = build_config(DiTTrainConfig, "dit_digits", TINY_RUN + [f"run.run_dir={run_dir}", "run.max_steps=4",
+                                                                "sample.every=0", "run.compile=true"])
+    torch._dynamo.reset()
+    counters.clear()
+    train_dit(cfg)
+    graphs = counters["stats"]["unique_graphs"]
+    torch._dynamo.reset()
+    assert graphs >= 1
+    summary = json.loads((run_dir / "final_metrics.json").read_text())
+    assert summary["step"] == 4 and math.isfinite(summary["eval_loss"])
+    pipe = LightNetDiTPipeline.from_pretrained(run_dir / "pipeline")
+    assert not any("_orig_mod" in k for k in pipe.transformer.state_dict())
