@@ -136,3 +136,48 @@ def test_aggregate_seeds_lm_and_dit(tmp_path: Path, capsys):
     assert "| lightnet | 3.00M | 65.0 ± 7.1 |" in text and "25.0 ± 7.1" in text
     with pytest.raises(ValueError, match="not an lm_compare JSON"):
         aggregate_seeds.collect_lm([dit])
+
+
+def test_runner_pauses_and_resumes_bitwise(tmp_path: Path):
+    """A run paused after 1 of 3 epochs (--stop-after-epochs) and continued from its checkpoint.pt ends with the
+    same log rows and final accuracy as an uninterrupted run (CPU: bitwise); the checkpoint is deleted at the end."""
+    from benchmarks.evidence import run_classification
+
+    def argv(out: Path, *extra: str) -> list:
+        return ["--dataset", "digits", "--models", "lightnet", "--seeds", "0", "--epochs", "3", "--batch-size", "64",
+                "--train-limit", "256", "--test-limit", "64", "--embed-dim", "16", "--depth", "1", "--heads", "2",
+                "--patch", "8", "--train-size", "32", "--eval-sizes", "40", "--transfer-modes", "pad",
+                "--device", "cpu", "--threads", "1", "--out", str(out), *extra]
+
+    def rows(out: Path) -> list:
+        with open(out / "lightnet" / "seed0" / "epochs.csv") as f:
+            return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in csv.DictReader(f)]
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert run_classification.main(argv(full)) == 0
+    assert run_classification.main(argv(part, "--stop-after-epochs", "1")) == 0
+    run_dir = part / "lightnet" / "seed0"
+    assert not (run_dir / "summary.json").exists() and (run_dir / "checkpoint.pt").exists()
+    assert len(rows(part)) == 1
+    assert run_classification.main(argv(part)) == 0
+    assert rows(part) == rows(full) and len(rows(full)) == 3
+    a = json.loads((full / "lightnet" / "seed0" / "summary.json").read_text())
+    b = json.loads((run_dir / "summary.json").read_text())
+    assert a["transfer"] == b["transfer"] and a["steps"] == b["steps"] == 12
+    assert not (run_dir / "checkpoint.pt").exists()
+    # a time limit already spent starts nothing and leaves no half-written run
+    late = tmp_path / "late"
+    assert run_classification.main(argv(late, "--time-limit", "0")) == 0
+    assert not (late / "lightnet" / "seed0" / "summary.json").exists()
+
+
+def test_runner_warm_only_trains_nothing(tmp_path: Path, capsys):
+    from benchmarks.evidence import run_classification
+
+    argv = ["--dataset", "digits", "--models", "lightnet", "scan2", "--train-limit", "64", "--test-limit", "32",
+            "--embed-dim", "16", "--depth", "1", "--heads", "2", "--patch", "8", "--eval-sizes", "40", "--device", "cpu",
+            "--out", str(tmp_path), "--warm-only"]
+    assert run_classification.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "warmed lightnet" in out and "warmed scan2" in out
+    assert not list(tmp_path.rglob("*.csv")) and not list(tmp_path.rglob("*.json"))

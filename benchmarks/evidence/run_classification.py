@@ -10,7 +10,10 @@ Every run writes ``<out>/<variant>/seed<k>/epochs.csv`` (one row per epoch: ``ep
 train_top1, eval_loss, eval_top1, epoch_time_s`` — the column names of ``lightnet.train``'s ``RunLogger``) and
 ``summary.json`` (final top-1 at the training size and at every resolution-transfer size/mode, parameters,
 wall-clock, the full configuration). Runs whose ``summary.json`` exists are skipped, so an interrupted sweep
-continues where it stopped.
+continues where it stopped. Every finished epoch also leaves ``checkpoint.pt`` (weights, optimizer, step, random
+generator states; loaded with ``weights_only=True``), so a run stopped mid-way — killed, or paused by
+``--time-limit`` / ``--stop-after-epochs`` — continues from its last finished epoch, bitwise on the CPU; the
+checkpoint is deleted once ``summary.json`` is written.
 
 Training loop: a small self-contained loop (AdamW, linear warm-up + cosine, label smoothing, gradient clipping,
 bf16 autocast on CUDA) rather than ``lightnet.train.Trainer``: the sweep needs models built outside the timm
@@ -26,7 +29,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -112,9 +115,73 @@ def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, epoch: int,
+                     step: int, train_time: float, last: Dict[str, Any], device: torch.device) -> None:
+    """State after ``epoch`` finished epochs (written to a temporary file, then renamed: never half-written)."""
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+             "cpu_rng": torch.get_rng_state(), "epoch": epoch, "step": step, "train_time": train_time, "last": last}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
+                     device: torch.device) -> Dict[str, Any]:
+    """Restore what :func:`_save_checkpoint` wrote; returns ``{epoch, step, train_time, last}``."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["cpu_rng"])
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    return {k: state[k] for k in ("epoch", "step", "train_time", "last")}
+
+
+def _truncate_log(log_path: Path, epochs: int) -> None:
+    """Keep the header and the rows of the first ``epochs`` epochs (rows written after the last checkpoint go)."""
+    with open(log_path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs]
+    with open(log_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=EPOCH_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _out_of_time(args: argparse.Namespace, epochs_this_call: int, last_epoch_s: float) -> bool:
+    """Whether to pause before the next epoch: ``--stop-after-epochs`` reached, or the next epoch (estimated as long
+    as the last one) would end after ``--time-limit`` seconds from the start of the process."""
+    if args.stop_after_epochs is not None and epochs_this_call >= args.stop_after_epochs:
+        return True
+    deadline = getattr(args, "deadline", None)
+    return deadline is not None and time.monotonic() + last_epoch_s > deadline
+
+
+def warm_caches(variant: str, data: ImageTensors, args: argparse.Namespace, device: torch.device) -> None:
+    """One training step and one evaluation batch at every evaluated size, nothing saved: fills the kernels'
+    autotuning and compilation caches (fla's chunk_gla autotunes for minutes per process: warm once, then launch
+    the parallel runs, which read Triton's on-disk autotune cache)."""
+    size = ModelSize(img_size=args.train_size, patch_size=args.patch, in_chans=1, num_classes=data.num_classes,
+                     embed_dim=args.embed_dim, depth=args.depth, num_heads=args.heads, drop_path_rate=args.drop_path)
+    model = build_classifier(variant, size, **backend_overrides(variant, args.attn_backend, args.scan_backend)).to(device)
+    amp = device.type == "cuda" and args.amp
+    idx = torch.arange(min(args.batch_size, len(data.y_train)))
+    x = ((augment_batch(data.x_train[idx], args.train_size, 0, False, torch.Generator()) - data.mean) / data.std)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        loss = F.cross_entropy(model(x.to(device)).float(), data.y_train[idx].to(device))
+    loss.backward()
+    sub = replace(data, x_test=data.x_test[:500], y_test=data.y_test[:500])
+    for _, s, mode in transfer_keys(args.train_size, args.eval_sizes, args.transfer_modes):
+        evaluate(model, sub, s, args.train_size, mode, device, amp=amp)
+
+
 def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namespace, run_dir: Path,
-              device: torch.device) -> Dict[str, Any]:
-    """Train one ``variant`` with ``seed``; writes ``epochs.csv`` and ``summary.json`` into ``run_dir``."""
+              device: torch.device) -> Optional[Dict[str, Any]]:
+    """Train one ``variant`` with ``seed``; writes ``epochs.csv``, ``checkpoint.pt`` after every epoch and, at the
+    end, ``summary.json`` into ``run_dir``. Continues from ``checkpoint.pt`` when one is there; returns None when
+    paused by ``--time-limit`` / ``--stop-after-epochs`` before the last epoch (the checkpoint stays)."""
     size = ModelSize(img_size=args.train_size, patch_size=args.patch, in_chans=1, num_classes=data.num_classes,
                      embed_dim=args.embed_dim, depth=args.depth, num_heads=args.heads, drop_path_rate=args.drop_path)
     torch.manual_seed(seed)
@@ -130,12 +197,24 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
     warmup = int(round(args.warmup_epochs * steps_per_epoch))
     amp = device.type == "cuda" and args.amp
     run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "epochs.csv"
-    step, t_start, last = 0, time.perf_counter(), {}
-    with open(log_path, "w", newline="") as f:
+    log_path, ckpt_path = run_dir / "epochs.csv", run_dir / "checkpoint.pt"
+    step, done, train_time, last, last_epoch_s = 0, 0, 0.0, {}, 0.0
+    if ckpt_path.exists() and not args.force:
+        resumed = _load_checkpoint(ckpt_path, model, opt, gen, device)
+        done, step, train_time, last = resumed["epoch"], resumed["step"], resumed["train_time"], resumed["last"]
+        _truncate_log(log_path, done)
+        print(f"{variant} seed {seed}: continuing after epoch {done} (step {step})", file=sys.stderr)
+    else:
+        ckpt_path.unlink(missing_ok=True)
+        with open(log_path, "w", newline="") as f:
+            csv.DictWriter(f, fieldnames=EPOCH_COLUMNS).writeheader()
+    with open(log_path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=EPOCH_COLUMNS)
-        writer.writeheader()
-        for epoch in range(1, args.epochs + 1):
+        for epoch in range(done + 1, args.epochs + 1):
+            if _out_of_time(args, epoch - 1 - done, last_epoch_s):
+                print(f"{variant} seed {seed}: paused after epoch {epoch - 1} of {args.epochs} ({ckpt_path})",
+                      file=sys.stderr)
+                return None
             model.train()
             t0 = time.perf_counter()
             order = torch.randperm(n_train, generator=gen)
@@ -163,6 +242,8 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
                 correct += int((logits.argmax(-1) == y).sum())
                 seen += len(y)
             eval_top1, eval_loss = evaluate(model, data, args.train_size, args.train_size, "resize", device, amp=amp)
+            last_epoch_s = time.perf_counter() - t0
+            train_time += last_epoch_s
             last = {
                 "epoch": epoch, "step": step, "lr": f"{lr:.6g}", "train_loss": f"{loss_sum / seen:.5f}",
                 "train_top1": f"{correct / seen:.5f}", "eval_loss": f"{eval_loss:.5f}", "eval_top1": f"{eval_top1:.5f}",
@@ -170,10 +251,10 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
             }
             writer.writerow(last)
             f.flush()
+            _save_checkpoint(ckpt_path, model, opt, gen, epoch, step, train_time, last, device)
             if args.verbose:
                 print(f"  {variant} seed {seed} epoch {epoch}: loss {last['train_loss']} top1 {last['eval_top1']}",
                       file=sys.stderr)
-    train_time = time.perf_counter() - t_start
     transfer = {}
     for key, s, mode in transfer_keys(args.train_size, args.eval_sizes, args.transfer_modes):
         transfer[key] = evaluate(model, data, s, args.train_size, mode, device, amp=amp)[0]
@@ -194,6 +275,7 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
         "args": {k: v for k, v in vars(args).items() if k not in ("models", "seeds")},
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    ckpt_path.unlink(missing_ok=True)
     return summary
 
 
@@ -231,13 +313,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recurrence of the scan baselines (auto: fla chunk_gla on CUDA when installed)")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast on CUDA")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--force", action="store_true", help="rerun runs that already have a summary.json")
+    p.add_argument("--force", action="store_true",
+                   help="rerun runs that already have a summary.json (and ignore their checkpoint.pt)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="seconds from the start: pause (checkpoint kept) before an epoch that would end later")
+    p.add_argument("--stop-after-epochs", type=int, default=None, help="pause each run after this many epochs")
+    p.add_argument("--warm-only", action="store_true",
+                   help="only run one step and the evaluations of each model (fills autotune/compile caches)")
     p.add_argument("--verbose", action="store_true")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    args.deadline = None if args.time_limit is None else time.monotonic() + args.time_limit
     if args.threads:
         torch.set_num_threads(args.threads)
     for s in [args.train_size, *args.eval_sizes]:
@@ -247,6 +336,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     device = torch.device(args.device)
     data = load_image_tensors(args.dataset, args.train_limit, args.test_limit, root=args.data_root)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.warm_only:
+        for variant in models:
+            t0 = time.perf_counter()
+            warm_caches(variant, data, args, device)
+            print(f"warmed {variant} in {time.perf_counter() - t0:.1f}s", flush=True)
+        return 0
     jobs = [(m, s) for m in models for s in args.seeds]
     try:
         from tqdm.auto import tqdm
@@ -257,7 +352,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         run_dir = args.out / variant / f"seed{seed}"
         if (run_dir / "summary.json").exists() and not args.force:
             continue
+        if args.deadline is not None and time.monotonic() > args.deadline:
+            bar.write(f"time limit reached: {variant} seed {seed} not started")
+            continue
         summary = train_run(variant, seed, data, args, run_dir, device)
+        if summary is None:
+            continue
         msg = (f"{variant:>13} seed {seed}: top1 {summary['final_eval_top1']:.4f}  "
                + "  ".join(f"{k} {v:.4f}" for k, v in summary["transfer"].items() if k != f"top1@{args.train_size}")
                + f"  ({summary['params'] / 1e6:.2f}M params, {summary['train_time_s']:.0f}s)")
