@@ -1,9 +1,12 @@
-"""Shared memory (and registers / stack) of the causal Triton kernels on an sm_90 GPU, found on a CPU-only host.
+"""Shared memory (and registers / stack) of the Triton kernels on an sm_90 GPU, found on a CPU-only host.
 
     python benchmarks/smem_report.py                          # fp32: D, E in {32, 64, 128}, LRPE off / on
     python benchmarks/smem_report.py --dtype bf16 --jobs 2
     python benchmarks/smem_report.py --dims 128 --lrpe on --evs 64 --verbose      # one case, every kernel listed
     python benchmarks/smem_report.py --fast                   # shared memory only: stop after LLVM IR (no ptxas)
+    python benchmarks/smem_report.py --noncausal --dtype bf16 --dims 64 --evs 64 --shape 128,196,6 --verbose
+                                                              # the non-causal kernels (one path), every launch listed
+    LIGHTNET_TRITON_TUNING=nc_warps=4 python benchmarks/smem_report.py --noncausal ...   # another launch config
 
 Method. The real launch code runs on CPU tensors: ``causal_forward`` / ``causal_backward`` of
 :mod:`lightnet.kernels.triton_causal` (lean path, ``TUNING["c_zpass"] = 0``) and of
@@ -50,6 +53,7 @@ from triton.runtime.jit import create_function_from_signature  # noqa: E402
 
 from lightnet.kernels import triton_causal as tc  # noqa: E402
 from lightnet.kernels import triton_causal_zpass as tz  # noqa: E402
+from lightnet.kernels import triton_noncausal as tn  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -87,6 +91,36 @@ def recording(zpass: bool, sms: int) -> Iterator[List[tuple]]:
         tc.num_sms, tc.TUNING["c_zpass"] = old_sms, old_zpass
 
 
+@contextlib.contextmanager
+def recording_noncausal(sms: int) -> Iterator[List[tuple]]:
+    """Swap every non-causal ``Launcher`` for a recorder and pretend to have ``sms`` SMs (range splits)."""
+    log: List[tuple] = []
+    saved, old_sms = dict(tn._LAUNCH), tn.num_sms
+    try:
+        for name, launcher in tn._LAUNCH.items():
+            tn._LAUNCH[name] = _Recorder(launcher.kernel, log)
+        tn.num_sms = lambda device: sms
+        yield log
+    finally:
+        tn._LAUNCH.update(saved)
+        tn.num_sms = old_sms
+
+
+def record_noncausal(case: dict, sms: int) -> List[tuple]:
+    """Every launch of one non-causal forward + backward (the library's own launch heuristics)."""
+    B, N, H, D, E = case["B"], case["N"], case["H"], case["D"], case["E"]
+    dt = getattr(torch, DTYPES[case["dtype"]])
+    q, k = torch.zeros(B, N, H, D, dtype=dt), torch.zeros(B, N, H, D, dtype=dt)
+    v = torch.zeros(B, N, H, E, dtype=dt)
+    theta = torch.zeros(N, D) if case["lrpe"] else None
+    mask = torch.zeros(B, N, dtype=torch.bool) if case["mask"] else None
+    init = (torch.zeros(B, H, (2 if case["lrpe"] else 1) * D, E), torch.zeros(B, H, D)) if case["init"] else None
+    with recording_noncausal(sms) as log:
+        o, S, z = tn.noncausal_forward(q, k, v, 1.0, mask, theta, init)
+        tn.noncausal_backward(torch.zeros_like(o), None, None, q, k, v, S, z, 1.0, mask, theta)
+    return log
+
+
 def record_launches(case: dict, zpass: bool, sms: int) -> List[tuple]:
     """Every launch of one causal forward + backward: ``[(kernel name, args, meta), ...]``."""
     B, N, H, D, E = case["B"], case["N"], case["H"], case["D"], case["E"]
@@ -111,8 +145,8 @@ def target() -> GPUTarget:
 
 
 def kernel_fn(name: str):
-    """The ``@triton.jit`` function of a causal kernel by name."""
-    return getattr(tz, name, None) or getattr(tc, name)
+    """The ``@triton.jit`` function of a kernel by name."""
+    return getattr(tz, name, None) or getattr(tn, name, None) or getattr(tc, name)
 
 
 def specialise(name: str, args: tuple, meta: dict) -> tuple:
@@ -187,7 +221,7 @@ def compile_job(job: tuple, fast: bool) -> Dict[str, int]:
 
 def launch_label(name: str, meta: dict) -> str:
     """``_z_seg_out_kernel[EXACT]`` style label of a launch."""
-    flags = [k for k in ("EXACT", "SINGLE") if meta.get(k)]
+    flags = [k for k in ("EXACT", "SINGLE", "FUSED", "MERGE", "SUM_PARTIALS") if meta.get(k)]
     return name + (f"[{','.join(flags)}]" if flags else "")
 
 
@@ -199,13 +233,16 @@ def build_cases(args) -> List[dict]:
             for D in args.dims for lrpe in lrpes for E in args.evs]
 
 
-def plan(cases: List[dict], sms: int) -> Tuple[Dict[str, tuple], List[tuple]]:
-    """``(jobs by key, [(case index, path, label, key), ...])`` over every case and path."""
+def plan(cases: List[dict], sms: int, paths: Tuple[str, ...] = PATHS) -> Tuple[Dict[str, tuple], List[tuple]]:
+    """``(jobs by key, [(case index, path, label, key), ...])`` over every case and path (``'zpass'`` / ``'lean'``:
+    the causal kernels; ``'noncausal'``: the non-causal ones)."""
     jobs: Dict[str, tuple] = {}
     uses: List[tuple] = []
     for i, case in enumerate(cases):
-        for path in PATHS:
-            for name, args, meta in record_launches(case, path == "zpass", sms):
+        for path in paths:
+            launches = (record_noncausal(case, sms) if path == "noncausal"
+                        else record_launches(case, path == "zpass", sms))
+            for name, args, meta in launches:
                 job = specialise(name, args, meta)
                 key = job_key(job)
                 jobs.setdefault(key, job)
@@ -243,7 +280,8 @@ def case_name(case: dict) -> str:
     return f"D={case['D']:<3d} LRPE={'on ' if case['lrpe'] else 'off'} D'={width:<3d} E={case['E']:<3d}"
 
 
-def report(cases: List[dict], uses: List[tuple], results: Dict[str, dict], verbose: bool) -> List[dict]:
+def report(cases: List[dict], uses: List[tuple], results: Dict[str, dict], verbose: bool,
+           paths: Tuple[str, ...] = PATHS) -> List[dict]:
     """Print one line per case (max shared memory of each path, and whether it fits); return the rows."""
     rows = []
     print(f"# {cases[0]['dtype']}, sm_90 limit {SMEM_LIMIT:,} B per block; B,N,H = {cases[0]['B']},{cases[0]['N']},"
@@ -251,7 +289,7 @@ def report(cases: List[dict], uses: List[tuple], results: Dict[str, dict], verbo
           "max shared B (its kernel), max regs / stack B")
     for i, case in enumerate(cases):
         line, row = [case_name(case)], dict(case)
-        for path in PATHS:
+        for path in paths:
             launches = [(label, results[key]) for j, p, label, key in uses if j == i and p == path]
             shared, label, regs, stack = worst(launches)
             fits = "ok " if 0 <= shared <= SMEM_LIMIT else "BIG"
@@ -282,17 +320,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compile processes")
     p.add_argument("--verbose", action="store_true", help="list every launch of every case")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_argument("--noncausal", action="store_true", help="the non-causal kernels instead of the causal ones")
     return p.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     cases = build_cases(args)
-    jobs, uses = plan(cases, args.sms)
+    paths = ("noncausal",) if args.noncausal else PATHS
+    jobs, uses = plan(cases, args.sms, paths)
     print(f"{len(uses)} launches, {len(jobs)} distinct kernels to compile (triton {triton.__version__})",
           file=sys.stderr)
     results = run_jobs(jobs, args.fast, args.jobs)
-    rows = report(cases, uses, results, args.verbose)
+    rows = report(cases, uses, results, args.verbose, paths)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1, default=str)

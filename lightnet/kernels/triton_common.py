@@ -33,6 +33,30 @@ TUNING = {
     # causal chunk-walk launches: Triton's num_stages (software pipelining of their loops); None = Triton's default
     "c_stages": None,
 }
+TUNING_ENV = "LIGHTNET_TRITON_TUNING"
+
+
+def tuning_from_env(spec: Optional[str] = None) -> Dict[str, int]:
+    """Apply ``LIGHTNET_TRITON_TUNING`` (or ``spec``): comma-separated ``key=int`` pairs of :data:`TUNING`, e.g.
+    ``nc_warps=4,nc_block_n=64``, so that a benchmark process can run another launch configuration than the built-in
+    heuristic. Read once at import; an unknown key or a non-integer value raises ``ValueError``. Returns the
+    applied values."""
+    spec = os.environ.get(TUNING_ENV, "") if spec is None else spec
+    applied: Dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        key, sep, value = (x.strip() for x in item.partition("="))
+        if not sep or key not in TUNING:
+            raise ValueError(f"{TUNING_ENV}: malformed or unknown entry {item!r}; expected key=int with key in "
+                             f"{sorted(TUNING)}")
+        try:
+            applied[key] = int(value)
+        except ValueError:
+            raise ValueError(f"{TUNING_ENV}: {key} must be an integer, got {value!r}") from None
+    TUNING.update(applied)
+    return applied
+
+
+tuning_from_env()
 DOT_BF16, DOT_IEEE, DOT_TF32 = 0, 1, 2
 
 

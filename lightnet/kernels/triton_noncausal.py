@@ -562,16 +562,19 @@ _LAUNCH = {fn.__name__: Launcher(fn) for fn in (
 def _launch_config(D: int, E: int, lrpe: bool, dtype: torch.dtype) -> Tuple[int, Dict[str, int]]:
     """``(BLOCK_N, launch options)`` for the token loops (one config under the interpreter).
 
-    4 warps for states up to ``2 · 64 · 64`` fp32 values (GPU time from CUDA graphs on an H100: 4 warps with
-    Triton's default 3 stages was the fastest of the swept configurations, ``benchmarks/sweep_kernels.py``), 8 warps
-    for wider states (they would spill at 4). fp32 inputs with the widest states (LRPE, D = E = 128) use one
-    pipeline stage to stay inside the 227 KiB of shared memory.
+    4 warps for states up to ``64 · 64`` fp32 values (GPU time from CUDA graphs on an H100, D = E = 64 without
+    LRPE: 4 warps with Triton's default 3 stages was the fastest of the swept configurations,
+    ``benchmarks/sweep_kernels.py``), 8 warps for wider states: with MD-LRPE at D = E = 64 (``2 · 64 · 64``
+    values, cos and sin halves) the 4-warp launches spill — compiled for sm_90 the fused backward needs 255
+    registers and a 952-byte stack, the fused forward 255 and 208 bytes; at 8 warps every launch fits in
+    registers (``benchmarks/smem_report.py --noncausal``). fp32 inputs with the widest states (LRPE,
+    D = E = 128) use one pipeline stage to stay inside the 227 KiB of shared memory.
     """
     if interpreting():
         return 16, {"num_warps": 4}
     width = (2 if lrpe else 1) * block_size(D) * block_size(E)
     block_n = 32 if width >= 2 * 128 * 128 else 64
-    opts = {"num_warps": TUNING["nc_warps"] or (4 if width <= 2 * 64 * 64 else 8)}
+    opts = {"num_warps": TUNING["nc_warps"] or (4 if width <= 64 * 64 else 8)}
     if dot_mode(dtype) != DOT_BF16 and width >= 2 * 128 * 128:
         opts["num_stages"] = 1
     if TUNING["nc_stages"]:

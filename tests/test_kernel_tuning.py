@@ -1,0 +1,80 @@
+"""Launch-configuration plumbing of the Triton kernels, checked without a GPU: the ``LIGHTNET_TRITON_TUNING``
+override, the non-causal warp heuristic (MD-LRPE states get 8 warps: at 4 they spill on sm_90), and the argument
+parsing of ``benchmarks/sweep_lrpe.py``."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "LIGHTNET_TRITON_TUNING")}
+    environ.update(env, PYTHONPATH=os.pathsep.join([str(ROOT), environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=120)
+
+
+def test_tuning_env_is_applied_at_import() -> None:
+    code = ("from lightnet.kernels.triton_common import TUNING; "
+            "from lightnet.kernels.triton_noncausal import _launch_config; import torch; "
+            "print(TUNING['nc_warps'], TUNING['nc_block_n'], _launch_config(64, 64, True, torch.bfloat16))")
+    proc = _python(code, LIGHTNET_TRITON_TUNING="nc_warps=4, nc_block_n=32")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[0] == "4 32 (32, {'num_warps': 4})"
+
+
+@pytest.mark.parametrize("spec, message", [("nc_wraps=4", "unknown entry 'nc_wraps=4'"),
+                                           ("nc_warps", "malformed or unknown entry"),
+                                           ("nc_warps=four", "nc_warps must be an integer")])
+def test_bad_tuning_env_names_the_problem(spec: str, message: str) -> None:
+    proc = _python("import lightnet.kernels.triton_common", LIGHTNET_TRITON_TUNING=spec)
+    assert proc.returncode != 0 and message in proc.stderr and "LIGHTNET_TRITON_TUNING" in proc.stderr
+
+
+def test_noncausal_warps_follow_the_state_width() -> None:
+    from lightnet.kernels import triton_noncausal as tn
+
+    if tn.interpreting():
+        pytest.skip("the interpreter uses one launch configuration")
+    assert tn._launch_config(64, 64, False, torch.bfloat16) == (64, {"num_warps": 4})  # 64·64 state: 4 warps
+    assert tn._launch_config(64, 64, True, torch.bfloat16) == (64, {"num_warps": 8})  # LRPE 2·64·64: 8 warps
+    assert tn._launch_config(32, 32, True, torch.bfloat16) == (64, {"num_warps": 4})
+    assert tn._launch_config(128, 128, True, torch.float32) == (32, {"num_warps": 8, "num_stages": 1})
+
+
+def test_sweep_lrpe_parsers() -> None:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.sweep_lrpe import parse_config, parse_shape
+    from lightnet.kernels.triton_common import TUNING
+
+    before = dict(TUNING)
+    assert parse_config("nc_warps=8,nc_block_n=32") == {"nc_warps": 8, "nc_block_n": 32}
+    assert parse_config("-") == {} and TUNING == before  # parsing does not change the live configuration
+    with pytest.raises(ValueError, match="unknown entry"):
+        parse_config("warps=8")
+    assert parse_shape("128x196") == (128, 196)
+    with pytest.raises(ValueError, match="not a square grid"):
+        parse_shape("2x200")
+
+
+def test_sweep_lrpe_checks_every_config_under_the_interpreter(tmp_path: Path) -> None:
+    environ = {k: v for k, v in os.environ.items() if k != "LIGHTNET_TRITON_TUNING"}
+    environ.update(TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(ROOT), environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep_lrpe.py"), "--device", "cpu", "--no-time",
+                           "--configs", "nc_warps=4;-", "--shapes", "1x16", "--out", str(tmp_path)],
+                          env=environ, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    import json
+
+    rows = json.loads((tmp_path / "sweep_lrpe.json").read_text())
+    assert [r["config"] for r in rows] == ["nc_warps=4", "-"]
+    assert all(r["status"] == "ok" and r["err_dk"] < 2e-2 for r in rows)
