@@ -1,6 +1,6 @@
 """Launch-configuration plumbing of the Triton kernels, checked without a GPU: the ``LIGHTNET_TRITON_TUNING``
-override, the non-causal warp heuristic (MD-LRPE states get 8 warps: at 4 they spill on sm_90), and the argument
-parsing of ``benchmarks/sweep_lrpe.py``."""
+override, the non-causal warp heuristic (MD-LRPE states: 4 warps forward, 16 backward — run I3's sweep), and the
+argument parsing of ``benchmarks/sweep_lrpe.py``."""
 from __future__ import annotations
 
 import importlib.util
@@ -45,10 +45,31 @@ def test_noncausal_warps_follow_the_state_width() -> None:
 
     if tn.interpreting():
         pytest.skip("the interpreter uses one launch configuration")
-    assert tn._launch_config(64, 64, False, torch.bfloat16) == (64, {"num_warps": 4})  # 64·64 state: 4 warps
-    assert tn._launch_config(64, 64, True, torch.bfloat16) == (64, {"num_warps": 8})  # LRPE 2·64·64: 8 warps
-    assert tn._launch_config(32, 32, True, torch.bfloat16) == (64, {"num_warps": 4})
-    assert tn._launch_config(128, 128, True, torch.float32) == (32, {"num_warps": 8, "num_stages": 1})
+    for backward in (False, True):  # 64·64 states (no LRPE): 4 warps both ways; LRPE at D = E = 32 too
+        assert tn._launch_config(64, 64, False, torch.bfloat16, backward) == (64, {"num_warps": 4})
+        assert tn._launch_config(32, 32, True, torch.bfloat16, backward) == (64, {"num_warps": 4})
+        assert tn._launch_config(128, 128, True, torch.float32, backward) == (32, {"num_warps": 8, "num_stages": 1})
+    # LRPE 2·64·64 states: 4 warps forward, 16 backward (run I3's sweep; 4-warp backward spills on sm_90)
+    assert tn._launch_config(64, 64, True, torch.bfloat16) == (64, {"num_warps": 4})
+    assert tn._launch_config(64, 64, True, torch.bfloat16, backward=True) == (64, {"num_warps": 16})
+
+
+def test_warp_overrides_take_precedence() -> None:
+    from lightnet.kernels import triton_noncausal as tn
+    from lightnet.kernels.triton_common import TUNING
+
+    if tn.interpreting():
+        pytest.skip("the interpreter uses one launch configuration")
+    saved = dict(TUNING)
+    try:
+        TUNING.update(nc_warps=8)
+        assert tn._launch_config(64, 64, True, torch.bfloat16, backward=True)[1]["num_warps"] == 8
+        TUNING.update(nc_bwd_warps=2)
+        assert tn._launch_config(64, 64, True, torch.bfloat16, backward=True)[1]["num_warps"] == 2
+        assert tn._launch_config(64, 64, True, torch.bfloat16)[1]["num_warps"] == 8
+    finally:
+        TUNING.clear()
+        TUNING.update(saved)
 
 
 def test_sweep_lrpe_parsers() -> None:

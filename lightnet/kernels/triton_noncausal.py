@@ -559,22 +559,40 @@ _LAUNCH = {fn.__name__: Launcher(fn) for fn in (
     _nc_fwd_kernel, _nc_merge_kernel, _nc_out_kernel, _nc_bwd_dq_kernel, _nc_bwd_dkdv_kernel)}
 
 
-def _launch_config(D: int, E: int, lrpe: bool, dtype: torch.dtype) -> Tuple[int, Dict[str, int]]:
-    """``(BLOCK_N, launch options)`` for the token loops (one config under the interpreter).
+def _launch_config(D: int, E: int, lrpe: bool, dtype: torch.dtype, backward: bool = False) -> Tuple[int, Dict[str, int]]:
+    """``(BLOCK_N, launch options)`` for the token loops of the forward (or, ``backward``, the backward) launches;
+    one config under the interpreter.
 
-    4 warps for states up to ``64 · 64`` fp32 values (GPU time from CUDA graphs on an H100, D = E = 64 without
-    LRPE: 4 warps with Triton's default 3 stages was the fastest of the swept configurations,
-    ``benchmarks/sweep_kernels.py``), 8 warps for wider states: with MD-LRPE at D = E = 64 (``2 · 64 · 64``
-    values, cos and sin halves) the 4-warp launches spill — compiled for sm_90 the fused backward needs 255
-    registers and a 952-byte stack, the fused forward 255 and 208 bytes; at 8 warps every launch fits in
-    registers (``benchmarks/smem_report.py --noncausal``). fp32 inputs with the widest states (LRPE,
-    D = E = 128) use one pipeline stage to stay inside the 227 KiB of shared memory.
+    Warps by state width (``width`` = fp32 values of one state, ``2 · D · E`` with MD-LRPE's cos / sin halves):
+
+    * up to ``64 · 64`` (D = E = 64 without LRPE): 4 warps both ways (GPU time from CUDA graphs on an H100: 4 warps
+      with Triton's default 3 stages was the fastest of the swept configurations, ``benchmarks/sweep_kernels.py``);
+    * up to ``2 · 64 · 64`` (D = E = 64 with LRPE, what every vision and DiT model runs): 4 warps forward, 16 warps
+      backward. Run I3 (H200, ``benchmarks/sweep_lrpe.py``, bf16, 6 heads, GPU time, forward / backward ms at
+      128 × 196 | 256 × 256 | 8 × 4096 tokens): 4 warps 0.336 / 1.036 | 0.702 / 2.019 | 0.319 / 1.018, 8 warps
+      0.379 / 0.509 | 0.757 / 1.139 | 0.441 / 0.580, 16 warps 0.501 / 0.314 | 1.006 / 0.629 | 0.598 / 0.402. At 4
+      warps the sm_90 build of the fused backward spills (255 registers and a 952-byte stack,
+      ``benchmarks/smem_report.py --noncausal``): the backward is 2.0-3.3x faster at 16 warps;
+    * wider: 8 warps (they would spill at 4). fp32 inputs with the widest states (LRPE, D = E = 128) use one
+      pipeline stage to stay inside the 227 KiB of shared memory.
+
+    ``TUNING["nc_warps"]`` overrides both directions, ``TUNING["nc_bwd_warps"]`` the backward only.
     """
     if interpreting():
         return 16, {"num_warps": 4}
     width = (2 if lrpe else 1) * block_size(D) * block_size(E)
     block_n = 32 if width >= 2 * 128 * 128 else 64
-    opts = {"num_warps": TUNING["nc_warps"] or (4 if width <= 64 * 64 else 8)}
+    if width <= 64 * 64:
+        warps = 4
+    elif width <= 2 * 64 * 64:
+        warps = 16 if backward else 4
+    else:
+        warps = 8
+    if backward and TUNING["nc_bwd_warps"]:
+        warps = TUNING["nc_bwd_warps"]
+    elif TUNING["nc_warps"]:
+        warps = TUNING["nc_warps"]
+    opts = {"num_warps": warps}
     if dot_mode(dtype) != DOT_BF16 and width >= 2 * 128 * 128:
         opts["num_stages"] = 1
     if TUNING["nc_stages"]:
@@ -672,7 +690,7 @@ def noncausal_backward(
     ``dv`` are new contiguous tensors.
     """
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
-    BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype)
+    BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype, backward=True)
     n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
     q, k, v, do = (kernel_layout(t) for t in (q, k, v, do))
     dq = torch.empty(q.shape, device=q.device, dtype=q.dtype)  # contiguous, whatever the inputs' strides
