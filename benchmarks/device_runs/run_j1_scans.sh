@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Run J, call 1 (one H100/H200, ≤ 9.5 min, alone on the GPU; planned, not yet run): one multi-scan baseline of
+# issue 7 (default scan2; `bash run_j1_scans.sh scan4` for the other) × seeds 0 1 2 on Fashion-MNIST at the issue's
+# size, the run H1 recipe, three processes only (run I1's six processes on fla took 350-390 s for the first epoch
+# while all six autotuned, and 65 s per later epoch).
+#   * BACKEND=fla (default torch): one `--warm-only` process fills Triton's on-disk autotune cache first, so the three
+#     runs read the tuned configurations instead of each autotuning (fla caches its autotune results by default);
+#   * every run checkpoints each epoch and pauses cleanly at --time-limit (checkpoints are ~66 MB each: they cannot
+#     travel back through $OUT, so a run must finish inside one call; the epoch times in the logs say whether it can).
+#   bash benchmarks/device_runs/run_j1_scans.sh [scan2|scan4]     (carry .whl and .data/fashion-mnist; writes to $OUT)
+set -u
+M=${1:-scan2}; BACKEND=${BACKEND:-torch}
+source benchmarks/device_runs/_setup.sh
+export OMP_NUM_THREADS=2
+L=/tmp/j1; mkdir -p "$L"
+t0=$SECONDS
+ARGS=(--dataset fashion_mnist --models "$M" --epochs 15 --batch-size 512 --lr 1e-3 --embed-dim 192 --depth 12 --heads 3
+      --patch 4 --flip --train-size 32 --eval-sizes 40 48 --scan-backend "$BACKEND" --threads 2
+      --data-root .data/fashion-mnist --out "$L/fmnist")
+if [ "$BACKEND" = fla ]; then
+  timeout 240 python3 -m benchmarks.evidence.run_classification "${ARGS[@]}" --warm-only > "$L/warm.log" 2>&1
+  echo "warm ($BACKEND): $((SECONDS - t0)) s" >> "$OUT/phases.txt"
+fi
+for S in 0 1 2; do
+  python3 -m benchmarks.evidence.run_classification "${ARGS[@]}" --seeds $S --time-limit $((530 - SECONDS + t0)) \
+    > "$L/fmnist_${M}_$S.log" 2>&1 &
+done
+wait
+echo "all: $((SECONDS - t0)) s" >> "$OUT/phases.txt"
+timeout 30 python3 -m benchmarks.evidence.make_tables "$L/fmnist" --out "$L/tables" > "$OUT/make_tables.log" 2>&1
+cp "$L/tables/tables.md" "$OUT/fmnist_tables.md" 2>/dev/null
+tar czf "$OUT/logs.tgz" --exclude='checkpoint.pt' -C /tmp j1
+cat "$OUT/phases.txt"; for f in "$L"/fmnist/*/seed*/epochs.csv; do echo "$f"; tail -n 2 "$f"; done
