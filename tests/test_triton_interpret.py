@@ -301,12 +301,45 @@ def _splits_agree() -> Dict[str, float]:
     return {n: _rel(b, a) for n, a, b in zip(("o", "S", "z"), one, many)}
 
 
+def _trig_table_agrees() -> Dict[str, float]:
+    """MD-LRPE with the precomputed cos / sin table (``TUNING["nc_trig_table"] = 1``) gives the forward and the
+    gradients of the in-kernel cos / sin path, fused (one range) and split (4 ranges, partial states), with a mask
+    and an initial state."""
+    from lightnet.kernels import triton_noncausal as tn
+    from lightnet.kernels.triton_common import TUNING
+
+    g = torch.Generator().manual_seed(5)
+    B, N, H, D, E = 2, 70, 2, 16, 8
+    q, k, do = (torch.randn(B, N, H, D if i < 2 else E, generator=g) for i in range(3))
+    v = torch.randn(B, N, H, E, generator=g)
+    theta = torch.rand(N, D, generator=g) * 6.0
+    mask = torch.zeros(B, N, dtype=torch.bool)
+    mask[1, 60:] = True
+    init = (torch.randn(B, H, 2 * D, E, generator=g).abs() * 0.1, torch.randn(B, H, D, generator=g))
+    out = {}
+    for splits in (1, 4):
+        runs = []
+        for flag in (None, 1):
+            TUNING["nc_trig_table"] = flag
+            try:
+                o, S, z = tn.noncausal_forward(q, k, v, 0.5, mask, theta, init, splits=splits)
+                grads = tn.noncausal_backward(do, None, None, q, k, v, S, z, 0.5, mask, theta, splits=splits)
+            finally:
+                TUNING["nc_trig_table"] = None
+            runs.append((o, S, z, *grads))
+        for name, a, b in zip(("o", "S", "z", "dq", "dk", "dv"), *runs):
+            out[f"{name}_splits{splits}"] = _rel(b, a)
+    out["table_shape_ok"] = 0.0 if tuple(tn.trig_table(theta).shape) == (N, 2 * D) else 1.0
+    return out
+
+
 def _worker() -> None:
     report = {}
     jobs = {name: (lambda a=args: _compare(**a)) for name, (args, _) in {**CASES, **LEAN_CASES}.items()}
     jobs["c_zpass_flags_cover_lean"] = _zpass_flags_cover_lean
     jobs["c_tuning_defaults"] = _causal_tuning_defaults
     jobs["nc_splits_agree"] = _splits_agree
+    jobs["nc_trig_table_agrees"] = _trig_table_agrees
     jobs["c_prefill_in_pieces"] = _prefill_in_pieces
     jobs["unsupported_gradients"] = _unsupported_gradients
     for name, job in jobs.items():
@@ -371,6 +404,13 @@ def test_causal_launch_defaults(report):
 def test_noncausal_split_and_fused_paths_agree(report):
     errs = report["nc_splits_agree"]
     assert isinstance(errs, dict), errs
+    _assert_close(errs, 1e-5)
+
+
+def test_noncausal_lrpe_trig_table_matches_in_kernel_cos_sin(report):
+    errs = report["nc_trig_table_agrees"]
+    assert isinstance(errs, dict), errs
+    assert len(errs) == 13, errs
     _assert_close(errs, 1e-5)
 
 

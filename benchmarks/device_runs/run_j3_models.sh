@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run J, call 3 (one H100/H200, ≤ 9.5 min, alone on the GPU; planned, not yet run): issue 7's end-to-end speed with
 # the final MD-LRPE launches (4 warps forward, 16 backward; run I3 timed the intermediate 8-warp step), and the next
-# kernel sweep (16-warp backward with more ranges per sequence at long sequences).
+# kernel sweep: more ranges per sequence at long sequences, and the precomputed cos / sin table (nc_trig_table: offline
+# its sm_90 build drops the spills — 4-warp forward stack 208 -> 8 B, 8-warp launches none).
 #   bash benchmarks/device_runs/run_j3_models.sh     (carry .whl; writes to $OUT)
 set -u
 source benchmarks/device_runs/_setup.sh
@@ -9,7 +10,7 @@ W=/tmp/j3; mkdir -p "$W"
 t0=$SECONDS
 phase() { echo "$1: $((SECONDS - t0)) s" | tee -a "$OUT/phases.txt"; }
 timeout 110 python3 benchmarks/sweep_lrpe.py --out "$W/sweep" --shapes 128x196,32x1024,8x4096,2x16384 \
-  --configs "nc_warps=4;-;nc_bwd_warps=16,nc_min_blocks=4;nc_bwd_warps=16,nc_min_blocks=8;nc_warps=8" \
+  --configs "nc_warps=4;-;nc_min_blocks=4;nc_trig_table=1;nc_trig_table=1,nc_warps=8;nc_trig_table=1,nc_bwd_warps=8" \
   > "$W/sweep.log" 2>&1; phase "sweep"
 timeout 360 python3 benchmarks/bench_models.py --compile-mode reduce-overhead --fullgraph --out "$W/models" \
   > "$W/bench_models.log" 2>&1; phase "models compiled"

@@ -57,6 +57,21 @@ MAX_INLINE_PARTIALS = 8
 
 
 @triton.jit
+def _cos_sin(THETA, rows, offs_d, D, valid, TRIG: tl.constexpr):
+    """``(cos θ, sin θ)`` tiles ``[BLOCK_N, BLOCK_D]`` of rows ``rows``: computed from the angle table ``[N, D]``, or
+    with ``TRIG`` loaded from a precomputed ``[N, 2D]`` table (cos | sin; :func:`trig_table`). Padded entries are
+    never stored (q / k / their gradients are masked there), so their values do not matter."""
+    if TRIG:
+        c = load_rows(THETA, rows, offs_d, 2 * D, valid, D, 0.0)
+        s = load_rows(THETA + D, rows, offs_d, 2 * D, valid, D, 0.0)
+    else:
+        th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
+        c = tl.cos(th)
+        s = tl.sin(th)
+    return c, s
+
+
+@triton.jit
 def _range_max(
     K, MASK, k_base, mask_base, start, end, stride_kn, D,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HAS_MASK: tl.constexpr,
@@ -82,7 +97,7 @@ def _range_max(
 def _accumulate_state(
     K, V, THETA, MASK, k_base, v_base, mask_base, start, end, stride_kn, stride_vn, D, E,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
-    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, TWO_PASS: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, TWO_PASS: tl.constexpr, TRIG: tl.constexpr,
 ):
     """Max / sum / state over tokens ``[start, end)``: returns ``(m [BD], l [BD], Sc, Ss [BD, BE])``.
 
@@ -108,9 +123,9 @@ def _accumulate_state(
             lacc += p
             vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
             if HAS_LRPE:
-                th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
-                Sc += mm(tl.trans(p * tl.cos(th)), vb, DOT)
-                Ss += mm(tl.trans(p * tl.sin(th)), vb, DOT)
+                c, sn = _cos_sin(THETA, rows, offs_d, D, valid, TRIG)
+                Sc += mm(tl.trans(p * c), vb, DOT)
+                Ss += mm(tl.trans(p * sn), vb, DOT)
             else:
                 Sc += mm(tl.trans(p), vb, DOT)
         l = tl.sum(lacc, 0)
@@ -129,9 +144,9 @@ def _accumulate_state(
             l = l * alpha + tl.sum(p, 0)
             vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
             if HAS_LRPE:
-                th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
-                Sc = Sc * alpha[:, None] + mm(tl.trans(p * tl.cos(th)), vb, DOT)
-                Ss = Ss * alpha[:, None] + mm(tl.trans(p * tl.sin(th)), vb, DOT)
+                c, sn = _cos_sin(THETA, rows, offs_d, D, valid, TRIG)
+                Sc = Sc * alpha[:, None] + mm(tl.trans(p * c), vb, DOT)
+                Ss = Ss * alpha[:, None] + mm(tl.trans(p * sn), vb, DOT)
             else:
                 Sc = Sc * alpha[:, None] + mm(tl.trans(p), vb, DOT)
             m = m_new
@@ -208,7 +223,7 @@ def _merge_partials(
 def _output_loop(
     Q, O, THETA, q_base, o_base, start, end, stride_qn, stride_on, D, E, Sc, Ss, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
-    HAS_LRPE: tl.constexpr, DOT: tl.constexpr,
+    HAS_LRPE: tl.constexpr, DOT: tl.constexpr, TRIG: tl.constexpr,
 ):
     """o = scale · q̄ S for tokens ``[start, end)``."""
     offs_n = tl.arange(0, BLOCK_N)
@@ -219,8 +234,8 @@ def _output_loop(
         valid = rows < end
         qb = load_rows(Q + q_base, rows, offs_d, stride_qn, valid, D, 0.0)
         if HAS_LRPE:
-            th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
-            o = mm(qb * tl.cos(th), Sc, DOT) + mm(qb * tl.sin(th), Ss, DOT)
+            c, sn = _cos_sin(THETA, rows, offs_d, D, valid, TRIG)
+            o = mm(qb * c, Sc, DOT) + mm(qb * sn, Ss, DOT)
         else:
             o = mm(qb, Sc, DOT)
         store_rows(O + o_base, o * scale, rows, offs_e, stride_on, valid, E)
@@ -237,7 +252,7 @@ def _nc_fwd_kernel(
     tokens_per_split, splits, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
     HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, FUSED: tl.constexpr,
-    DOT: tl.constexpr, TWO_PASS: tl.constexpr,
+    DOT: tl.constexpr, TWO_PASS: tl.constexpr, TRIG: tl.constexpr,
 ):
     """Pass 1 over one token range; with ``FUSED`` (one range) also the merge and pass 2.
 
@@ -254,7 +269,7 @@ def _nc_fwd_kernel(
     end = tl.minimum(start + tokens_per_split, N)
     m, l, Sc, Ss = _accumulate_state(
         K, V, THETA, MASK, k_base, v_base, mask_base, start, end, stride_kn, stride_vn, D, E,
-        BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, TWO_PASS,
+        BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, TWO_PASS, TRIG,
     )
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < D
@@ -265,7 +280,7 @@ def _nc_fwd_kernel(
         store_state(S_OUT, pid_bh.to(tl.int64) * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
         _output_loop(
             Q, O, THETA, b.to(tl.int64) * stride_qb + h * D, b.to(tl.int64) * stride_ob + h * E, 0, N,
-            stride_qn, stride_on, D, E, Sc, Ss, scale, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT,
+            stride_qn, stride_on, D, E, Sc, Ss, scale, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT, TRIG,
         )
     else:
         part = pid_bh.to(tl.int64) * splits + pid_s
@@ -324,7 +339,7 @@ def _nc_out_kernel(
     Q, O, THETA, S, PM, PL, PS, S0, Z0, Z_OUT, N, H, D, E, stride_qb, stride_qn, stride_ob, stride_on,
     tokens_per_split, splits, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr,
-    HAS_INIT: tl.constexpr, MERGE: tl.constexpr, DOT: tl.constexpr,
+    HAS_INIT: tl.constexpr, MERGE: tl.constexpr, DOT: tl.constexpr, TRIG: tl.constexpr,
 ):
     """Pass 2 over one token range: o = scale · q̄ S.
 
@@ -348,7 +363,7 @@ def _nc_out_kernel(
     end = tl.minimum(start + tokens_per_split, N)
     _output_loop(
         Q, O, THETA, b.to(tl.int64) * stride_qb + h * D, b.to(tl.int64) * stride_ob + h * E, start, end,
-        stride_qn, stride_on, D, E, Sc, Ss, scale, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT,
+        stride_qn, stride_on, D, E, Sc, Ss, scale, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT, TRIG,
     )
 
 
@@ -360,6 +375,7 @@ def _nc_out_kernel(
 def _dq_loop(
     Q, DO, DQ, THETA, q_base, do_base, dq_base, start, end, stride_qn, stride_don, stride_dqn, D, E, Sc, Ss, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr, DOT: tl.constexpr,
+    TRIG: tl.constexpr,
 ):
     """dq = scale · fold(dO Sᵀ) over ``[start, end)``; returns the unscaled partial ``Σ q̄ᵀ dO`` (cos, sin)."""
     offs_n = tl.arange(0, BLOCK_N)
@@ -373,9 +389,7 @@ def _dq_loop(
         qb = load_rows(Q + q_base, rows, offs_d, stride_qn, valid, D, 0.0)
         dob = load_rows(DO + do_base, rows, offs_e, stride_don, valid, E, 0.0)
         if HAS_LRPE:
-            th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
-            c = tl.cos(th)
-            s = tl.sin(th)
+            c, s = _cos_sin(THETA, rows, offs_d, D, valid, TRIG)
             dq = c * mm(dob, tl.trans(Sc), DOT) + s * mm(dob, tl.trans(Ss), DOT)
             dSc += mm(tl.trans(qb * c), dob, DOT)
             dSs += mm(tl.trans(qb * s), dob, DOT)
@@ -391,7 +405,7 @@ def _dkdv_loop(
     K, V, DK, DV, THETA, MASK, k_base, v_base, dk_base, dv_base, mask_base, start, end,
     stride_kn, stride_vn, stride_dkn, stride_dvn, D, E, z, gz, dSc, dSs,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
-    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, TRIG: tl.constexpr,
 ):
     """dv = k̄ dS and dk = k̂ ⊙ (fold(v dSᵀ) + g_z) over ``[start, end)``."""
     offs_n = tl.arange(0, BLOCK_N)
@@ -405,9 +419,7 @@ def _dkdv_loop(
         w = tl.where(keep[:, None], tl.exp(tl.minimum(kb - z[None, :], 0.0)), 0.0)
         vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
         if HAS_LRPE:
-            th = load_rows(THETA, rows, offs_d, D, valid, D, 0.0)
-            c = tl.cos(th)
-            s = tl.sin(th)
+            c, s = _cos_sin(THETA, rows, offs_d, D, valid, TRIG)
             dv = mm(w * c, dSc, DOT) + mm(w * s, dSs, DOT)
             dw = c * mm(vb, tl.trans(dSc), DOT) + s * mm(vb, tl.trans(dSs), DOT)
         else:
@@ -451,7 +463,7 @@ def _nc_bwd_dq_kernel(
     stride_gkb, stride_gkn, stride_gvb, stride_gvn, tokens_per_split, splits, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
     HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_DS: tl.constexpr, HAS_DZ: tl.constexpr,
-    FUSED: tl.constexpr, DOT: tl.constexpr,
+    FUSED: tl.constexpr, DOT: tl.constexpr, TRIG: tl.constexpr,
 ):
     """Backward pass 1 over one token range; with ``FUSED`` (one range) also pass 2.
 
@@ -473,7 +485,7 @@ def _nc_bwd_dq_kernel(
     end = tl.minimum(start + tokens_per_split, N)
     dSc, dSs = _dq_loop(
         Q, DO, DQ, THETA, q_base, do_base, gk_base, start, end, stride_qn, stride_don, stride_gkn, D, E,
-        Sc, Ss, scale, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT,
+        Sc, Ss, scale, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT, TRIG,
     )
     if FUSED:
         dSc, dSs = _total_state_grad(dSc, dSs, DS_OUT, s_base, scale, D, E, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_DS)
@@ -483,7 +495,7 @@ def _nc_bwd_dq_kernel(
         _dkdv_loop(
             K, V, DK, DV, THETA, MASK, b.to(tl.int64) * stride_kb + h * D, b.to(tl.int64) * stride_vb + h * E,
             gk_base, gv_base, b.to(tl.int64) * N, 0, N, stride_kn, stride_vn, stride_gkn, stride_gvn, D, E,
-            z, gz, dSc, dSs, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT,
+            z, gz, dSc, dSs, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, TRIG,
         )
     else:
         part = pid_bh.to(tl.int64) * splits + pid_s
@@ -497,7 +509,7 @@ def _nc_bwd_dkdv_kernel(
     tokens_per_split, splits, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
     HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_DS: tl.constexpr, HAS_DZ: tl.constexpr,
-    SUM_PARTIALS: tl.constexpr, DOT: tl.constexpr,
+    SUM_PARTIALS: tl.constexpr, DOT: tl.constexpr, TRIG: tl.constexpr,
 ):
     """Backward pass 2 over one token range.
 
@@ -531,7 +543,7 @@ def _nc_bwd_dkdv_kernel(
         K, V, DK, DV, THETA, MASK, b.to(tl.int64) * stride_kb + h * D, b.to(tl.int64) * stride_vb + h * E,
         b.to(tl.int64) * stride_dkb + h * D, b.to(tl.int64) * stride_dvb + h * E,
         b.to(tl.int64) * N, start, end, stride_kn, stride_vn, stride_dkn, stride_dvn, D, E, z, gz, dSc, dSs,
-        BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT,
+        BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, TRIG,
     )
 
 
@@ -600,6 +612,18 @@ def _launch_config(D: int, E: int, lrpe: bool, dtype: torch.dtype, backward: boo
     return TUNING["nc_block_n"] or block_n, opts
 
 
+def use_trig_table(lrpe: bool) -> bool:
+    """Whether the MD-LRPE launches read a precomputed cos / sin table instead of computing cos and sin of the
+    angles in every tile (``TUNING["nc_trig_table"]``; off by default until a GPU sweep has timed it)."""
+    return lrpe and bool(TUNING["nc_trig_table"])
+
+
+def trig_table(theta: torch.Tensor) -> torch.Tensor:
+    """``[N, 2D]`` fp32 table ``[cos θ | sin θ]`` of the angle table ``theta [N, D]`` (the kernels' ``TRIG`` mode)."""
+    theta = theta.float()
+    return torch.cat([torch.cos(theta), torch.sin(theta)], dim=-1).contiguous()
+
+
 def two_pass_max() -> bool:
     """Whether the forward finds each range's key maximum in a separate sweep (see ``_accumulate_state``)."""
     return bool(TUNING["nc_two_pass"]) if TUNING["nc_two_pass"] is not None else False
@@ -635,6 +659,8 @@ def noncausal_forward(
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype)
     n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
+    trig = use_trig_table(lrpe)
+    theta = trig_table(theta) if trig else theta
     o = torch.empty((B, N, H, E), device=q.device, dtype=q.dtype)
     S = torch.empty((B, H, DP, E), device=q.device, dtype=torch.float32)
     z = torch.empty((B, H, D), device=q.device, dtype=torch.float32)
@@ -652,7 +678,7 @@ def noncausal_forward(
         N, H, D, E, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         o.stride(0), o.stride(1), tps, n_splits, scale,
         BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
-        HAS_INIT=has_init, FUSED=fused, DOT=dot, TWO_PASS=two_pass_max(), **opts,
+        HAS_INIT=has_init, FUSED=fused, DOT=dot, TWO_PASS=two_pass_max(), TRIG=trig, **opts,
     )
     if not fused:
         merge_inline = n_splits <= MAX_INLINE_PARTIALS
@@ -665,7 +691,7 @@ def noncausal_forward(
         _LAUNCH["_nc_out_kernel"][(n_splits, B * H)](
             q, o, theta, S, PM, PL, PS, S0, z0, z, N, H, D, E, q.stride(0), q.stride(1), o.stride(0), o.stride(1),
             tps, n_splits, scale, BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_INIT=has_init,
-            MERGE=merge_inline, DOT=dot, **opts,
+            MERGE=merge_inline, DOT=dot, TRIG=trig, **opts,
         )
     return o, S, z
 
@@ -692,6 +718,8 @@ def noncausal_backward(
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype, backward=True)
     n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
+    trig = use_trig_table(lrpe)
+    theta = trig_table(theta) if trig else theta
     q, k, v, do = (kernel_layout(t) for t in (q, k, v, do))
     dq = torch.empty(q.shape, device=q.device, dtype=q.dtype)  # contiguous, whatever the inputs' strides
     dk = torch.empty(k.shape, device=k.device, dtype=k.dtype)
@@ -699,7 +727,7 @@ def noncausal_backward(
     fused = n_splits == 1
     dot = dot_mode(q.dtype)
     common = dict(BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
-                  DOT=dot, **opts)
+                  DOT=dot, TRIG=trig, **opts)
     PDS = S if fused else torch.empty((B * H, n_splits, DP, E), device=q.device, dtype=torch.float32)
     _LAUNCH["_nc_bwd_dq_kernel"][(n_splits, B * H)](
         q, k, v, do, dq, dk, dv, theta, mask, S, z,
