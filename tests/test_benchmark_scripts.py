@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `benchmarks.*`
 
-from benchmarks import bench_models, profile_step  # noqa: E402
+from benchmarks import bench_dit_latency, bench_models, profile_step  # noqa: E402
 from benchmarks.evidence import bench_scan_baselines  # noqa: E402
 
 TINY = ["--device", "cpu", "--sizes", "32", "--batches", "2", "--iters", "1", "--warmup", "1"]
@@ -67,3 +67,15 @@ def test_profile_step_runs_both_models(family: str, size: str, tmp_path: Path, c
     assert all(abs(sum(r["categories"].values()) - r["gpu_ms"]) < 1e-6 * r["gpu_ms"] + 1e-9 for r in rows)
     assert all(r["categories"].get("GEMM", 0) > 0 for r in rows)
     assert "busy per step" in capsys.readouterr().out
+
+
+def test_bench_dit_latency_runs_both_models(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["--device", "cpu", "--model-size", "S", "--sizes", "64", "--batches", "1", "2", "--iters", "1",
+            "--warmup", "1", "--out", str(tmp_path)]
+    assert bench_dit_latency.main(argv) == 0
+    rows = json.loads((tmp_path / "bench_dit_latency.json").read_text())["rows"]
+    assert {(r["arch"], r["batch"]) for r in rows} == {(a, b) for a in ("lightnet", "dit") for b in (1, 2)}
+    assert all(r["status"] == "ok" and r["ms"] > 0 and r["latent"] == 8 for r in rows)
+    assert "LightNet / DiT time" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="not divisible"):
+        bench_dit_latency.main(["--device", "cpu", "--model-size", "S", "--sizes", "60", "--batches", "1"])
