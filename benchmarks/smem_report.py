@@ -106,8 +106,8 @@ def recording_noncausal(sms: int) -> Iterator[List[tuple]]:
         tn.num_sms = old_sms
 
 
-def record_noncausal(case: dict, sms: int) -> List[tuple]:
-    """Every launch of one non-causal forward + backward (the library's own launch heuristics)."""
+def case_tensors(case: dict) -> tuple:
+    """``(q, k, v, theta, mask, initial state)`` CPU tensors of a case's shape and dtype (zeros: nothing is run)."""
     B, N, H, D, E = case["B"], case["N"], case["H"], case["D"], case["E"]
     dt = getattr(torch, DTYPES[case["dtype"]])
     q, k = torch.zeros(B, N, H, D, dtype=dt), torch.zeros(B, N, H, D, dtype=dt)
@@ -115,6 +115,12 @@ def record_noncausal(case: dict, sms: int) -> List[tuple]:
     theta = torch.zeros(N, D) if case["lrpe"] else None
     mask = torch.zeros(B, N, dtype=torch.bool) if case["mask"] else None
     init = (torch.zeros(B, H, (2 if case["lrpe"] else 1) * D, E), torch.zeros(B, H, D)) if case["init"] else None
+    return q, k, v, theta, mask, init
+
+
+def record_noncausal(case: dict, sms: int) -> List[tuple]:
+    """Every launch of one non-causal forward + backward (the library's own launch heuristics)."""
+    q, k, v, theta, mask, init = case_tensors(case)
     with recording_noncausal(sms) as log:
         o, S, z = tn.noncausal_forward(q, k, v, 1.0, mask, theta, init)
         tn.noncausal_backward(torch.zeros_like(o), None, None, q, k, v, S, z, 1.0, mask, theta)
@@ -123,16 +129,11 @@ def record_noncausal(case: dict, sms: int) -> List[tuple]:
 
 def record_launches(case: dict, zpass: bool, sms: int) -> List[tuple]:
     """Every launch of one causal forward + backward: ``[(kernel name, args, meta), ...]``."""
-    B, N, H, D, E = case["B"], case["N"], case["H"], case["D"], case["E"]
-    dt = getattr(torch, DTYPES[case["dtype"]])
-    q, k = torch.zeros(B, N, H, D, dtype=dt), torch.zeros(B, N, H, D, dtype=dt)
-    v = torch.zeros(B, N, H, E, dtype=dt)
-    theta = torch.zeros(N, D) if case["lrpe"] else None
-    mask = torch.zeros(B, N, dtype=torch.bool) if case["mask"] else None
-    init = (torch.zeros(B, H, (2 if case["lrpe"] else 1) * D, E), torch.zeros(B, H, D)) if case["init"] else None
+    q, k, v, theta, mask, init = case_tensors(case)
+    scale = case["D"] ** -0.5
     with recording(zpass, sms) as log:
-        o, S, z, saved = tc.causal_forward(q, k, v, D ** -0.5, mask, theta, init)
-        tc.causal_backward(torch.zeros_like(o), None, None, q, k, v, S, saved, D ** -0.5, mask, theta)
+        o, S, z, saved = tc.causal_forward(q, k, v, scale, mask, theta, init)
+        tc.causal_backward(torch.zeros_like(o), None, None, q, k, v, S, saved, scale, mask, theta)
     return log
 
 

@@ -121,22 +121,23 @@ def check_config(q, k, v, do) -> Dict[str, float]:
     return {"o": rel(o, o_ref), "dq": rel(dq, qf.grad), "dk": rel(dk, kf.grad), "dv": rel(dv, vf.grad)}
 
 
-def time_config(q, k, v, do) -> Dict[str, float]:
-    """Median ms of forward, backward and forward+backward, replayed from a CUDA graph (GPU time alone: the
-    host's launch cost, measured by ``benchmarks/host_overhead.py``, is excluded)."""
-    o, S, z = noncausal_forward(q, k, v, 1.0, None, None, None)
+def time_config(q, k, v, do, theta=None, rep: int = 40) -> Dict[str, float]:
+    """Median ms of forward, backward and forward+backward (``theta``: MD-LRPE angle table ``[N, D]`` or None),
+    replayed from a CUDA graph (GPU time alone: the host's launch cost, measured by
+    ``benchmarks/host_overhead.py``, is excluded)."""
+    o, S, z = noncausal_forward(q, k, v, 1.0, None, theta, None)
 
     def fwd() -> None:
-        noncausal_forward(q, k, v, 1.0, None, None, None)
+        noncausal_forward(q, k, v, 1.0, None, theta, None)
 
     def bwd() -> None:
-        noncausal_backward(do, None, None, q, k, v, S, z, 1.0, None, None)
+        noncausal_backward(do, None, None, q, k, v, S, z, 1.0, None, theta)
 
     def both() -> None:
-        o, S_, z_ = noncausal_forward(q, k, v, 1.0, None, None, None)
-        noncausal_backward(do, None, None, q, k, v, S_, z_, 1.0, None, None)
+        o, S_, z_ = noncausal_forward(q, k, v, 1.0, None, theta, None)
+        noncausal_backward(do, None, None, q, k, v, S_, z_, 1.0, None, theta)
 
-    return {name: do_bench_cudagraph(f, rep=40, return_mode="median") for name, f in
+    return {name: do_bench_cudagraph(f, rep=rep, return_mode="median") for name, f in
             (("fwd", fwd), ("bwd", bwd), ("fwd_bwd", both))}
 
 

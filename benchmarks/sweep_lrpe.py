@@ -81,23 +81,11 @@ def check(q, k, v, do, theta) -> Dict[str, float]:
 
 
 def time_gpu(q, k, v, do, theta) -> Dict[str, float]:
-    """Median ms of forward, backward and both, replayed from a CUDA graph (GPU time only)."""
-    from triton.testing import do_bench_cudagraph
+    """Median ms of forward, backward and both, replayed from a CUDA graph (``sweep_kernels.time_config``)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from sweep_kernels import time_config
 
-    o, S, z = noncausal_forward(q, k, v, 1.0, None, theta, None)
-
-    def fwd() -> None:
-        noncausal_forward(q, k, v, 1.0, None, theta, None)
-
-    def bwd() -> None:
-        noncausal_backward(do, None, None, q, k, v, S, z, 1.0, None, theta)
-
-    def both() -> None:
-        _, S_, z_ = noncausal_forward(q, k, v, 1.0, None, theta, None)
-        noncausal_backward(do, None, None, q, k, v, S_, z_, 1.0, None, theta)
-
-    return {name: do_bench_cudagraph(fn, rep=30, return_mode="median") for name, fn in
-            (("fwd_ms", fwd), ("bwd_ms", bwd), ("fwd_bwd_ms", both))}
+    return {f"{name}_ms": ms for name, ms in time_config(q, k, v, do, theta, rep=30).items()}
 
 
 def run(configs: Sequence[str], shapes: Sequence[Tuple[int, int]], device: str, tol: float = 2e-2,
