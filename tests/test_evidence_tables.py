@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `benchmarks.*`
 
@@ -154,7 +155,11 @@ def test_runner_pauses_and_resumes_bitwise(tmp_path: Path):
             return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in csv.DictReader(f)]
 
     full, part = tmp_path / "full", tmp_path / "part"
-    assert run_classification.main(argv(full)) == 0
+    assert run_classification.main(argv(full, "--save-weights")) == 0
+    from safetensors.torch import load_file
+
+    saved = load_file(str(full / "lightnet" / "seed0" / "model_bf16.safetensors"))
+    assert saved and all(t.dtype == torch.bfloat16 for t in saved.values())
     assert run_classification.main(argv(part, "--stop-after-epochs", "1")) == 0
     run_dir = part / "lightnet" / "seed0"
     assert not (run_dir / "summary.json").exists() and (run_dir / "checkpoint.pt").exists()

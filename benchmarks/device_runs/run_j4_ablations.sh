@@ -28,5 +28,5 @@ wait
 echo "group $G ($VARIANTS), $N runs: $((SECONDS - t0)) s" > "$OUT/phases.txt"
 timeout 30 python3 -m benchmarks.evidence.make_tables "$L/fmnist" --out "$L/tables" > "$OUT/make_tables.log" 2>&1
 cp "$L/tables/tables.md" "$OUT/fmnist_tables.md" 2>/dev/null
-tar czf "$OUT/logs.tgz" --exclude='checkpoint.pt' -C /tmp j4
+tar czf "$OUT/logs.tgz" --exclude='checkpoint.pt' --exclude='*.safetensors' -C /tmp j4
 cat "$OUT/phases.txt"; for f in "$L"/fmnist/*/seed*/epochs.csv; do echo "$f"; tail -n 1 "$f"; done

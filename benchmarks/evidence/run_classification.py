@@ -274,6 +274,11 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
         "torch": torch.__version__,
         "args": {k: v for k, v in vars(args).items() if k not in ("models", "seeds")},
     }
+    if args.save_weights:  # bf16 copy of the final weights (5.4 M parameters → 11 MB: small enough to copy back)
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().to("cpu", torch.bfloat16).contiguous() for k, v in model.state_dict().items()},
+                  str(run_dir / "model_bf16.safetensors"))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     ckpt_path.unlink(missing_ok=True)
     return summary
@@ -318,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, default=None,
                    help="seconds from the start: pause (checkpoint kept) before an epoch that would end later")
     p.add_argument("--stop-after-epochs", type=int, default=None, help="pause each run after this many epochs")
+    p.add_argument("--save-weights", action="store_true",
+                   help="also write the final weights as model_bf16.safetensors (bf16) for offline analysis")
     p.add_argument("--warm-only", action="store_true",
                    help="only run one step and the evaluations of each model (fills autotune/compile caches)")
     p.add_argument("--verbose", action="store_true")
