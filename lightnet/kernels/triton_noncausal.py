@@ -584,7 +584,7 @@ def _launch_config(D: int, E: int, lrpe: bool, dtype: torch.dtype, backward: boo
       128 × 196 | 256 × 256 | 8 × 4096 tokens): 4 warps 0.336 / 1.036 | 0.702 / 2.019 | 0.319 / 1.018, 8 warps
       0.379 / 0.509 | 0.757 / 1.139 | 0.441 / 0.580, 16 warps 0.501 / 0.314 | 1.006 / 0.629 | 0.598 / 0.402. At 4
       warps the sm_90 build of the fused backward spills (255 registers and a 952-byte stack,
-      ``benchmarks/smem_report.py --noncausal``): the backward is 2.0-3.3x faster at 16 warps;
+      ``benchmarks/smem_report.py --noncausal``): the backward is 2.5-3.3x faster at 16 warps;
     * wider: 8 warps (they would spill at 4). fp32 inputs with the widest states (LRPE, D = E = 128) use one
       pipeline stage to stay inside the 227 KiB of shared memory.
 

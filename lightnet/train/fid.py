@@ -212,7 +212,7 @@ def load_image_tensor(dataset: str, split: str, img_size: int, root: Optional[st
 # --------------------------------------------------------------------------- CLI
 def fid_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lightnet fid``."""
-    from .sample import SCHEDULERS, load_pipeline, sample_images, set_scheduler
+    from .sample import AUTOCAST_DTYPES, SCHEDULERS, load_pipeline, sample_images, set_scheduler
 
     p = argparse.ArgumentParser(prog="lightnet fid", description=__doc__.split("\n\n")[0] + " See docs/generation.md.")
     p.add_argument("--pipeline", "-p", nargs="+", required=True, help="one or more saved pipeline folders")
@@ -228,8 +228,8 @@ def fid_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scheduler", default="ddim", choices=sorted(SCHEDULERS))
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--autocast", default="no", choices=["no", "bf16", "fp16"],
-                   help="sample under torch.autocast in this dtype (faster on GPUs; recorded in the results)")
+    p.add_argument("--autocast", default="no", choices=["no", *AUTOCAST_DTYPES],
+                   help="sample under torch.autocast in this dtype (meant for GPUs; recorded in the results)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)

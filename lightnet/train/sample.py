@@ -14,7 +14,8 @@ from typing import Optional, Sequence
 
 import torch
 
-__all__ = ["AUTOCAST_DTYPES", "SCHEDULERS", "autocast_dtype", "load_pipeline", "sample_images", "sample_main", "save_grid", "set_scheduler"]
+__all__ = ["AUTOCAST_DTYPES", "SCHEDULERS", "autocast_dtype", "load_pipeline", "sample_images", "sample_main",
+           "save_grid", "set_scheduler"]
 
 SCHEDULERS = {
     "ddpm": "DDPMScheduler",
@@ -115,7 +116,7 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--autocast", default="no", choices=["no", *AUTOCAST_DTYPES],
-                   help="run the transformer under torch.autocast in this dtype (faster on GPUs)")
+                   help="run the transformer under torch.autocast in this dtype (meant for GPUs)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="samples", help="output folder (grid.png and images/)")
     args = p.parse_args(argv)
