@@ -333,6 +333,36 @@ def _trig_table_agrees() -> Dict[str, float]:
     return out
 
 
+def _split_second_pass_agrees() -> Dict[str, float]:
+    """One-range problems with the second pass split over token blocks (``TUNING["nc_split_out"] = 1``: the output
+    and dk / dv launched per block) give the fused kernels' forward and gradients, incl. the final-state gradients,
+    with MD-LRPE, a mask and an initial state."""
+    from lightnet.kernels import triton_noncausal as tn
+    from lightnet.kernels.triton_common import TUNING
+
+    g = torch.Generator().manual_seed(9)
+    B, N, H, D, E = 2, 70, 2, 16, 8
+    q, k = (torch.randn(B, N, H, D, generator=g) for _ in range(2))
+    v, do = (torch.randn(B, N, H, E, generator=g) for _ in range(2))
+    theta = torch.rand(N, D, generator=g) * 6.0
+    mask = torch.zeros(B, N, dtype=torch.bool)
+    mask[0, 50:] = True
+    init = (torch.randn(B, H, 2 * D, E, generator=g).abs() * 0.1, torch.randn(B, H, D, generator=g))
+    dS, dz = torch.randn(B, H, 2 * D, E, generator=g), torch.randn(B, H, D, generator=g)
+    runs = []
+    for flag in (None, 1):
+        TUNING["nc_split_out"] = flag
+        try:
+            o, S, z = tn.noncausal_forward(q, k, v, 0.5, mask, theta, init, splits=1)
+            grads = tn.noncausal_backward(do, dS, dz, q, k, v, S, z, 0.5, mask, theta, splits=1)
+        finally:
+            TUNING["nc_split_out"] = None
+        runs.append((o, S, z, *grads))
+    out = {name: _rel(b, a) for name, a, b in zip(("o", "S", "z", "dq", "dk", "dv"), *runs)}
+    out["split_taken"] = 0.0 if tn.split_second_pass(1, N, 16) is False else 1.0  # flag off again: not taken
+    return out
+
+
 def _worker() -> None:
     report = {}
     jobs = {name: (lambda a=args: _compare(**a)) for name, (args, _) in {**CASES, **LEAN_CASES}.items()}
@@ -340,6 +370,7 @@ def _worker() -> None:
     jobs["c_tuning_defaults"] = _causal_tuning_defaults
     jobs["nc_splits_agree"] = _splits_agree
     jobs["nc_trig_table_agrees"] = _trig_table_agrees
+    jobs["nc_split_second_pass_agrees"] = _split_second_pass_agrees
     jobs["c_prefill_in_pieces"] = _prefill_in_pieces
     jobs["unsupported_gradients"] = _unsupported_gradients
     for name, job in jobs.items():
@@ -411,6 +442,13 @@ def test_noncausal_lrpe_trig_table_matches_in_kernel_cos_sin(report):
     errs = report["nc_trig_table_agrees"]
     assert isinstance(errs, dict), errs
     assert len(errs) == 13, errs
+    _assert_close(errs, 1e-5)
+
+
+def test_noncausal_split_second_pass_matches_fused(report):
+    errs = report["nc_split_second_pass_agrees"]
+    assert isinstance(errs, dict), errs
+    assert len(errs) == 7, errs
     _assert_close(errs, 1e-5)
 
 

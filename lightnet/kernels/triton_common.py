@@ -26,6 +26,7 @@ TUNING = {
     "nc_block_n": None, "nc_warps": None, "nc_bwd_warps": None, "nc_splits_per_sm": None, "nc_stages": None,
     "nc_two_pass": None,
     "nc_trig_table": None,  # 1: MD-LRPE launches read a precomputed [N, 2D] cos | sin table (not yet timed)
+    "nc_split_out": None,  # 1: one-range problems run the output / dk-dv pass per token block (not yet timed)
     "nc_min_blocks": None, "c_chunk": None, "c_warps": None, "c_segment": None,
     "c_scan_j": None, "c_scan_x": None,
     "c_bwd_warps": None,  # causal backward launches; None = c_warps if set, else 8 on the zpass path, else heuristic

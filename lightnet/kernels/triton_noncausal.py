@@ -252,9 +252,9 @@ def _nc_fwd_kernel(
     tokens_per_split, splits, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
     HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, FUSED: tl.constexpr,
-    DOT: tl.constexpr, TWO_PASS: tl.constexpr, TRIG: tl.constexpr,
+    DOT: tl.constexpr, TWO_PASS: tl.constexpr, TRIG: tl.constexpr, OUTPUT: tl.constexpr,
 ):
-    """Pass 1 over one token range; with ``FUSED`` (one range) also the merge and pass 2.
+    """Pass 1 over one token range; with ``FUSED`` (one range) also the merge and (``OUTPUT``) pass 2.
 
     Each of q, k, v, o has its own batch / token strides (head stride = its last-dim size, last dim contiguous).
     """
@@ -278,10 +278,11 @@ def _nc_fwd_kernel(
         z, Sc, Ss = _finalise_with_initial(m, l, Sc, Ss, S0, Z0, pid_bh, D, E, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_INIT)
         tl.store(Z_OUT + pid_bh.to(tl.int64) * D + offs_d, z, mask=dmask)
         store_state(S_OUT, pid_bh.to(tl.int64) * DP * E, Sc, Ss, D, E, BLOCK_D, BLOCK_E, HAS_LRPE)
-        _output_loop(
-            Q, O, THETA, b.to(tl.int64) * stride_qb + h * D, b.to(tl.int64) * stride_ob + h * E, 0, N,
-            stride_qn, stride_on, D, E, Sc, Ss, scale, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT, TRIG,
-        )
+        if OUTPUT:
+            _output_loop(
+                Q, O, THETA, b.to(tl.int64) * stride_qb + h * D, b.to(tl.int64) * stride_ob + h * E, 0, N,
+                stride_qn, stride_on, D, E, Sc, Ss, scale, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT, TRIG,
+            )
     else:
         part = pid_bh.to(tl.int64) * splits + pid_s
         tl.store(PM + part * D + offs_d, m, mask=dmask)
@@ -612,6 +613,14 @@ def _launch_config(D: int, E: int, lrpe: bool, dtype: torch.dtype, backward: boo
     return TUNING["nc_block_n"] or block_n, opts
 
 
+def split_second_pass(n_splits: int, N: int, block_n: int) -> bool:
+    """Whether a one-range (fused) problem runs its second pass — the output in the forward, dk / dv in the
+    backward — as a separate launch with one program per token block (``TUNING["nc_split_out"]``; off by default
+    until a GPU sweep has timed it). The first pass stays one serial program per (batch, head); the second needs
+    only the finished state, so it can spread over ``⌈N / BLOCK_N⌉`` times more programs."""
+    return n_splits == 1 and N > block_n and bool(TUNING["nc_split_out"])
+
+
 def use_trig_table(lrpe: bool) -> bool:
     """Whether the MD-LRPE launches read a precomputed cos / sin table instead of computing cos and sin of the
     angles in every tile (``TUNING["nc_trig_table"]``; off by default until a GPU sweep has timed it)."""
@@ -666,6 +675,7 @@ def noncausal_forward(
     z = torch.empty((B, H, D), device=q.device, dtype=torch.float32)
     S0, z0 = initial_state if initial_state is not None else (S, z)
     fused = n_splits == 1
+    split_out = split_second_pass(n_splits, N, BLOCK_N)
     if fused:
         PM = PL = PS = z
     else:  # one workspace for the partial maxima, sums and states of every range
@@ -678,8 +688,14 @@ def noncausal_forward(
         N, H, D, E, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         o.stride(0), o.stride(1), tps, n_splits, scale,
         BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
-        HAS_INIT=has_init, FUSED=fused, DOT=dot, TWO_PASS=two_pass_max(), TRIG=trig, **opts,
+        HAS_INIT=has_init, FUSED=fused, DOT=dot, TWO_PASS=two_pass_max(), TRIG=trig, OUTPUT=not split_out, **opts,
     )
+    if split_out:  # the output pass over token blocks, reading the finished S
+        _LAUNCH["_nc_out_kernel"][(cdiv(N, BLOCK_N), B * H)](
+            q, o, theta, S, PM, PL, PS, S0, z0, z, N, H, D, E, q.stride(0), q.stride(1), o.stride(0), o.stride(1),
+            BLOCK_N, 1, scale, BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_INIT=has_init,
+            MERGE=False, DOT=dot, TRIG=trig, **opts,
+        )
     if not fused:
         merge_inline = n_splits <= MAX_INLINE_PARTIALS
         if not merge_inline:
@@ -724,7 +740,8 @@ def noncausal_backward(
     dq = torch.empty(q.shape, device=q.device, dtype=q.dtype)  # contiguous, whatever the inputs' strides
     dk = torch.empty(k.shape, device=k.device, dtype=k.dtype)
     dv = torch.empty(v.shape, device=v.device, dtype=v.dtype)
-    fused = n_splits == 1
+    split_dkdv = split_second_pass(n_splits, N, BLOCK_N)
+    fused = n_splits == 1 and not split_dkdv
     dot = dot_mode(q.dtype)
     common = dict(BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
                   DOT=dot, TRIG=trig, **opts)
@@ -743,11 +760,13 @@ def noncausal_backward(
             dS = PDS.sum(1).view(B, H, DP, E).mul_(scale)
             if dS_out is not None:
                 dS += dS_out
-        _LAUNCH["_nc_bwd_dkdv_kernel"][(n_splits, B * H)](
+        # split_dkdv: one partial state gradient (the whole sequence), dk / dv over token blocks
+        grid_s, dkdv_tps = (cdiv(N, BLOCK_N), BLOCK_N) if split_dkdv else (n_splits, tps)
+        _LAUNCH["_nc_bwd_dkdv_kernel"][(grid_s, B * H)](
             k, v, dk, dv, theta, mask, S, z, dS, PDS, dS_out if dS_out is not None else S,
             dz_out if dz_out is not None else z,
             N, H, D, E, k.stride(0), k.stride(1), v.stride(0), v.stride(1), dk.stride(0), dk.stride(1),
-            dv.stride(0), dv.stride(1), tps, n_splits, scale,
+            dv.stride(0), dv.stride(1), dkdv_tps, n_splits, scale,
             HAS_DS=dS_out is not None, HAS_DZ=dz_out is not None, SUM_PARTIALS=sum_inline, **common,
         )
     return dq, dk, dv

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Run J, call 5 (one H100/H200, ≤ 8 min, alone on the GPU; planned, not yet run): issue 7's inference latencies —
+# LightNet-DiT-B/2 vs diffusers' DiT-B/2 per denoising step at 256 / 512 px (batch 2 = one image with CFG, and 32),
+# eager and compiled — and the compiled whole-step profile of LightNet-S vs ViT-S at 224 px after the kernel fixes.
+#   bash benchmarks/device_runs/run_j5_latency.sh     (carry .whl; writes to $OUT)
+set -u
+source benchmarks/device_runs/_setup.sh
+W=/tmp/j5; mkdir -p "$W"
+t0=$SECONDS
+phase() { echo "$1: $((SECONDS - t0)) s" | tee -a "$OUT/phases.txt"; }
+timeout 300 python3 benchmarks/bench_dit_latency.py --compile-mode eager reduce-overhead --out "$W/dit" \
+  > "$W/bench_dit_latency.log" 2>&1; phase "DiT-B/2 latency"
+timeout $((460 - SECONDS + t0)) python3 benchmarks/profile_step.py --sizes 224 --batches 128 --compile-mode default \
+  --fullgraph --out "$W/c224" > "$W/prof_c224.log" 2>&1; phase "profile compiled 224"
+cp "$W/c224/profile_step_vision_default.md" "$OUT/profile_compiled_224.md" 2>/dev/null
+tar czf "$OUT/logs.tgz" -C /tmp j5
+grep -v "^{" "$W/bench_dit_latency.log" | tail -14; grep "GPU busy" "$W/prof_c224.log"
