@@ -186,6 +186,9 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
                      embed_dim=args.embed_dim, depth=args.depth, num_heads=args.heads, drop_path_rate=args.drop_path)
     torch.manual_seed(seed)
     model = build_classifier(variant, size, **backend_overrides(variant, args.attn_backend, args.scan_backend)).to(device)
+    # --compile: the training step runs torch.compile'd (one fixed batch shape); evaluation (other sizes, eval mode)
+    # and the saved weights use the module itself
+    step_model = torch.compile(model) if args.compile else model
     params = count_parameters(model)
     opt = torch.optim.AdamW(_param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.999))
     gen = torch.Generator().manual_seed(10_000 + seed)
@@ -228,7 +231,7 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
                 for group in opt.param_groups:
                     group["lr"] = lr
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = model(x)
+                    logits = step_model(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
                 if not torch.isfinite(loss):
                     raise RuntimeError(f"{variant} seed {seed}: non-finite loss at step {step + 1}")
@@ -323,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, default=None,
                    help="seconds from the start: pause (checkpoint kept) before an epoch that would end later")
     p.add_argument("--stop-after-epochs", type=int, default=None, help="pause each run after this many epochs")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step (fewer kernel launches; evaluation stays eager)")
     p.add_argument("--save-weights", action="store_true",
                    help="also write the final weights as model_bf16.safetensors (bf16) for offline analysis")
     p.add_argument("--warm-only", action="store_true",
