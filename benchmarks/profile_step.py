@@ -14,6 +14,8 @@ Families:
   ``DiT-S/2``), input ``[B, 1, S, S]`` with timesteps and class labels, ε-MSE-like loss on the output.
 
 GPU:  PYTHONPATH=. python3 benchmarks/profile_step.py --sizes 224 1024 --batches 128 8 --compile-mode default --out $OUT
+Redraw from saved JSON (tables and a stacked-bar plot, no GPU):
+      python benchmarks/profile_step.py --from-json A.json B.json --plot steps.png
       PYTHONPATH=. python3 benchmarks/profile_step.py --family dit --sizes 32 --batches 256 --out $OUT
 CPU smoke run:  python benchmarks/profile_step.py --device cpu --sizes 32 --batches 2 --steps 1 --warmup 1
 """
@@ -177,6 +179,36 @@ def markdown(rows: List[Dict[str, object]], top: int) -> str:
     return "\n".join(lines)
 
 
+def plot_categories(rows: List[Dict[str, object]], path: str, title: str = "") -> None:
+    """Stacked bars of GPU ms per step by category, one bar per (model, size, mode) row; saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = [c for c, _ in CATEGORIES] + ["other"]
+    mode = lambda m: "eager" if m == "eager" else f"compiled ({m})"  # noqa: E731
+    labels = [f"{r['model']}\n{r['size']} px, {mode(r['mode'])}" + (f"\n{r['tag']}" if r.get("tag") else "")
+              for r in rows]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.7 * len(rows), 4.8))
+    bottom = [0.0] * len(rows)
+    colors = plt.get_cmap("tab20").colors
+    for i, cat in enumerate(order):
+        vals = [float(r["categories"].get(cat, 0.0)) for r in rows]
+        if not any(vals):
+            continue
+        ax.bar(range(len(rows)), vals, bottom=bottom, label=cat, color=colors[i % len(colors)])
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("GPU ms per training step")
+    ax.set_title(title or "GPU time per training step, by kernel category", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--family", default="vision", choices=["vision", "dit"])
@@ -194,7 +226,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--amp-dtype", default="bfloat16", choices=["bfloat16", "float16", "none"])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=None, help="folder for profile_step.json / .md")
+    ap.add_argument("--plot", default=None, help="also save a stacked-bar PNG of the categories here")
+    ap.add_argument("--from-json", nargs="+", default=None,
+                    help="only redraw: tables and --plot from earlier profile_step JSON files (nothing is run)")
+    ap.add_argument("--tags", nargs="+", default=None, help="with --from-json: one label per file (e.g. the run)")
+    ap.add_argument("--drop-models", nargs="*", default=[], help="with --from-json: leave these models' rows out")
     args = ap.parse_args(argv)
+    if args.from_json:
+        tags = args.tags or [""] * len(args.from_json)
+        if len(tags) != len(args.from_json):
+            raise SystemExit(f"profile_step: {len(args.from_json)} JSON files but {len(tags)} --tags")
+        rows = [dict(row, tag=tag) for path, tag in zip(args.from_json, tags)
+                for row in json.loads(Path(path).read_text())["rows"] if row["model"] not in args.drop_models]
+        print(markdown(rows, args.top))
+        if args.plot:
+            plot_categories(rows, args.plot)
+        return 0
     if len(args.sizes) != len(args.batches):
         raise SystemExit(f"profile_step: --sizes {args.sizes} and --batches {args.batches} differ in length")
     models = args.models or (list(DIT_PEERS) if args.family == "dit" else ["lightnet_small", "vit_small_patch16_224"])
@@ -216,6 +263,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{', fullgraph' if args.fullgraph else ''}; {env['device']}, torch {env['torch']}, {env['date']})\n"
           + markdown(rows, args.top))
     print(md)
+    if args.plot:
+        plot_categories(rows, args.plot, f"GPU time per training step ({args.family}, {args.compile_mode}, {env['device']})")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,13 @@ def test_profile_step_runs_both_models(family: str, size: str, tmp_path: Path, c
     assert all(abs(sum(r["categories"].values()) - r["gpu_ms"]) < 1e-6 * r["gpu_ms"] + 1e-9 for r in rows)
     assert all(r["categories"].get("GEMM", 0) > 0 for r in rows)
     assert "busy per step" in capsys.readouterr().out
+    # redraw from the JSON without running anything: tables, tags and the stacked-bar plot
+    js = str(tmp_path / f"profile_step_{family}_eager.json")
+    png = tmp_path / "steps.png"
+    assert profile_step.main(["--from-json", js, js, "--tags", "a", "b", "--plot", str(png)]) == 0
+    assert png.stat().st_size > 1000
+    with pytest.raises(SystemExit):
+        profile_step.main(["--from-json", js, "--tags", "a", "b"])
 
 
 def test_bench_dit_latency_runs_both_models(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
