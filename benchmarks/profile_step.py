@@ -115,9 +115,28 @@ def make_step(family: str, name: str, size: int, batch: int, device: torch.devic
     return step
 
 
-def profile_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> Dict[str, object]:
+def op_tables(prof, device: torch.device, rows: int = 40, depth: int = 8) -> str:
+    """The profiled aten ops grouped by input shapes, then (when the profiler recorded Python stacks) by the source
+    lines that issued them, each sorted by the device time they launched (CPU time on a CPU): which tensors the
+    copies and elementwise kernels touch, and where they come from."""
+    averages = prof.key_averages()
+    sort = "self_cpu_time_total"
+    if device.type == "cuda" and len(averages):
+        sort = "self_device_time_total" if hasattr(averages[0], "self_device_time_total") else "self_cuda_time_total"
+    width = dict(sort_by=sort, row_limit=rows, max_name_column_width=60)
+    parts = ["# ops by input shapes\n", prof.key_averages(group_by_input_shape=True).table(**width)]
+    if any(evt.stack for evt in prof.events() if getattr(evt, "stack", None)):
+        parts += ["\n# ops by source stack\n", prof.key_averages(group_by_stack_n=depth).table(**width)]
+    else:
+        parts.append("\n(no Python stacks recorded by this profiler build)\n")
+    return "".join(parts)
+
+
+def profile_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int,
+                  tables: bool = False) -> Dict[str, object]:
     """Wall time per step (unprofiled) and per-kernel device time per step (profiled run of ``steps`` steps); on a
-    CPU device the aten ops' self CPU time stands in for the kernels."""
+    CPU device the aten ops' self CPU time stands in for the kernels. ``tables`` adds ``op_tables`` (ops by input
+    shape and by source line, :func:`op_tables`)."""
     for _ in range(warmup):
         step()
     _sync(device)
@@ -129,7 +148,7 @@ def profile_steps(step: Callable[[], None], device: torch.device, warmup: int, s
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as prof:
+    with torch.profiler.profile(activities=activities, record_shapes=tables, with_stack=tables) as prof:
         for _ in range(steps):
             step()
         _sync(device)
@@ -149,8 +168,11 @@ def profile_steps(step: Callable[[], None], device: torch.device, warmup: int, s
     by_cat: Dict[str, float] = defaultdict(float)
     for name, k in kernels.items():
         by_cat[categorize(name)] += k["ms"]
-    return {"wall_ms": wall_ms, "gpu_ms": sum(k["ms"] for k in kernels.values()), "categories": dict(by_cat),
-            "kernels": kernels}
+    out = {"wall_ms": wall_ms, "gpu_ms": sum(k["ms"] for k in kernels.values()), "categories": dict(by_cat),
+           "kernels": kernels}
+    if tables:
+        out["op_tables"] = op_tables(prof, device)
+    return out
 
 
 def markdown(rows: List[Dict[str, object]], top: int) -> str:
@@ -227,6 +249,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=None, help="folder for profile_step.json / .md")
     ap.add_argument("--plot", default=None, help="also save a stacked-bar PNG of the categories here")
+    ap.add_argument("--op-tables", action="store_true",
+                    help="record shapes and stacks: --out gets ops_<model>_<size>.txt per row (ops by input shape and "
+                         "by source line)")
     ap.add_argument("--from-json", nargs="+", default=None,
                     help="only redraw: tables and --plot from earlier profile_step JSON files (nothing is run)")
     ap.add_argument("--tags", nargs="+", default=None, help="with --from-json: one label per file (e.g. the run)")
@@ -251,7 +276,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for size, batch in zip(args.sizes, args.batches):
         for name in models:
             step = make_step(args.family, name, size, batch, device, amp, args.compile_mode, args.fullgraph)
-            res = profile_steps(step, device, args.warmup, args.steps)
+            res = profile_steps(step, device, args.warmup, args.steps, tables=args.op_tables)
             rows.append(dict(model=name, size=size, batch=batch, mode=args.compile_mode, **res))
             print(f"{name} @ {size} px batch {batch}: GPU busy {res['gpu_ms']:.2f} ms/step, wall {res['wall_ms']:.2f} "
                   f"ms/step", flush=True)
@@ -268,6 +293,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
+        for r in rows:
+            table = r.pop("op_tables", None)
+            if table:
+                (out / f"ops_{r['model'].replace('/', '-')}_{r['size']}.txt").write_text(table)
         stem = f"profile_step_{args.family}_{args.compile_mode}"
         (out / f"{stem}.json").write_text(json.dumps({"env": env, "args": vars(args), "rows": rows}, indent=1))
         (out / f"{stem}.md").write_text(md + "\n")

@@ -76,6 +76,15 @@ def test_profile_step_runs_both_models(family: str, size: str, tmp_path: Path, c
         profile_step.main(["--from-json", js, "--tags", "a", "b"])
 
 
+def test_profile_step_op_tables_name_the_shapes(tmp_path: Path) -> None:
+    argv = ["--device", "cpu", "--sizes", "32", "--batches", "2", "--steps", "1", "--warmup", "1", "--op-tables",
+            "--models", "lightnet_small", "--out", str(tmp_path)]
+    assert profile_step.main(argv) == 0
+    table = (tmp_path / "ops_lightnet_small_32.txt").read_text()
+    assert "Input Shapes" in table and "aten::mm" in table and "[2048, 384]" in table  # GLU fc1 weight: shapes named
+    assert "op_tables" not in (tmp_path / "profile_step_vision_eager.json").read_text()
+
+
 def test_bench_dit_latency_runs_both_models(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     argv = ["--device", "cpu", "--model-size", "S", "--sizes", "64", "--batches", "1", "2", "--iters", "1",
             "--warmup", "1", "--out", str(tmp_path)]
