@@ -4,3 +4,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 { nvidia-smi; python3 -c "import torch, triton, timm, diffusers; print(torch.__version__, triton.__version__, timm.__version__, diffusers.__version__)"; } > "$OUT/env.txt" 2>&1
+# The Fashion-MNIST recipe of issue 7 at the issue's size (run H1 onwards; `lightnet_tiny` width / depth / heads, patch
+# 4 on 32², 15 epochs, batch 512, flips, transfer to 40² / 48²), shared by the accuracy scripts.
+FMNIST_RECIPE=(--dataset fashion_mnist --epochs 15 --batch-size 512 --lr 1e-3 --embed-dim 192 --depth 12 --heads 3
+               --patch 4 --flip --train-size 32 --eval-sizes 40 48 --data-root .data/fashion-mnist)

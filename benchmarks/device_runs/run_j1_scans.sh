@@ -14,9 +14,7 @@ source benchmarks/device_runs/_setup.sh
 export OMP_NUM_THREADS=2
 L=/tmp/j1; mkdir -p "$L"
 t0=$SECONDS
-ARGS=(--dataset fashion_mnist --models "$M" --epochs 15 --batch-size 512 --lr 1e-3 --embed-dim 192 --depth 12 --heads 3
-      --patch 4 --flip --train-size 32 --eval-sizes 40 48 --scan-backend "$BACKEND" --threads 2
-      --data-root .data/fashion-mnist --out "$L/fmnist" $EXTRA)
+ARGS=("${FMNIST_RECIPE[@]}" --models "$M" --scan-backend "$BACKEND" --threads 2 --out "$L/fmnist" $EXTRA)
 if [ "$BACKEND" = fla ]; then
   timeout 240 python3 -m benchmarks.evidence.run_classification "${ARGS[@]}" --warm-only > "$L/warm.log" 2>&1
   echo "warm ($BACKEND): $((SECONDS - t0)) s" >> "$OUT/phases.txt"

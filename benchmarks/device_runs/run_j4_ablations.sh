@@ -18,10 +18,8 @@ VARIANTS=${2:-$(python3 -c "from benchmarks.evidence.models import GROUPS; print
 N=0
 for M in $VARIANTS; do for S in 0 1 2; do
   [ $N -ge 9 ] && break 2
-  python3 -m benchmarks.evidence.run_classification --dataset fashion_mnist --models "$M" --seeds $S --epochs 15 \
-    --batch-size 512 --lr 1e-3 --embed-dim 192 --depth 12 --heads 3 --patch 4 --flip --train-size 32 \
-    --eval-sizes 40 48 --scan-backend torch --threads 1 --data-root .data/fashion-mnist --time-limit 520 \
-    --out "$L/fmnist" > "$L/fmnist_${M}_$S.log" 2>&1 &
+  python3 -m benchmarks.evidence.run_classification "${FMNIST_RECIPE[@]}" --models "$M" --seeds $S \
+    --scan-backend torch --threads 1 --time-limit 520 --out "$L/fmnist" > "$L/fmnist_${M}_$S.log" 2>&1 &
   N=$((N + 1))
 done; done
 wait
