@@ -49,6 +49,11 @@ def test_noncausal_warps_follow_the_state_width() -> None:
         assert tn._launch_config(64, 64, False, torch.bfloat16, backward) == (64, {"num_warps": 4})
         assert tn._launch_config(32, 32, True, torch.bfloat16, backward) == (64, {"num_warps": 4})
         assert tn._launch_config(128, 128, True, torch.float32, backward) == (32, {"num_warps": 8, "num_stages": 1})
+    # one pipeline stage for fp32 / fp16 LRPE states of 2·64·128 values and up (shared memory), not for bf16 / plain
+    assert tn._launch_config(128, 64, True, torch.float32)[1].get("num_stages") == 1
+    assert tn._launch_config(64, 128, True, torch.float16, True)[1].get("num_stages") == 1
+    assert "num_stages" not in tn._launch_config(128, 64, True, torch.bfloat16)[1]
+    assert "num_stages" not in tn._launch_config(128, 64, False, torch.float32)[1]
     # LRPE 2·64·64 states: 4 warps forward, 16 backward (run I3's sweep; 4-warp backward spills on sm_90)
     assert tn._launch_config(64, 64, True, torch.bfloat16) == (64, {"num_warps": 4})
     assert tn._launch_config(64, 64, True, torch.bfloat16, backward=True) == (64, {"num_warps": 16})
@@ -99,3 +104,27 @@ def test_sweep_lrpe_checks_every_config_under_the_interpreter(tmp_path: Path) ->
     rows = json.loads((tmp_path / "sweep_lrpe.json").read_text())
     assert [r["config"] for r in rows] == ["nc_warps=4", "-"]
     assert all(r["status"] == "ok" and r["err_dk"] < 2e-2 for r in rows)
+
+
+def test_wide_fp16_lrpe_backward_keeps_the_inline_partial_sum() -> None:
+    """fp16 with MD-LRPE at D = E = 128 on a long sequence: the backward caps its ranges at MAX_INLINE_PARTIALS so
+    that the dk / dv launch sums the partials itself (the separate-sum variant needs 278,528 B of shared memory on
+    sm_90, over the 232,448 B limit; offline, benchmarks/smem_report.py); bf16 keeps the full split."""
+    from lightnet.kernels import triton_noncausal as tn
+
+    if tn.interpreting():
+        pytest.skip("the interpreter uses one launch configuration")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import smem_report
+
+    def dkdv(dtype: str) -> tuple:
+        case = dict(dtype=dtype, B=2, N=20000, H=2, D=128, E=128, lrpe=True, mask=False, init=False)
+        launches = [(meta, args) for name, args, meta in smem_report.record_noncausal(case, sms=132)
+                    if name == "_nc_bwd_dkdv_kernel"]
+        assert len(launches) == 1
+        meta, args = launches[0]
+        return meta["SUM_PARTIALS"], args[-2]  # (sums the partials itself, number of ranges)
+
+    assert dkdv("fp16") == (True, tn.MAX_INLINE_PARTIALS)
+    inline, splits = dkdv("bf16")
+    assert not inline and splits > tn.MAX_INLINE_PARTIALS

@@ -31,6 +31,7 @@ from .triton_common import (
     cdiv,
     problem_shape,
     DOT_BF16,
+    DOT_TF32,
     load_state,
     store_state,
     NEG_BIG,
@@ -586,8 +587,15 @@ def _launch_config(D: int, E: int, lrpe: bool, dtype: torch.dtype, backward: boo
       0.379 / 0.509 | 0.757 / 1.139 | 0.441 / 0.580, 16 warps 0.501 / 0.314 | 1.006 / 0.629 | 0.598 / 0.402. At 4
       warps the sm_90 build of the fused backward spills (255 registers and a 952-byte stack,
       ``benchmarks/smem_report.py --noncausal``): the backward is 2.5-3.3x faster at 16 warps;
-    * wider: 8 warps (they would spill at 4). fp32 inputs with the widest states (LRPE, D = E = 128) use one
-      pipeline stage to stay inside the 227 KiB of shared memory.
+    * wider: 8 warps (they would spill at 4).
+
+    fp32 / fp16 inputs (fp32 operand tiles) with MD-LRPE states of ``2 · 64 · 128`` values or more (D · E ≥ 8192,
+    e.g. D = 128, E = 64) and all states of ``2 · 128 · 128`` use one pipeline stage: with Triton's default 3 the
+    fused backward asks for 262,144 B (fp32, D = 128, E = 64) / 266,240 B (fp16, D = 64, E = 128) of shared memory,
+    more than the 232,448 B an sm_90 block may use (``benchmarks/smem_report.py --noncausal --dtype fp32 --dims
+    32,64,128 --evs 32,64,128 --lrpe both``). Only the widths with D ≠ E reach this from the API; the models use
+    D = E. The 16-warp backward rule was measured with LRPE at D = E = 64; plain states of the same width
+    (D · E = 8192) follow it untimed.
 
     ``TUNING["nc_warps"]`` overrides both directions, ``TUNING["nc_bwd_warps"]`` the backward only.
     """
@@ -606,11 +614,21 @@ def _launch_config(D: int, E: int, lrpe: bool, dtype: torch.dtype, backward: boo
     elif TUNING["nc_warps"]:
         warps = TUNING["nc_warps"]
     opts = {"num_warps": warps}
-    if dot_mode(dtype) != DOT_BF16 and width >= 2 * 128 * 128:
+    if dot_mode(dtype) != DOT_BF16 and (width >= 2 * 128 * 128 or (lrpe and width >= 2 * 64 * 128)):
         opts["num_stages"] = 1
     if TUNING["nc_stages"]:
         opts["num_stages"] = TUNING["nc_stages"]
     return TUNING["nc_block_n"] or block_n, opts
+
+
+def _inline_dkdv_only(D: int, E: int, lrpe: bool, dtype: torch.dtype) -> bool:
+    """fp16 inputs (fp32 tf32 operand tiles) with MD-LRPE states of ``2 · 128 · 128`` values: the dk / dv launch that
+    reads an already-summed state gradient asks for 278,528 B of shared memory on sm_90 (limit 232,448 B; the one
+    that sums at most ``MAX_INLINE_PARTIALS`` partials itself fits with 204,800 B), found offline with
+    ``benchmarks/smem_report.py --noncausal --dtype fp16 --dims 128 --evs 128 --shape 2,20000,2 --lrpe on``. Such
+    problems are split into at most ``MAX_INLINE_PARTIALS`` ranges in the backward (bf16 and fp32 fit either way)."""
+    width = (2 if lrpe else 1) * block_size(D) * block_size(E)
+    return not interpreting() and dot_mode(dtype) == DOT_TF32 and lrpe and width >= 2 * 128 * 128
 
 
 def split_second_pass(n_splits: int, N: int, block_n: int) -> bool:
@@ -734,6 +752,8 @@ def noncausal_backward(
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype, backward=True)
     n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
+    if n_splits > MAX_INLINE_PARTIALS and _inline_dkdv_only(D, E, lrpe, q.dtype):
+        n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, MAX_INLINE_PARTIALS)
     trig = use_trig_table(lrpe)
     theta = trig_table(theta) if trig else theta
     q, k, v, do = (kernel_layout(t) for t in (q, k, v, do))
