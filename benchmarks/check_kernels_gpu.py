@@ -53,6 +53,14 @@ CASES: List[Tuple] = [
     (True, 16, 512, 4, 64, 64, torch.bfloat16, True, True, False, 1.0),
     # one segment per (batch, head) because the heads fill the GPU (BH = 288 ≥ 2 · 132, 33 chunks)
     (True, 48, 1030, 6, 64, 64, torch.bfloat16, True, False, True, 1.0),
+    # non-causal shared-memory guards (smem_report.py --noncausal, 2026-12-04): fp32 / fp16 LRPE states of 2·64·128
+    # values run one pipeline stage (the fused backward asked 262,144 / 266,240 B with 3), and fp16 LRPE D = E = 128
+    # on a long sequence keeps ≤ 8 ranges in the backward (the separate-sum dk / dv launch asked 278,528 B)
+    (False, 2, 700, 2, 128, 64, torch.float32, True, True, False, 1.0),
+    (False, 2, 700, 2, 64, 128, torch.float16, False, True, True, 1.0),
+    (False, 1, 20000, 2, 128, 128, torch.float16, True, True, False, 1.0),
+    # the models' short-sequence MD-LRPE shape with the 4 / 16-warp launches (224 px, 6 heads of 64)
+    (False, 16, 196, 6, 64, 64, torch.bfloat16, False, True, False, 1.0),
 ]
 
 
