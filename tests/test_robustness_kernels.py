@@ -337,3 +337,18 @@ def test_causal_fp32_head_dim_limit_of_the_triton_kernels():
     assert causal_fp32_too_wide_for_triton(False, torch.float32, 128, "cuda") == 0
     assert causal_fp32_too_wide_for_triton(True, torch.float32, 128, "cpu") == 0  # interpreter: no limit
     assert CAUSAL_FP32_MAX_HEAD_DIM == 64
+
+
+def test_causal_fp16_head_dim_limit_of_the_triton_kernels():
+    """fp16 multiplies in tf32 (fp32 operand tiles): offline on sm_90 D = 128 fits up to E = 64 but D = E = 128 asks
+    253-318 KB of shared memory (limit 232 KB), so such calls leave the Triton path (CUDA only); bf16 keeps it."""
+    from lightnet.kernels.api import CAUSAL_FP16_MAX_HEAD_DIM, causal_too_wide_for_triton
+
+    assert causal_too_wide_for_triton(True, torch.float16, 128, 128, "cuda") == 128
+    assert causal_too_wide_for_triton(True, torch.float16, 128, 64, "cuda") == 0
+    assert causal_too_wide_for_triton(True, torch.float16, 64, 128, "cuda") == 0
+    assert causal_too_wide_for_triton(True, torch.bfloat16, 128, 128, "cuda") == 0
+    assert causal_too_wide_for_triton(False, torch.float16, 128, 128, "cuda") == 0
+    assert causal_too_wide_for_triton(True, torch.float16, 128, 128, "cpu") == 0  # interpreter: no limit
+    assert causal_too_wide_for_triton(True, torch.float32, 128, 32, "cuda") == 128  # the fp32 rule still applies
+    assert CAUSAL_FP16_MAX_HEAD_DIM == 64

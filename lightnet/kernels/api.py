@@ -145,18 +145,20 @@ def additive_attention(
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
         raise TypeError(f"additive_attention: scale must be a number or None, got {type(scale).__name__}")
     scale = 1.0 if scale is None else float(scale)
-    too_big = causal_fp32_too_wide_for_triton(causal, q.dtype, q.shape[-1], q.device.type)
+    too_big = causal_too_wide_for_triton(causal, q.dtype, q.shape[-1], v.shape[-1], q.device.type)
+    dtype_name = str(q.dtype).replace("torch.", "")
     if too_big and backend == "triton":
         raise ValueError(
-            f"additive_attention: the causal Triton kernels need more shared memory than a GPU has for fp32 inputs "
-            f"with head dim D = {too_big} (limit CAUSAL_FP32_MAX_HEAD_DIM = {CAUSAL_FP32_MAX_HEAD_DIM}); pass "
-            "bf16/fp16 inputs or backend='torch'"
+            f"additive_attention: the causal Triton kernels need more shared memory than a GPU has for {dtype_name} "
+            f"inputs with head dims D = {too_big}, E = {v.shape[-1]} (limits: fp32 D <= {CAUSAL_FP32_MAX_HEAD_DIM}; "
+            f"fp16 D or E <= {CAUSAL_FP16_MAX_HEAD_DIM}); pass bf16 inputs or backend='torch'"
         )
     if too_big and backend == "auto":
         warnings.warn(
-            f"additive_attention: fp32 causal head dim D = {too_big} is wider than the causal Triton kernels launch "
-            f"with (CAUSAL_FP32_MAX_HEAD_DIM = {CAUSAL_FP32_MAX_HEAD_DIM}; shared memory); using the PyTorch reference "
-            "(slower). bf16/fp16 inputs (autocast) keep the Triton path.",
+            f"additive_attention: {dtype_name} causal head dims D = {too_big}, E = {v.shape[-1]} are wider than the "
+            f"causal Triton kernels launch with (fp32 D <= {CAUSAL_FP32_MAX_HEAD_DIM}, fp16 D or E <= "
+            f"{CAUSAL_FP16_MAX_HEAD_DIM}; shared memory); using the PyTorch reference (slower). bf16 inputs (autocast) "
+            "keep the Triton path.",
             stacklevel=2,
         )
     use_triton = backend == "triton" or (
@@ -185,9 +187,22 @@ def additive_attention(
 # `benchmarks/smem_report.py` (offline, exact on the three shapes measured on an H200 in runs E/F, 2026-12-03) gives
 # the most any causal kernel asks for in fp32: D = 64 fits with or without MD-LRPE up to E = 128 (222,720 B at
 # LRPE, E = 128); D = 128 needs 257,024 B (no LRPE, E = 64) to 371,712 B (LRPE, E = 128) and only D = 128 without
-# LRPE at E = 32 squeezes in (224,256 B), too close to the edge to rely on. bf16/fp16 halve the operand tiles and fit
-# at every head dim (at most 191,488 B).
+# LRPE at E = 32 squeezes in (224,256 B), too close to the edge to rely on. bf16 halves the operand tiles and fits at
+# every head dim (at most 191,488 B). fp16 multiplies in tf32 (fp32 operand tiles): offline (`smem_report.py --dtype
+# fp16 --fast`, 2026-12-04) D = 128 fits up to E = 64 (220,160 B with LRPE) but D = E = 128 asks 252,928 B (zpass,
+# no LRPE) to 318,464 B (LRPE); so fp16 needs D or E <= 64.
 CAUSAL_FP32_MAX_HEAD_DIM = 64
+CAUSAL_FP16_MAX_HEAD_DIM = 64
+
+
+def causal_too_wide_for_triton(causal: bool, dtype: torch.dtype, D: int, E: int, device_type: str) -> int:
+    """The head dim ``D`` when a causal call on ``device_type`` is wider than the causal Triton kernels can launch
+    with — fp32 with ``D > CAUSAL_FP32_MAX_HEAD_DIM``, or fp16 with both ``D`` and ``E`` over
+    ``CAUSAL_FP16_MAX_HEAD_DIM`` — else 0. ``backend='auto'`` then takes the PyTorch reference; ``backend='triton'``
+    raises. The interpreter (CPU) has no such limit."""
+    if causal and dtype == torch.float16 and device_type == "cuda":
+        return D if min(D, E) > CAUSAL_FP16_MAX_HEAD_DIM else 0
+    return causal_fp32_too_wide_for_triton(causal, dtype, D, device_type)
 
 
 def causal_fp32_too_wide_for_triton(causal: bool, dtype: torch.dtype, D: int, device_type: str) -> int:
