@@ -37,6 +37,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lightnet.train.checkpoint import atomic_torch_save, safe_torch_load, save_safetensors
+from lightnet.train.rng import capture_rng_state, restore_rng_state
+
 from .data import ImageTensors, augment_batch, load_image_tensors, place
 from .models import GROUPS, VARIANTS, ModelSize, build_classifier, count_parameters, describe
 
@@ -116,27 +119,21 @@ def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float
 
 
 def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, epoch: int,
-                     step: int, train_time: float, last: Dict[str, Any], device: torch.device) -> None:
-    """State after ``epoch`` finished epochs (written to a temporary file, then renamed: never half-written)."""
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-             "cpu_rng": torch.get_rng_state(), "epoch": epoch, "step": step, "train_time": train_time, "last": last}
-    if device.type == "cuda":
-        state["cuda_rng"] = torch.cuda.get_rng_state(device)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+                     step: int, train_time: float, last: Dict[str, Any]) -> None:
+    """State after ``epoch`` finished epochs (``lightnet.train``'s atomic save: never half-written)."""
+    atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                       "rng": capture_rng_state(), "epoch": epoch, "step": step, "train_time": train_time,
+                       "last": last}, path)
 
 
-def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
-                     device: torch.device) -> Dict[str, Any]:
-    """Restore what :func:`_save_checkpoint` wrote; returns ``{epoch, step, train_time, last}``."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> Dict[str, Any]:
+    """Restore what :func:`_save_checkpoint` wrote (``weights_only`` load); returns ``{epoch, step, train_time,
+    last}``."""
+    state = safe_torch_load(path)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     gen.set_state(state["generator"])
-    torch.set_rng_state(state["cpu_rng"])
-    if device.type == "cuda" and "cuda_rng" in state:
-        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    restore_rng_state(state["rng"])
     return {k: state[k] for k in ("epoch", "step", "train_time", "last")}
 
 
@@ -159,13 +156,20 @@ def _out_of_time(args: argparse.Namespace, epochs_this_call: int, last_epoch_s: 
     return deadline is not None and time.monotonic() + last_epoch_s > deadline
 
 
+def _build_model(variant: str, data: ImageTensors, args: argparse.Namespace,
+                 device: torch.device) -> Tuple[nn.Module, ModelSize]:
+    """``(model on device, its size)`` of ``variant`` with the command line's geometry and kernel backends."""
+    size = ModelSize(img_size=args.train_size, patch_size=args.patch, in_chans=1, num_classes=data.num_classes,
+                     embed_dim=args.embed_dim, depth=args.depth, num_heads=args.heads, drop_path_rate=args.drop_path)
+    model = build_classifier(variant, size, **backend_overrides(variant, args.attn_backend, args.scan_backend))
+    return model.to(device), size
+
+
 def warm_caches(variant: str, data: ImageTensors, args: argparse.Namespace, device: torch.device) -> None:
     """One training step and one evaluation batch at every evaluated size, nothing saved: fills the kernels'
     autotuning and compilation caches (fla's chunk_gla autotunes for minutes per process: warm once, then launch
     the parallel runs, which read Triton's on-disk autotune cache)."""
-    size = ModelSize(img_size=args.train_size, patch_size=args.patch, in_chans=1, num_classes=data.num_classes,
-                     embed_dim=args.embed_dim, depth=args.depth, num_heads=args.heads, drop_path_rate=args.drop_path)
-    model = build_classifier(variant, size, **backend_overrides(variant, args.attn_backend, args.scan_backend)).to(device)
+    model, _ = _build_model(variant, data, args, device)
     amp = device.type == "cuda" and args.amp
     idx = torch.arange(min(args.batch_size, len(data.y_train)))
     x = ((augment_batch(data.x_train[idx], args.train_size, 0, False, torch.Generator()) - data.mean) / data.std)
@@ -182,10 +186,8 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
     """Train one ``variant`` with ``seed``; writes ``epochs.csv``, ``checkpoint.pt`` after every epoch and, at the
     end, ``summary.json`` into ``run_dir``. Continues from ``checkpoint.pt`` when one is there; returns None when
     paused by ``--time-limit`` / ``--stop-after-epochs`` before the last epoch (the checkpoint stays)."""
-    size = ModelSize(img_size=args.train_size, patch_size=args.patch, in_chans=1, num_classes=data.num_classes,
-                     embed_dim=args.embed_dim, depth=args.depth, num_heads=args.heads, drop_path_rate=args.drop_path)
     torch.manual_seed(seed)
-    model = build_classifier(variant, size, **backend_overrides(variant, args.attn_backend, args.scan_backend)).to(device)
+    model, size = _build_model(variant, data, args, device)
     # --compile: the training step runs torch.compile'd (one fixed batch shape); evaluation (other sizes, eval mode)
     # and the saved weights use the module itself
     step_model = torch.compile(model) if args.compile else model
@@ -203,7 +205,7 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
     log_path, ckpt_path = run_dir / "epochs.csv", run_dir / "checkpoint.pt"
     step, done, train_time, last, last_epoch_s = 0, 0, 0.0, {}, 0.0
     if ckpt_path.exists() and not args.force:
-        resumed = _load_checkpoint(ckpt_path, model, opt, gen, device)
+        resumed = _load_checkpoint(ckpt_path, model, opt, gen)
         done, step, train_time, last = resumed["epoch"], resumed["step"], resumed["train_time"], resumed["last"]
         _truncate_log(log_path, done)
         print(f"{variant} seed {seed}: continuing after epoch {done} (step {step})", file=sys.stderr)
@@ -254,7 +256,7 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
             }
             writer.writerow(last)
             f.flush()
-            _save_checkpoint(ckpt_path, model, opt, gen, epoch, step, train_time, last, device)
+            _save_checkpoint(ckpt_path, model, opt, gen, epoch, step, train_time, last)
             if args.verbose:
                 print(f"  {variant} seed {seed} epoch {epoch}: loss {last['train_loss']} top1 {last['eval_top1']}",
                       file=sys.stderr)
@@ -278,10 +280,8 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
         "args": {k: v for k, v in vars(args).items() if k not in ("models", "seeds")},
     }
     if args.save_weights:  # bf16 copy of the final weights (5.4 M parameters → 11 MB: small enough to copy back)
-        from safetensors.torch import save_file
-
-        save_file({k: v.detach().to("cpu", torch.bfloat16).contiguous() for k, v in model.state_dict().items()},
-                  str(run_dir / "model_bf16.safetensors"))
+        save_safetensors({k: v.to(torch.bfloat16) for k, v in model.state_dict().items()},
+                         run_dir / "model_bf16.safetensors")
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     ckpt_path.unlink(missing_ok=True)
     return summary

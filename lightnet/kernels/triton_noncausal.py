@@ -708,12 +708,17 @@ def noncausal_forward(
         BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
         HAS_INIT=has_init, FUSED=fused, DOT=dot, TWO_PASS=two_pass_max(), TRIG=trig, OUTPUT=not split_out, **opts,
     )
-    if split_out:  # the output pass over token blocks, reading the finished S
-        _LAUNCH["_nc_out_kernel"][(cdiv(N, BLOCK_N), B * H)](
+
+    def output_pass(ranges: int, tokens: int, merge: bool) -> None:
+        """o = scale · q̄ S over ``ranges`` token ranges of ``tokens`` each (``merge``: from the partial states)."""
+        _LAUNCH["_nc_out_kernel"][(ranges, B * H)](
             q, o, theta, S, PM, PL, PS, S0, z0, z, N, H, D, E, q.stride(0), q.stride(1), o.stride(0), o.stride(1),
-            BLOCK_N, 1, scale, BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_INIT=has_init,
-            MERGE=False, DOT=dot, TRIG=trig, **opts,
+            tokens, n_splits, scale, BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_INIT=has_init,
+            MERGE=merge, DOT=dot, TRIG=trig, **opts,
         )
+
+    if split_out:  # the output pass over token blocks, reading the finished S
+        output_pass(cdiv(N, BLOCK_N), BLOCK_N, False)
     if not fused:
         merge_inline = n_splits <= MAX_INLINE_PARTIALS
         if not merge_inline:
@@ -722,11 +727,7 @@ def noncausal_forward(
                 PM, PL, PS, S0, z0, S, z, D, E, DP * E, n_splits,
                 BLOCK_S=BS, BLOCK_X=BX, HAS_INIT=has_init, num_warps=4,
             )
-        _LAUNCH["_nc_out_kernel"][(n_splits, B * H)](
-            q, o, theta, S, PM, PL, PS, S0, z0, z, N, H, D, E, q.stride(0), q.stride(1), o.stride(0), o.stride(1),
-            tps, n_splits, scale, BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_INIT=has_init,
-            MERGE=merge_inline, DOT=dot, TRIG=trig, **opts,
-        )
+        output_pass(n_splits, tps, merge_inline)
     return o, S, z
 
 
