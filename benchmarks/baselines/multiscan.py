@@ -99,6 +99,17 @@ def decay_recurrence_naive(
     return o.to(q.dtype), S
 
 
+def _use_factorised(b: torch.Tensor, dt: torch.dtype) -> bool:
+    """Whether every chunk's total log decay ``b[..., -1, :]`` is above the factorised form's overflow limit.
+
+    Eager: checked on the values (one host sync per call). While ``torch.compile`` traces: False, i.e. always the
+    exact pairwise form, which is correct for any decay and keeps the graph free of a data-dependent branch.
+    """
+    if torch.compiler.is_compiling():
+        return False
+    return bool((b[..., -1, :] > _FACTOR_LIMIT[dt]).all())
+
+
 def decay_recurrence_chunked(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -141,13 +152,14 @@ def decay_recurrence_chunked(
     qc, kc, vc, gc = to_chunks(q), to_chunks(k), to_chunks(v), to_chunks(log_decay)
     b = gc.cumsum(dim=-2)  # [B, H, nc, L, D], non-increasing along L; b[..., -1, :] is each chunk's minimum
     causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
-    if bool((b[..., -1, :] > _FACTOR_LIMIT[dt]).all()):
+    if _use_factorised(b, dt):
         # factorised: exp(b_t − b_s) = exp(b_t) · exp(−b_s), both finite because b ≥ limit; scores are [L, L]
         scores = (qc * torch.exp(b)) @ (kc * torch.exp(-b)).transpose(-1, -2)
         scores = scores.masked_fill(~causal, 0.0)
     else:  # strong decay inside a chunk: exact pairwise weights (all exponents ≤ 0), [L, L, D] per chunk
         diff = (b[..., :, None, :] - b[..., None, :, :]).masked_fill(~causal[:, :, None], float("-inf"))
-        scores = torch.einsum("...tc,...sc,...tsc->...ts", qc, kc, torch.exp(diff))  # [B, H, nc, L, L]
+        # a broadcast product summed over channels: torch.compile fuses it into one reduction ([L, L, D] never stored)
+        scores = (qc[..., :, None, :] * kc[..., None, :, :] * torch.exp(diff)).sum(-1)  # [B, H, nc, L, L]
     o = scores @ vc  # intra-chunk [B, H, nc, L, E]
 
     b_last = b[..., -1:, :]  # [B, H, nc, 1, D]
