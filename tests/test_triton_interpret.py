@@ -319,7 +319,7 @@ def _trig_table_agrees() -> Dict[str, float]:
     out = {}
     for splits in (1, 4):
         runs = []
-        for flag in (None, 1):
+        for flag in (0, 1):
             TUNING["nc_trig_table"] = flag
             try:
                 o, S, z = tn.noncausal_forward(q, k, v, 0.5, mask, theta, init, splits=splits)

@@ -25,8 +25,13 @@ NEG_BIG = tl.constexpr(-1.0e30)
 TUNING = {
     "nc_block_n": None, "nc_warps": None, "nc_bwd_warps": None, "nc_splits_per_sm": None, "nc_stages": None,
     "nc_two_pass": None,
-    "nc_trig_table": None,  # 1: MD-LRPE launches read a precomputed [N, 2D] cos | sin table (not yet timed)
+    # MD-LRPE launches read a precomputed [N, 2D] cos | sin table: None / 1 = yes (default, run J3), 0 = cos / sin of
+    # the angles computed in every tile
+    "nc_trig_table": None,
     "nc_split_out": None,  # 1: one-range problems run the output / dk-dv pass per token block (not yet timed)
+    # non-causal calls of at most this many tokens (no initial state) run as two fused-by-inductor GEMMs while
+    # torch.compile traces (lightnet.kernels.gemm_noncausal); None / 0 = never (not yet timed)
+    "nc_gemm_max_tokens": None,
     "nc_min_blocks": None, "c_chunk": None, "c_warps": None, "c_segment": None,
     "c_scan_j": None, "c_scan_x": None,
     "c_bwd_warps": None,  # causal backward launches; None = c_warps if set, else 8 on the zpass path, else heuristic

@@ -16,10 +16,20 @@ from typing import Optional, Tuple
 import torch
 
 from . import custom_op as ops
+from .gemm_noncausal import noncausal_attention_gemm
 from .reference import State, additive_attention_torch
+from .triton_common import TUNING
 from .triton_noncausal import kernel_layout
 
 __all__ = ["additive_attention_triton"]
+
+
+def _gemm_path(num_tokens: int) -> bool:
+    """Whether a non-causal call of ``num_tokens`` tokens runs as PyTorch GEMMs instead of the Triton kernels: only
+    while ``torch.compile`` traces (inductor fuses the elementwise work around the two GEMMs; eager it would be ~10
+    launches) and only up to ``TUNING["nc_gemm_max_tokens"]`` tokens (default off)."""
+    limit = TUNING.get("nc_gemm_max_tokens") or 0
+    return num_tokens <= limit and torch.compiler.is_compiling()
 
 
 def _contig(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -66,6 +76,10 @@ def additive_attention_triton(
                 "additive_attention (triton): gradients w.r.t. lrpe_theta (learnable LRPE frequencies) are not "
                 "supported; use fixed frequencies or backend='torch'"
             )
+    if not causal and initial_state is None and _gemm_path(q.shape[1]):
+        return noncausal_attention_gemm(
+            q, k.to(q.dtype), v.to(q.dtype), scale=scale, key_padding_mask=key_padding_mask, lrpe_theta=lrpe_theta
+        )
     dtype = q.dtype
     # the non-causal kernels take any batch / token strides (k, v sliced from a fused qkv projection are used in
     # place); the causal kernels need contiguous inputs
