@@ -128,3 +128,31 @@ def test_wide_fp16_lrpe_backward_keeps_the_inline_partial_sum() -> None:
     assert dkdv("fp16") == (True, tn.MAX_INLINE_PARTIALS)
     inline, splits = dkdv("bf16")
     assert not inline and splits > tn.MAX_INLINE_PARTIALS
+
+
+def test_trig_table_is_the_default_for_narrow_lrpe_heads_only() -> None:
+    """The precomputed cos / sin table (run J3: 1.8-2.3x faster MD-LRPE kernels) is on by default for D <= 64, off for
+    D = 128 (offline, its fused backward asks 233-287 KB of shared memory on sm_90), off when TUNING says 0, and
+    irrelevant without LRPE; the launches recorded for smem_report carry the TRIG flag accordingly."""
+    from lightnet.kernels import triton_noncausal as tn
+    from lightnet.kernels.triton_common import TUNING
+
+    assert TUNING["nc_trig_table"] is None
+    assert tn.use_trig_table(True, 64) and tn.use_trig_table(True, 32)
+    assert not tn.use_trig_table(True, 128) and not tn.use_trig_table(False, 64)
+    TUNING["nc_trig_table"] = 0
+    try:
+        assert not tn.use_trig_table(True, 64)
+    finally:
+        TUNING["nc_trig_table"] = None
+    if tn.interpreting():
+        return
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import smem_report
+
+    def trig_flags(D: int) -> set:
+        case = dict(dtype="bf16", B=8, N=196, H=2, D=D, E=64, lrpe=True, mask=False, init=False)
+        return {meta.get("TRIG") for name, args, meta in smem_report.record_noncausal(case, sms=132)}
+
+    assert trig_flags(64) == {True}
+    assert trig_flags(128) == {False}

@@ -639,12 +639,20 @@ def split_second_pass(n_splits: int, N: int, block_n: int) -> bool:
     return n_splits == 1 and N > block_n and bool(TUNING["nc_split_out"])
 
 
-def use_trig_table(lrpe: bool) -> bool:
+# Widest key head dim D for which the MD-LRPE launches read the cos / sin table. Offline (``smem_report.py
+# --noncausal --lrpe on``, sm_90, 2026-12-04) every D <= 64 fits with the table for fp32 / fp16 / bf16 and E <= 128 at
+# 196-16,384 tokens, while D = 128 (a [BLOCK_N, 256] fp32 table tile) asks 233-287 KB of shared memory in the fused /
+# dk-dv backward for most E (limit 232,448 B); D = 128 keeps the in-kernel cos / sin, which fits.
+TRIG_TABLE_MAX_D = 64
+
+
+def use_trig_table(lrpe: bool, D: int) -> bool:
     """Whether the MD-LRPE launches read a precomputed cos / sin table instead of computing cos and sin of the
-    angles in every tile (``TUNING["nc_trig_table"]``: None = yes, the default since run J3 measured the table 1.8-2.3x
-    faster forward + backward than in-kernel cos / sin at 196-16,384 tokens on an H200; 0 = compute in the kernel)."""
+    angles in every tile: ``TUNING["nc_trig_table"]`` None (default) or 1 = yes, 0 = no, and only for key head dims
+    ``D <= TRIG_TABLE_MAX_D`` (shared memory). Run J3 (H200) measured the table 1.8-2.3x faster forward + backward
+    than in-kernel cos / sin at 196-16,384 tokens (D = E = 64)."""
     flag = TUNING["nc_trig_table"]
-    return lrpe and (flag is None or bool(flag))
+    return lrpe and D <= TRIG_TABLE_MAX_D and (flag is None or bool(flag))
 
 
 def trig_table(theta: torch.Tensor) -> torch.Tensor:
@@ -688,7 +696,7 @@ def noncausal_forward(
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype)
     n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
-    trig = use_trig_table(lrpe)
+    trig = use_trig_table(lrpe, D)
     theta = trig_table(theta) if trig else theta
     o = torch.empty((B, N, H, E), device=q.device, dtype=q.dtype)
     S = torch.empty((B, H, DP, E), device=q.device, dtype=torch.float32)
@@ -757,7 +765,7 @@ def noncausal_backward(
     n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
     if n_splits > MAX_INLINE_PARTIALS and _inline_dkdv_only(D, E, lrpe, q.dtype):
         n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, MAX_INLINE_PARTIALS)
-    trig = use_trig_table(lrpe)
+    trig = use_trig_table(lrpe, D)
     theta = trig_table(theta) if trig else theta
     q, k, v, do = (kernel_layout(t) for t in (q, k, v, do))
     dq = torch.empty(q.shape, device=q.device, dtype=q.dtype)  # contiguous, whatever the inputs' strides
