@@ -7,21 +7,24 @@
 #     runs read the tuned configurations instead of each autotuning (fla caches its autotune results by default);
 #   * every run checkpoints each epoch and pauses cleanly at --time-limit (checkpoints are ~66 MB each: they cannot
 #     travel back through $OUT, so a run must finish inside one call; the epoch times in the logs say whether it can).
-#   bash benchmarks/device_runs/run_j1_scans.sh [scan2|scan4]     (carry .whl and .data/fashion-mnist; writes to $OUT)
+#   EXTRA=--compile: the compiled PyTorch recurrence (exact pairwise form, no host sync; run J7 probed its speed).
+#   bash benchmarks/device_runs/run_j1_scans.sh [scan2|scan4|"scan2 scan4"]     (carry .whl and .data/fashion-mnist; writes to $OUT)
 set -u
 M=${1:-scan2}; BACKEND=${BACKEND:-torch}; EXTRA=${EXTRA:-}   # e.g. EXTRA=--compile (compiled training step)
 source benchmarks/device_runs/_setup.sh
 export OMP_NUM_THREADS=2
 L=/tmp/j1; mkdir -p "$L"
 t0=$SECONDS
-ARGS=("${FMNIST_RECIPE[@]}" --models "$M" --scan-backend "$BACKEND" --threads 2 --out "$L/fmnist" $EXTRA)
+ARGS=("${FMNIST_RECIPE[@]}" --scan-backend "$BACKEND" --threads 2 --out "$L/fmnist" $EXTRA)
 if [ "$BACKEND" = fla ]; then
-  timeout 240 python3 -m benchmarks.evidence.run_classification "${ARGS[@]}" --warm-only > "$L/warm.log" 2>&1
+  timeout 240 python3 -m benchmarks.evidence.run_classification "${ARGS[@]}" --models $M --warm-only > "$L/warm.log" 2>&1
   echo "warm ($BACKEND): $((SECONDS - t0)) s" >> "$OUT/phases.txt"
 fi
-for S in 0 1 2; do
-  python3 -m benchmarks.evidence.run_classification "${ARGS[@]}" --seeds $S --time-limit $((530 - SECONDS + t0)) \
-    > "$L/fmnist_${M}_$S.log" 2>&1 &
+for V in $M; do  # M may list several baselines ("scan2 scan4": six processes)
+  for S in 0 1 2; do
+    python3 -m benchmarks.evidence.run_classification "${ARGS[@]}" --models "$V" --seeds $S \
+      --time-limit $((530 - SECONDS + t0)) > "$L/fmnist_${V}_$S.log" 2>&1 &
+  done
 done
 wait
 echo "all: $((SECONDS - t0)) s" >> "$OUT/phases.txt"
