@@ -61,6 +61,9 @@ CASES: List[Tuple] = [
     (False, 1, 20000, 2, 128, 128, torch.float16, True, True, False, 1.0),
     # the models' short-sequence MD-LRPE shape with the 4 / 16-warp launches (224 px, 6 heads of 64)
     (False, 16, 196, 6, 64, 64, torch.bfloat16, False, True, False, 1.0),
+    # the precomputed cos / sin table (default for LRPE with D <= 64 since run J3) in fp32 and fp16, split ranges
+    (False, 2, 3000, 2, 64, 64, torch.float32, True, True, False, 1.0),
+    (False, 3, 1000, 2, 32, 128, torch.float16, True, True, True, 1.0),
 ]
 
 
