@@ -5,7 +5,10 @@ widened to cos | sin halves). At a few hundred tokens those are two small batche
 softmax and four products, which inductor fuses into a few elementwise / reduction kernels and two cuBLAS calls; the
 Triton kernels instead walk the token blocks of each (image, head) serially in one program. Which is faster at which
 length is measured by ``benchmarks/bench_short_noncausal.py``; the dispatch uses this form only when
-``TUNING["nc_gemm_max_tokens"]`` allows it (:func:`lightnet.kernels.triton_ops.additive_attention_triton`).
+``TUNING["nc_gemm_max_tokens"]`` allows it (:func:`lightnet.kernels.triton_ops.additive_attention_triton`). Run J7
+(H200, bf16, 6 heads × 64, MD-LRPE, compiled forward + backward) found it slower than the Triton kernels with the
+cos / sin table at every models' shape — 0.64× at 128 × 196 tokens, 0.53× at 256 × 256, 0.91× at 32 × 1024, 0.48× at
+8 × 4096 — so it stays off by default (kept as the measured alternative and for GPUs where it may win).
 
 Numerics: the softmax and the LRPE products run in fp32; the GEMM operands are cast to the input dtype (bf16 / fp16
 under autocast: the normalised keys lose their low bits, as the Triton kernels' bf16 tiles do), S is produced in that
