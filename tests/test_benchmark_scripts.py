@@ -96,3 +96,15 @@ def test_bench_dit_latency_runs_both_models(tmp_path: Path, capsys: pytest.Captu
     assert "LightNet / DiT time" in capsys.readouterr().out
     with pytest.raises(ValueError, match="not divisible"):
         bench_dit_latency.main(["--device", "cpu", "--model-size", "S", "--sizes", "60", "--batches", "1"])
+
+
+def test_bench_tpe_checks_both_paths_on_the_cpu(tmp_path: Path) -> None:
+    from benchmarks import bench_tpe
+
+    assert bench_tpe.main(["--device", "cpu", "--grids", "2x5", "--dim", "8", "--no-time", "--backend", "aot_eager",
+                           "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "bench_tpe.json").read_text())
+    assert [r["path"] for r in rows] == ["fft", "direct"]
+    assert all(r["status"] == "ok" and r["err_params"] < 2e-2 for r in rows)
+    with pytest.raises(ValueError, match="BxS"):
+        bench_tpe.parse_grid("14")

@@ -4,7 +4,7 @@ from .lrpe import MDLRPE, grid_coordinates
 from .mixer import LightNetAttention
 from .mlp import GLU
 from .norm import RMSNorm
-from .tpe import MDTPE, toeplitz_fft
+from .tpe import MDTPE, TPE_TUNING, toeplitz_direct, toeplitz_fft, toeplitz_product
 
 __all__ = [
     "GLU",
@@ -16,4 +16,7 @@ __all__ = [
     "grid_coordinates",
     "make_norm",
     "toeplitz_fft",
+    "toeplitz_direct",
+    "toeplitz_product",
+    "TPE_TUNING",
 ]

@@ -10,19 +10,58 @@ with decays ``λ, μ = sigmoid(·) ∈ (0, 1)``. Bidirectional axes (image rows/
 in an LM) set ``t(−r) = 0``. The kernel exists for any length, so any grid size works without interpolation.
 Outputs of all axes are summed: ``y = x + Σ_a T_a(x)`` (``residual=True``) or ``Σ_a T_a(x)``.
 
-Parallel evaluation is an FFT convolution (O(n log n) per axis line). A causal 1-axis TPE also has an exact
+Parallel evaluation is an FFT convolution (O(n log n) per axis line), or for axes of at most
+``TPE_TUNING["direct_max_len"]`` tokens (default 0: never, until a GPU benchmark has timed it) the direct
+``[n, n]`` Toeplitz product (:func:`toeplitz_direct`, O(n²) but no FFT, no complex tensors and, under
+``torch.compile``, one fused reduction without the FFT path's layout copies). A causal 1-axis TPE also has an exact
 recurrent form with state ``h ∈ [B, C, J]``: ``y_t = w0 x_t + Σ_j w⁺_j λ_j h_{t−1,j}``, ``h_t = λ ⊙ h_{t−1} + x_t``
 (used for constant-memory decoding).
 """
 from __future__ import annotations
 
 import math
+import os
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-__all__ = ["MDTPE", "toeplitz_fft"]
+__all__ = ["MDTPE", "TPE_TUNING", "toeplitz_direct", "toeplitz_fft", "toeplitz_product"]
+
+# Axis lengths up to ``direct_max_len`` use the direct product instead of the FFT (0 = always the FFT). Read from
+# ``LIGHTNET_TPE_DIRECT_MAX_LEN`` at import so a benchmark process can switch it; read while tracing under
+# torch.compile, so set it before compiling.
+TPE_TUNING = {"direct_max_len": 0}
+_ENV = "LIGHTNET_TPE_DIRECT_MAX_LEN"
+if os.environ.get(_ENV, "").strip():
+    try:
+        TPE_TUNING["direct_max_len"] = int(os.environ[_ENV])
+    except ValueError:
+        raise ValueError(f"{_ENV} must be an integer, got {os.environ[_ENV]!r}") from None
+
+
+def toeplitz_product(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Depthwise Toeplitz product along dim 1 (``x [B, n, C]``, ``kernel [2n − 1, C]`` → ``[B, n, C]`` fp32): the
+    direct form for ``n <= TPE_TUNING["direct_max_len"]``, else the FFT (:func:`toeplitz_fft`)."""
+    if x.shape[1] <= TPE_TUNING["direct_max_len"]:
+        return toeplitz_direct(x, kernel)
+    return toeplitz_fft(x, kernel)
+
+
+def toeplitz_direct(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Depthwise Toeplitz product along dim 1 as the explicit ``[n, n, C]`` matrix ``T[i, j] = t(i − j)``.
+
+    Args / returns as :func:`toeplitz_fft` (``y_i = Σ_j t(i − j) x_j``, fp32). Eager: one ``einsum`` (batched GEMM
+    over channels). While ``torch.compile`` traces: a broadcast product summed over ``j``, which inductor fuses into
+    one reduction kernel that reads ``x`` in its own layout (the ``[B, n, n, C]`` product is never stored).
+    """
+    n = x.shape[1]
+    idx = torch.arange(n, device=kernel.device)
+    T = kernel.float()[idx[:, None] - idx[None, :] + n - 1]  # [n, n, C]: T[i, j] = t(i − j)
+    xf = x.float()
+    if torch.compiler.is_compiling():
+        return (xf[:, None, :, :] * T[None]).sum(2)
+    return torch.einsum("bjc,ijc->bic", xf, T)
 
 
 def toeplitz_fft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -151,7 +190,7 @@ class _AxisToeplitz(nn.Module):
         """Causal chunk continuation: ``x [B, n, C]`` and state ``h [B, C, J]`` → ``(y [B, n, C], h')``."""
         B, n, C = x.shape
         xf = x.float()
-        y = toeplitz_fft(xf, self.kernel(max(n, 1)))  # n = 0: empty chunk, y is empty
+        y = toeplitz_product(xf, self.kernel(max(n, 1)))  # n = 0: empty chunk, y is empty
         lam = torch.sigmoid(self.fwd_logit.float())  # [C, J]
         log_lam = torch.log(lam)
         t = torch.arange(n, device=x.device, dtype=torch.float32)
@@ -238,7 +277,7 @@ class MDTPE(nn.Module):
                 moved = g.movedim(a + 1, -2)  # [B, ..., n_a, C]
                 lead = moved.shape[:-2]
                 flat = moved.reshape(-1, grid_shape[a], C)
-                y = toeplitz_fft(flat, axis.kernel(grid_shape[a])).reshape(*lead, grid_shape[a], C)
+                y = toeplitz_product(flat, axis.kernel(grid_shape[a])).reshape(*lead, grid_shape[a], C)
                 mixed = mixed + y.movedim(-2, a + 1)
             mixed = mixed.reshape(B, grid.shape[1], C)
         out = (grid.float() + mixed if self.residual else mixed).to(x.dtype)

@@ -1,0 +1,118 @@
+"""MD-TPE's direct short-axis Toeplitz product (``toeplitz_direct``) against the FFT form and an fp64 loop: values,
+gradients (input and kernel parameters), the compiled branch, the switch ``TPE_TUNING["direct_max_len"]`` inside
+``MDTPE`` (grid and causal streaming), and the environment override."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightnet.layers import MDTPE, TPE_TUNING, toeplitz_direct, toeplitz_fft, toeplitz_product
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def _loop(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """fp64 definition: ``y_i = Σ_j t(i − j) x_j`` with ``t(r) = kernel[r + n − 1]``."""
+    n = x.shape[1]
+    y = torch.zeros(x.shape, dtype=torch.float64)
+    for i in range(n):
+        for j in range(n):
+            y[:, i] += kernel[i - j + n - 1].double() * x[:, j].double()
+    return y
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 14])
+def test_direct_matches_fft_and_fp64_loop(n):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(3, n, 5, generator=g)
+    kernel = torch.randn(2 * n - 1, 5, generator=g)
+    ref = _loop(x, kernel)
+    assert _rel(toeplitz_direct(x, kernel), ref) < 1e-6
+    assert _rel(toeplitz_fft(x, kernel), ref) < 1e-5
+    xs = [x.clone().requires_grad_() for _ in range(2)]
+    ks = [kernel.clone().requires_grad_() for _ in range(2)]
+    w = torch.randn(3, n, 5, generator=g)
+    (toeplitz_direct(xs[0], ks[0]) * w).sum().backward()
+    (toeplitz_fft(xs[1], ks[1]) * w).sum().backward()
+    assert _rel(xs[0].grad, xs[1].grad) < 1e-5 and _rel(ks[0].grad, ks[1].grad) < 1e-5
+
+
+def test_compiled_direct_branch_matches_eager():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 9, 6, generator=g, requires_grad=True)
+    kernel = torch.randn(17, 6, generator=g, requires_grad=True)
+    torch._dynamo.reset()
+    compiled = torch.compile(toeplitz_direct, backend="aot_eager", fullgraph=True)
+    y = compiled(x, kernel)
+    assert _rel(y, _loop(x.detach(), kernel.detach())) < 1e-6
+    y.square().sum().backward()
+    dx, dk = x.grad.clone(), kernel.grad.clone()
+    x.grad = kernel.grad = None
+    toeplitz_fft(x, kernel).square().sum().backward()
+    assert _rel(dx, x.grad) < 1e-5 and _rel(dk, kernel.grad) < 1e-5
+
+
+@pytest.fixture
+def direct_up_to():
+    saved = TPE_TUNING["direct_max_len"]
+
+    def set_limit(n: int) -> None:
+        TPE_TUNING["direct_max_len"] = n
+
+    yield set_limit
+    TPE_TUNING["direct_max_len"] = saved
+
+
+def test_mdtpe_direct_switch_same_outputs_and_parameter_grads(direct_up_to):
+    torch.manual_seed(0)
+    tpe = MDTPE(8, num_axes=2, causal=(False, True), num_decays=3, init_std=0.5)
+    x = torch.randn(2, 1 + 5 * 7, 8)
+    tpe.num_prefix_tokens = 1
+    runs = []
+    for limit in (0, 64):
+        direct_up_to(limit)
+        tpe.zero_grad()
+        xi = x.clone().requires_grad_()
+        y = tpe(xi, (5, 7))
+        y.square().sum().backward()
+        runs.append((y.detach(), xi.grad, [p.grad.clone() for p in tpe.parameters()]))
+    (y0, dx0, dp0), (y1, dx1, dp1) = runs
+    assert _rel(y1, y0) < 1e-5 and _rel(dx1, dx0) < 1e-5
+    assert all(_rel(a, b) < 1e-4 for a, b in zip(dp1, dp0))
+    assert toeplitz_product.__doc__ and TPE_TUNING["direct_max_len"] == 64
+
+
+def test_mdtpe_causal_streaming_with_direct_path(direct_up_to):
+    """The causal 1-axis chunked form (LM decoding) gives the full-sequence output with the direct product too."""
+    direct_up_to(64)
+    torch.manual_seed(1)
+    tpe = MDTPE(6, num_axes=1, causal=True, num_decays=2, init_std=0.5)
+    x = torch.randn(2, 11, 6)
+    full = tpe(x, (11,))
+    first, h = tpe(x[:, :4], (4,), return_state=True)
+    second, _ = tpe(x[:, 4:], (7,), state=h, return_state=True)
+    empty, h2 = tpe(x[:, :0], (0,), state=h, return_state=True)
+    assert _rel(torch.cat([first, second], 1), full) < 1e-5
+    assert empty.shape == (2, 0, 6) and torch.equal(h2, h)
+
+
+def test_env_override_and_bad_value():
+    env = {k: v for k, v in os.environ.items() if k != "LIGHTNET_TPE_DIRECT_MAX_LEN"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    code = "from lightnet.layers import TPE_TUNING; print(TPE_TUNING['direct_max_len'])"
+    ok = subprocess.run([sys.executable, "-c", code], env=dict(env, LIGHTNET_TPE_DIRECT_MAX_LEN="32"),
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.strip() == "32", ok.stderr[-1000:]
+    bad = subprocess.run([sys.executable, "-c", code], env=dict(env, LIGHTNET_TPE_DIRECT_MAX_LEN="many"),
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "LIGHTNET_TPE_DIRECT_MAX_LEN must be an integer" in bad.stderr
