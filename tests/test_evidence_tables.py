@@ -87,8 +87,9 @@ def test_no_runs_is_an_error(tmp_path: Path):
         make_tables.main([str(tmp_path)])
 
 
-def test_runner_logs_feed_the_tables(tmp_path: Path):
-    """End to end on the built-in digits data: 2 tiny models × 2 seeds, one epoch each, then the tables."""
+def test_runner_logs_feed_the_tables(tmp_path: Path, capsys):
+    """End to end on the built-in digits data: 2 tiny models × 2 seeds, one epoch each, then the tables; stderr
+    reports each run's first-step time and its later steps' time (what a run cut by a time limit still leaves)."""
     from benchmarks.evidence import run_classification
 
     out = tmp_path / "runs"
@@ -97,6 +98,8 @@ def test_runner_logs_feed_the_tables(tmp_path: Path):
             "--heads", "2", "--patch", "8", "--train-size", "32", "--eval-sizes", "40", "--device", "cpu",
             "--out", str(out)]
     assert run_classification.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "scan2 seed 1: first step done after" in err and "lightnet seed 0: 1 later steps in" in err
     summary = json.loads((out / "scan2" / "seed1" / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["params"] > 0
     assert set(summary["transfer"]) == {"top1@32", "top1@40_resize", "top1@40_pad"}

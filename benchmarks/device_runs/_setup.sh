@@ -2,6 +2,8 @@
 # /tmp/site, puts them and the checkout on PYTHONPATH, creates $OUT and records the GPU and versions in $OUT/env.txt.
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1
+# autotuning results (fla's chunk_gla tunes over up to 36 configurations per kernel) kept on disk for later processes
+export TRITON_CACHE_AUTOTUNING=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 { nvidia-smi; python3 -c "import torch, triton, timm, diffusers; print(torch.__version__, triton.__version__, timm.__version__, diffusers.__version__)"; } > "$OUT/env.txt" 2>&1
 # The Fashion-MNIST recipe of issue 7 at the issue's size (run H1 onwards; `lightnet_tiny` width / depth / heads, patch

@@ -4,7 +4,7 @@
 # size, the run H1 recipe, three processes only (run I1's six processes on fla took 350-390 s for the first epoch
 # while all six autotuned, and 65 s per later epoch).
 #   * BACKEND=fla (default torch): one `--warm-only` process fills Triton's on-disk autotune cache first, so the three
-#     runs read the tuned configurations instead of each autotuning (fla caches its autotune results by default);
+#     runs read the tuned configurations instead of each autotuning (_setup.sh sets TRITON_CACHE_AUTOTUNING=1: Triton keeps the tuning results on disk);
 #   * every run checkpoints each epoch and pauses cleanly at --time-limit (checkpoints are ~66 MB each: they cannot
 #     travel back through $OUT, so a run must finish inside one call; the epoch times in the logs say whether it can).
 #   EXTRA=--compile: the compiled PyTorch recurrence (exact pairwise form, no host sync; run J7 probed its speed).

@@ -181,6 +181,13 @@ def warm_caches(variant: str, data: ImageTensors, args: argparse.Namespace, devi
         evaluate(model, sub, s, args.train_size, mode, device, amp=amp)
 
 
+def _synced_elapsed(t0: float, device: torch.device) -> float:
+    """Seconds since ``t0`` once the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
 def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namespace, run_dir: Path,
               device: torch.device) -> Optional[Dict[str, Any]]:
     """Train one ``variant`` with ``seed``; writes ``epochs.csv``, ``checkpoint.pt`` after every epoch and, at the
@@ -223,7 +230,10 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
             model.train()
             t0 = time.perf_counter()
             order = torch.randperm(n_train, generator=gen)
-            loss_sum, correct, seen = 0.0, 0, 0
+            # running sums stay on the device: no host sync per step (read once at the end of the epoch)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            seen = 0
             for b in range(steps_per_epoch):
                 idx = order[b * args.batch_size : (b + 1) * args.batch_size]
                 x = augment_batch(data.x_train[idx], args.train_size, args.shift, args.flip, gen)
@@ -243,9 +253,17 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
                     nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
                 opt.step()
                 step += 1
-                loss_sum += float(loss.detach()) * len(y)
-                correct += int((logits.argmax(-1) == y).sum())
+                loss_sum += loss.detach().double() * len(y)
+                correct += (logits.argmax(-1) == y).sum()
                 seen += len(y)
+                if epoch == done + 1 and b == 0:  # what a cut run leaves in its log: compile / autotune cost ...
+                    first_s = _synced_elapsed(t0, device)
+                    print(f"{variant} seed {seed}: first step done after {first_s:.1f} s", file=sys.stderr, flush=True)
+                elif epoch == done + 1 and b == steps_per_epoch - 1:  # ... then the steady step time
+                    later = _synced_elapsed(t0, device) - first_s
+                    print(f"{variant} seed {seed}: {b} later steps in {later:.1f} s ({1e3 * later / b:.1f} ms/step)",
+                          file=sys.stderr, flush=True)
+            loss_sum, correct = float(loss_sum), int(correct)
             eval_top1, eval_loss = evaluate(model, data, args.train_size, args.train_size, "resize", device, amp=amp)
             last_epoch_s = time.perf_counter() - t0
             train_time += last_epoch_s
