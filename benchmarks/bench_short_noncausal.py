@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import write_report  # noqa: E402
 from sweep_lrpe import make_inputs, parse_shape, rel  # noqa: E402
 
 from lightnet.kernels import additive_attention  # noqa: E402
@@ -127,11 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     md = table(rows)
     print(md)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "bench_short_noncausal.json"), "w") as f:
-            json.dump(rows, f, indent=1)
-        with open(os.path.join(args.out, "bench_short_noncausal.md"), "w") as f:
-            f.write(md + "\n")
+        write_report(args.out, "bench_short_noncausal", rows, md)
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 

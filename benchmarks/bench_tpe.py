@@ -20,7 +20,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from lightnet.layers import MDTPE, TPE_TUNING
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import write_report  # noqa: E402
+
+from lightnet.layers import MDTPE, TPE_TUNING  # noqa: E402
 
 PATHS = {"fft": 0, "direct": 1 << 30}  # TPE_TUNING["direct_max_len"] per path
 
@@ -117,11 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     md = table(rows)
     print(md)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "bench_tpe.json"), "w") as f:
-            json.dump(rows, f, indent=1)
-        with open(os.path.join(args.out, "bench_tpe.md"), "w") as f:
-            f.write(md + "\n")
+        write_report(args.out, "bench_tpe", rows, md)
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 

@@ -24,10 +24,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from lightnet.kernels.reference import noncausal_attention_torch
-from lightnet.kernels.triton_common import TUNING, tuning_from_env
-from lightnet.kernels.triton_noncausal import noncausal_backward, noncausal_forward
-from lightnet.layers import MDLRPE
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import write_report  # noqa: E402
+
+from lightnet.kernels.reference import noncausal_attention_torch  # noqa: E402
+from lightnet.kernels.triton_common import TUNING, tuning_from_env  # noqa: E402
+from lightnet.kernels.triton_noncausal import noncausal_backward, noncausal_forward  # noqa: E402
+from lightnet.layers import MDLRPE  # noqa: E402
 
 HEADS, DIM = 6, 64
 
@@ -82,7 +85,6 @@ def check(q, k, v, do, theta) -> Dict[str, float]:
 
 def time_gpu(q, k, v, do, theta) -> Dict[str, float]:
     """Median ms of forward, backward and both, replayed from a CUDA graph (``sweep_kernels.time_config``)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from sweep_kernels import time_config
 
     return {f"{name}_ms": ms for name, ms in time_config(q, k, v, do, theta, rep=30).items()}
@@ -153,11 +155,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     md = table(rows)
     print(md)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "sweep_lrpe.json"), "w") as f:
-            json.dump(rows, f, indent=1)
-        with open(os.path.join(args.out, "sweep_lrpe.md"), "w") as f:
-            f.write(md + "\n")
+        write_report(args.out, "sweep_lrpe", rows, md)
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 

@@ -156,3 +156,17 @@ def test_trig_table_is_the_default_for_narrow_lrpe_heads_only() -> None:
 
     assert trig_flags(64) == {True}
     assert trig_flags(128) == {False}
+
+
+def test_bench_short_noncausal_checks_both_paths_under_the_interpreter(tmp_path: Path) -> None:
+    environ = {k: v for k, v in os.environ.items() if k != "LIGHTNET_TRITON_TUNING"}
+    environ.update(TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(ROOT), environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_short_noncausal.py"), "--device", "cpu",
+                           "--mode", "none", "--no-time", "--shapes", "1x16", "--out", str(tmp_path)],
+                          env=environ, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    import json
+
+    rows = json.loads((tmp_path / "bench_short_noncausal.json").read_text())
+    assert [r["path"] for r in rows] == ["triton", "gemm"]
+    assert all(r["status"] == "ok" and r["err_dk"] < 2e-2 for r in rows)

@@ -5,6 +5,8 @@ export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1
 # autotuning results (fla's chunk_gla tunes over up to 36 configurations per kernel) kept on disk for later processes
 export TRITON_CACHE_AUTOTUNING=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+# `phase NAME`: append "NAME: <seconds since $t0> s" to $OUT/phases.txt (scripts set t0=$SECONDS after sourcing this)
+phase() { echo "$1: $((SECONDS - t0)) s" | tee -a "$OUT/phases.txt"; }
 { nvidia-smi; python3 -c "import torch, triton, timm, diffusers; print(torch.__version__, triton.__version__, timm.__version__, diffusers.__version__)"; } > "$OUT/env.txt" 2>&1
 # The Fashion-MNIST recipe of issue 7 at the issue's size (run H1 onwards; `lightnet_tiny` width / depth / heads, patch
 # 4 on 32², 15 epochs, batch 512, flips, transfer to 40² / 48²), shared by the accuracy scripts.

@@ -14,7 +14,6 @@ set -u
 source benchmarks/device_runs/_setup.sh
 W=/tmp/i2; mkdir -p "$W"
 t0=$SECONDS
-phase() { echo "$1: $((SECONDS - t0)) s" | tee -a "$OUT/phases.txt"; }
 timeout 80 python3 benchmarks/profile_step.py --sizes 224 1024 --batches 128 8 --compile-mode eager --out "$W/eager" \
   > "$W/prof_eager.log" 2>&1; phase "profile eager"
 timeout 50 python3 benchmarks/profile_step.py --family dit --sizes 32 --batches 256 --compile-mode eager \

@@ -11,7 +11,6 @@ set -u
 source benchmarks/device_runs/_setup.sh
 W=/tmp/i3; mkdir -p "$W"
 t0=$SECONDS
-phase() { echo "$1: $((SECONDS - t0)) s" | tee -a "$OUT/phases.txt"; }
 timeout 130 python3 benchmarks/sweep_lrpe.py --out "$W/sweep" --shapes 128x196,8x4096,256x256 \
   --configs "nc_warps=4;-;nc_warps=8,nc_block_n=32;nc_warps=16;nc_warps=8,nc_min_blocks=4" > "$W/sweep.log" 2>&1
 phase "sweep"

@@ -13,7 +13,6 @@ set -u
 source benchmarks/device_runs/_setup.sh
 W=/tmp/j3; mkdir -p "$W"
 t0=$SECONDS
-phase() { echo "$1: $((SECONDS - t0)) s" | tee -a "$OUT/phases.txt"; }
 CONFIGS="nc_warps=4;-;nc_min_blocks=4;nc_trig_table=1;nc_trig_table=1,nc_warps=8;nc_split_out=1"
 CONFIGS="$CONFIGS;nc_split_out=1,nc_trig_table=1;nc_split_out=1,nc_trig_table=1,nc_warps=8"
 timeout 180 python3 benchmarks/sweep_lrpe.py --out "$W/sweep" --shapes 128x196,32x1024,8x4096,2x16384 \

@@ -8,7 +8,6 @@ set -u
 source benchmarks/device_runs/_setup.sh
 W=/tmp/j5; mkdir -p "$W"
 t0=$SECONDS
-phase() { echo "$1: $((SECONDS - t0)) s" | tee -a "$OUT/phases.txt"; }
 # the GPU check of every non-causal case (the cos / sin table became the MD-LRPE default after run J3; cases 19-22:
 # the shared-memory guards and the 4 / 16-warp launches; 23-24: the table in fp32 / fp16)
 timeout 120 python3 benchmarks/check_kernels_gpu.py --cases 0,1,2,3,4,5,6,7,19,20,21,22,23,24 \

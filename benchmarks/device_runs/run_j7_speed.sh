@@ -11,7 +11,6 @@ set -u
 source benchmarks/device_runs/_setup.sh
 W=/tmp/j7; mkdir -p "$W"
 t0=$SECONDS
-phase() { echo "$1: $((SECONDS - t0)) s" | tee -a "$OUT/phases.txt"; }
 timeout 120 python3 benchmarks/bench_short_noncausal.py --out "$W/short" > "$W/short.log" 2>&1; phase "short"
 timeout 360 python3 benchmarks/bench_models.py --compile-mode reduce-overhead --fullgraph \
   --out "$W/models" > "$W/bench_models.log" 2>&1; phase "models compiled"

@@ -8,7 +8,6 @@ set -u
 source benchmarks/device_runs/_setup.sh
 W=/tmp/j9; mkdir -p "$W"
 t0=$SECONDS
-phase() { echo "$1: $((SECONDS - t0)) s" | tee -a "$OUT/phases.txt"; }
 timeout 60 python3 benchmarks/check_kernels_gpu.py --cases 24 > "$OUT/check_kernels_gpu_24.log" 2>&1; phase "check 24"
 timeout $((200 - SECONDS + t0)) python3 benchmarks/profile_step.py --sizes 224 --batches 128 --compile-mode default \
   --fullgraph --models lightnet_small --op-tables --steps 2 --out "$W/ops" > "$W/prof_ops.log" 2>&1; phase "op tables"

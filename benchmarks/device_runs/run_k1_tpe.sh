@@ -11,7 +11,6 @@ set -u
 source benchmarks/device_runs/_setup.sh
 W=/tmp/k1; mkdir -p "$W"
 t0=$SECONDS
-phase() { echo "$1: $((SECONDS - t0)) s" | tee -a "$OUT/phases.txt"; }
 timeout 150 python3 benchmarks/bench_tpe.py --out "$W/tpe" > "$W/tpe.log" 2>&1; phase "bench_tpe"
 LIGHTNET_TPE_DIRECT_MAX_LEN=128 timeout $((540 - SECONDS + t0)) python3 benchmarks/bench_models.py \
   --compile-mode reduce-overhead --fullgraph --out "$W/models" > "$W/bench_models.log" 2>&1; phase "models (direct TPE)"
