@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import write_report  # noqa: E402
+from _report import two_path_table, write_report  # noqa: E402
 from sweep_lrpe import make_inputs, parse_shape, rel  # noqa: E402
 
 from lightnet.kernels import additive_attention  # noqa: E402
@@ -102,17 +102,8 @@ def run(shapes: Sequence[str], device: str, timed: bool, mode: Optional[str], to
 
 
 def table(rows: List[Dict]) -> str:
-    lines = ["| B × N | Triton ms | GEMM ms | Triton / GEMM | Triton MiB held | GEMM MiB held | max err (Triton, GEMM) |",
-             "|---|---:|---:|---:|---:|---:|---|"]
-    for B, N in dict.fromkeys((r["B"], r["N"]) for r in rows):
-        t, g = (next(r for r in rows if (r["B"], r["N"], r["path"]) == (B, N, p)) for p in ("triton", "gemm"))
-        errs = ", ".join(f"{max(r[k] for k in r if k.startswith('err_')):.1e}" for r in (t, g))
-        if "fwd_bwd_ms" in t and "fwd_bwd_ms" in g:
-            lines.append(f"| {B} × {N} | {t['fwd_bwd_ms']:.3f} | {g['fwd_bwd_ms']:.3f} | "
-                         f"**{t['fwd_bwd_ms'] / g['fwd_bwd_ms']:.2f}×** | {t['held_mib']:.1f} | {g['held_mib']:.1f} | {errs} |")
-        else:
-            lines.append(f"| {B} × {N} | {t['status']} | {g['status']} | — | — | — | {errs} |")
-    return "\n".join(lines)
+    return two_path_table(rows, ("B", "N"), ("triton", "gemm"), ("Triton", "GEMM"), lambda r: f"{r['B']} × {r['N']}",
+                          extra=(("held_mib", "MiB held", ".1f"),))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

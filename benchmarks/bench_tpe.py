@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import write_report  # noqa: E402
+from _report import two_path_table, write_report  # noqa: E402
 
 from lightnet.layers import MDTPE, TPE_TUNING  # noqa: E402
 
@@ -92,17 +92,7 @@ def run(grids: Sequence[str], dim: int, device: str, timed: bool, backend: str, 
 
 
 def table(rows: List[Dict[str, object]]) -> str:
-    lines = ["| batch × grid | FFT ms | direct ms | FFT / direct | max err (FFT, direct) vs eager FFT |",
-             "|---|---:|---:|---:|---|"]
-    for B, S in dict.fromkeys((r["B"], r["side"]) for r in rows):
-        f, d = (next(r for r in rows if (r["B"], r["side"], r["path"]) == (B, S, p)) for p in PATHS)
-        errs = ", ".join(f"{max(r['err_y'], r['err_dx'], r['err_params']):.1e}" for r in (f, d))
-        if "fwd_bwd_ms" in f and "fwd_bwd_ms" in d:
-            lines.append(f"| {B} × {S}² | {f['fwd_bwd_ms']:.3f} | {d['fwd_bwd_ms']:.3f} | "
-                         f"**{f['fwd_bwd_ms'] / d['fwd_bwd_ms']:.2f}×** | {errs} |")
-        else:
-            lines.append(f"| {B} × {S}² | {f['status']} | {d['status']} | — | {errs} |")
-    return "\n".join(lines)
+    return two_path_table(rows, ("B", "side"), tuple(PATHS), ("FFT", "direct"), lambda r: f"{r['B']} × {r['side']}²")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -108,3 +108,18 @@ def test_bench_tpe_checks_both_paths_on_the_cpu(tmp_path: Path) -> None:
     assert all(r["status"] == "ok" and r["err_params"] < 2e-2 for r in rows)
     with pytest.raises(ValueError, match="BxS"):
         bench_tpe.parse_grid("14")
+
+
+def test_two_path_table_ratios_extra_columns_and_failures() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from _report import two_path_table
+
+    rows = [dict(path="a", B=1, status="ok", err_o=1e-3, fwd_bwd_ms=2.0, mib=3.0),
+            dict(path="b", B=1, status="ok", err_o=2e-3, fwd_bwd_ms=0.5, mib=4.0),
+            dict(path="a", B=2, status="ok", err_o=1e-3),
+            dict(path="b", B=2, status="FAILED", err_o=0.5)]
+    md = two_path_table(rows, ("B",), ("a", "b"), ("A", "B"), lambda r: f"B={r['B']}", extra=(("mib", "MiB", ".1f"),))
+    lines = md.splitlines()
+    assert lines[0] == "| problem | A ms | B ms | A / B | A MiB | B MiB | max err (A, B) |"
+    assert lines[2] == "| B=1 | 2.000 | 0.500 | **4.00×** | 3.0 | 4.0 | 1.0e-03, 2.0e-03 |"
+    assert lines[3] == "| B=2 | ok | FAILED | — | — | — | 1.0e-03, 5.0e-01 |"
