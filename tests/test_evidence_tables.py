@@ -210,3 +210,35 @@ def test_runner_compiled_step_trains(tmp_path: Path):
     with open(tmp_path / "lightnet" / "seed0" / "epochs.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
+
+
+def test_position_interpolation_experiment_end_to_end(tmp_path: Path):
+    """Tiny digits run through benchmarks/evidence/position_interpolation.py: the table has the scaled rows, the
+    position overrides change the model's output only inside the block and are restored afterwards."""
+    import torch
+
+    from benchmarks.evidence import position_interpolation as pi
+    from benchmarks.evidence.models import ModelSize, build_classifier
+    from lightnet.layers import lrpe, tpe
+
+    coords, side = lrpe.grid_coordinates, tpe._AxisToeplitz._side
+    model = build_classifier("lightnet", ModelSize(img_size=16, patch_size=4, in_chans=1, embed_dim=16, depth=1,
+                                                   num_heads=2)).eval()
+    x = torch.randn(2, 1, 24, 24)
+    with torch.no_grad():
+        plain = model(x)
+        with pi.scaled_positions(1.0):
+            same = model(x)
+        with pi.scaled_positions(2 / 3):
+            scaled = model(x)
+        after = model(x)
+    assert torch.allclose(plain, same, atol=1e-6) and torch.equal(plain, after)
+    assert not torch.allclose(plain, scaled, atol=1e-4)
+    assert lrpe.grid_coordinates is coords and tpe._AxisToeplitz._side is side
+    out = tmp_path / "pi"
+    assert pi.main(["--out", str(out), "--seeds", "0", "--threads", "1", "--dataset", "digits", "--epochs", "1",
+                    "--train-limit", "256", "--test-limit", "64", "--embed-dim", "16", "--depth", "1",
+                    "--patch", "8", "--train-size", "32", "--eval-sizes", "40"]) == 0
+    res = json.loads((out / "position_interpolation.json").read_text())["0"]
+    assert set(res) == {"@32_resize", "@40_resize", "@40_resize_interp", "@40_pad"}
+    assert all(0.0 <= v <= 100.0 for v in res.values())

@@ -1,0 +1,117 @@
+"""Experiment: does position interpolation help LightNet's resolution transfer?
+
+ViT evaluated at a larger size interpolates its absolute position table, i.e. it sees positions in the training
+grid's range. LightNet's encodings are relative and take integer token offsets (MD-LRPE angles ``coord · ω``, MD-TPE
+kernels ``λ^r``), so a resized image shows it offsets it never saw in training. This script trains LightNet with
+``run_classification.py`` (``--save-weights``), then evaluates each seed at the larger sizes twice: as the model is,
+and with the positions of both encodings scaled by ``train_size / eval_size`` (the MD-LRPE coordinates and the MD-TPE
+offsets ``r``, both defined for real positions) — the analogue of ViT's interpolation and of RoPE position
+interpolation. The scaling is a temporary override of the two position functions for the evaluation only
+(:func:`scaled_positions`); the library has no such switch, because this experiment did not find it helpful
+(``docs/results.md`` §2).
+
+    python -m benchmarks.evidence.position_interpolation --out runs/evidence/pos_interp --seeds 0 1 2
+    (any other option, e.g. ``--epochs 2 --dataset digits``, is passed to run_classification after the recipe)
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import torch
+
+from lightnet.layers import lrpe as lrpe_module
+from lightnet.layers import tpe as tpe_module
+
+from . import run_classification
+from .data import load_image_tensors
+from .models import ModelSize, build_classifier
+
+# the CPU-scale recipe of docs/results.md §2 (LightNet only), trained at 32², evaluated at 40² / 48²
+RECIPE = ["--dataset", "fashion_mnist", "--train-limit", "4000", "--test-limit", "2000", "--epochs", "6",
+          "--batch-size", "64", "--lr", "2e-3", "--warmup-epochs", "0.5", "--drop-path", "0", "--embed-dim", "64",
+          "--depth", "4", "--heads", "2", "--patch", "4", "--train-size", "32", "--eval-sizes", "40", "48"]
+
+
+@contextlib.contextmanager
+def scaled_positions(scale: float) -> Iterator[None]:
+    """Within the block, MD-LRPE coordinates and MD-TPE offsets are multiplied by ``scale`` (1 = unchanged); the
+    LRPE angle cache is cleared on entry and exit so no scaled table outlives the block."""
+    coords, side = lrpe_module.grid_coordinates, tpe_module._AxisToeplitz._side
+
+    def scaled_coords(grid_shape, device=None, offset=0):
+        return coords(grid_shape, device, offset) * scale
+
+    def scaled_side(logit: torch.Tensor, weight: torch.Tensor, n: int) -> torch.Tensor:
+        r = torch.arange(1, n, device=logit.device, dtype=torch.float32)[:, None, None] * scale
+        log_lam = torch.nn.functional.logsigmoid(logit.float())[None]
+        return (torch.exp(r * log_lam) * weight.float()[None]).sum(-1)
+
+    lrpe_module.clear_lrpe_cache()
+    lrpe_module.grid_coordinates, tpe_module._AxisToeplitz._side = scaled_coords, staticmethod(scaled_side)
+    try:
+        yield
+    finally:
+        lrpe_module.grid_coordinates, tpe_module._AxisToeplitz._side = coords, staticmethod(side)
+        lrpe_module.clear_lrpe_cache()
+
+
+def evaluate_seed(weights: Path, data, size: ModelSize, eval_sizes: Sequence[int]) -> Dict[str, float]:
+    """Top-1 (%) of one saved LightNet at every size: resized as is, resized with interpolated positions, padded."""
+    from safetensors.torch import load_file
+
+    model = build_classifier("lightnet", size)
+    model.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
+    cpu = torch.device("cpu")
+    out = {}
+    for s in (size.img_size, *eval_sizes):
+        out[f"@{s}_resize"] = 100 * run_classification.evaluate(model, data, s, size.img_size, "resize", cpu)[0]
+        if s != size.img_size:
+            with scaled_positions(size.img_size / s):
+                out[f"@{s}_resize_interp"] = 100 * run_classification.evaluate(
+                    model, data, s, size.img_size, "resize", cpu)[0]
+            out[f"@{s}_pad"] = 100 * run_classification.evaluate(model, data, s, size.img_size, "pad", cpu)[0]
+    return out
+
+
+def table(per_seed: Dict[int, Dict[str, float]]) -> str:
+    keys = list(next(iter(per_seed.values())))
+    lines = ["| " + " | ".join(["seed", *keys]) + " |", "|---|" + "---:|" * len(keys)]
+    for seed, res in per_seed.items():
+        lines.append(f"| {seed} | " + " | ".join(f"{res[k]:.2f}" for k in keys) + " |")
+    if len(per_seed) > 1:
+        cells = [f"{statistics.mean(r[k] for r in per_seed.values()):.2f} ± "
+                 f"{statistics.stdev(r[k] for r in per_seed.values()):.2f}" for k in keys]
+        lines.append("| mean ± std | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("runs/evidence/pos_interp"))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--threads", type=int, default=2)
+    args, overrides = ap.parse_known_args(argv)  # other options go to run_classification, after (over) the recipe
+    run_argv = [*RECIPE, *overrides, "--models", "lightnet", "--save-weights", "--threads", str(args.threads),
+                "--out", str(args.out), "--seeds", *map(str, args.seeds)]
+    run_classification.main(run_argv)
+    parsed = run_classification.build_parser().parse_args(run_argv)
+    data = load_image_tensors(parsed.dataset, parsed.train_limit, parsed.test_limit, root=parsed.data_root)
+    size = ModelSize(img_size=parsed.train_size, patch_size=parsed.patch, in_chans=1, num_classes=data.num_classes,
+                     embed_dim=parsed.embed_dim, depth=parsed.depth, num_heads=parsed.heads, drop_path_rate=0.0)
+    per_seed = {seed: evaluate_seed(args.out / "lightnet" / f"seed{seed}" / "model_bf16.safetensors", data, size,
+                                    parsed.eval_sizes) for seed in args.seeds}
+    md = table(per_seed)
+    print(md)
+    (args.out / "position_interpolation.json").write_text(json.dumps(per_seed, indent=1))
+    (args.out / "position_interpolation.md").write_text(md + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
