@@ -212,16 +212,16 @@ def test_runner_compiled_step_trains(tmp_path: Path):
     assert len(rows) == 2 and float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
 
 
-def test_position_interpolation_experiment_end_to_end(tmp_path: Path):
-    """Tiny digits run through benchmarks/evidence/position_interpolation.py: the table has the scaled rows, the
-    position overrides change the model's output only inside the block and are restored afterwards."""
+def test_transfer_probes_experiment_end_to_end(tmp_path: Path):
+    """Tiny digits run through benchmarks/evidence/transfer_probes.py: the table has the probes' rows; each override
+    changes the model's output only inside its block (at a grid other than the training one) and is restored."""
     import torch
 
-    from benchmarks.evidence import position_interpolation as pi
+    from benchmarks.evidence import transfer_probes as pi
     from benchmarks.evidence.models import ModelSize, build_classifier
     from lightnet.layers import lrpe, tpe
 
-    coords, side = lrpe.grid_coordinates, tpe._AxisToeplitz._side
+    coords, side, kernel = lrpe.grid_coordinates, tpe._AxisToeplitz._side, tpe._AxisToeplitz.kernel
     model = build_classifier("lightnet", ModelSize(img_size=16, patch_size=4, in_chans=1, embed_dim=16, depth=1,
                                                    num_heads=2)).eval()
     x = torch.randn(2, 1, 24, 24)
@@ -231,14 +231,18 @@ def test_position_interpolation_experiment_end_to_end(tmp_path: Path):
             same = model(x)
         with pi.scaled_positions(2 / 3):
             scaled = model(x)
+        with pi.tpe_mass_matched(4):
+            massed = model(x)
         after = model(x)
     assert torch.allclose(plain, same, atol=1e-6) and torch.equal(plain, after)
+    assert not torch.allclose(plain, massed, atol=1e-4)
     assert not torch.allclose(plain, scaled, atol=1e-4)
     assert lrpe.grid_coordinates is coords and tpe._AxisToeplitz._side is side
+    assert tpe._AxisToeplitz.kernel is kernel
     out = tmp_path / "pi"
     assert pi.main(["--out", str(out), "--seeds", "0", "--threads", "1", "--dataset", "digits", "--epochs", "1",
                     "--train-limit", "256", "--test-limit", "64", "--embed-dim", "16", "--depth", "1",
                     "--patch", "8", "--train-size", "32", "--eval-sizes", "40"]) == 0
-    res = json.loads((out / "position_interpolation.json").read_text())["0"]
-    assert set(res) == {"@32_resize", "@40_resize", "@40_resize_interp", "@40_pad"}
+    res = json.loads((out / "transfer_probes.json").read_text())["0"]
+    assert set(res) == {"@32_resize", "@40_resize", "@40_resize_interp", "@40_resize_tpe_mass", "@40_pad"}
     assert all(0.0 <= v <= 100.0 for v in res.values())

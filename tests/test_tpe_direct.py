@@ -116,3 +116,40 @@ def test_env_override_and_bad_value():
     bad = subprocess.run([sys.executable, "-c", code], env=dict(env, LIGHTNET_TPE_DIRECT_MAX_LEN="many"),
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "LIGHTNET_TPE_DIRECT_MAX_LEN must be an integer" in bad.stderr
+
+
+def test_mass_normalised_kernel_has_the_learned_mass_at_every_length():
+    """kernel_norm='mass': each axis kernel's total |mass| per channel equals |gain| whatever the grid length (the
+    mixed signal does not grow with the grid); gain starts at 0, so the module starts as the identity."""
+    torch.manual_seed(0)
+    tpe = MDTPE(6, num_axes=2, kernel_norm="mass", init_std=0.5)
+    x = torch.randn(2, 5 * 7, 6)
+    assert torch.equal(tpe(x, (5, 7)), x)  # gain = 0: identity
+    for axis in tpe.axes:
+        with torch.no_grad():
+            axis.gain.copy_(torch.linspace(-1.0, 2.0, 6))
+        for n in (3, 8, 12, 40):
+            mass = axis.kernel(n).abs().sum(0)
+            assert torch.allclose(mass, axis.gain.abs(), atol=1e-5), n
+    y = tpe(x, (5, 7))
+    y.square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in tpe.parameters())
+    assert "kernel_norm='mass'" in repr(tpe)
+
+
+def test_mass_normalisation_refuses_causal_axes_and_unknown_modes():
+    with pytest.raises(ValueError, match="bidirectional"):
+        MDTPE(4, num_axes=1, causal=True, kernel_norm="mass")
+    with pytest.raises(ValueError, match="kernel_norm must be"):
+        MDTPE(4, num_axes=2, kernel_norm="l2")
+
+
+def test_vision_model_takes_tpe_kernel_norm():
+    import timm
+
+    import lightnet  # noqa: F401  (registers the models)
+
+    model = timm.create_model("test_lightnet", tpe_kernel_norm="mass", dynamic_img_size=True)
+    assert model.tpe.kernel_norm == "mass" and any(k.endswith("gain") for k in model.state_dict())
+    out = model(torch.randn(1, 3, 48, 64))
+    assert out.shape[0] == 1 and torch.isfinite(out).all()

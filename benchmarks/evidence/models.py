@@ -69,6 +69,7 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     "q_identity": ("lightnet", {"q_act": "identity"}),
     "q_elu1": ("lightnet", {"q_act": "elu1"}),
     "layernorm": ("lightnet", {"norm": "layernorm"}),
+    "tpe_mass": ("lightnet", {"tpe_kernel_norm": "mass"}),
 }
 
 
@@ -89,6 +90,7 @@ DESCRIPTIONS: Dict[str, str] = {
     "q_identity": "LightNet, identity query map",
     "q_elu1": "LightNet, ELU+1 query map",
     "layernorm": "LightNet, LayerNorm instead of RMSNorm",
+    "tpe_mass": "LightNet, MD-TPE kernels rescaled to a learned mass at every grid size",
 }
 
 # Table groups (also the ``--models`` shorthands of run_classification): group → variants, in table order.

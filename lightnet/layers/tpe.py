@@ -157,9 +157,10 @@ def _toeplitz_fft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 class _AxisToeplitz(nn.Module):
     """Relative-position Toeplitz kernel of one axis (sum of ``J`` exponentials per channel)."""
 
-    def __init__(self, dim: int, num_decays: int, causal: bool, init_std: float) -> None:
+    def __init__(self, dim: int, num_decays: int, causal: bool, init_std: float, kernel_norm: str = "none") -> None:
         super().__init__()
         self.causal = causal
+        self.kernel_norm = kernel_norm
         # decays initialised on a spread of ranges: λ from ~0.5 to ~0.99
         # (built on the CPU, then moved to where the factory functions put w0: a ``torch.device`` context such as
         # timm's ``device='meta'`` — this does not depend on ``torch.linspace`` honouring that context)
@@ -172,6 +173,8 @@ class _AxisToeplitz(nn.Module):
         if not causal:
             self.bwd_logit = nn.Parameter(logit.repeat(dim, 1))
             self.bwd_weight = nn.Parameter(torch.randn(dim, num_decays) * init_std)
+        if kernel_norm == "mass":  # the kernel's total |mass| per channel, learned; 0 = identity at init
+            self.gain = nn.Parameter(torch.zeros(dim))
 
     @staticmethod
     def _side(logit: torch.Tensor, weight: torch.Tensor, n: int) -> torch.Tensor:
@@ -181,10 +184,14 @@ class _AxisToeplitz(nn.Module):
         return (torch.exp(r * log_lam) * weight.float()[None]).sum(-1)
 
     def kernel(self, n: int) -> torch.Tensor:
-        """``[2n − 1, C]``: t(r) for r = −(n−1) … n−1."""
+        """``[2n − 1, C]``: t(r) for r = −(n−1) … n−1 (with ``kernel_norm='mass'``: scaled to total |mass| ``gain``
+        over the ``2n − 1`` offsets, whatever ``n``)."""
         pos = self._side(self.fwd_logit, self.fwd_weight, n)
         neg = torch.zeros_like(pos) if self.causal else self._side(self.bwd_logit, self.bwd_weight, n)
-        return torch.cat([neg.flip(0), self.w0.float()[None], pos], dim=0)
+        t = torch.cat([neg.flip(0), self.w0.float()[None], pos], dim=0)
+        if self.kernel_norm == "mass":
+            t = t * (self.gain.float() / (t.abs().sum(0) + 1e-6))[None]
+        return t
 
     def step(self, x: torch.Tensor, h: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Causal chunk continuation: ``x [B, n, C]`` and state ``h [B, C, J]`` → ``(y [B, n, C], h')``."""
@@ -216,6 +223,9 @@ class MDTPE(nn.Module):
         residual: return ``x + Σ_a T_a(x)`` (True) or ``Σ_a T_a(x)``.
         num_prefix_tokens: leading tokens passed through unchanged.
         init_std: std of the initial exponential weights (w0 starts at 0, so the module starts near identity).
+        kernel_norm: ``'none'`` (the paper's kernel) or ``'mass'``: every axis kernel is rescaled to a learned total
+            |mass| per channel (``gain``, starting at 0) over the offsets of the current grid, so the size of the
+            mixed signal does not grow with the grid (bidirectional axes only; see ``docs/design.md``).
 
     Shapes: ``forward(x [B, N, C], grid_shape)`` with ``N = P + prod(grid_shape)`` → ``[B, N, C]``.
     """
@@ -229,16 +239,23 @@ class MDTPE(nn.Module):
         residual: bool = True,
         num_prefix_tokens: int = 0,
         init_std: float = 0.02,
+        kernel_norm: str = "none",
     ) -> None:
         super().__init__()
         flags = [bool(causal)] * num_axes if isinstance(causal, bool) else [bool(c) for c in causal]
         if len(flags) != num_axes:
             raise ValueError(f"MDTPE: {len(flags)} causal flags for {num_axes} axes")
+        if kernel_norm not in ("none", "mass"):
+            raise ValueError(f"MDTPE: kernel_norm must be 'none' or 'mass', got {kernel_norm!r}")
+        if kernel_norm == "mass" and any(flags):
+            raise ValueError("MDTPE: kernel_norm='mass' needs bidirectional axes (a causal kernel normalised over the "
+                             "current length would differ between chunks of a stream)")
+        self.kernel_norm = kernel_norm
         self.dim = dim
         self.num_axes = num_axes
         self.residual = residual
         self.num_prefix_tokens = num_prefix_tokens
-        self.axes = nn.ModuleList(_AxisToeplitz(dim, num_decays, c, init_std) for c in flags)
+        self.axes = nn.ModuleList(_AxisToeplitz(dim, num_decays, c, init_std, kernel_norm) for c in flags)
 
     def forward(
         self,
@@ -286,4 +303,5 @@ class MDTPE(nn.Module):
 
     def extra_repr(self) -> str:
         causal = [a.causal for a in self.axes]
-        return f"dim={self.dim}, num_axes={self.num_axes}, causal={causal}, residual={self.residual}"
+        norm = f", kernel_norm={self.kernel_norm!r}" if self.kernel_norm != "none" else ""
+        return f"dim={self.dim}, num_axes={self.num_axes}, causal={causal}, residual={self.residual}{norm}"

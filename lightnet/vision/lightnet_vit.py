@@ -127,6 +127,8 @@ class LightNet(nn.Module):
         norm: ``'rmsnorm'`` or ``'layernorm'`` (blocks and the final norm).
         use_tpe: MD-TPE after the patch embedding.
         tpe_decays: exponentials per side and channel of the MD-TPE kernels.
+        tpe_kernel_norm: ``'none'`` (paper) or ``'mass'`` (MD-TPE kernels rescaled to a learned mass at every grid
+            size; see :class:`~lightnet.layers.MDTPE`).
         use_lrpe: MD-LRPE inside every token mixer.
         lrpe_base: MD-LRPE frequency base.
         qkv_bias: bias on the q/k/v projection.
@@ -163,6 +165,7 @@ class LightNet(nn.Module):
         norm: str = "rmsnorm",
         use_tpe: bool = True,
         tpe_decays: int = 4,
+        tpe_kernel_norm: str = "none",
         use_lrpe: bool = True,
         lrpe_base: float = 10000.0,
         qkv_bias: bool = False,
@@ -206,7 +209,8 @@ class LightNet(nn.Module):
                 strict_img_size=not self.dynamic_img_size,
                 dynamic_img_pad=dynamic_img_pad,
             )
-            self.tpe = MDTPE(embed_dim, num_axes=2, causal=False, num_decays=tpe_decays) if use_tpe else None
+            self.tpe = (MDTPE(embed_dim, num_axes=2, causal=False, num_decays=tpe_decays, kernel_norm=tpe_kernel_norm)
+                        if use_tpe else None)
             dpr = [r.item() for r in torch.linspace(0, drop_path_rate, depth, device="cpu")]
             self.blocks = nn.Sequential(*[
                 LightNetBlock(

@@ -1,16 +1,20 @@
-"""Experiment: does position interpolation help LightNet's resolution transfer?
+"""Experiment: why does LightNet lose accuracy at larger sizes, and do eval-time corrections help?
 
-ViT evaluated at a larger size interpolates its absolute position table, i.e. it sees positions in the training
-grid's range. LightNet's encodings are relative and take integer token offsets (MD-LRPE angles ``coord · ω``, MD-TPE
-kernels ``λ^r``), so a resized image shows it offsets it never saw in training. This script trains LightNet with
-``run_classification.py`` (``--save-weights``), then evaluates each seed at the larger sizes twice: as the model is,
-and with the positions of both encodings scaled by ``train_size / eval_size`` (the MD-LRPE coordinates and the MD-TPE
-offsets ``r``, both defined for real positions) — the analogue of ViT's interpolation and of RoPE position
-interpolation. The scaling is a temporary override of the two position functions for the evaluation only
-(:func:`scaled_positions`); the library has no such switch, because this experiment did not find it helpful
-(``docs/results.md`` §2).
+Two probes on trained LightNets, each a temporary override of one library function during evaluation only (the
+library has neither switch, because neither was found to help reliably; ``docs/results.md`` §2):
 
-    python -m benchmarks.evidence.position_interpolation --out runs/evidence/pos_interp --seeds 0 1 2
+* **position interpolation** (:func:`scaled_positions`): ViT evaluated at a larger size interpolates its position
+  table, i.e. it sees positions in the training grid's range. LightNet's encodings take integer token offsets
+  (MD-LRPE angles ``coord · ω``, MD-TPE kernels ``λ^r``), both defined for real positions, so the analogue scales
+  them by ``train_size / eval_size`` (as RoPE position interpolation does);
+* **MD-TPE mass matching** (:func:`tpe_mass_matched`): with decays near 1 the MD-TPE kernel sums over the whole line,
+  so its output grows with the grid (~35 % from 8 to 12 tokens per axis in the CPU-scale models); the probe rescales
+  every axis kernel at the evaluation grid to the total |mass| it has at the training grid, per channel.
+
+The script trains LightNet with ``run_classification.py --save-weights`` (finished runs are reused), then evaluates
+each seed at the larger sizes as is, with each probe, and padded.
+
+    python -m benchmarks.evidence.transfer_probes --out runs/evidence/pos_interp --seeds 0 1 2
     (any other option, e.g. ``--epochs 2 --dataset digits``, is passed to run_classification after the recipe)
 """
 from __future__ import annotations
@@ -61,8 +65,29 @@ def scaled_positions(scale: float) -> Iterator[None]:
         lrpe_module.clear_lrpe_cache()
 
 
+@contextlib.contextmanager
+def tpe_mass_matched(train_grid: int) -> Iterator[None]:
+    """Within the block, every MD-TPE axis kernel of length ``n`` is rescaled per channel to the total |mass| its
+    kernel has at length ``train_grid`` (unchanged at ``n = train_grid``)."""
+    kernel = tpe_module._AxisToeplitz.kernel
+
+    def matched(self, n: int) -> torch.Tensor:
+        t = kernel(self, n)
+        if n == train_grid:
+            return t
+        ref = kernel(self, train_grid).abs().sum(0)
+        return t * (ref / t.abs().sum(0).clamp_min(1e-12))[None]
+
+    tpe_module._AxisToeplitz.kernel = matched
+    try:
+        yield
+    finally:
+        tpe_module._AxisToeplitz.kernel = kernel
+
+
 def evaluate_seed(weights: Path, data, size: ModelSize, eval_sizes: Sequence[int]) -> Dict[str, float]:
-    """Top-1 (%) of one saved LightNet at every size: resized as is, resized with interpolated positions, padded."""
+    """Top-1 (%) of one saved LightNet at every size: resized as is, with interpolated positions, with MD-TPE mass
+    matching, and padded."""
     from safetensors.torch import load_file
 
     model = build_classifier("lightnet", size)
@@ -74,6 +99,9 @@ def evaluate_seed(weights: Path, data, size: ModelSize, eval_sizes: Sequence[int
         if s != size.img_size:
             with scaled_positions(size.img_size / s):
                 out[f"@{s}_resize_interp"] = 100 * run_classification.evaluate(
+                    model, data, s, size.img_size, "resize", cpu)[0]
+            with tpe_mass_matched(size.img_size // size.patch_size):
+                out[f"@{s}_resize_tpe_mass"] = 100 * run_classification.evaluate(
                     model, data, s, size.img_size, "resize", cpu)[0]
             out[f"@{s}_pad"] = 100 * run_classification.evaluate(model, data, s, size.img_size, "pad", cpu)[0]
     return out
@@ -108,8 +136,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                     parsed.eval_sizes) for seed in args.seeds}
     md = table(per_seed)
     print(md)
-    (args.out / "position_interpolation.json").write_text(json.dumps(per_seed, indent=1))
-    (args.out / "position_interpolation.md").write_text(md + "\n")
+    (args.out / "transfer_probes.json").write_text(json.dumps(per_seed, indent=1))
+    (args.out / "transfer_probes.md").write_text(md + "\n")
     return 0
 
 
