@@ -153,3 +153,11 @@ def test_vision_model_takes_tpe_kernel_norm():
     assert model.tpe.kernel_norm == "mass" and any(k.endswith("gain") for k in model.state_dict())
     out = model(torch.randn(1, 3, 48, 64))
     assert out.shape[0] == 1 and torch.isfinite(out).all()
+
+
+def test_toeplitz_product_names_shape_errors():
+    with pytest.raises(ValueError, match=r"kernel \[2n - 1, C\]"):
+        toeplitz_product(torch.randn(2, 5, 3), torch.randn(8, 3))
+    with pytest.raises(ValueError, match="toeplitz_product"):
+        toeplitz_product(torch.randn(2, 5, 3), torch.randn(9, 4))
+    assert toeplitz_product(torch.randn(2, 0, 3), torch.randn(1, 3)).shape == (2, 0, 3)

@@ -43,7 +43,11 @@ if os.environ.get(_ENV, "").strip():
 def toeplitz_product(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Depthwise Toeplitz product along dim 1 (``x [B, n, C]``, ``kernel [2n − 1, C]`` → ``[B, n, C]`` fp32): the
     direct form for ``n <= TPE_TUNING["direct_max_len"]``, else the FFT (:func:`toeplitz_fft`)."""
-    if x.shape[1] <= TPE_TUNING["direct_max_len"]:
+    n = x.shape[1]
+    if x.dim() != 3 or kernel.dim() != 2 or kernel.shape[1] != x.shape[2] or kernel.shape[0] != max(2 * n - 1, 1):
+        raise ValueError(f"toeplitz_product: expected x [B, n, C] and kernel [2n - 1, C], got x {tuple(x.shape)} and "
+                         f"kernel {tuple(kernel.shape)}")
+    if n <= TPE_TUNING["direct_max_len"]:
         return toeplitz_direct(x, kernel)
     return toeplitz_fft(x, kernel)
 
