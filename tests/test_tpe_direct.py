@@ -161,3 +161,5 @@ def test_toeplitz_product_names_shape_errors():
     with pytest.raises(ValueError, match="toeplitz_product"):
         toeplitz_product(torch.randn(2, 5, 3), torch.randn(9, 4))
     assert toeplitz_product(torch.randn(2, 0, 3), torch.randn(1, 3)).shape == (2, 0, 3)
+    with pytest.raises(ValueError, match="toeplitz_direct"):
+        toeplitz_direct(torch.randn(2, 5), torch.randn(9, 3))

@@ -43,13 +43,18 @@ if os.environ.get(_ENV, "").strip():
 def toeplitz_product(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Depthwise Toeplitz product along dim 1 (``x [B, n, C]``, ``kernel [2n − 1, C]`` → ``[B, n, C]`` fp32): the
     direct form for ``n <= TPE_TUNING["direct_max_len"]``, else the FFT (:func:`toeplitz_fft`)."""
-    n = x.shape[1]
-    if x.dim() != 3 or kernel.dim() != 2 or kernel.shape[1] != x.shape[2] or kernel.shape[0] != max(2 * n - 1, 1):
-        raise ValueError(f"toeplitz_product: expected x [B, n, C] and kernel [2n - 1, C], got x {tuple(x.shape)} and "
-                         f"kernel {tuple(kernel.shape)}")
-    if n <= TPE_TUNING["direct_max_len"]:
-        return toeplitz_direct(x, kernel)
+    _check_toeplitz_args("toeplitz_product", x, kernel)
+    if x.shape[1] <= TPE_TUNING["direct_max_len"]:
+        return _toeplitz_direct(x, kernel)
     return toeplitz_fft(x, kernel)
+
+
+def _check_toeplitz_args(name: str, x: torch.Tensor, kernel: torch.Tensor) -> None:
+    """``x [B, n, C]`` and ``kernel [2n − 1, C]`` (``[1, C]`` for an empty sequence), else a ValueError naming both."""
+    n = x.shape[1] if x.dim() == 3 else -1
+    if n < 0 or kernel.dim() != 2 or kernel.shape[1] != x.shape[2] or kernel.shape[0] != max(2 * n - 1, 1):
+        raise ValueError(f"{name}: expected x [B, n, C] and kernel [2n - 1, C], got x {tuple(x.shape)} and "
+                         f"kernel {tuple(kernel.shape)}")
 
 
 def toeplitz_direct(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -59,6 +64,11 @@ def toeplitz_direct(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     over channels). While ``torch.compile`` traces: a broadcast product summed over ``j``, which inductor fuses into
     one reduction kernel that reads ``x`` in its own layout (the ``[B, n, n, C]`` product is never stored).
     """
+    _check_toeplitz_args("toeplitz_direct", x, kernel)
+    return _toeplitz_direct(x, kernel)
+
+
+def _toeplitz_direct(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     n = x.shape[1]
     idx = torch.arange(n, device=kernel.device)
     T = kernel.float()[idx[:, None] - idx[None, :] + n - 1]  # [n, n, C]: T[i, j] = t(i − j)
