@@ -39,7 +39,8 @@ def noncausal_attention_gemm(
     key_padding_mask: Optional[torch.Tensor] = None,
     lrpe_theta: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, State]:
-    """Non-causal additive attention as two GEMMs (no initial state).
+    """Non-causal additive attention as two GEMMs (no initial state; no validation: reached through
+    :func:`lightnet.kernels.additive_attention`, which checks the inputs).
 
     Args:
         q, k: ``[B, N, H, D]``; v: ``[B, N, H, E]`` (same floating dtype).
