@@ -28,7 +28,7 @@ TUNING = {
     # MD-LRPE launches read a precomputed [N, 2D] cos | sin table: None / 1 = yes (default, run J3), 0 = cos / sin of
     # the angles computed in every tile
     "nc_trig_table": None,
-    "nc_split_out": None,  # 1: one-range problems run the output / dk-dv pass per token block (not yet timed)
+    "nc_split_out": None,  # 1: one-range problems run the output / dk-dv pass per token block (run J3: slower)
     # non-causal calls of at most this many tokens (no initial state) run as two fused-by-inductor GEMMs while
     # torch.compile traces (lightnet.kernels.gemm_noncausal); None / 0 = never (run J7: 0.48-0.91x the kernels' speed)
     "nc_gemm_max_tokens": None,

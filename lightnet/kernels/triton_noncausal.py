@@ -633,8 +633,8 @@ def _inline_dkdv_only(D: int, E: int, lrpe: bool, dtype: torch.dtype) -> bool:
 
 def split_second_pass(n_splits: int, N: int, block_n: int) -> bool:
     """Whether a one-range (fused) problem runs its second pass — the output in the forward, dk / dv in the
-    backward — as a separate launch with one program per token block (``TUNING["nc_split_out"]``; off by default
-    until a GPU sweep has timed it). The first pass stays one serial program per (batch, head); the second needs
+    backward — as a separate launch with one program per token block (``TUNING["nc_split_out"]``; off: run J3 found
+    it 1.03x at 196 tokens with in-kernel cos / sin and 27 % slower with the cos / sin table, the default). The first pass stays one serial program per (batch, head); the second needs
     only the finished state, so it can spread over ``⌈N / BLOCK_N⌉`` times more programs."""
     return n_splits == 1 and N > block_n and bool(TUNING["nc_split_out"])
 
@@ -659,6 +659,12 @@ def trig_table(theta: torch.Tensor) -> torch.Tensor:
     """``[N, 2D]`` fp32 table ``[cos θ | sin θ]`` of the angle table ``theta [N, D]`` (the kernels' ``TRIG`` mode)."""
     theta = theta.float()
     return torch.cat([torch.cos(theta), torch.sin(theta)], dim=-1).contiguous()
+
+
+def lrpe_operand(theta: Optional[torch.Tensor], lrpe: bool, D: int) -> Tuple[Optional[torch.Tensor], bool]:
+    """``(THETA, TRIG)`` for a launch: the cos / sin table when :func:`use_trig_table`, else the angles as given."""
+    trig = use_trig_table(lrpe, D)
+    return (trig_table(theta) if trig else theta), trig
 
 
 def two_pass_max() -> bool:
@@ -696,8 +702,7 @@ def noncausal_forward(
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype)
     n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
-    trig = use_trig_table(lrpe, D)
-    theta = trig_table(theta) if trig else theta
+    theta, trig = lrpe_operand(theta, lrpe, D)
     o = torch.empty((B, N, H, E), device=q.device, dtype=q.dtype)
     S = torch.empty((B, H, DP, E), device=q.device, dtype=torch.float32)
     z = torch.empty((B, H, D), device=q.device, dtype=torch.float32)
@@ -765,8 +770,7 @@ def noncausal_backward(
     n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
     if n_splits > MAX_INLINE_PARTIALS and _inline_dkdv_only(D, E, lrpe, q.dtype):
         n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, MAX_INLINE_PARTIALS)
-    trig = use_trig_table(lrpe, D)
-    theta = trig_table(theta) if trig else theta
+    theta, trig = lrpe_operand(theta, lrpe, D)
     q, k, v, do = (kernel_layout(t) for t in (q, k, v, do))
     dq = torch.empty(q.shape, device=q.device, dtype=q.dtype)  # contiguous, whatever the inputs' strides
     dk = torch.empty(k.shape, device=k.device, dtype=k.dtype)
