@@ -244,5 +244,7 @@ def test_transfer_probes_experiment_end_to_end(tmp_path: Path):
                     "--train-limit", "256", "--test-limit", "64", "--embed-dim", "16", "--depth", "1",
                     "--patch", "8", "--train-size", "32", "--eval-sizes", "40"]) == 0
     res = json.loads((out / "transfer_probes.json").read_text())["0"]
-    assert set(res) == {"@32_resize", "@40_resize", "@40_resize_interp", "@40_resize_tpe_mass", "@40_pad"}
-    assert all(0.0 <= v <= 100.0 for v in res.values())
+    assert set(res) == {"@32_resize", "@40_resize", "@40_resize_interp", "@40_resize_tpe_mass", "@40_pad",
+                        "tpe_ratio@32", "tpe_ratio@40", "tpe_mass@32", "tpe_mass@40"}
+    assert all(0.0 <= v <= 100.0 for k, v in res.items() if k.startswith("@"))
+    assert all(v > 0 for k, v in res.items() if k.startswith("tpe_"))

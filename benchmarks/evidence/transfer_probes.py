@@ -8,7 +8,8 @@ library has neither switch, because neither was found to help reliably; ``docs/r
   (MD-LRPE angles ``coord · ω``, MD-TPE kernels ``λ^r``), both defined for real positions, so the analogue scales
   them by ``train_size / eval_size`` (as RoPE position interpolation does);
 * **MD-TPE mass matching** (:func:`tpe_mass_matched`): with decays near 1 the MD-TPE kernel sums over the whole line,
-  so its output grows with the grid (~35 % from 8 to 12 tokens per axis in the CPU-scale models); the probe rescales
+  so its output grows with the grid (~40 % from 8 to 12 tokens per axis in the CPU-scale models; the
+  script records it as ``tpe_ratio@size`` and the kernels' mass as ``tpe_mass@size``); the probe rescales
   every axis kernel at the evaluation grid to the total |mass| it has at the training grid, per channel.
 
 The script trains LightNet with ``run_classification.py --save-weights`` (finished runs are reused), then evaluates
@@ -85,9 +86,25 @@ def tpe_mass_matched(train_grid: int) -> Iterator[None]:
         tpe_module._AxisToeplitz.kernel = kernel
 
 
+@contextlib.contextmanager
+def tpe_growth(model: torch.nn.Module) -> Iterator[List[float]]:
+    """Collects ``‖MD-TPE(x) − x‖ / ‖x‖`` of every batch that passes ``model.tpe`` inside the block."""
+    ratios: List[float] = []
+
+    def hook(module, inputs, output) -> None:
+        ratios.append(float((output - inputs[0]).norm() / inputs[0].norm()))
+
+    handle = model.tpe.register_forward_hook(hook)
+    try:
+        yield ratios
+    finally:
+        handle.remove()
+
+
 def evaluate_seed(weights: Path, data, size: ModelSize, eval_sizes: Sequence[int]) -> Dict[str, float]:
     """Top-1 (%) of one saved LightNet at every size: resized as is, with interpolated positions, with MD-TPE mass
-    matching, and padded."""
+    matching, and padded; and at every size MD-TPE's relative output size and its kernels' mass (the growth the
+    mass-matching probe undoes)."""
     from safetensors.torch import load_file
 
     model = build_classifier("lightnet", size)
@@ -95,7 +112,12 @@ def evaluate_seed(weights: Path, data, size: ModelSize, eval_sizes: Sequence[int
     cpu = torch.device("cpu")
     out = {}
     for s in (size.img_size, *eval_sizes):
-        out[f"@{s}_resize"] = 100 * run_classification.evaluate(model, data, s, size.img_size, "resize", cpu)[0]
+        with tpe_growth(model) as ratios:  # ‖MD-TPE(x) − x‖ / ‖x‖ of the as-is evaluation
+            out[f"@{s}_resize"] = 100 * run_classification.evaluate(model, data, s, size.img_size, "resize", cpu)[0]
+        out[f"tpe_ratio@{s}"] = statistics.mean(ratios)
+        with torch.no_grad():
+            out[f"tpe_mass@{s}"] = statistics.mean(  # the axis kernels' L1 mass per channel at this grid
+                float(axis.kernel(s // size.patch_size).abs().sum(0).mean()) for axis in model.tpe.axes)
         if s != size.img_size:
             with scaled_positions(size.img_size / s):
                 out[f"@{s}_resize_interp"] = 100 * run_classification.evaluate(
@@ -111,7 +133,8 @@ def table(per_seed: Dict[int, Dict[str, float]]) -> str:
     keys = list(next(iter(per_seed.values())))
     lines = ["| " + " | ".join(["seed", *keys]) + " |", "|---|" + "---:|" * len(keys)]
     for seed, res in per_seed.items():
-        lines.append(f"| {seed} | " + " | ".join(f"{res[k]:.2f}" for k in keys) + " |")
+        lines.append(f"| {seed} | " + " | ".join(f"{res[k]:.3g}" if k.startswith("tpe_") else f"{res[k]:.2f}"
+                                                for k in keys) + " |")
     if len(per_seed) > 1:
         cells = [f"{statistics.mean(r[k] for r in per_seed.values()):.2f} ± "
                  f"{statistics.stdev(r[k] for r in per_seed.values()):.2f}" for k in keys]
