@@ -191,25 +191,39 @@ def test_runner_warm_only_trains_nothing(tmp_path: Path, capsys):
     assert not list(tmp_path.rglob("*.csv")) and not list(tmp_path.rglob("*.json"))
 
 
-def test_runner_compiled_step_trains(tmp_path: Path):
-    """--compile: the training step goes through torch.compile (inductor on the CPU) and still learns and logs."""
+@pytest.mark.parametrize("scope", ["blocks", "model"])
+def test_runner_compiled_step_trains(tmp_path: Path, scope: str):
+    """--compile [blocks|model]: the training step goes through torch.compile (inductor on the CPU) and still learns
+    and logs. Per block: the two blocks (different drop-path rates) share the graphs of their norm, mixer and MLP
+    (3 graphs: both norms are one), and evaluation (three other sizes / modes) adds none."""
     from torch._dynamo.utils import counters
 
     from benchmarks.evidence import run_classification
 
     argv = ["--dataset", "digits", "--models", "lightnet", "--seeds", "0", "--epochs", "2", "--batch-size", "64",
-            "--train-limit", "256", "--test-limit", "64", "--embed-dim", "16", "--depth", "1", "--heads", "2",
-            "--patch", "8", "--train-size", "32", "--eval-sizes", "40", "--transfer-modes", "pad", "--device", "cpu",
-            "--threads", "1", "--compile", "--out", str(tmp_path)]
+            "--train-limit", "256", "--test-limit", "64", "--embed-dim", "16", "--depth", "2", "--heads", "2",
+            "--patch", "8", "--train-size", "32", "--eval-sizes", "40", "--device", "cpu",
+            "--threads", "1", "--drop-path", "0.1", "--compile", scope, "--out", str(tmp_path)]
     torch._dynamo.reset()
     counters.clear()
     assert run_classification.main(argv) == 0
     graphs = counters["stats"]["unique_graphs"]
     torch._dynamo.reset()
-    assert graphs >= 1
+    assert graphs == {"blocks": 3, "model": 1}[scope]
     with open(tmp_path / "lightnet" / "seed0" / "epochs.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
+    summary = json.loads((tmp_path / "lightnet" / "seed0" / "summary.json").read_text())
+    assert set(summary["transfer"]) >= {"top1@40_resize", "top1@40_pad"}
+
+
+def test_runner_compile_blocks_needs_blocks():
+    from benchmarks.evidence.run_classification import compile_for_training
+
+    with pytest.raises(ValueError, match="no nn.Sequential 'blocks'"):
+        compile_for_training(torch.nn.Linear(2, 2), "blocks")
+    with pytest.raises(ValueError, match="compile scope"):
+        compile_for_training(torch.nn.Linear(2, 2), "layers")
 
 
 def test_transfer_probes_experiment_end_to_end(tmp_path: Path):

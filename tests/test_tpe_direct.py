@@ -110,9 +110,11 @@ def test_env_override_and_bad_value():
     env = {k: v for k, v in os.environ.items() if k != "LIGHTNET_TPE_DIRECT_MAX_LEN"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     code = "from lightnet.layers import TPE_TUNING; print(TPE_TUNING['direct_max_len'])"
-    ok = subprocess.run([sys.executable, "-c", code], env=dict(env, LIGHTNET_TPE_DIRECT_MAX_LEN="32"),
+    default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert default.returncode == 0 and default.stdout.strip() == "32", default.stderr[-1000:]  # run K1's crossover
+    ok = subprocess.run([sys.executable, "-c", code], env=dict(env, LIGHTNET_TPE_DIRECT_MAX_LEN="0"),
                         capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0 and ok.stdout.strip() == "32", ok.stderr[-1000:]
+    assert ok.returncode == 0 and ok.stdout.strip() == "0", ok.stderr[-1000:]
     bad = subprocess.run([sys.executable, "-c", code], env=dict(env, LIGHTNET_TPE_DIRECT_MAX_LEN="many"),
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "LIGHTNET_TPE_DIRECT_MAX_LEN must be an integer" in bad.stderr

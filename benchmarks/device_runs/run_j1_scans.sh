@@ -7,7 +7,9 @@
 #     runs read the tuned configurations instead of each autotuning (_setup.sh sets TRITON_CACHE_AUTOTUNING=1: Triton keeps the tuning results on disk);
 #   * every run checkpoints each epoch and pauses cleanly at --time-limit (checkpoints are ~66 MB each: they cannot
 #     travel back through $OUT, so a run must finish inside one call; the epoch times in the logs say whether it can).
-#   EXTRA=--compile: the compiled PyTorch recurrence (exact pairwise form, no host sync; run J7 probed its speed).
+#   EXTRA=--compile: the training step's blocks compiled regionally (`--compile` = `--compile blocks`: norms, mixer
+#     and MLP, one shared graph each; the PyTorch recurrence takes its exact pairwise form, no host sync). Run J7's
+#     whole-model compile of the 4-scan model had not finished its first step after 130 s.
 #   bash benchmarks/device_runs/run_j1_scans.sh [scan2|scan4|"scan2 scan4"]     (carry .whl and .data/fashion-mnist; writes to $OUT)
 set -u
 M=${1:-scan2}; BACKEND=${BACKEND:-torch}; EXTRA=${EXTRA:-}   # e.g. EXTRA=--compile (compiled training step)
@@ -26,6 +28,8 @@ for V in $M; do  # M may list several baselines ("scan2 scan4": six processes)
       --time-limit $((530 - SECONDS + t0)) > "$L/fmnist_${V}_$S.log" 2>&1 &
   done
 done
+( sleep 150; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv; \
+  nvidia-smi --query-compute-apps=pid,used_memory --format=csv ) > "$OUT/nvidia_smi_150s.txt" 2>&1 &
 wait
 echo "all: $((SECONDS - t0)) s" >> "$OUT/phases.txt"
 timeout 30 python3 -m benchmarks.evidence.make_tables "$L/fmnist" --out "$L/tables" > "$OUT/make_tables.log" 2>&1

@@ -85,7 +85,16 @@ def transfer_keys(train_size: int, eval_sizes: Iterable[int], modes: Iterable[st
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageTensors, size: int, train_size: int, mode: str, device: torch.device,
              batch_size: int = 500, amp: bool = False) -> Tuple[float, float]:
-    """Top-1 accuracy and mean cross-entropy on the test split at input ``size`` (``mode`` 'resize' or 'pad')."""
+    """Top-1 accuracy and mean cross-entropy on the test split at input ``size`` (``mode`` 'resize' or 'pad').
+
+    Runs eagerly even where ``--compile blocks`` compiled the model's blocks in place: every evaluated size and the
+    eval mode would each build another graph."""
+    with torch.compiler.set_stance("force_eager"):
+        return _evaluate(model, data, size, train_size, mode, device, batch_size, amp)
+
+
+def _evaluate(model: nn.Module, data: ImageTensors, size: int, train_size: int, mode: str, device: torch.device,
+              batch_size: int, amp: bool) -> Tuple[float, float]:
     model.eval()
     correct, loss_sum, n = 0, 0.0, 0
     for i in range(0, len(data.y_test), batch_size):
@@ -181,6 +190,36 @@ def warm_caches(variant: str, data: ImageTensors, args: argparse.Namespace, devi
         evaluate(model, sub, s, args.train_size, mode, device, amp=amp)
 
 
+# the parts of a block that ``--compile blocks`` compiles; the drop-path modules stay eager: their rates differ from
+# block to block, and as guarded constants they would give every block its own graph
+COMPILED_BLOCK_PARTS = ("norm1", "attn", "norm2", "mlp")
+
+
+def compile_for_training(model: nn.Module, scope: Optional[str]) -> nn.Module:
+    """The module the training step calls: ``model`` itself (``scope`` None), ``torch.compile(model)`` (``'model'``:
+    one graph, slow to build for the scan baselines: run J7's 4-scan model had not finished its first step after
+    130 s), or ``model`` with the norms, token mixer and MLP of each of its ``blocks`` compiled in place
+    (``'blocks'``: regional compilation; identical parts of different blocks share one compiled graph, so the
+    2-scan classifier's first step took 15 instead of 101 s on two CPU cores). Evaluation runs eager either way
+    (:func:`evaluate`); the state dict keeps its keys."""
+    if scope is None:
+        return model
+    if scope == "model":
+        return torch.compile(model)
+    if scope != "blocks":
+        raise ValueError(f"compile scope must be 'model' or 'blocks', got {scope!r}")
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, nn.Sequential) or len(blocks) == 0:
+        raise ValueError(f"--compile blocks: {type(model).__name__} has no nn.Sequential 'blocks' to compile")
+    for block in blocks:
+        parts = [getattr(block, name, None) for name in COMPILED_BLOCK_PARTS]
+        if not all(isinstance(part, nn.Module) for part in parts):
+            raise ValueError(f"--compile blocks: each block needs the submodules {COMPILED_BLOCK_PARTS}")
+        for part in parts:
+            part.compile()
+    return model
+
+
 def _synced_elapsed(t0: float, device: torch.device) -> float:
     """Seconds since ``t0`` once the device has finished its queued work."""
     if device.type == "cuda":
@@ -195,9 +234,7 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
     paused by ``--time-limit`` / ``--stop-after-epochs`` before the last epoch (the checkpoint stays)."""
     torch.manual_seed(seed)
     model, size = _build_model(variant, data, args, device)
-    # --compile: the training step runs torch.compile'd (one fixed batch shape); evaluation (other sizes, eval mode)
-    # and the saved weights use the module itself
-    step_model = torch.compile(model) if args.compile else model
+    step_model = compile_for_training(model, args.compile)
     params = count_parameters(model)
     opt = torch.optim.AdamW(_param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.999))
     gen = torch.Generator().manual_seed(10_000 + seed)
@@ -344,8 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, default=None,
                    help="seconds from the start: pause (checkpoint kept) before an epoch that would end later")
     p.add_argument("--stop-after-epochs", type=int, default=None, help="pause each run after this many epochs")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the training step (fewer kernel launches; evaluation stays eager)")
+    p.add_argument("--compile", nargs="?", const="blocks", default=None, choices=["blocks", "model"],
+                   help="torch.compile the training step: each block (regional, shared graph; the default when the "
+                        "flag has no value) or the whole model; evaluation stays eager")
     p.add_argument("--save-weights", action="store_true",
                    help="also write the final weights as model_bf16.safetensors (bf16) for offline analysis")
     p.add_argument("--warm-only", action="store_true",

@@ -11,7 +11,7 @@ in an LM) set ``t(−r) = 0``. The kernel exists for any length, so any grid siz
 Outputs of all axes are summed: ``y = x + Σ_a T_a(x)`` (``residual=True``) or ``Σ_a T_a(x)``.
 
 Parallel evaluation is an FFT convolution (O(n log n) per axis line), or for axes of at most
-``TPE_TUNING["direct_max_len"]`` tokens (default 0: never, until a GPU benchmark has timed it) the direct
+``TPE_TUNING["direct_max_len"]`` tokens (default 32: where it was faster on an H200, run K1) the direct
 ``[n, n]`` Toeplitz product (:func:`toeplitz_direct`, O(n²) but no FFT, no complex tensors and, under
 ``torch.compile``, one fused reduction without the FFT path's layout copies). A causal 1-axis TPE also has an exact
 recurrent form with state ``h ∈ [B, C, J]``: ``y_t = w0 x_t + Σ_j w⁺_j λ_j h_{t−1,j}``, ``h_t = λ ⊙ h_{t−1} + x_t``
@@ -28,10 +28,13 @@ from torch import nn
 
 __all__ = ["MDTPE", "TPE_TUNING", "toeplitz_direct", "toeplitz_fft", "toeplitz_product"]
 
-# Axis lengths up to ``direct_max_len`` use the direct product instead of the FFT (0 = always the FFT). Read from
+# Axis lengths up to ``direct_max_len`` use the direct product instead of the FFT (0 = always the FFT). 32: run K1
+# (H200, compiled forward + backward, C = 384, benchmarks/bench_tpe.py) timed the direct product 2.84× faster than
+# the FFT on 14² grids and 1.07× on 32², but 0.68× on 64²; end to end (compiled LightNet-S training) direct-for-all
+# gave +13 % at 224 px and +2 % at 512 px but −11 % / −8 % at 1024 / 2048 px (64² / 128² grids). Read from
 # ``LIGHTNET_TPE_DIRECT_MAX_LEN`` at import so a benchmark process can switch it; read while tracing under
 # torch.compile, so set it before compiling.
-TPE_TUNING = {"direct_max_len": 0}
+TPE_TUNING = {"direct_max_len": 32}
 _ENV = "LIGHTNET_TPE_DIRECT_MAX_LEN"
 if os.environ.get(_ENV, "").strip():
     try:
