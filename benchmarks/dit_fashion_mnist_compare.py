@@ -24,6 +24,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Dict, Optional
 
 import torch
 
@@ -68,6 +69,10 @@ def overrides(arch: str, args: argparse.Namespace, extra: list[str]) -> list[str
         o.append(f"model.kwargs.attention_backend={args.backend}")
     common, per_arch = SIZES[args.size]
     return o + common + per_arch[arch] + extra
+
+
+def _fmt_probe(seconds: Optional[float]) -> str:
+    return "—" if seconds is None else f"{seconds:.4f}"
 
 
 def probe_step_time(cfg: DiTTrainConfig, device: torch.device, iters: int) -> float:
@@ -133,10 +138,13 @@ def main() -> int:
     t_start = time.time()
 
     cfgs = {a: build_config(DiTTrainConfig, "dit_fashion_mnist", overrides(a, args, [])) for a in args.archs}
-    probe = {a: probe_step_time(c, device, 3 if args.tiny else 15) for a, c in cfgs.items()}
+    # the speed probe only sets the step budget: skipped when --steps fixes it (with --compile it would compile both
+    # models once more before their trainings)
+    probe: Dict[str, float] = {}
     if args.steps is not None:
         steps = args.steps
     else:
+        probe = {a: probe_step_time(c, device, 3 if args.tiny else 15) for a, c in cfgs.items()}
         steps = 12 if args.tiny else int(min(args.max_steps, args.train_seconds / sum(probe.values())))
     per_epoch = 60000 // cfgs[args.archs[0]].data.batch_size
     epochs = max(1, math.ceil(steps / per_epoch))
@@ -182,7 +190,7 @@ def main() -> int:
     md += "\n\n| model | params | steps | train wall-clock (s) | probe s/step | final eval loss |\n|---|---|---|---|---|---|\n"
     for arch in args.archs:
         r = runs[arch]
-        md += (f"| {label(arch, args.size)} | {params[arch] / 1e6:.2f}M | {r['step']} | {r['wall_s']:.1f} | {probe[arch]:.4f} | "
+        md += (f"| {label(arch, args.size)} | {params[arch] / 1e6:.2f}M | {r['step']} | {r['wall_s']:.1f} | {_fmt_probe(probe.get(arch))} | "
                f"{r.get('eval_loss', float('nan')):.4f} |\n")
     (out / "results.md").write_text(md)
     print(md)
