@@ -252,3 +252,42 @@ def test_chunked_compiles_without_graph_break_and_matches_naive(strength):
     (o * w.float()).sum().backward()
     for name, t, r in zip("qkvg", inputs, ref_inputs):
         assert rel_err(t.grad.double(), r.grad) < 1e-4, name
+
+
+@pytest.mark.parametrize("intra", ["pairwise", "factorised"])
+def test_chunked_intra_forms_match_naive(intra):
+    """Both intra-chunk forms, asked for explicitly, give the oracle's output and gradients (fp64, weak decay)."""
+    q, k, v, g = _inputs(N=13, strength=0.5)
+    ref_inputs = [t.clone().requires_grad_() for t in (q, k, v, g)]
+    w = torch.randn(2, 13, 2, 3, dtype=torch.float64)
+    (decay_recurrence_naive(*ref_inputs)[0] * w).sum().backward()
+    inputs = [t.clone().requires_grad_() for t in (q, k, v, g)]
+    o = decay_recurrence_chunked(*inputs, chunk_size=4, intra=intra)
+    (o * w).sum().backward()
+    assert rel_err(o, decay_recurrence_naive(q, k, v, g)[0]) < 1e-10
+    for name, t, r in zip("qkvg", inputs, ref_inputs):
+        assert rel_err(t.grad, r.grad) < 1e-9, name
+
+
+def test_chunked_factorised_refuses_decay_that_would_overflow():
+    q, k, v, g = (t.float() for t in _inputs(N=16))
+    strong = torch.full_like(g, -5.0)  # a chunk of 16 tokens sums to −80 < −60: exp(80) would overflow the form
+    with pytest.raises(ValueError, match="intra='factorised' needs every chunk's total log decay above -60"):
+        decay_recurrence_chunked(q, k, v, strong, chunk_size=16, intra="factorised")
+    assert torch.isfinite(decay_recurrence_chunked(q, k, v, strong, chunk_size=16, intra="pairwise")).all()
+    with pytest.raises(ValueError, match="intra must be one of"):
+        decay_recurrence_chunked(q, k, v, g, intra="dense")
+
+
+def test_bench_decay_recurrence_checks_every_form_on_cpu(tmp_path):
+    """benchmarks/bench_decay_recurrence.py without timing: every eager / compiled (aot_eager) form passes its check
+    against the fp32 pairwise form, and the report is written."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_decay_recurrence as bench
+
+    argv = ["--device", "cpu", "--shape", "2x20x2x8", "--no-time", "--backend", "aot_eager", "--out", str(tmp_path)]
+    assert bench.main(argv) == 0
+    report = (tmp_path / "bench_decay_recurrence.md").read_text()
+    assert report.count("| ok |") == len(bench.VARIANTS)
+    with pytest.raises(ValueError, match="expected BxNxHxD"):
+        bench.parse_shape("1024x64")

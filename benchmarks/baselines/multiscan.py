@@ -46,6 +46,7 @@ __all__ = [
 
 _DECAY_FORMS = ("gla", "mamba2")
 _BACKENDS = ("auto", "torch", "fla")
+_INTRA_FORMS = ("auto", "pairwise", "factorised")
 
 
 # In-chunk cumulative log decay above which the factorised intra-chunk form cannot overflow (exp(60) ≈ 1e26 in fp32).
@@ -119,6 +120,7 @@ def decay_recurrence_chunked(
     chunk_size: int = 32,
     initial_state: Optional[torch.Tensor] = None,
     output_final_state: bool = False,
+    intra: str = "auto",
 ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """Chunked (GLA-decomposed) form of the same recurrence, in plain PyTorch; memory O(N · (D + chunk_size)).
 
@@ -131,11 +133,16 @@ def decay_recurrence_chunked(
     * inter-chunk: ``(q_t ⊙ exp(b_t))ᵀ S_prev``,
     * chunk state: ``S = diag(exp(b_L)) S_prev + Σ_s (k_s ⊙ exp(b_L − b_s)) v_sᵀ`` (a short loop over chunks).
 
+    ``intra`` picks the intra-chunk form: ``'auto'`` (as above: factorised when the values allow it, pairwise under
+    ``torch.compile``), ``'pairwise'``, or ``'factorised'`` (the caller guarantees the bound, e.g. by a floor on the
+    log decay of −60 / chunk_size per token; checked on the values in eager mode, a ValueError if it fails).
     Shapes as :func:`decay_recurrence_naive`; returns ``o`` (and the final state when ``output_final_state``).
     """
     _check_qkvg(q, k, v, log_decay)
     if chunk_size < 1:
         raise ValueError(f"decay_recurrence_chunked: chunk_size must be >= 1, got {chunk_size}")
+    if intra not in _INTRA_FORMS:
+        raise ValueError(f"decay_recurrence_chunked: intra must be one of {_INTRA_FORMS}, got {intra!r}")
     dt = _compute_dtype(q)
     B, N, H, D = q.shape
     E = v.shape[-1]
@@ -152,7 +159,11 @@ def decay_recurrence_chunked(
     qc, kc, vc, gc = to_chunks(q), to_chunks(k), to_chunks(v), to_chunks(log_decay)
     b = gc.cumsum(dim=-2)  # [B, H, nc, L, D], non-increasing along L; b[..., -1, :] is each chunk's minimum
     causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
-    if _use_factorised(b, dt):
+    factorised = intra == "factorised" or (intra == "auto" and _use_factorised(b, dt))
+    if intra == "factorised" and not torch.compiler.is_compiling() and not _use_factorised(b, dt):
+        raise ValueError(f"decay_recurrence_chunked: intra='factorised' needs every chunk's total log decay above "
+                         f"{_FACTOR_LIMIT[dt]} (it would overflow); use 'pairwise' / 'auto' or a shorter chunk_size")
+    if factorised:
         # factorised: exp(b_t − b_s) = exp(b_t) · exp(−b_s), both finite because b ≥ limit; scores are [L, L]
         scores = (qc * torch.exp(b)) @ (kc * torch.exp(-b)).transpose(-1, -2)
         scores = scores.masked_fill(~causal, 0.0)
