@@ -262,3 +262,30 @@ def test_transfer_probes_experiment_end_to_end(tmp_path: Path):
                         "tpe_ratio@32", "tpe_ratio@40", "tpe_mass@32", "tpe_mass@40"}
     assert all(0.0 <= v <= 100.0 for k, v in res.items() if k.startswith("@"))
     assert all(v > 0 for k, v in res.items() if k.startswith("tpe_"))
+
+
+def test_partial_epochs_table_counts_only_seeds_that_reached_the_epoch(tmp_path: Path):
+    from benchmarks.evidence import partial_epochs
+
+    def write(variant: str, seed: int, top1: list) -> None:
+        d = tmp_path / variant / f"seed{seed}"
+        d.mkdir(parents=True)
+        with open(d / "epochs.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["epoch", "step", "lr", "train_loss", "train_top1", "eval_loss", "eval_top1", "epoch_time_s"])
+            for e, acc in enumerate(top1, 1):
+                w.writerow([e, e * 10, 1e-3, 1.0, 0.5, 1.0, acc, 1.0])
+
+    write("a", 0, [0.5, 0.7])
+    write("a", 1, [0.6])
+    write("b", 0, [0.4, 0.8])
+    out = tmp_path / "t.md"
+    assert partial_epochs.main([f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}", "--epochs", "1", "2", "3",
+                                "--out", str(out)]) == 0
+    rows = out.read_text().splitlines()
+    assert rows[2] == "| `a` | 55.00 ± 7.07 (2) | 70.00 (1) | — |"  # one seed: no spread
+    assert rows[3] == "| `b` | 40.00 (1) | 80.00 (1) | — |"
+    with pytest.raises(ValueError, match="no seed"):
+        partial_epochs.load_epoch_top1(tmp_path / "missing")
+    with pytest.raises(SystemExit):
+        partial_epochs.main(["no-equals-sign"])
