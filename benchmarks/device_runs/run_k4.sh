@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Run K, call 4 (one H100/H200, ≤ 9.5 min): three jobs in turn, each alone on the GPU.
-#   1. run_k2_weights.sh's job: LightNet at the size on Fashion-MNIST (the run H1 recipe), seeds 0 1 2, with
-#      --save-weights, so the 48² transfer drop of run H1 can be probed offline on the CPU (command in
-#      run_k2_weights.sh's header; one 11 MB archive per seed comes back);
+#   1. LightNet at the size on Fashion-MNIST (the run H1 recipe), seeds 0 1 2, with --save-weights, so the 48²
+#      transfer drop of run H1 (LightNet 57.7 ± 10.3 % vs ViT 84.1 %) can be probed offline on the CPU: one 11 MB
+#      archive per seed comes back; unpack them, then (the finished runs are reused, only the evaluations run)
+#        mkdir -p runs/k4_weights && for S in 0 1 2; do tar xzf <files_at>/seed$S.tgz -C runs/k4_weights; done
+#        python -m benchmarks.evidence.transfer_probes --out runs/k4_weights/fmnist --seeds 0 1 2 --threads 2 \
+#            --train-limit 60000 --test-limit 2000 --epochs 15 --batch-size 512 --lr 1e-3 --embed-dim 192 --depth 12 \
+#            --heads 3 --flip --data-root .data/fashion-mnist
 #   2. bench_decay_recurrence.py: the scan baselines' recurrence alone at their training shape, every form (run K3's
 #      2-scan step took ~650 ms: which form is slow, and which would be fast);
 #   3. bench_dit_latency.py compiled, one image with guidance: LightNet-DiT-B/2 vs DiT-B/2 per step with MD-TPE's
