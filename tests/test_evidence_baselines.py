@@ -291,3 +291,47 @@ def test_bench_decay_recurrence_checks_every_form_on_cpu(tmp_path):
     assert report.count("| ok |") == len(bench.VARIANTS)
     with pytest.raises(ValueError, match="expected BxNxHxD"):
         bench.parse_shape("1024x64")
+
+
+def test_token_permutation_gathers_in_both_directions():
+    """The scan orders' permutation: forward x[:, order]; its gradient is gathered with the inverse (gradcheck in
+    fp64) and no index_add / scatter runs in the backward."""
+    from benchmarks.baselines.multiscan import _TokenPermutation
+
+    order = torch.randperm(7, generator=torch.Generator().manual_seed(0))
+    inverse = torch.argsort(order)
+    x = torch.randn(2, 7, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.equal(_TokenPermutation.apply(x, order, inverse), x[:, order])
+    assert torch.autograd.gradcheck(lambda t: _TokenPermutation.apply(t, order, inverse), (x,))
+    with torch.profiler.profile() as prof:
+        _TokenPermutation.apply(x, order, inverse).sum().backward()
+    names = {e.name for e in prof.events()}
+    assert "aten::index_select" in names and not any("index_add" in n or "scatter" in n for n in names)
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+def test_mixer_recompute_switch_keeps_values_and_gradients(recompute):
+    torch.manual_seed(0)
+    mixer = MultiScanDecayAttention(16, 2, num_directions=4, backend="torch", chunk_size=4).double()
+    x = torch.randn(2, 12, 16, dtype=torch.float64, requires_grad=True)
+    ref = mixer(x, (3, 4))
+    gx_ref, = torch.autograd.grad(ref.square().sum(), x)
+    mixer.recompute = recompute
+    mixer.chunk_size = 8
+    out = mixer(x, (3, 4))
+    gx, = torch.autograd.grad(out.square().sum(), x)
+    assert rel_err(out, ref) < 1e-10 and rel_err(gx, gx_ref) < 1e-10
+
+
+def test_runner_scan_options_reach_the_mixer():
+    from benchmarks.evidence.models import ModelSize, build_classifier
+    from benchmarks.evidence.run_classification import backend_overrides, build_parser
+
+    args = build_parser().parse_args(["--scan-chunk", "8", "--scan-no-recompute", "--scan-backend", "torch"])
+    kwargs = backend_overrides("scan2", args.attn_backend, args.scan_backend, args.scan_chunk, args.scan_recompute)
+    model = build_classifier("scan2", ModelSize(embed_dim=16, depth=1, num_heads=2), **kwargs)
+    attn = model.blocks[0].attn
+    assert (attn.chunk_size, attn.recompute, attn.scan_backend) == (8, False, "torch")
+    assert backend_overrides("lightnet", "torch", "torch", 8, False) == {"attn_backend": "torch"}
+    default = build_parser().parse_args([])
+    assert default.scan_chunk is None and default.scan_recompute is True

@@ -209,9 +209,11 @@ def decay_recurrence(
     scale: float = 1.0,
     backend: str = "auto",
     chunk_size: int = 32,
+    recompute: bool = True,
 ) -> torch.Tensor:
     """Dispatch: fla's ``chunk_gla`` (``'fla'``, or ``'auto'`` on CUDA with fla installed) or the PyTorch chunked form
-    (activation-checkpointed under autograd: only the inputs are saved, the chunked form reruns in the backward).
+    (with ``recompute``, activation-checkpointed under autograd: only the inputs are saved, the chunked form reruns in
+    the backward; without, its intermediates are saved: faster, several GB more per model at batch 512).
 
     Shapes as :func:`decay_recurrence_naive`; returns ``o [B, N, H, E]`` in q's dtype.
     """
@@ -219,7 +221,7 @@ def decay_recurrence(
         raise ValueError(f"decay_recurrence: unknown backend {backend!r}; choose one of {_BACKENDS}")
     use_fla = backend == "fla" or (backend == "auto" and q.is_cuda and fla_available())
     if not use_fla:
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, log_decay)):
+        if recompute and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, log_decay)):
             # recomputed in the backward instead of saving the chunked form's fp32 intermediates (~20 tensors of
             # [B, H, N, D] per call): saved, they took 17-31 GB per 2- / 4-scan classifier at batch 512 (run H1's OOM)
             return checkpoint(decay_recurrence_chunked, q, k, v, log_decay, scale, chunk_size, use_reentrant=False)
@@ -268,6 +270,22 @@ def scan_orders(
     return orders
 
 
+class _TokenPermutation(torch.autograd.Function):
+    """``x [B, N, ...]`` → ``x[:, order]`` for a permutation ``order`` whose inverse is ``inverse``; the backward
+    gathers with the inverse instead of scattering (``index_select``'s own backward is an atomic ``index_add``, which
+    run K5's profile showed at 7 % of a 2-scan training step)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return x.index_select(1, order)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> Tuple[torch.Tensor, None, None]:
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(1, inverse), None, None
+
+
 def multiscan_decay(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -277,6 +295,7 @@ def multiscan_decay(
     scale: float = 1.0,
     backend: str = "auto",
     chunk_size: int = 32,
+    recompute: bool = True,
 ) -> torch.Tensor:
     """Sum over directions of the decay recurrence run in each token order.
 
@@ -296,18 +315,20 @@ def multiscan_decay(
         if o.shape != (N,):
             raise ValueError(f"multiscan_decay: scan order of shape {tuple(o.shape)} for {N} tokens")
     B = q.shape[0]
-    nd = len(orders)
-    gather = lambda x, o: x.index_select(1, o.to(x.device))  # noqa: E731
-    qs = torch.cat([gather(q, o) for o in orders], dim=0)
-    ks = torch.cat([gather(k, o) for o in orders], dim=0)
-    vs = torch.cat([gather(v, o) for o in orders], dim=0)
-    gs = torch.cat([gather(g, o) for g, o in zip(log_decays, orders)], dim=0)
-    out = decay_recurrence(qs, ks, vs, gs, scale=scale, backend=backend, chunk_size=chunk_size)
+    orders = [o.to(q.device) for o in orders]
+    inverses = [torch.argsort(o) for o in orders]
+    permute = _TokenPermutation.apply
+    qs = torch.cat([permute(q, o, inv) for o, inv in zip(orders, inverses)], dim=0)
+    ks = torch.cat([permute(k, o, inv) for o, inv in zip(orders, inverses)], dim=0)
+    vs = torch.cat([permute(v, o, inv) for o, inv in zip(orders, inverses)], dim=0)
+    gs = torch.cat([permute(g, o, inv) for g, o, inv in zip(log_decays, orders, inverses)], dim=0)
+    out = decay_recurrence(qs, ks, vs, gs, scale=scale, backend=backend, chunk_size=chunk_size, recompute=recompute)
     total = None
-    for d, o in enumerate(orders):
-        back = gather(out[d * B : (d + 1) * B], torch.argsort(o))
+    for d, (o, inv) in enumerate(zip(orders, inverses)):
+        back = permute(out[d * B : (d + 1) * B], inv, o)
         total = back if total is None else total + back
     return total
+
 
 
 # ------------------------------------------------------------------------------------------------ token mixer
@@ -362,8 +383,10 @@ class MultiScanDecayAttention(LightNetAttention):
         q_act: query activation (``'identity'`` default, as GLA/Mamba2; ``'silu'``, ``'relu'``, ``'elu1'``).
         scale: ``'sqrt'`` (``D^-1/2``, GLA's default), ``'none'`` or a float.
         gate_rank, gate_act, out_norm, qkv_bias, proj_drop: as in LightNetAttention.
-        chunk_size: chunk length of the PyTorch chunked recurrence.
+        chunk_size: chunk length of the PyTorch chunked recurrence (only its speed changes: run K4 timed 8 fastest at
+            64 tokens).
         backend: ``'auto'`` (fla on CUDA when installed, else PyTorch), ``'torch'`` or ``'fla'``.
+        recompute: rerun the PyTorch chunked recurrence in the backward instead of saving its intermediates.
     """
 
     def __init__(
@@ -388,6 +411,7 @@ class MultiScanDecayAttention(LightNetAttention):
         proj_drop: float = 0.0,
         chunk_size: int = 32,
         backend: str = "auto",
+        recompute: bool = True,
     ) -> None:
         if num_directions not in (1, 2, 4):
             raise ValueError(f"MultiScanDecayAttention: num_directions must be 1, 2 or 4, got {num_directions}")
@@ -404,6 +428,7 @@ class MultiScanDecayAttention(LightNetAttention):
             gate_act=gate_act, out_norm=out_norm, proj_drop=proj_drop,
         )
         self.num_directions, self.decay, self.chunk_size, self.scan_backend = num_directions, decay, chunk_size, backend
+        self.recompute = recompute
         self.decays = nn.ModuleList(
             _DecayGate(dim, num_heads, self.head_dim, decay, decay_rank, decay_normalizer) for _ in range(num_directions)
         )
@@ -451,11 +476,12 @@ class MultiScanDecayAttention(LightNetAttention):
         orders = scan_orders(grid, self.num_directions, self.num_prefix_tokens, device=x.device)
         if self.decay == "mamba2":  # distinct keys per direction: run the directions one by one
             o = sum(
-                multiscan_decay(q, kk, v, [g], [order], self.scale, self.scan_backend, self.chunk_size)
+                multiscan_decay(q, kk, v, [g], [order], self.scale, self.scan_backend, self.chunk_size, self.recompute)
                 for kk, g, order in zip(keys, log_decays, orders)
             )
         else:
-            o = multiscan_decay(q, keys[0], v, log_decays, orders, self.scale, self.scan_backend, self.chunk_size)
+            o = multiscan_decay(q, keys[0], v, log_decays, orders, self.scale, self.scan_backend, self.chunk_size,
+                                self.recompute)
         o = self.out_norm(o).reshape(B, N, C)
         if self.gate is not None:
             o = o * _GATE_ACTS[self.gate_act](self.gate(x))

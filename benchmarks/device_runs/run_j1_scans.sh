@@ -10,9 +10,11 @@
 #   EXTRA=--compile: the training step's blocks compiled regionally (`--compile` = `--compile blocks`: norms, mixer
 #     and MLP, one shared graph each; the PyTorch recurrence takes its exact pairwise form, no host sync). Run J7's
 #     whole-model compile of the 4-scan model had not finished its first step after 130 s.
+#   Next (after runs K3-K5): SEEDS="0 1" EXTRA="--compile --scan-chunk 8 --scan-no-recompute" bash run_j1_scans.sh scan2
 #   bash benchmarks/device_runs/run_j1_scans.sh [scan2|scan4|"scan2 scan4"]     (carry .whl and .data/fashion-mnist; writes to $OUT)
 set -u
 M=${1:-scan2}; BACKEND=${BACKEND:-torch}; EXTRA=${EXTRA:-}   # e.g. EXTRA=--compile (compiled training step)
+SEEDS=${SEEDS:-0 1 2}   # runs K3 / K5: a 2-scan step takes ~120 ms of GPU alone, so two seeds fit a call, not three
 source benchmarks/device_runs/_setup.sh
 export OMP_NUM_THREADS=2
 L=/tmp/j1; mkdir -p "$L"
@@ -23,7 +25,7 @@ if [ "$BACKEND" = fla ]; then
   echo "warm ($BACKEND): $((SECONDS - t0)) s" >> "$OUT/phases.txt"
 fi
 for V in $M; do  # M may list several baselines ("scan2 scan4": six processes)
-  for S in 0 1 2; do
+  for S in $SEEDS; do
     python3 -m benchmarks.evidence.run_classification "${ARGS[@]}" --models "$V" --seeds $S \
       --time-limit $((530 - SECONDS + t0)) > "$L/fmnist_${V}_$S.log" 2>&1 &
   done
