@@ -35,8 +35,9 @@ def parse_spec(spec: str) -> Tuple[str, Optional[int]]:
     return variant, int(chunk) if chunk else None
 
 
-def build(variant: str, chunk: Optional[int], size: ModelSize, device: str) -> torch.nn.Module:
-    mixer = {"backend": "torch", **({"chunk_size": chunk} if chunk else {})}
+def build(variant: str, chunk: Optional[int], size: ModelSize, device: str, recompute: bool = True,
+          backend: str = "torch") -> torch.nn.Module:
+    mixer = {"backend": backend, "recompute": recompute, **({"chunk_size": chunk} if chunk else {})}
     kwargs = {"mixer": mixer} if VARIANTS[variant][0] == "scan" else {}
     return build_classifier(variant, size, **kwargs).to(device)
 
@@ -102,6 +103,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-profile", dest="profile", action="store_false")
+    p.add_argument("--no-recompute", dest="recompute", action="store_false",
+                   help="scan baselines: save the recurrence's intermediates instead of recomputing them")
+    p.add_argument("--scan-backend", default="torch", choices=["torch", "fla"])
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     specs = [parse_spec(s) for s in args.specs]  # every spec is checked before anything runs
@@ -109,13 +113,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = []
     for i, (variant, chunk) in enumerate(specs):
         torch.manual_seed(0)
-        model = compile_for_training(build(variant, chunk, size, args.device), "blocks")
+        model = build(variant, chunk, size, args.device, args.recompute, args.scan_backend)
+        # with fla the scan models run eagerly (its autotuned launchers are not traced by torch.compile)
+        eager = args.scan_backend == "fla" and VARIANTS[variant][0] == "scan"
+        model = compile_for_training(model, None if eager else "blocks")
         row = {"spec": args.specs[i], **time_steps(model, args.batch_size, args.steps, args.warmup, args.device,
                                                    profile=args.profile and i == len(specs) - 1)}
         rows.append(row)
         print({k: v for k, v in row.items() if k != "top_kernels"}, flush=True)
         del model
-    lines = [f"Batch {args.batch_size}, width {args.embed_dim}, depth {args.depth}, blocks compiled, bf16 autocast.",
+    lines = [f"Batch {args.batch_size}, width {args.embed_dim}, depth {args.depth}, blocks compiled (scan models "
+             f"eager with fla), bf16 autocast, recompute {args.recompute}, scan backend {args.scan_backend}.",
              "", "| model | first step s | step ms | vs first row | peak GiB |", "|---|---:|---:|---:|---:|"]
     for r in rows:
         gib = f"{r['peak_gib']:.2f}" if "peak_gib" in r else "—"
