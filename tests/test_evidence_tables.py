@@ -280,8 +280,10 @@ def test_partial_epochs_table_counts_only_seeds_that_reached_the_epoch(tmp_path:
     write("a", 1, [0.6])
     write("b", 0, [0.4, 0.8])
     out = tmp_path / "t.md"
+    png = tmp_path / "curves.png"
     assert partial_epochs.main([f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}", "--epochs", "1", "2", "3",
-                                "--out", str(out)]) == 0
+                                "--out", str(out), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = out.read_text().splitlines()
     assert rows[2] == "| `a` | 55.00 ± 7.07 (2) | 70.00 (1) | — |"  # one seed: no spread
     assert rows[3] == "| `b` | 40.00 (1) | 80.00 (1) | — |"

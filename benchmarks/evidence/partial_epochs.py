@@ -1,11 +1,12 @@
 """Test top-1 per epoch, mean ± std over seeds, for runs that have not all finished (the scan baselines' cut runs).
 
-    python -m benchmarks.evidence.partial_epochs lightnet=benchmarks/results/run_h_h200/h1/fmnist/lightnet \
-        scan2=benchmarks/results/run_k_h200/k3/j1/fmnist/scan2 --epochs 1 4 [--out table.md]
+    python -m benchmarks.evidence.partial_epochs lightnet=<run H1 logs>/fmnist/lightnet \
+        scan2=benchmarks/results/run_k_h200/k3/j1/fmnist/scan2 --epochs 1 4 [--out table.md] [--plot curves.png]
 
 Each ``NAME=DIR`` names a variant and the folder holding its ``seed*/epochs.csv`` (as ``run_classification.py``
 writes them, with or without ``summary.json``). For every asked epoch the table shows the mean ± std over the seeds
-that reached it and how many did; a run that stopped earlier leaves that cell empty. All runs compared this way must
+that reached it and how many did; a run that stopped earlier leaves that cell empty. ``--plot`` draws every
+variant's curve over all epochs any seed reached (mean ± std band over the seeds that reached each epoch). All runs compared this way must
 share the recipe (the same epoch count in the learning-rate schedule), so an epoch means the same point of training.
 """
 from __future__ import annotations
@@ -15,9 +16,9 @@ import csv
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .make_tables import format_mean_std
+from .make_tables import format_mean_std, mean_std
 
-__all__ = ["load_epoch_top1", "render", "main"]
+__all__ = ["load_epoch_top1", "plot_curves", "render", "main"]
 
 
 def load_epoch_top1(run_dir: Path) -> Dict[int, Dict[int, float]]:
@@ -46,6 +47,34 @@ def render(variants: Sequence[Tuple[str, Path]], epochs: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
+def plot_curves(variants: Sequence[Tuple[str, Path]], path: Path) -> Path:
+    """Test top-1 per epoch of every variant (mean ± std over the seeds that reached the epoch) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, (name, run_dir) in enumerate(variants):
+        per_seed = load_epoch_top1(run_dir)
+        epochs = sorted({e for rows in per_seed.values() for e in rows})
+        stats = [mean_std([100 * rows[e] for rows in per_seed.values() if e in rows]) for e in epochs]
+        m, sd = [a for a, _ in stats], [b for _, b in stats]
+        ax.plot(epochs, m, marker="o", markersize=3, color=f"C{i}", label=name)
+        ax.fill_between(epochs, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)], color=f"C{i}",
+                        alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title("Test top-1 per epoch (mean ± std over seeds; cut runs end early)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _parse_variant(spec: str) -> Tuple[str, Path]:
     name, sep, path = spec.partition("=")
     if not sep or not name or not path:
@@ -58,12 +87,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("variants", nargs="+", type=_parse_variant, help="NAME=DIR with DIR/seed*/epochs.csv")
     p.add_argument("--epochs", nargs="+", type=int, default=[1, 4])
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--plot", type=Path, default=None, help="also draw the curves into this PNG")
     args = p.parse_args(argv)
     md = render(args.variants, args.epochs)
     print(md)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(md + "\n")
+    if args.plot:
+        plot_curves(args.variants, args.plot)
     return 0
 
 
