@@ -19,7 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .models import DESCRIPTIONS, GROUPS
 
-__all__ = ["aggregate", "load_runs", "mean_std", "format_mean_std", "render_tables", "make_plots", "main"]
+__all__ = ["aggregate", "load_runs", "mean_std", "format_mean_std", "render_tables", "make_plots", "main",
+           "plot_mean_band", "finish_plot"]
 
 GROUP_TITLES = {
     "main": "Main comparison (same width/depth/patch, same recipe)",
@@ -142,6 +143,29 @@ def render_tables(runs: Sequence[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def plot_mean_band(ax: Any, x: Sequence[float], stats: Sequence[tuple], color: str, label: str, **line: Any) -> None:
+    """A mean line with a ± std band: ``stats`` is one ``(mean, std)`` per point of ``x``."""
+    m, sd = [a for a, _ in stats], [b for _, b in stats]
+    ax.plot(x, m, marker="o", color=color, label=label, **line)
+    ax.fill_between(x, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)], color=color, alpha=0.2)
+
+
+def finish_plot(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str, path: Path, legend_size: Any = None) -> Path:
+    """Labels, grid and legend, then save ``path`` (120 dpi, its folder created) and close the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def make_plots(runs: Sequence[Dict[str, Any]], out_dir: Path) -> List[Path]:
     """Write ``curves.png``, ``variants.png`` and ``transfer.png`` into ``out_dir``; returns the paths written."""
     import matplotlib
@@ -162,19 +186,9 @@ def make_plots(runs: Sequence[Dict[str, Any]], out_dir: Path) -> List[Path]:
         n = min(len(c) for c in curves)
         epochs = [curves[0][i][0] for i in range(n)]
         stats = [mean_std([c[i][1] * 100 for c in curves]) for i in range(n)]
-        m = [s[0] for s in stats]
-        sd = [s[1] for s in stats]
-        ax.plot(epochs, m, marker="o", label=v)
-        ax.fill_between(epochs, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)], alpha=0.2)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title("Learning curves (mean ± std over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    written.append(out_dir / "curves.png")
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
+        plot_mean_band(ax, epochs, stats, f"C{main.index(v)}", v)
+    written.append(finish_plot(fig, ax, "epoch", "test top-1 (%)", "Learning curves (mean ± std over seeds)",
+                               out_dir / "curves.png"))
 
     order = _variant_order(agg)
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(order) + 1.2))
@@ -207,15 +221,8 @@ def make_plots(runs: Sequence[Dict[str, Any]], out_dir: Path) -> List[Path]:
                     pts.sort()
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", color=f"C{i}",
                             label=f"{v} ({mode})")
-        ax.set_xlabel("evaluation image size (px)")
-        ax.set_ylabel("test top-1 (%)")
-        ax.set_title("Resolution transfer without fine-tuning")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        written.append(out_dir / "transfer.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
+        written.append(finish_plot(fig, ax, "evaluation image size (px)", "test top-1 (%)",
+                                   "Resolution transfer without fine-tuning", out_dir / "transfer.png", 8))
     return written
 
 

@@ -16,7 +16,7 @@ import csv
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .make_tables import format_mean_std, mean_std
+from .make_tables import finish_plot, format_mean_std, mean_std, plot_mean_band
 
 __all__ = ["load_epoch_top1", "plot_curves", "render", "main"]
 
@@ -59,20 +59,9 @@ def plot_curves(variants: Sequence[Tuple[str, Path]], path: Path) -> Path:
         per_seed = load_epoch_top1(run_dir)
         epochs = sorted({e for rows in per_seed.values() for e in rows})
         stats = [mean_std([100 * rows[e] for rows in per_seed.values() if e in rows]) for e in epochs]
-        m, sd = [a for a, _ in stats], [b for _, b in stats]
-        ax.plot(epochs, m, marker="o", markersize=3, color=f"C{i}", label=name)
-        ax.fill_between(epochs, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)], color=f"C{i}",
-                        alpha=0.2)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title("Test top-1 per epoch (mean ± std over seeds; cut runs end early)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        plot_mean_band(ax, epochs, stats, f"C{i}", name, markersize=3)
+    return finish_plot(fig, ax, "epoch", "test top-1 (%)",
+                       "Test top-1 per epoch (mean ± std over seeds; cut runs end early)", path, 8)
 
 
 def _parse_variant(spec: str) -> Tuple[str, Path]:
