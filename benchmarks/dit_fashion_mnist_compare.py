@@ -174,18 +174,29 @@ def main() -> int:
             {"steps": steps, "probe_s_per_step": probe, "runs": runs}, indent=1, default=str))
         return 0
     img_size = cfgs[args.archs[0]].data.img_size
-    table = compute_fid_table([str(work / a / "pipeline") for a in args.archs], "fashion_mnist", args.data_root,
-                              img_size, 100 if args.tiny else args.num_samples, str(work / "fid_classifier"),
-                              1 if args.tiny else 3, 2 if args.tiny else args.sample_steps, args.guidance, "ddim",
-                              500, args.seed, str(device), load_pipeline, sample_images, set_scheduler,
-                              autocast=args.sample_autocast)
-    for row, arch in zip(table["pipelines"], args.archs):
+
+    def write_results(fid_table: Dict) -> None:
+        """results.json after the trainings and again after each model's FID, so a run cut during sampling keeps
+        its held-out losses and the FIDs already computed (aggregate_seeds matches FID rows by transformer)."""
+        results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                   "torch": torch.__version__, "steps": steps, "probe_s_per_step": probe, "runs": runs,
+                   "fid": fid_table, "lightnet_backend": args.backend, "seed": args.seed, "compile": args.compile,
+                   "sample_autocast": args.sample_autocast, "total_s": time.time() - t_start,
+                   "fid_done": [a for a, _ in zip(args.archs, fid_table.get("pipelines", []))]}
+        (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+
+    write_results({"pipelines": []})
+    table: Dict = {}
+    for arch in args.archs:  # one model at a time; the feature classifier is trained once and cached in work/
+        part = compute_fid_table([str(work / arch / "pipeline")], "fashion_mnist", args.data_root, img_size,
+                                 100 if args.tiny else args.num_samples, str(work / "fid_classifier"),
+                                 1 if args.tiny else 3, 2 if args.tiny else args.sample_steps, args.guidance, "ddim",
+                                 500, args.seed, str(device), load_pipeline, sample_images, set_scheduler,
+                                 autocast=args.sample_autocast)
+        row = part["pipelines"][0]
         row["pipeline"] = f"{label(arch, args.size)} ({row['transformer']}, {params[arch] / 1e6:.1f}M params)"
-    results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-               "torch": torch.__version__, "steps": steps, "probe_s_per_step": probe, "runs": runs, "fid": table,
-               "lightnet_backend": args.backend, "seed": args.seed, "compile": args.compile,
-               "sample_autocast": args.sample_autocast, "total_s": time.time() - t_start}
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        table = part if not table else {**table, "pipelines": table["pipelines"] + part["pipelines"]}
+        write_results(table)
     md = format_table(table)
     md += "\n\n| model | params | steps | train wall-clock (s) | probe s/step | final eval loss |\n|---|---|---|---|---|---|\n"
     for arch in args.archs:
