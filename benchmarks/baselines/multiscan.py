@@ -159,8 +159,9 @@ def decay_recurrence_chunked(
     qc, kc, vc, gc = to_chunks(q), to_chunks(k), to_chunks(v), to_chunks(log_decay)
     b = gc.cumsum(dim=-2)  # [B, H, nc, L, D], non-increasing along L; b[..., -1, :] is each chunk's minimum
     causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
-    factorised = intra == "factorised" or (intra == "auto" and _use_factorised(b, dt))
-    if intra == "factorised" and not torch.compiler.is_compiling() and not _use_factorised(b, dt):
+    safe = None if intra == "pairwise" else _use_factorised(b, dt)  # False while compiling: no host sync there
+    factorised = intra == "factorised" or bool(safe)
+    if intra == "factorised" and not safe and not torch.compiler.is_compiling():
         raise ValueError(f"decay_recurrence_chunked: intra='factorised' needs every chunk's total log decay above "
                          f"{_FACTOR_LIMIT[dt]} (it would overflow); use 'pairwise' / 'auto' or a shorter chunk_size")
     if factorised:
@@ -328,7 +329,6 @@ def multiscan_decay(
         back = permute(out[d * B : (d + 1) * B], inv, o)
         total = back if total is None else total + back
     return total
-
 
 
 # ------------------------------------------------------------------------------------------------ token mixer
