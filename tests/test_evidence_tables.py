@@ -237,7 +237,7 @@ def test_transfer_probes_experiment_end_to_end(tmp_path: Path):
 
     coords, side, kernel = lrpe.grid_coordinates, tpe._AxisToeplitz._side, tpe._AxisToeplitz.kernel
     model = build_classifier("lightnet", ModelSize(img_size=16, patch_size=4, in_chans=1, embed_dim=16, depth=1,
-                                                   num_heads=2)).eval()
+                                                   num_heads=2), tpe_match_mass=False).eval()
     x = torch.randn(2, 1, 24, 24)
     with torch.no_grad():
         plain = model(x)
@@ -245,9 +245,11 @@ def test_transfer_probes_experiment_end_to_end(tmp_path: Path):
             same = model(x)
         with pi.scaled_positions(2 / 3):
             scaled = model(x)
-        with pi.tpe_mass_matched(4):
+        with pi.tpe_mass_matched(model, 4):
+            assert model.tpe.reference_grid == (4, 4)
             massed = model(x)
         after = model(x)
+    assert model.tpe.reference_grid is None
     assert torch.allclose(plain, same, atol=1e-6) and torch.equal(plain, after)
     assert not torch.allclose(plain, massed, atol=1e-4)
     assert not torch.allclose(plain, scaled, atol=1e-4)

@@ -280,19 +280,24 @@ def test_non_square_dynamic_and_padding():
 
 
 def test_no_size_dependent_parameters():
-    """A fixed-size model at another size has exactly the parameters of the dynamic one (nothing resampled)."""
+    """A fixed-size model at another size has exactly the parameters of the dynamic one (nothing resampled); with the
+    paper's MD-TPE kernel the outputs agree too, and with mass matching (the default) once both share the nominal
+    size, which is MD-TPE's reference grid."""
     torch.manual_seed(0)
-    dyn = timm.create_model("test_lightnet", dynamic_img_size=True).eval()
-    fixed = timm.create_model("test_lightnet", img_size=96).eval()
-    fixed.load_state_dict(dyn.state_dict())  # strict: same keys and shapes
     x = torch.randn(2, 3, 96, 96)
-    with torch.no_grad():
-        assert torch.allclose(fixed(x), dyn(x), atol=1e-6)
+    for match in (False, True):
+        dyn = timm.create_model("test_lightnet", dynamic_img_size=True, tpe_match_mass=match).eval()
+        fixed = timm.create_model("test_lightnet", img_size=96, tpe_match_mass=match).eval()
+        fixed.load_state_dict(dyn.state_dict())  # strict: same keys and shapes
+        if match:
+            dyn.set_input_size(img_size=96)
+        with torch.no_grad():
+            assert torch.allclose(fixed(x), dyn(x), atol=1e-6)
 
 
 def test_set_input_size():
     model = timm.create_model("test_lightnet").eval()
-    ref = timm.create_model("test_lightnet", dynamic_img_size=True).eval()
+    ref = timm.create_model("test_lightnet", img_size=128, dynamic_img_size=True).eval()  # same MD-TPE reference
     ref.load_state_dict(model.state_dict())
     model.set_input_size(img_size=128)
     x = torch.randn(1, 3, 128, 128)

@@ -1,16 +1,17 @@
 """Experiment: why does LightNet lose accuracy at larger sizes, and do eval-time corrections help?
 
-Two probes on trained LightNets, each a temporary override of one library function during evaluation only (the
-library has neither switch, because neither was found to help reliably; ``docs/results.md`` §2):
+Two probes on trained LightNets, evaluated with the paper's MD-TPE kernel as the baseline (``tpe_match_mass=False``):
 
-* **position interpolation** (:func:`scaled_positions`): ViT evaluated at a larger size interpolates its position
-  table, i.e. it sees positions in the training grid's range. LightNet's encodings take integer token offsets
-  (MD-LRPE angles ``coord · ω``, MD-TPE kernels ``λ^r``), both defined for real positions, so the analogue scales
-  them by ``train_size / eval_size`` (as RoPE position interpolation does);
-* **MD-TPE mass matching** (:func:`tpe_mass_matched`): with decays near 1 the MD-TPE kernel sums over the whole line,
-  so its output grows with the grid (~40 % from 8 to 12 tokens per axis in the CPU-scale models; the
-  script records it as ``tpe_ratio@size`` and the kernels' mass as ``tpe_mass@size``); the probe rescales
-  every axis kernel at the evaluation grid to the total |mass| it has at the training grid, per channel.
+* **position interpolation** (:func:`scaled_positions`, a temporary override of two library functions; the library
+  has no such switch, because it did not help, ``docs/results.md`` §2): ViT evaluated at a larger size interpolates
+  its position table, i.e. it sees positions in the training grid's range. LightNet's encodings take integer token
+  offsets (MD-LRPE angles ``coord · ω``, MD-TPE kernels ``λ^r``), both defined for real positions, so the analogue
+  scales them by ``train_size / eval_size`` (as RoPE position interpolation does);
+* **MD-TPE mass matching** (:func:`tpe_mass_matched`, the library's ``MDTPE.reference_grid``, on by default in the
+  vision models since run K4 showed it at the issue's size): with decays near 1 the MD-TPE kernel sums over the
+  whole line, so its output grows with the grid (the script records it as ``tpe_ratio@size`` and the kernels' mass
+  as ``tpe_mass@size``); matching rescales every axis kernel at the evaluation grid to the total |mass| it has at
+  the training grid, per channel.
 
 The script trains LightNet with ``run_classification.py --save-weights`` (finished runs are reused), then evaluates
 each seed at the larger sizes as is, with each probe, and padded.
@@ -67,23 +68,15 @@ def scaled_positions(scale: float) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def tpe_mass_matched(train_grid: int) -> Iterator[None]:
-    """Within the block, every MD-TPE axis kernel of length ``n`` is rescaled per channel to the total |mass| its
-    kernel has at length ``train_grid`` (unchanged at ``n = train_grid``)."""
-    kernel = tpe_module._AxisToeplitz.kernel
-
-    def matched(self, n: int) -> torch.Tensor:
-        t = kernel(self, n)
-        if n == train_grid:
-            return t
-        ref = kernel(self, train_grid).abs().sum(0)
-        return t * (ref / t.abs().sum(0).clamp_min(1e-12))[None]
-
-    tpe_module._AxisToeplitz.kernel = matched
+def tpe_mass_matched(model: torch.nn.Module, train_grid: int) -> Iterator[None]:
+    """Within the block, ``model``'s MD-TPE matches every axis kernel's per-channel |mass| to the one it has at
+    ``train_grid`` tokens (``MDTPE.reference_grid``); the previous reference is restored on exit."""
+    saved = model.tpe.reference_grid
+    model.tpe.set_reference_grid((train_grid,) * model.tpe.num_axes)
     try:
         yield
     finally:
-        tpe_module._AxisToeplitz.kernel = kernel
+        model.tpe.set_reference_grid(saved)
 
 
 @contextlib.contextmanager
@@ -107,7 +100,7 @@ def evaluate_seed(weights: Path, data, size: ModelSize, eval_sizes: Sequence[int
     mass-matching probe undoes)."""
     from safetensors.torch import load_file
 
-    model = build_classifier("lightnet", size)
+    model = build_classifier("lightnet", size, tpe_match_mass=False)  # the paper's kernel is the baseline here
     model.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
     cpu = torch.device("cpu")
     out = {}
@@ -122,7 +115,7 @@ def evaluate_seed(weights: Path, data, size: ModelSize, eval_sizes: Sequence[int
             with scaled_positions(size.img_size / s):
                 out[f"@{s}_resize_interp"] = 100 * run_classification.evaluate(
                     model, data, s, size.img_size, "resize", cpu)[0]
-            with tpe_mass_matched(size.img_size // size.patch_size):
+            with tpe_mass_matched(model, size.img_size // size.patch_size):
                 out[f"@{s}_resize_tpe_mass"] = 100 * run_classification.evaluate(
                     model, data, s, size.img_size, "resize", cpu)[0]
             out[f"@{s}_pad"] = 100 * run_classification.evaluate(model, data, s, size.img_size, "pad", cpu)[0]
