@@ -6,9 +6,10 @@ far above LightNet's. This script times forward + backward of the recurrence alo
 of its forms, so the next call can pick one:
 
 * ``eager`` / ``compiled`` (``torch.compile``) :func:`benchmarks.baselines.decay_recurrence_chunked` with
-  ``intra`` = ``pairwise`` (exact for any decay, ``[L, L, D]`` weights per chunk) or ``factorised`` (two ``[L, L]``
-  GEMMs; needs every chunk's total log decay above −60, which a per-token floor of −60 / L guarantees), at chunk
-  lengths 8 / 16 / 32 / 64;
+  ``intra`` = ``pairwise`` (exact for any decay, ``[L, L, D]`` weights per chunk), ``subchunk`` (exact for any
+  decay: GEMMs between sub-chunks of 8 tokens, pairwise inside them; at L = 64 one chunk holds the whole sequence, so
+  no loop over chunk states) or ``factorised`` (two ``[L, L]`` GEMMs; needs every chunk's total log decay above −60,
+  which a per-token floor of −60 / L guarantees), at chunk lengths 8 / 16 / 32 / 64;
 * ``fla``: fla's ``chunk_gla`` Triton kernel (``--fla``; its first call autotunes for minutes).
 
 Decay: ``g = logsigmoid(z) / 16`` (GLA's normaliser) with ``z ~ N(−40, 20)`` ("strong": ≈ −2.5 per token, so chunk
@@ -42,6 +43,9 @@ VARIANTS: List[Tuple[str, str, str, int, str]] = [
     ("compiled pairwise L=32 (run K3's path)", "strong", "compiled", 32, "pairwise"),
     ("compiled pairwise L=16", "strong", "compiled", 16, "pairwise"),
     ("compiled pairwise L=8", "strong", "compiled", 8, "pairwise"),
+    ("eager subchunk L=64 (s=8)", "strong", "eager", 64, "subchunk"),
+    ("compiled subchunk L=64 (s=8)", "strong", "compiled", 64, "subchunk"),
+    ("compiled subchunk L=16 (s=8)", "strong", "compiled", 16, "subchunk"),
     ("eager factorised L=16", "weak", "eager", 16, "factorised"),
     ("eager factorised L=64", "weak", "eager", 64, "factorised"),
     ("compiled factorised L=16", "weak", "compiled", 16, "factorised"),

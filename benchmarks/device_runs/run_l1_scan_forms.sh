@@ -4,10 +4,12 @@
 # but not fla's chunk_gla at this shape. In turn, alone on the GPU:
 #   1. bench_decay_recurrence.py --fla: every PyTorch form and fla's chunk_gla (its first call autotunes; Triton keeps
 #      the tuning on disk, TRITON_CACHE_AUTOTUNING=1 from _setup.sh);
-#   2. time_scan_step.py, PyTorch recurrence at chunk 8 without recomputation, 2- and 4-scan, blocks compiled;
+#   2. time_scan_step.py, PyTorch recurrence without recomputation, blocks compiled: the 2-scan model at chunk 8
+#      (pairwise) and at chunk 64 in the sub-chunk form (exact, GEMMs between sub-chunks, no chunk-state loop at
+#      64 tokens), the 4-scan model in the sub-chunk form;
 #   3. time_scan_step.py with fla (eager scan models).
-# Then: if a 2-scan step is ≤ ~90 ms, `EXTRA="--compile --scan-chunk 8 --scan-no-recompute" run_j1_scans.sh scan2`
-# fits three seeds in a call; else SEEDS="0 1" (see docs/results.md §6).
+# Then, with the fastest form (e.g. EXTRA="--compile --scan-chunk 64 --scan-intra subchunk --scan-no-recompute"): if a
+# 2-scan step is ≤ ~90 ms, run_j1_scans.sh scan2 fits three seeds in a call; else SEEDS="0 1" (docs/results.md §6).
 #   bash benchmarks/device_runs/run_l1_scan_forms.sh     (carry .whl; writes to $OUT)
 set -u
 source benchmarks/device_runs/_setup.sh
@@ -15,7 +17,8 @@ W=/tmp/l1; mkdir -p "$W"
 t0=$SECONDS
 timeout 240 python3 benchmarks/bench_decay_recurrence.py --fla --out "$W/recurrence" > "$W/recurrence.log" 2>&1
 phase "recurrence forms + fla"
-timeout 150 python3 -m benchmarks.evidence.time_scan_step --specs scan2:8 scan4:8 --no-recompute --steps 10 \
+timeout 150 python3 -m benchmarks.evidence.time_scan_step --specs scan2:8 scan2:64:subchunk scan4:64:subchunk \
+  --no-recompute --steps 10 \
   --warmup 2 --out "$W/torch" > "$W/step_torch.log" 2>&1
 phase "steps, PyTorch chunk 8"
 timeout $((540 - SECONDS + t0)) python3 -m benchmarks.evidence.time_scan_step --specs scan2 scan4 --scan-backend fla \

@@ -3,7 +3,7 @@
 Run K3 measured the 2-scan classifier's step at ~650 ms with three processes sharing an H200 and run K4 timed its
 recurrence alone (``bench_decay_recurrence.py``: 6.4 ms per call at chunk 32, 3.9 ms at chunk 8). This script times
 whole steps (forward + backward + AdamW, bf16 autocast, synthetic ``[B, 1, 32, 32]`` input, blocks compiled as
-``run_classification.py --compile blocks`` does) for ``variant[:chunk]`` specs, in one process, and profiles the last
+``run_classification.py --compile blocks`` does) for ``variant[:chunk[:intra]]`` specs, in one process, and profiles the last
 spec's step by CUDA kernel (top kernels by GPU time), so the next call can plan how many runs fit.
 
     PYTHONPATH=. python -m benchmarks.evidence.time_scan_step --specs lightnet scan2:32 scan2:8 --out $OUT
@@ -25,19 +25,21 @@ from .models import VARIANTS, ModelSize, build_classifier
 from .run_classification import compile_for_training
 
 
-def parse_spec(spec: str) -> Tuple[str, Optional[int]]:
-    """``'scan2:8'`` → ``('scan2', 8)``; ``'lightnet'`` → ``('lightnet', None)``."""
-    variant, _, chunk = spec.partition(":")
+def parse_spec(spec: str) -> Tuple[str, Optional[int], str]:
+    """``'scan2:64:subchunk'`` → ``('scan2', 64, 'subchunk')``; ``'scan2:8'`` → ``('scan2', 8, 'auto')``;
+    ``'lightnet'`` → ``('lightnet', None, 'auto')``."""
+    variant, _, rest = spec.partition(":")
+    chunk, _, intra = rest.partition(":")
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r} in {spec!r}")
-    if chunk and VARIANTS[variant][0] != "scan":
+    if rest and VARIANTS[variant][0] != "scan":
         raise ValueError(f"{spec!r}: a chunk length only applies to the scan baselines")
-    return variant, int(chunk) if chunk else None
+    return variant, int(chunk) if chunk else None, intra or "auto"
 
 
 def build(variant: str, chunk: Optional[int], size: ModelSize, device: str, recompute: bool = True,
-          backend: str = "torch") -> torch.nn.Module:
-    mixer = {"backend": backend, "recompute": recompute, **({"chunk_size": chunk} if chunk else {})}
+          backend: str = "torch", intra: str = "auto") -> torch.nn.Module:
+    mixer = {"backend": backend, "recompute": recompute, "intra": intra, **({"chunk_size": chunk} if chunk else {})}
     kwargs = {"mixer": mixer} if VARIANTS[variant][0] == "scan" else {}
     return build_classifier(variant, size, **kwargs).to(device)
 
@@ -111,9 +113,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     specs = [parse_spec(s) for s in args.specs]  # every spec is checked before anything runs
     size = ModelSize(embed_dim=args.embed_dim, depth=args.depth, num_heads=args.heads, drop_path_rate=0.1)
     rows = []
-    for i, (variant, chunk) in enumerate(specs):
+    for i, (variant, chunk, intra) in enumerate(specs):
         torch.manual_seed(0)
-        model = build(variant, chunk, size, args.device, args.recompute, args.scan_backend)
+        model = build(variant, chunk, size, args.device, args.recompute, args.scan_backend, intra)
         # with fla the scan models run eagerly (its autotuned launchers are not traced by torch.compile)
         eager = args.scan_backend == "fla" and VARIANTS[variant][0] == "scan"
         model = compile_for_training(model, None if eager else "blocks")
