@@ -233,9 +233,10 @@ def test_transfer_probes_experiment_end_to_end(tmp_path: Path):
 
     from benchmarks.evidence import transfer_probes as pi
     from benchmarks.evidence.models import ModelSize, build_classifier
-    from lightnet.layers import lrpe, tpe
+    from lightnet.layers import lrpe, mixer, tpe
 
     coords, side, kernel = lrpe.grid_coordinates, tpe._AxisToeplitz._side, tpe._AxisToeplitz.kernel
+    call = mixer.additive_attention
     model = build_classifier("lightnet", ModelSize(img_size=16, patch_size=4, in_chans=1, embed_dim=16, depth=1,
                                                    num_heads=2), tpe_match_mass=False).eval()
     x = torch.randn(2, 1, 24, 24)
@@ -248,22 +249,31 @@ def test_transfer_probes_experiment_end_to_end(tmp_path: Path):
         with pi.tpe_mass_matched(model, 4):
             assert model.tpe.reference_grid == (4, 4)
             massed = model(x)
+        with pi.key_temperature(16):
+            sharper = model(x)
         after = model(x)
-    assert model.tpe.reference_grid is None
+    assert model.tpe.reference_grid is None and not torch.allclose(plain, sharper, atol=1e-4)
     assert torch.allclose(plain, same, atol=1e-6) and torch.equal(plain, after)
     assert not torch.allclose(plain, massed, atol=1e-4)
     assert not torch.allclose(plain, scaled, atol=1e-4)
     assert lrpe.grid_coordinates is coords and tpe._AxisToeplitz._side is side
-    assert tpe._AxisToeplitz.kernel is kernel
+    assert tpe._AxisToeplitz.kernel is kernel and mixer.additive_attention is call
     out = tmp_path / "pi"
     assert pi.main(["--out", str(out), "--seeds", "0", "--threads", "1", "--dataset", "digits", "--epochs", "1",
                     "--train-limit", "256", "--test-limit", "64", "--embed-dim", "16", "--depth", "1",
                     "--patch", "8", "--train-size", "32", "--eval-sizes", "40"]) == 0
     res = json.loads((out / "transfer_probes.json").read_text())["0"]
     assert set(res) == {"@32_resize", "@40_resize", "@40_resize_interp", "@40_resize_tpe_mass", "@40_pad",
-                        "tpe_ratio@32", "tpe_ratio@40", "tpe_mass@32", "tpe_mass@40"}
+                        "@40_resize_tpe_mass_keytemp", "tpe_ratio@32", "tpe_ratio@40", "tpe_mass@32", "tpe_mass@40"}
     assert all(0.0 <= v <= 100.0 for k, v in res.items() if k.startswith("@"))
     assert all(v > 0 for k, v in res.items() if k.startswith("tpe_"))
+    assert pi.main(["--out", str(out), "--seeds", "0", "--threads", "1", "--dataset", "digits", "--epochs", "1",
+                    "--train-limit", "256", "--test-limit", "64", "--embed-dim", "16", "--depth", "1",
+                    "--patch", "8", "--train-size", "32", "--eval-sizes", "40", "--probes", "mass_keytemp",
+                    "--stem", "keytemp"]) == 0  # the finished run is reused; only the chosen probe runs
+    only = json.loads((out / "keytemp.json").read_text())["0"]
+    assert set(only) == {"@32_resize", "tpe_ratio@32", "tpe_mass@32", "@40_resize_tpe_mass_keytemp"}
+    assert only["@40_resize_tpe_mass_keytemp"] == res["@40_resize_tpe_mass_keytemp"]
 
 
 def test_partial_epochs_table_counts_only_seeds_that_reached_the_epoch(tmp_path: Path):

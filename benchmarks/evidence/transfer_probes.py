@@ -1,6 +1,6 @@
 """Experiment: why does LightNet lose accuracy at larger sizes, and do eval-time corrections help?
 
-Two probes on trained LightNets, evaluated with the paper's MD-TPE kernel as the baseline (``tpe_match_mass=False``):
+Three probes on trained LightNets, evaluated with the paper's MD-TPE kernel as the baseline (``tpe_match_mass=False``):
 
 * **position interpolation** (:func:`scaled_positions`, a temporary override of two library functions; the library
   has no such switch, because it did not help, ``docs/results.md`` §2): ViT evaluated at a larger size interpolates
@@ -11,7 +11,9 @@ Two probes on trained LightNets, evaluated with the paper's MD-TPE kernel as the
   vision models since run K4 showed it at the issue's size): with decays near 1 the MD-TPE kernel sums over the
   whole line, so its output grows with the grid (the script records it as ``tpe_ratio@size`` and the kernels' mass
   as ``tpe_mass@size``); matching rescales every axis kernel at the evaluation grid to the total |mass| it has at
-  the training grid, per channel.
+  the training grid, per channel;
+* **key temperature** (:func:`key_temperature`, with mass matching): LightNet normalises each key channel by a
+  softmax over the tokens, which flattens as the grid grows; the probe sharpens it by ``log N / log N_train``.
 
 The script trains LightNet with ``run_classification.py --save-weights`` (finished runs are reused), then evaluates
 each seed at the larger sizes as is, with each probe, and padded.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -32,6 +35,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import torch
 
 from lightnet.layers import lrpe as lrpe_module
+from lightnet.layers import mixer as mixer_module
 from lightnet.layers import tpe as tpe_module
 
 from . import run_classification
@@ -80,6 +84,23 @@ def tpe_mass_matched(model: torch.nn.Module, train_grid: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def key_temperature(train_tokens: int) -> Iterator[None]:
+    """Within the block, LightNet's keys are multiplied by ``log(N) / log(train_tokens)`` before the token softmax
+    (the log-length attention scaling of length-extrapolation work): more tokens, a sharper softmax, as if the key
+    distribution kept the training length's entropy. An override of the mixer's kernel call."""
+    call = mixer_module.additive_attention
+
+    def scaled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs):
+        return call(q, k * (math.log(k.shape[1]) / math.log(train_tokens)), v, **kwargs)
+
+    mixer_module.additive_attention = scaled
+    try:
+        yield
+    finally:
+        mixer_module.additive_attention = call
+
+
+@contextlib.contextmanager
 def tpe_growth(model: torch.nn.Module) -> Iterator[List[float]]:
     """Collects ``‖MD-TPE(x) − x‖ / ‖x‖`` of every batch that passes ``model.tpe`` inside the block."""
     ratios: List[float] = []
@@ -94,31 +115,50 @@ def tpe_growth(model: torch.nn.Module) -> Iterator[List[float]]:
         handle.remove()
 
 
-def evaluate_seed(weights: Path, data, size: ModelSize, eval_sizes: Sequence[int]) -> Dict[str, float]:
-    """Top-1 (%) of one saved LightNet at every size: resized as is, with interpolated positions, with MD-TPE mass
-    matching, and padded; and at every size MD-TPE's relative output size and its kernels' mass (the growth the
-    mass-matching probe undoes)."""
+PROBES = ("as_is", "interp", "mass", "mass_keytemp", "pad")
+
+
+def evaluate_seed(weights: Path, data, size: ModelSize, eval_sizes: Sequence[int],
+                  probes: Sequence[str] = PROBES) -> Dict[str, float]:
+    """Top-1 (%) of one saved LightNet at every size: resized as is (``as_is``, with MD-TPE's relative output size and
+    its kernels' mass, the growth the mass-matching probe undoes), with interpolated positions (``interp``), with
+    MD-TPE mass matching (``mass``), with mass matching and log-N key temperature (``mass_keytemp``), and padded
+    (``pad``); ``probes`` picks which."""
     from safetensors.torch import load_file
 
+    unknown = set(probes) - set(PROBES)
+    if unknown:
+        raise ValueError(f"unknown probes {sorted(unknown)}; choose from {PROBES}")
     model = build_classifier("lightnet", size, tpe_match_mass=False)  # the paper's kernel is the baseline here
     model.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
     cpu = torch.device("cpu")
+    train_grid = size.img_size // size.patch_size
+
+    def top1(s: int, mode: str = "resize") -> float:
+        return 100 * run_classification.evaluate(model, data, s, size.img_size, mode, cpu)[0]
+
     out = {}
     for s in (size.img_size, *eval_sizes):
-        with tpe_growth(model) as ratios:  # ‖MD-TPE(x) − x‖ / ‖x‖ of the as-is evaluation
-            out[f"@{s}_resize"] = 100 * run_classification.evaluate(model, data, s, size.img_size, "resize", cpu)[0]
-        out[f"tpe_ratio@{s}"] = statistics.mean(ratios)
-        with torch.no_grad():
-            out[f"tpe_mass@{s}"] = statistics.mean(  # the axis kernels' L1 mass per channel at this grid
-                float(axis.kernel(s // size.patch_size).abs().sum(0).mean()) for axis in model.tpe.axes)
-        if s != size.img_size:
+        if "as_is" in probes or s == size.img_size:
+            with tpe_growth(model) as ratios:  # ‖MD-TPE(x) − x‖ / ‖x‖ of the as-is evaluation
+                out[f"@{s}_resize"] = top1(s)
+            out[f"tpe_ratio@{s}"] = statistics.mean(ratios)
+            with torch.no_grad():
+                out[f"tpe_mass@{s}"] = statistics.mean(  # the axis kernels' L1 mass per channel at this grid
+                    float(axis.kernel(s // size.patch_size).abs().sum(0).mean()) for axis in model.tpe.axes)
+        if s == size.img_size:
+            continue
+        if "interp" in probes:
             with scaled_positions(size.img_size / s):
-                out[f"@{s}_resize_interp"] = 100 * run_classification.evaluate(
-                    model, data, s, size.img_size, "resize", cpu)[0]
-            with tpe_mass_matched(model, size.img_size // size.patch_size):
-                out[f"@{s}_resize_tpe_mass"] = 100 * run_classification.evaluate(
-                    model, data, s, size.img_size, "resize", cpu)[0]
-            out[f"@{s}_pad"] = 100 * run_classification.evaluate(model, data, s, size.img_size, "pad", cpu)[0]
+                out[f"@{s}_resize_interp"] = top1(s)
+        if "mass" in probes:
+            with tpe_mass_matched(model, train_grid):
+                out[f"@{s}_resize_tpe_mass"] = top1(s)
+        if "mass_keytemp" in probes:
+            with tpe_mass_matched(model, train_grid), key_temperature(train_grid ** 2):
+                out[f"@{s}_resize_tpe_mass_keytemp"] = top1(s)
+        if "pad" in probes:
+            out[f"@{s}_pad"] = top1(s, "pad")
     return out
 
 
@@ -140,6 +180,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/evidence/pos_interp"))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--probes", nargs="+", default=list(PROBES), choices=PROBES)
+    ap.add_argument("--stem", default="transfer_probes", help="output file names (<out>/<stem>.json / .md)")
     args, overrides = ap.parse_known_args(argv)  # other options go to run_classification, after (over) the recipe
     run_argv = [*RECIPE, *overrides, "--models", "lightnet", "--save-weights", "--threads", str(args.threads),
                 "--out", str(args.out), "--seeds", *map(str, args.seeds)]
@@ -149,11 +191,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     size = ModelSize(img_size=parsed.train_size, patch_size=parsed.patch, in_chans=1, num_classes=data.num_classes,
                      embed_dim=parsed.embed_dim, depth=parsed.depth, num_heads=parsed.heads, drop_path_rate=0.0)
     per_seed = {seed: evaluate_seed(args.out / "lightnet" / f"seed{seed}" / "model_bf16.safetensors", data, size,
-                                    parsed.eval_sizes) for seed in args.seeds}
+                                    parsed.eval_sizes, args.probes) for seed in args.seeds}
     md = table(per_seed)
     print(md)
-    (args.out / "transfer_probes.json").write_text(json.dumps(per_seed, indent=1))
-    (args.out / "transfer_probes.md").write_text(md + "\n")
+    (args.out / f"{args.stem}.json").write_text(json.dumps(per_seed, indent=1))
+    (args.out / f"{args.stem}.md").write_text(md + "\n")
     return 0
 
 
