@@ -249,7 +249,7 @@ def test_transfer_probes_experiment_end_to_end(tmp_path: Path):
         with pi.tpe_mass_matched(model, 4):
             assert model.tpe.reference_grid == (4, 4)
             massed = model(x)
-        with pi.key_temperature(16):
+        with pi.key_temperature(2):  # 36 tokens: keys × log 36 / log 2 ≈ 5.2
             sharper = model(x)
         after = model(x)
     assert model.tpe.reference_grid is None and not torch.allclose(plain, sharper, atol=1e-4)
