@@ -246,6 +246,9 @@ def test_transfer_probes_experiment_end_to_end(tmp_path: Path):
             same = model(x)
         with pi.scaled_positions(2 / 3):
             scaled = model(x)
+        with pi.scaled_positions(2 / 3, tpe=False):
+            assert tpe._AxisToeplitz._side is side  # MD-LRPE only
+            lrpe_only = model(x)
         with pi.tpe_mass_matched(model, 4):
             assert model.tpe.reference_grid == (4, 4)
             massed = model(x)
@@ -255,7 +258,8 @@ def test_transfer_probes_experiment_end_to_end(tmp_path: Path):
     assert model.tpe.reference_grid is None and not torch.allclose(plain, sharper, atol=1e-4)
     assert torch.allclose(plain, same, atol=1e-6) and torch.equal(plain, after)
     assert not torch.allclose(plain, massed, atol=1e-4)
-    assert not torch.allclose(plain, scaled, atol=1e-4)
+    assert not torch.allclose(plain, scaled, atol=1e-4) and not torch.allclose(scaled, lrpe_only, atol=1e-6)
+    assert not torch.allclose(plain, lrpe_only, atol=1e-6)
     assert lrpe.grid_coordinates is coords and tpe._AxisToeplitz._side is side
     assert tpe._AxisToeplitz.kernel is kernel and mixer.additive_attention is call
     out = tmp_path / "pi"
@@ -264,7 +268,8 @@ def test_transfer_probes_experiment_end_to_end(tmp_path: Path):
                     "--patch", "8", "--train-size", "32", "--eval-sizes", "40"]) == 0
     res = json.loads((out / "transfer_probes.json").read_text())["0"]
     assert set(res) == {"@32_resize", "@40_resize", "@40_resize_interp", "@40_resize_tpe_mass", "@40_pad",
-                        "@40_resize_tpe_mass_keytemp", "tpe_ratio@32", "tpe_ratio@40", "tpe_mass@32", "tpe_mass@40"}
+                        "@40_resize_tpe_mass_keytemp", "@40_resize_tpe_mass_lrpe_interp", "tpe_ratio@32",
+                        "tpe_ratio@40", "tpe_mass@32", "tpe_mass@40"}
     assert all(0.0 <= v <= 100.0 for k, v in res.items() if k.startswith("@"))
     assert all(v > 0 for k, v in res.items() if k.startswith("tpe_"))
     assert pi.main(["--out", str(out), "--seeds", "0", "--threads", "1", "--dataset", "digits", "--epochs", "1",

@@ -13,7 +13,8 @@ Three probes on trained LightNets, evaluated with the paper's MD-TPE kernel as t
   as ``tpe_mass@size``); matching rescales every axis kernel at the evaluation grid to the total |mass| it has at
   the training grid, per channel;
 * **key temperature** (:func:`key_temperature`, with mass matching): LightNet normalises each key channel by a
-  softmax over the tokens, which flattens as the grid grows; the probe sharpens it by ``log N / log N_train``.
+  softmax over the tokens, which flattens as the grid grows; the probe sharpens it by ``log N / log N_train``;
+* **MD-LRPE interpolation alone** (with mass matching): only the MD-LRPE coordinates scaled into the training range.
 
 The script trains LightNet with ``run_classification.py --save-weights`` (finished runs are reused), then evaluates
 each seed at the larger sizes as is, with each probe, and padded.
@@ -49,9 +50,9 @@ RECIPE = ["--dataset", "fashion_mnist", "--train-limit", "4000", "--test-limit",
 
 
 @contextlib.contextmanager
-def scaled_positions(scale: float) -> Iterator[None]:
-    """Within the block, MD-LRPE coordinates and MD-TPE offsets are multiplied by ``scale`` (1 = unchanged); the
-    LRPE angle cache is cleared on entry and exit so no scaled table outlives the block."""
+def scaled_positions(scale: float, tpe: bool = True) -> Iterator[None]:
+    """Within the block, MD-LRPE coordinates and (with ``tpe``) MD-TPE offsets are multiplied by ``scale`` (1 =
+    unchanged); the LRPE angle cache is cleared on entry and exit so no scaled table outlives the block."""
     coords, side = lrpe_module.grid_coordinates, tpe_module._AxisToeplitz._side
 
     def scaled_coords(grid_shape, device=None, offset=0):
@@ -63,7 +64,9 @@ def scaled_positions(scale: float) -> Iterator[None]:
         return (torch.exp(r * log_lam) * weight.float()[None]).sum(-1)
 
     lrpe_module.clear_lrpe_cache()
-    lrpe_module.grid_coordinates, tpe_module._AxisToeplitz._side = scaled_coords, staticmethod(scaled_side)
+    lrpe_module.grid_coordinates = scaled_coords
+    if tpe:
+        tpe_module._AxisToeplitz._side = staticmethod(scaled_side)
     try:
         yield
     finally:
@@ -115,15 +118,15 @@ def tpe_growth(model: torch.nn.Module) -> Iterator[List[float]]:
         handle.remove()
 
 
-PROBES = ("as_is", "interp", "mass", "mass_keytemp", "pad")
+PROBES = ("as_is", "interp", "mass", "mass_keytemp", "mass_lrpe_interp", "pad")
 
 
 def evaluate_seed(weights: Path, data, size: ModelSize, eval_sizes: Sequence[int],
                   probes: Sequence[str] = PROBES) -> Dict[str, float]:
     """Top-1 (%) of one saved LightNet at every size: resized as is (``as_is``, with MD-TPE's relative output size and
     its kernels' mass, the growth the mass-matching probe undoes), with interpolated positions (``interp``), with
-    MD-TPE mass matching (``mass``), with mass matching and log-N key temperature (``mass_keytemp``), and padded
-    (``pad``); ``probes`` picks which."""
+    MD-TPE mass matching (``mass``), with mass matching and log-N key temperature (``mass_keytemp``) or MD-LRPE
+    position interpolation alone (``mass_lrpe_interp``), and padded (``pad``); ``probes`` picks which."""
     from safetensors.torch import load_file
 
     unknown = set(probes) - set(PROBES)
@@ -154,6 +157,9 @@ def evaluate_seed(weights: Path, data, size: ModelSize, eval_sizes: Sequence[int
         if "mass" in probes:
             with tpe_mass_matched(model, train_grid):
                 out[f"@{s}_resize_tpe_mass"] = top1(s)
+        if "mass_lrpe_interp" in probes:
+            with tpe_mass_matched(model, train_grid), scaled_positions(size.img_size / s, tpe=False):
+                out[f"@{s}_resize_tpe_mass_lrpe_interp"] = top1(s)
         if "mass_keytemp" in probes:
             with tpe_mass_matched(model, train_grid), key_temperature(train_grid ** 2):
                 out[f"@{s}_resize_tpe_mass_keytemp"] = top1(s)
