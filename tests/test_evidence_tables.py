@@ -238,7 +238,7 @@ def test_transfer_probes_experiment_end_to_end(tmp_path: Path):
     coords, side, kernel = lrpe.grid_coordinates, tpe._AxisToeplitz._side, tpe._AxisToeplitz.kernel
     call = mixer.additive_attention
     model = build_classifier("lightnet", ModelSize(img_size=16, patch_size=4, in_chans=1, embed_dim=16, depth=1,
-                                                   num_heads=2), tpe_match_mass=False).eval()
+                                                   num_heads=2), tpe_match_mass=False, lrpe_interpolate=False).eval()
     x = torch.randn(2, 1, 24, 24)
     with torch.no_grad():
         plain = model(x)

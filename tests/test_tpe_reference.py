@@ -1,4 +1,5 @@
-"""MD-TPE mass matching (``MDTPE.reference_grid``) and the vision models' ``tpe_match_mass`` default."""
+"""References for other grid sizes: MD-TPE mass matching (``MDTPE.reference_grid``), MD-LRPE position interpolation
+(``MDLRPE.reference_grid``) and the vision models' ``tpe_match_mass`` / ``lrpe_interpolate`` defaults."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +7,8 @@ import timm
 import torch
 
 import lightnet  # noqa: F401  registers the models
-from lightnet.layers import MDTPE
+from lightnet.layers import MDLRPE, MDTPE
+from lightnet.layers.lrpe import clear_lrpe_cache, grid_coordinates
 
 
 def _tpe(**kwargs) -> MDTPE:
@@ -63,18 +65,46 @@ def test_lightnet_matches_mass_to_its_nominal_grid():
                   dynamic_img_size=True)
     torch.manual_seed(0)
     model = timm.create_model("lightnet_tiny", **kwargs).eval()
-    raw = timm.create_model("lightnet_tiny", tpe_match_mass=False, **kwargs).eval()
+    raw = timm.create_model("lightnet_tiny", tpe_match_mass=False, lrpe_interpolate=False, **kwargs).eval()
     raw.load_state_dict(model.state_dict())
     with torch.no_grad():
         for axis in list(model.tpe.axes) + list(raw.tpe.axes):
             axis.fwd_logit.fill_(4.0)
     assert model.tpe.reference_grid == (4, 4) and raw.tpe.reference_grid is None
+    assert model.blocks[0].attn.lrpe.reference_grid == (4, 4) and raw.blocks[0].attn.lrpe.reference_grid is None
     x32, x48 = torch.randn(2, 1, 32, 32), torch.randn(2, 1, 48, 48)
     with torch.no_grad():
         assert torch.equal(model(x32), raw(x32))  # nominal size: the paper's kernel
         assert not torch.allclose(model(x48), raw(x48))
     model.set_input_size(img_size=48)
-    assert model.tpe.reference_grid == (6, 6)
+    assert model.tpe.reference_grid == (6, 6) and model.blocks[0].attn.lrpe.reference_grid == (6, 6)
     no_tpe = timm.create_model("lightnet_tiny", use_tpe=False, **kwargs)
     no_tpe.set_input_size(img_size=40)  # nothing to match: no error
     assert no_tpe.tpe is None
+
+
+def test_lrpe_reference_grid_scales_coordinates_into_the_reference_range():
+    clear_lrpe_cache()
+    plain, ref = MDLRPE(8, num_axes=2), MDLRPE(8, num_axes=2, reference_grid=(4, 5))
+    assert torch.equal(ref.angles((4, 5), cache=True), plain.angles((4, 5), cache=True))  # identity at the reference
+    for cache in (True, False):
+        got = ref.angles((8, 10), num_prefix_tokens=1, cache=cache)
+        coords = grid_coordinates((8, 10)) * torch.tensor([4 / 8, 5 / 10])
+        want = torch.cat([torch.zeros(1, 8), coords @ plain.freqs.float()], dim=0)
+        torch.testing.assert_close(got, want)
+        assert (coords.max(0).values < torch.tensor([4.0, 5.0])).all()  # within [0, reference) as in training
+    # the cached table of the plain module at the same grid is not the interpolated one
+    assert not torch.allclose(plain.angles((8, 10), cache=True), ref.angles((8, 10), cache=True)[:80])
+    ref.set_reference_grid(None)
+    assert torch.equal(ref.angles((8, 10), cache=True), plain.angles((8, 10), cache=True))
+    with pytest.raises(ValueError, match="2 positive axis lengths"):
+        MDLRPE(8, num_axes=2, reference_grid=(4,))
+    assert "reference_grid=(3, 3)" in repr(MDLRPE(8, num_axes=2, reference_grid=(3, 3)))
+
+
+def test_lrpe_reference_grid_under_compile():
+    lrpe = MDLRPE(8, num_axes=2, reference_grid=(2, 3))
+    x = torch.randn(1, 12, 2, 8)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda t: lrpe(t, (3, 4)), backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), lrpe(x, (3, 4)))

@@ -281,13 +281,14 @@ def test_non_square_dynamic_and_padding():
 
 def test_no_size_dependent_parameters():
     """A fixed-size model at another size has exactly the parameters of the dynamic one (nothing resampled); with the
-    paper's MD-TPE kernel the outputs agree too, and with mass matching (the default) once both share the nominal
-    size, which is MD-TPE's reference grid."""
+    paper's encodings the outputs agree too, and with MD-TPE mass matching / MD-LRPE interpolation (the defaults)
+    once both share the nominal size, which is their reference grid."""
     torch.manual_seed(0)
     x = torch.randn(2, 3, 96, 96)
     for match in (False, True):
-        dyn = timm.create_model("test_lightnet", dynamic_img_size=True, tpe_match_mass=match).eval()
-        fixed = timm.create_model("test_lightnet", img_size=96, tpe_match_mass=match).eval()
+        refs = dict(tpe_match_mass=match, lrpe_interpolate=match)
+        dyn = timm.create_model("test_lightnet", dynamic_img_size=True, **refs).eval()
+        fixed = timm.create_model("test_lightnet", img_size=96, **refs).eval()
         fixed.load_state_dict(dyn.state_dict())  # strict: same keys and shapes
         if match:
             dyn.set_input_size(img_size=96)

@@ -70,7 +70,7 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     "q_elu1": ("lightnet", {"q_act": "elu1"}),
     "layernorm": ("lightnet", {"norm": "layernorm"}),
     "tpe_mass": ("lightnet", {"tpe_kernel_norm": "mass"}),
-    "tpe_unmatched": ("lightnet", {"tpe_match_mass": False}),
+    "paper_positions": ("lightnet", {"tpe_match_mass": False, "lrpe_interpolate": False}),
 }
 
 
@@ -92,7 +92,7 @@ DESCRIPTIONS: Dict[str, str] = {
     "q_elu1": "LightNet, ELU+1 query map",
     "layernorm": "LightNet, LayerNorm instead of RMSNorm",
     "tpe_mass": "LightNet, MD-TPE kernels rescaled to a learned mass at every grid size",
-    "tpe_unmatched": "LightNet, the paper's MD-TPE kernel at every size (no mass matching at other grids)",
+    "paper_positions": "LightNet, the paper's encodings at every size (no MD-TPE mass matching, no MD-LRPE interpolation)",
 }
 
 # Table groups (also the ``--models`` shorthands of run_classification): group → variants, in table order.

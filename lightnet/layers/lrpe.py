@@ -74,6 +74,11 @@ class MDLRPE(nn.Module):
         base: frequency base (``ω = base^(−j/g)``).
         num_prefix_tokens: leading tokens left unencoded.
         learnable: learn the per-channel frequencies (initialised to the fixed schedule).
+        reference_grid: position interpolation for grids other than the one trained on: on a grid of another shape,
+            the coordinates along axis ``a`` are scaled by ``reference_grid[a] / grid[a]``, so they span
+            ``[0, reference_grid[a])`` as in training (as RoPE position interpolation does). With MD-TPE mass matching it kept a
+            32²-trained Fashion-MNIST LightNet at 90.6 % at 48² (3 seeds, ``docs/results.md`` §5f). None (default):
+            integer coordinates at every size; ``set_reference_grid`` changes it.
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class MDLRPE(nn.Module):
         base: float = 10000.0,
         num_prefix_tokens: int = 0,
         learnable: bool = False,
+        reference_grid: Optional[Sequence[int]] = None,
     ) -> None:
         super().__init__()
         if num_axes < 1:
@@ -100,6 +106,26 @@ class MDLRPE(nn.Module):
         else:
             self.register_buffer("freqs", freqs, persistent=False)
         self.learnable = learnable
+        self.reference_grid: Optional[Tuple[int, ...]] = None
+        self.set_reference_grid(reference_grid)
+
+    def set_reference_grid(self, grid_shape: Optional[Sequence[int]]) -> None:
+        """Set (or clear, with None) the grid whose coordinate range every other grid is scaled into."""
+        if grid_shape is None:
+            self.reference_grid = None
+            return
+        ref = tuple(int(s) for s in grid_shape)
+        if len(ref) != self.num_axes or any(s < 1 for s in ref):
+            raise ValueError(f"MDLRPE: reference_grid must give {self.num_axes} positive axis lengths, "
+                             f"got {tuple(grid_shape)}")
+        self.reference_grid = ref
+
+    def _coordinate_scale(self, grid_shape: Tuple[int, ...]) -> Optional[Tuple[float, ...]]:
+        """Per-axis factor ``reference / grid`` (None at the reference grid, without one, or for an empty axis)."""
+        ref = self.reference_grid
+        if ref is None or grid_shape == ref or any(s == 0 for s in grid_shape):
+            return None
+        return tuple(r / s for r, s in zip(ref, grid_shape))
 
     def init_non_persistent_buffers(self) -> None:
         """Recreate the fixed frequency table (timm's meta-device init hook)."""
@@ -124,9 +150,10 @@ class MDLRPE(nn.Module):
         if any(s < 0 for s in grid_shape):
             raise ValueError(f"MDLRPE: grid_shape {grid_shape} has a negative size")
         P = self.num_prefix_tokens if num_prefix_tokens is None else int(num_prefix_tokens)
+        scale = self._coordinate_scale(grid_shape)
         if cache and self._cacheable(offset):
-            return self._cached_angles(grid_shape, P)
-        return self._compute_angles(grid_shape, P, offset)
+            return self._cached_angles(grid_shape, P, scale)
+        return self._compute_angles(grid_shape, P, offset, scale)
 
     def _cacheable(self, offset: int) -> bool:
         """Whether the table is a pure function of the settings (fixed schedule, eager, real device, offset 0)."""
@@ -147,25 +174,29 @@ class MDLRPE(nn.Module):
         _VERIFIED[id(f)] = (weakref.ref(f), f._version)
         return True
 
-    def _cached_angles(self, grid_shape: Tuple[int, ...], P: int) -> torch.Tensor:
+    def _cached_angles(self, grid_shape: Tuple[int, ...], P: int, scale: Optional[Tuple[float, ...]]) -> torch.Tensor:
         """The shared table for these settings (LRU of :data:`_MAX_TABLES` entries)."""
         f = self.freqs
-        key = (self.head_dim, self.num_axes, float(self.base), P, grid_shape, f.device, f.dtype)
+        key = (self.head_dim, self.num_axes, float(self.base), P, grid_shape, scale, f.device, f.dtype)
         theta = _TABLES.get(key)
         if theta is not None:
             _TABLES.move_to_end(key)
             return theta
         # a normal tensor even inside inference_mode (it may later be saved for backward in a training step)
         with torch.inference_mode(False), torch.no_grad():
-            theta = self._compute_angles(grid_shape, P, 0)
+            theta = self._compute_angles(grid_shape, P, 0, scale)
         _TABLES[key] = theta
         while len(_TABLES) > _MAX_TABLES:
             _TABLES.popitem(last=False)
         return theta
 
-    def _compute_angles(self, grid_shape: Tuple[int, ...], P: int, offset: int) -> torch.Tensor:
-        """``[P + prod(grid_shape), D]`` fp32 from the current ``freqs`` (no cache)."""
+    def _compute_angles(self, grid_shape: Tuple[int, ...], P: int, offset: int,
+                        scale: Optional[Tuple[float, ...]] = None) -> torch.Tensor:
+        """``[P + prod(grid_shape), D]`` fp32 from the current ``freqs`` (no cache); ``scale``: per-axis coordinate
+        factors (position interpolation)."""
         coords = grid_coordinates(grid_shape, device=self.freqs.device, offset=offset)  # [M, A]
+        if scale is not None:
+            coords = coords * torch.tensor(scale, device=coords.device, dtype=coords.dtype)
         theta = coords @ self.freqs.float()  # [M, D]
         if P:
             theta = torch.cat([theta.new_zeros(P, self.head_dim), theta], dim=0)
@@ -182,4 +213,6 @@ class MDLRPE(nn.Module):
         return torch.cat([x * torch.cos(t), x * torch.sin(t)], dim=-1)
 
     def extra_repr(self) -> str:
-        return f"head_dim={self.head_dim}, num_axes={self.num_axes}, base={self.base}, prefix={self.num_prefix_tokens}"
+        ref = f", reference_grid={self.reference_grid}" if self.reference_grid is not None else ""
+        return (f"head_dim={self.head_dim}, num_axes={self.num_axes}, base={self.base}, "
+                f"prefix={self.num_prefix_tokens}{ref}")
