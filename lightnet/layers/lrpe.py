@@ -29,6 +29,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .grid import reference_grid_or_none
+
 __all__ = ["MDLRPE", "clear_lrpe_cache", "grid_coordinates"]
 
 _MAX_TABLES = 64  # LRU bound of the shared angle-table cache (entries: settings × grid × device × dtype)
@@ -111,14 +113,7 @@ class MDLRPE(nn.Module):
 
     def set_reference_grid(self, grid_shape: Optional[Sequence[int]]) -> None:
         """Set (or clear, with None) the grid whose coordinate range every other grid is scaled into."""
-        if grid_shape is None:
-            self.reference_grid = None
-            return
-        ref = tuple(int(s) for s in grid_shape)
-        if len(ref) != self.num_axes or any(s < 1 for s in ref):
-            raise ValueError(f"MDLRPE: reference_grid must give {self.num_axes} positive axis lengths, "
-                             f"got {tuple(grid_shape)}")
-        self.reference_grid = ref
+        self.reference_grid = reference_grid_or_none("MDLRPE", grid_shape, self.num_axes)
 
     def _coordinate_scale(self, grid_shape: Tuple[int, ...]) -> Optional[Tuple[float, ...]]:
         """Per-axis factor ``reference / grid`` (None at the reference grid, without one, or for an empty axis)."""

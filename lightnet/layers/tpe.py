@@ -26,6 +26,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from .grid import reference_grid_or_none
+
 __all__ = ["MDTPE", "TPE_TUNING", "toeplitz_direct", "toeplitz_fft", "toeplitz_product"]
 
 # Axis lengths up to ``direct_max_len`` use the direct product instead of the FFT (0 = always the FFT). 32: run K1
@@ -290,14 +292,8 @@ class MDTPE(nn.Module):
 
     def set_reference_grid(self, grid_shape: Optional[Sequence[int]]) -> None:
         """Set (or clear, with None) the grid whose per-channel kernel mass every other grid is matched to."""
-        if grid_shape is None:
-            self.reference_grid = None
-            return
-        ref = tuple(int(s) for s in grid_shape)
-        if len(ref) != self.num_axes or any(s < 1 for s in ref):
-            raise ValueError(f"MDTPE: reference_grid must give {self.num_axes} positive axis lengths, "
-                             f"got {tuple(grid_shape)}")
-        if any(axis.causal for axis in self.axes):
+        ref = reference_grid_or_none("MDTPE", grid_shape, self.num_axes)
+        if ref is not None and any(axis.causal for axis in self.axes):
             raise ValueError("MDTPE: reference_grid needs bidirectional axes (a causal stream's kernel must not depend "
                              "on the length of the chunk)")
         self.reference_grid = ref
