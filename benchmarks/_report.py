@@ -1,9 +1,18 @@
-"""Shared output of the sweep / comparison scripts: the rows as JSON and the markdown table, side by side."""
+"""Shared pieces of the sweep / comparison scripts: the error measure of their checks, and their output (the rows as
+JSON and the markdown table, side by side)."""
 from __future__ import annotations
 
 import json
 import os
 from typing import Callable, Dict, List, Sequence, Tuple
+
+import torch
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Norm-relative error ``‖a − b‖ / ‖b‖`` in fp64."""
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
 def write_report(out_dir: str, stem: str, rows: List[Dict[str, object]], markdown: str) -> None:

@@ -20,8 +20,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import two_path_table, write_report  # noqa: E402
-from sweep_lrpe import make_inputs, parse_shape, rel  # noqa: E402
+from _report import rel, two_path_table, write_report  # noqa: E402
+from sweep_lrpe import make_inputs, parse_shape  # noqa: E402
 
 from lightnet.kernels import additive_attention  # noqa: E402
 from lightnet.kernels.reference import noncausal_attention_torch  # noqa: E402

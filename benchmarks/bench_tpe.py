@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import two_path_table, write_report  # noqa: E402
+from _report import rel, two_path_table, write_report  # noqa: E402
 
 from lightnet.layers import MDTPE, TPE_TUNING  # noqa: E402
 
@@ -34,11 +34,6 @@ def parse_grid(spec: str) -> Tuple[int, int]:
     except ValueError:
         raise ValueError(f"grid {spec!r}: expected BxS (batch x square side), e.g. 128x14") from None
     return B, S
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
 def grads(tpe: MDTPE, fn, x: torch.Tensor, S: int, w: torch.Tensor) -> Tuple[torch.Tensor, ...]:

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from _report import rel  # the script's folder is on sys.path when it runs as a file
 from lightnet.kernels import additive_attention
 from lightnet.kernels.reference import additive_attention_torch
 
@@ -65,11 +66,6 @@ CASES: List[Tuple] = [
     (False, 2, 3000, 2, 64, 64, torch.float32, True, True, False, 1.0),
     (False, 3, 1000, 2, 32, 128, torch.float16, True, True, True, 1.0),
 ]
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def run_case(case: Tuple, gen: torch.Generator, dev: str = "cuda") -> Dict[str, float]:

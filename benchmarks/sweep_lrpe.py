@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import write_report  # noqa: E402
+from _report import rel, write_report  # noqa: E402
 
 from lightnet.kernels.reference import noncausal_attention_torch  # noqa: E402
 from lightnet.kernels.triton_common import TUNING, tuning_from_env  # noqa: E402
@@ -66,11 +66,6 @@ def make_inputs(B: int, N: int, device: str, seed: int = 0) -> Tuple[torch.Tenso
     side = math.isqrt(N)
     theta = MDLRPE(DIM, num_axes=2).angles((side, side)).to(device=device, dtype=torch.float32).contiguous()
     return q, k, v, do, theta
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
 def check(q, k, v, do, theta) -> Dict[str, float]:

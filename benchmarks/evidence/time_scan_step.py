@@ -3,8 +3,8 @@
 Run K3 measured the 2-scan classifier's step at ~650 ms with three processes sharing an H200 and run K4 timed its
 recurrence alone (``bench_decay_recurrence.py``: 6.4 ms per call at chunk 32, 3.9 ms at chunk 8). This script times
 whole steps (forward + backward + AdamW, bf16 autocast, synthetic ``[B, 1, 32, 32]`` input, blocks compiled as
-``run_classification.py --compile blocks`` does) for ``variant[:chunk[:intra]]`` specs, in one process, and profiles the last
-spec's step by CUDA kernel (top kernels by GPU time), so the next call can plan how many runs fit.
+``run_classification.py --compile blocks`` does) for ``variant[:chunk[:intra]]`` specs, in one process, and profiles
+the last spec's step by CUDA kernel (top kernels by GPU time), so the next call can plan how many runs fit.
 
     PYTHONPATH=. python -m benchmarks.evidence.time_scan_step --specs lightnet scan2:32 scan2:8 --out $OUT
     PYTHONPATH=. python -m benchmarks.evidence.time_scan_step --device cpu --specs lightnet scan2:8 --batch-size 4 \
