@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Run L, calls 1-2 (one H100/H200, ≤ 9.5 min, alone on the GPU): one multi-scan baseline of issue 7 (scan2 or scan4)
+# on Fashion-MNIST at the issue's size (the run H1 recipe), choosing its training form in the same call:
+#   1. time_scan_step.py times whole training steps (blocks compiled, recurrence intermediates saved, not
+#      recomputed) for the exact PyTorch forms of the recurrence: pairwise at chunk 8 (run K5's fastest, 120 ms per
+#      2-scan step with recomputation) and the sub-chunk form at chunk 64 and 32 (GEMMs between 8-token sub-chunks,
+#      untimed on a GPU so far);
+#   2. the fastest form trains as many of $SEEDS (default "0 1 2") as its measured step time lets finish 15 epochs
+#      in the time left (parallel processes share the GPU: their steps are budgeted as if serial, +15 % for the
+#      per-epoch evaluation), at least one (a cut run pauses cleanly at --time-limit; partial_epochs.py reads it).
+# Saves a whole call of pure timing (the planned run_l1_scan_forms.sh) at the cost of not timing fla's chunk_gla,
+# whose first-call autotuning alone took > 230 s in run I2.
+#   bash benchmarks/device_runs/run_l1_scans.sh [scan2|scan4]     (carry .whl and .data/fashion-mnist; writes to $OUT)
+set -u
+M=${1:-scan2}; SEEDS=${SEEDS:-0 1 2}
+source benchmarks/device_runs/_setup.sh
+export OMP_NUM_THREADS=2
+L=/tmp/l1; mkdir -p "$L"
+t0=$SECONDS
+timeout 150 python3 -m benchmarks.evidence.time_scan_step --specs "$M:8" "$M:64:subchunk" "$M:32:subchunk" \
+  --no-recompute --steps 8 --warmup 2 --no-profile --out "$L/forms" > "$L/forms.log" 2>&1
+phase "forms timed"
+read -r CHUNK INTRA NSEEDS < <(python3 - "$L/forms/time_scan_step.json" $((525 - SECONDS + t0)) <<'PY'
+import json, math, sys
+rows = json.load(open(sys.argv[1]))
+best = min(rows, key=lambda r: r["step_ms"])
+_, chunk, intra = (best["spec"].split(":") + ["auto"])[:3]
+steps = math.ceil(60000 / 512) * 15
+per_seed = best["step_ms"] / 1e3 * steps * 1.15
+left = float(sys.argv[2]) - 1.2 * best["first_step_s"]
+print(chunk, intra, max(1, min(3, int(left // per_seed))))
+PY
+)
+RUN_SEEDS=$(echo $SEEDS | cut -d' ' -f1-"${NSEEDS:-1}")
+echo "form: chunk ${CHUNK:-8} intra ${INTRA:-auto}; seeds: $RUN_SEEDS" | tee -a "$OUT/phases.txt"
+ARGS=("${FMNIST_RECIPE[@]}" --threads 2 --out "$L/fmnist" --compile --scan-chunk "${CHUNK:-8}"
+      --scan-intra "${INTRA:-auto}" --scan-no-recompute)
+for S in $RUN_SEEDS; do
+  python3 -m benchmarks.evidence.run_classification "${ARGS[@]}" --models "$M" --seeds "$S" \
+    --time-limit $((540 - SECONDS + t0)) > "$L/fmnist_${M}_$S.log" 2>&1 &
+done
+( sleep 120; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv ) > "$OUT/nvidia_smi_120s.txt" 2>&1 &
+wait
+phase "all"
+timeout 30 python3 -m benchmarks.evidence.make_tables "$L/fmnist" --out "$L/tables" > "$OUT/make_tables.log" 2>&1
+cp "$L/tables/tables.md" "$OUT/fmnist_tables.md" 2>/dev/null
+cp "$L/forms/time_scan_step.md" "$OUT/forms.md" 2>/dev/null
+tar czf "$OUT/logs.tgz" --exclude='checkpoint.pt' --exclude='*.safetensors' -C /tmp l1
+cat "$OUT/phases.txt" "$OUT/forms.md"; for f in "$L"/fmnist/*/seed*/epochs.csv; do echo "$f"; tail -n 2 "$f"; done
