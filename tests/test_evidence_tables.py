@@ -327,3 +327,13 @@ def test_time_scan_step_cpu_smoke(tmp_path: Path, capsys):
         tss.parse_spec("lightnet:8")
     with pytest.raises(ValueError, match="unknown variant"):
         tss.parse_spec("mamba:8")
+
+
+def test_next_epoch_estimate_discounts_the_first_step():
+    """Run L1: a 273 s first epoch, 254 s of it fla's autotuning in the first step, paused two runs whose next epoch
+    would have taken 16 s. The first epoch of a process is projected with its steady step time."""
+    from benchmarks.evidence.run_classification import next_epoch_estimate
+
+    assert next_epoch_estimate(273.0, 254.0, 0.136) == pytest.approx(19.136)
+    assert next_epoch_estimate(20.0, None, None) == 20.0  # a later epoch: as long as the last one
+    assert next_epoch_estimate(5.0, 4.0, None) == 5.0  # one step per epoch: no steady time measured

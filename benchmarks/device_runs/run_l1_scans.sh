@@ -9,18 +9,24 @@
 #      in the time left (parallel processes share the GPU: their steps are budgeted as if serial, +15 % for the
 #      per-epoch evaluation), at least one (a cut run pauses cleanly at --time-limit; partial_epochs.py reads it).
 # Saves a whole call of pure timing (the planned run_l1_scan_forms.sh) at the cost of not timing fla's chunk_gla,
-# whose first-call autotuning alone took > 230 s in run I2.
+# whose first-call autotuning alone took > 230 s in run I2 (254 s in run L1's first call, which left
+# run_classification's default --scan-backend auto: fla traced inside the compiled blocks, hence --scan-backend torch).
+# FORM="CHUNK INTRA" (e.g. FORM="8 auto", run L1's fastest: 85 ms per 2-scan step) skips the timing and runs all of
+# $SEEDS in parallel.
 #   bash benchmarks/device_runs/run_l1_scans.sh [scan2|scan4]     (carry .whl and .data/fashion-mnist; writes to $OUT)
 set -u
-M=${1:-scan2}; SEEDS=${SEEDS:-0 1 2}
+M=${1:-scan2}; SEEDS=${SEEDS:-0 1 2}; FORM=${FORM:-}
 source benchmarks/device_runs/_setup.sh
 export OMP_NUM_THREADS=2
 L=/tmp/l1; mkdir -p "$L"
 t0=$SECONDS
-timeout 150 python3 -m benchmarks.evidence.time_scan_step --specs "$M:8" "$M:64:subchunk" "$M:32:subchunk" \
-  --no-recompute --steps 8 --warmup 2 --no-profile --out "$L/forms" > "$L/forms.log" 2>&1
-phase "forms timed"
-read -r CHUNK INTRA NSEEDS < <(python3 - "$L/forms/time_scan_step.json" $((525 - SECONDS + t0)) <<'PY'
+if [ -n "$FORM" ]; then
+  read -r CHUNK INTRA <<< "$FORM"; NSEEDS=3
+else
+  timeout 150 python3 -m benchmarks.evidence.time_scan_step --specs "$M:8" "$M:64:subchunk" "$M:32:subchunk" \
+    --no-recompute --steps 8 --warmup 2 --no-profile --out "$L/forms" > "$L/forms.log" 2>&1
+  phase "forms timed"
+  read -r CHUNK INTRA NSEEDS < <(python3 - "$L/forms/time_scan_step.json" $((525 - SECONDS + t0)) <<'PY'
 import json, math, sys
 rows = json.load(open(sys.argv[1]))
 best = min(rows, key=lambda r: r["step_ms"])
@@ -30,10 +36,11 @@ per_seed = best["step_ms"] / 1e3 * steps * 1.15
 left = float(sys.argv[2]) - 1.2 * best["first_step_s"]
 print(chunk, intra, max(1, min(3, int(left // per_seed))))
 PY
-)
+  )
+fi
 RUN_SEEDS=$(echo $SEEDS | cut -d' ' -f1-"${NSEEDS:-1}")
 echo "form: chunk ${CHUNK:-8} intra ${INTRA:-auto}; seeds: $RUN_SEEDS" | tee -a "$OUT/phases.txt"
-ARGS=("${FMNIST_RECIPE[@]}" --threads 2 --out "$L/fmnist" --compile --scan-chunk "${CHUNK:-8}"
+ARGS=("${FMNIST_RECIPE[@]}" --scan-backend torch --threads 2 --out "$L/fmnist" --compile --scan-chunk "${CHUNK:-8}"
       --scan-intra "${INTRA:-auto}" --scan-no-recompute)
 for S in $RUN_SEEDS; do
   python3 -m benchmarks.evidence.run_classification "${ARGS[@]}" --models "$M" --seeds "$S" \

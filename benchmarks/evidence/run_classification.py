@@ -162,13 +162,22 @@ def _truncate_log(log_path: Path, epochs: int) -> None:
         writer.writerows(rows)
 
 
-def _out_of_time(args: argparse.Namespace, epochs_this_call: int, last_epoch_s: float) -> bool:
-    """Whether to pause before the next epoch: ``--stop-after-epochs`` reached, or the next epoch (estimated as long
-    as the last one) would end after ``--time-limit`` seconds from the start of the process."""
+def _out_of_time(args: argparse.Namespace, epochs_this_call: int, next_epoch_s: float) -> bool:
+    """Whether to pause before the next epoch: ``--stop-after-epochs`` reached, or the next epoch (estimated to last
+    ``next_epoch_s``) would end after ``--time-limit`` seconds from the start of the process."""
     if args.stop_after_epochs is not None and epochs_this_call >= args.stop_after_epochs:
         return True
     deadline = getattr(args, "deadline", None)
-    return deadline is not None and time.monotonic() + last_epoch_s > deadline
+    return deadline is not None and time.monotonic() + next_epoch_s > deadline
+
+
+def next_epoch_estimate(epoch_s: float, first_step_s: Optional[float], later_step_s: Optional[float]) -> float:
+    """Seconds the next epoch should take, from the last one: when the last one was the first of this process, its
+    first step (compilation, fla's autotuning: 254 s of a 273 s epoch in run L1) counts as one steady step (as
+    measured by the epoch's later steps; ``None`` where the epoch had no later step: the last epoch's time)."""
+    if first_step_s is None or later_step_s is None:
+        return epoch_s
+    return epoch_s - first_step_s + later_step_s
 
 
 def _build_model(variant: str, data: ImageTensors, args: argparse.Namespace,
@@ -255,7 +264,7 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
     amp = device.type == "cuda" and args.amp
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path, ckpt_path = run_dir / "epochs.csv", run_dir / "checkpoint.pt"
-    step, done, train_time, last, last_epoch_s = 0, 0, 0.0, {}, 0.0
+    step, done, train_time, last, next_epoch_s = 0, 0, 0.0, {}, 0.0
     if ckpt_path.exists() and not args.force:
         resumed = _load_checkpoint(ckpt_path, model, opt, gen)
         done, step, train_time, last = resumed["epoch"], resumed["step"], resumed["train_time"], resumed["last"]
@@ -268,7 +277,7 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
     with open(log_path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=EPOCH_COLUMNS)
         for epoch in range(done + 1, args.epochs + 1):
-            if _out_of_time(args, epoch - 1 - done, last_epoch_s):
+            if _out_of_time(args, epoch - 1 - done, next_epoch_s):
                 print(f"{variant} seed {seed}: paused after epoch {epoch - 1} of {args.epochs} ({ckpt_path})",
                       file=sys.stderr)
                 return None
@@ -278,7 +287,7 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
             # running sums stay on the device: no host sync per step (read once at the end of the epoch)
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             correct = torch.zeros((), dtype=torch.int64, device=device)
-            seen = 0
+            seen, first_s, later_step_s = 0, None, None
             for b in range(steps_per_epoch):
                 idx = order[b * args.batch_size : (b + 1) * args.batch_size]
                 x = augment_batch(data.x_train[idx], args.train_size, args.shift, args.flip, gen)
@@ -306,11 +315,13 @@ def train_run(variant: str, seed: int, data: ImageTensors, args: argparse.Namesp
                     print(f"{variant} seed {seed}: first step done after {first_s:.1f} s", file=sys.stderr, flush=True)
                 elif epoch == done + 1 and b == steps_per_epoch - 1:  # ... then the steady step time
                     later = _synced_elapsed(t0, device) - first_s
+                    later_step_s = later / b
                     print(f"{variant} seed {seed}: {b} later steps in {later:.1f} s ({1e3 * later / b:.1f} ms/step)",
                           file=sys.stderr, flush=True)
             loss_sum, correct = float(loss_sum), int(correct)
             eval_top1, eval_loss = evaluate(model, data, args.train_size, args.train_size, "resize", device, amp=amp)
             last_epoch_s = time.perf_counter() - t0
+            next_epoch_s = next_epoch_estimate(last_epoch_s, first_s, later_step_s)
             train_time += last_epoch_s
             last = {
                 "epoch": epoch, "step": step, "lr": f"{lr:.6g}", "train_loss": f"{loss_sum / seen:.5f}",
