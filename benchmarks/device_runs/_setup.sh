@@ -12,3 +12,9 @@ phase() { echo "$1: $((SECONDS - t0)) s" | tee -a "$OUT/phases.txt"; }
 # 4 on 32², 15 epochs, batch 512, flips, transfer to 40² / 48²), shared by the accuracy scripts.
 FMNIST_RECIPE=(--dataset fashion_mnist --epochs 15 --batch-size 512 --lr 1e-3 --embed-dim 192 --depth 12 --heads 3
                --patch 4 --flip --train-size 32 --eval-sizes 40 48 --data-root .data/fashion-mnist)
+# Triton autotuning results of an earlier call (its $OUT/triton_autotune.tgz unpacked here into .triton_autotune/ and
+# carried): fla's chunk_gla then reads its tuned configurations instead of re-tuning (> 230 s per process in runs
+# I2 and L1). `save_autotune` packs this call's results (the *.autotune.json files only, a few KB) into $OUT.
+TRITON_CACHE=${TRITON_CACHE_DIR:-$HOME/.triton/cache}
+if [ -d .triton_autotune ]; then mkdir -p "$TRITON_CACHE" && cp -r .triton_autotune/. "$TRITON_CACHE/"; fi
+save_autotune() { (cd "$TRITON_CACHE" 2>/dev/null && find . -name '*.autotune.json' | tar czf "$OUT/triton_autotune.tgz" -T -); }

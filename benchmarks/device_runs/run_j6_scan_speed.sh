@@ -5,6 +5,7 @@
 # nothing else: first eager (the first step's time, autotuning included, is in the JSON as first_step_s; Triton keeps
 # the tuning on disk, TRITON_CACHE_AUTOTUNING=1 from _setup.sh), then every model under torch.compile (fla's kernels
 # stay opaque Triton launches inside the compiled graph) in a second process that reads the tuning from disk.
+# The tuning comes back as $OUT/triton_autotune.tgz: unpacked into .triton_autotune/ and carried, later calls skip it.
 #   bash benchmarks/device_runs/run_j6_scan_speed.sh     (carry .whl; writes to $OUT)
 set -u
 source benchmarks/device_runs/_setup.sh
@@ -15,4 +16,5 @@ phase "eager"
 timeout $((560 - SECONDS + t0)) python3 -m benchmarks.evidence.bench_scan_baselines --sizes 1024 --batches 8 \
   --warmup 3 --iters 10 --compile-mode default --out "$OUT/compiled" > "$OUT/bench_scan_compiled.log" 2>&1
 phase "compiled"
+save_autotune
 cat "$OUT/phases.txt"; tail -n 6 "$OUT/bench_scan_eager.log" "$OUT/bench_scan_compiled.log"
