@@ -10,10 +10,10 @@
 set -u
 source benchmarks/device_runs/_setup.sh
 t0=$SECONDS
-timeout 360 python3 -m benchmarks.evidence.bench_scan_baselines --sizes 1024 --batches 8 --warmup 3 --iters 10 \
+timeout 330 python3 -m benchmarks.evidence.bench_scan_baselines --sizes 1024 --batches 8 --warmup 3 --iters 10 \
   --out "$OUT/eager" > "$OUT/bench_scan_eager.log" 2>&1
 phase "eager"
-timeout $((560 - SECONDS + t0)) python3 -m benchmarks.evidence.bench_scan_baselines --sizes 1024 --batches 8 \
+timeout $((540 - SECONDS + t0)) python3 -m benchmarks.evidence.bench_scan_baselines --sizes 1024 --batches 8 \
   --warmup 3 --iters 10 --compile-mode default --out "$OUT/compiled" > "$OUT/bench_scan_compiled.log" 2>&1
 phase "compiled"
 save_autotune
