@@ -12,15 +12,24 @@
 # whose first-call autotuning alone took > 230 s in run I2 (254 s in run L1's first call, which left
 # run_classification's default --scan-backend auto: fla traced inside the compiled blocks, hence --scan-backend torch).
 # FORM="CHUNK INTRA" (e.g. FORM="8 auto", run L1's fastest: 85 ms per 2-scan step) skips the timing and runs all of
-# $SEEDS in parallel.
+# $SEEDS in parallel (run L2: three 2-scan seeds reached epoch 13 of 15 in 540 s; two finish).
+# BACKEND=fla trains on fla's chunk_gla inside the compiled blocks instead (run L1: 136 ms per step with two
+# processes sharing the GPU, i.e. ~68 ms each, vs 85 ms for the PyTorch form alone): one --warm-only process tunes it
+# first, unless a carried .triton_autotune/ (this script's $OUT/triton_autotune.tgz from an earlier call, unpacked)
+# already holds the tuning; all of $SEEDS run in parallel.
 #   bash benchmarks/device_runs/run_l1_scans.sh [scan2|scan4]     (carry .whl and .data/fashion-mnist; writes to $OUT)
 set -u
-M=${1:-scan2}; SEEDS=${SEEDS:-0 1 2}; FORM=${FORM:-}
+M=${1:-scan2}; SEEDS=${SEEDS:-0 1 2}; FORM=${FORM:-}; BACKEND=${BACKEND:-torch}
 source benchmarks/device_runs/_setup.sh
 export OMP_NUM_THREADS=2
 L=/tmp/l1; mkdir -p "$L"
 t0=$SECONDS
-if [ -n "$FORM" ]; then
+if [ "$BACKEND" = fla ]; then
+  timeout 330 python3 -m benchmarks.evidence.run_classification "${FMNIST_RECIPE[@]}" --scan-backend fla --compile \
+    --models "$M" --out "$L/fmnist" --warm-only > "$L/warm.log" 2>&1
+  phase "fla tuned"
+  NSEEDS=3
+elif [ -n "$FORM" ]; then
   read -r CHUNK INTRA <<< "$FORM"; NSEEDS=3
 else
   timeout 150 python3 -m benchmarks.evidence.time_scan_step --specs "$M:8" "$M:64:subchunk" "$M:32:subchunk" \
@@ -39,9 +48,13 @@ PY
   )
 fi
 RUN_SEEDS=$(echo $SEEDS | cut -d' ' -f1-"${NSEEDS:-1}")
-echo "form: chunk ${CHUNK:-8} intra ${INTRA:-auto}; seeds: $RUN_SEEDS" | tee -a "$OUT/phases.txt"
-ARGS=("${FMNIST_RECIPE[@]}" --scan-backend torch --threads 2 --out "$L/fmnist" --compile --scan-chunk "${CHUNK:-8}"
-      --scan-intra "${INTRA:-auto}" --scan-no-recompute)
+if [ "$BACKEND" = fla ]; then
+  FORM_ARGS=(--scan-backend fla)
+else
+  FORM_ARGS=(--scan-backend torch --scan-chunk "${CHUNK:-8}" --scan-intra "${INTRA:-auto}" --scan-no-recompute)
+fi
+echo "form: ${FORM_ARGS[*]}; seeds: $RUN_SEEDS" | tee -a "$OUT/phases.txt"
+ARGS=("${FMNIST_RECIPE[@]}" "${FORM_ARGS[@]}" --threads 2 --out "$L/fmnist" --compile)
 for S in $RUN_SEEDS; do
   python3 -m benchmarks.evidence.run_classification "${ARGS[@]}" --models "$M" --seeds "$S" \
     --time-limit $((540 - SECONDS + t0)) > "$L/fmnist_${M}_$S.log" 2>&1 &
@@ -53,4 +66,5 @@ timeout 30 python3 -m benchmarks.evidence.make_tables "$L/fmnist" --out "$L/tabl
 cp "$L/tables/tables.md" "$OUT/fmnist_tables.md" 2>/dev/null
 cp "$L/forms/time_scan_step.md" "$OUT/forms.md" 2>/dev/null
 tar czf "$OUT/logs.tgz" --exclude='checkpoint.pt' --exclude='*.safetensors' -C /tmp l1
-cat "$OUT/phases.txt" "$OUT/forms.md"; for f in "$L"/fmnist/*/seed*/epochs.csv; do echo "$f"; tail -n 2 "$f"; done
+save_autotune
+cat "$OUT/phases.txt"; cat "$OUT/forms.md" 2>/dev/null; for f in "$L"/fmnist/*/seed*/epochs.csv; do echo "$f"; tail -n 2 "$f"; done
