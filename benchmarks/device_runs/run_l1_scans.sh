@@ -17,16 +17,20 @@
 # processes sharing the GPU, i.e. ~68 ms each, vs 85 ms for the PyTorch form alone): one --warm-only process tunes it
 # first, unless a carried .triton_autotune/ (this script's $OUT/triton_autotune.tgz from an earlier call, unpacked)
 # already holds the tuning; all of $SEEDS run in parallel.
+# RUNS="scan2:2 scan4:0" (with FORM or BACKEND=fla) runs exactly those variant:seed pairs side by side, e.g. the last
+# 2-scan seed (~150 s of GPU) next to a 4-scan seed (~300 s).
 #   bash benchmarks/device_runs/run_l1_scans.sh [scan2|scan4]     (carry .whl and .data/fashion-mnist; writes to $OUT)
 set -u
-M=${1:-scan2}; SEEDS=${SEEDS:-0 1 2}; FORM=${FORM:-}; BACKEND=${BACKEND:-torch}
+M=${1:-scan2}; SEEDS=${SEEDS:-0 1 2}; FORM=${FORM:-}; BACKEND=${BACKEND:-torch}; RUNS=${RUNS:-}
+if [ -n "$RUNS" ] && [ -z "$FORM" ] && [ "$BACKEND" != fla ]; then echo "RUNS needs FORM or BACKEND=fla" >&2; exit 2; fi
+VARIANTS=$M; [ -n "$RUNS" ] && VARIANTS=$(for R in $RUNS; do echo "${R%%:*}"; done | sort -u | tr '\n' ' ')
 source benchmarks/device_runs/_setup.sh
 export OMP_NUM_THREADS=2
 L=/tmp/l1; mkdir -p "$L"
 t0=$SECONDS
 if [ "$BACKEND" = fla ]; then
   timeout 330 python3 -m benchmarks.evidence.run_classification "${FMNIST_RECIPE[@]}" --scan-backend fla --compile \
-    --models "$M" --out "$L/fmnist" --warm-only > "$L/warm.log" 2>&1
+    --models $VARIANTS --out "$L/fmnist" --warm-only > "$L/warm.log" 2>&1
   phase "fla tuned"
   NSEEDS=3
 elif [ -n "$FORM" ]; then
@@ -47,17 +51,20 @@ print(chunk, intra, max(1, min(3, int(left // per_seed))))
 PY
   )
 fi
-RUN_SEEDS=$(echo $SEEDS | cut -d' ' -f1-"${NSEEDS:-1}")
+if [ -z "$RUNS" ]; then
+  RUNS=$(for S in $(echo $SEEDS | cut -d' ' -f1-"${NSEEDS:-1}"); do echo -n "$M:$S "; done)
+fi
 if [ "$BACKEND" = fla ]; then
   FORM_ARGS=(--scan-backend fla)
 else
   FORM_ARGS=(--scan-backend torch --scan-chunk "${CHUNK:-8}" --scan-intra "${INTRA:-auto}" --scan-no-recompute)
 fi
-echo "form: ${FORM_ARGS[*]}; seeds: $RUN_SEEDS" | tee -a "$OUT/phases.txt"
+echo "form: ${FORM_ARGS[*]}; runs: $RUNS" | tee -a "$OUT/phases.txt"
 ARGS=("${FMNIST_RECIPE[@]}" "${FORM_ARGS[@]}" --threads 2 --out "$L/fmnist" --compile)
-for S in $RUN_SEEDS; do
-  python3 -m benchmarks.evidence.run_classification "${ARGS[@]}" --models "$M" --seeds "$S" \
-    --time-limit $((540 - SECONDS + t0)) > "$L/fmnist_${M}_$S.log" 2>&1 &
+for R in $RUNS; do
+  V=${R%%:*}; S=${R##*:}
+  python3 -m benchmarks.evidence.run_classification "${ARGS[@]}" --models "$V" --seeds "$S" \
+    --time-limit $((540 - SECONDS + t0)) > "$L/fmnist_${V}_$S.log" 2>&1 &
 done
 ( sleep 120; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv ) > "$OUT/nvidia_smi_120s.txt" 2>&1 &
 wait
