@@ -123,3 +123,26 @@ def test_two_path_table_ratios_extra_columns_and_failures() -> None:
     assert lines[0] == "| problem | A ms | B ms | A / B | A MiB | B MiB | max err (A, B) |"
     assert lines[2] == "| B=1 | 2.000 | 0.500 | **4.00×** | 3.0 | 4.0 | 1.0e-03, 2.0e-03 |"
     assert lines[3] == "| B=2 | ok | FAILED | — | — | — | 1.0e-03, 5.0e-01 |"
+
+
+def test_saved_activations_counts_what_each_module_keeps(tmp_path: Path) -> None:
+    """benchmarks/saved_activations.py (a subprocess: it sets TRITON_INTERPRET=1 for LightNet's Triton path on the
+    CPU): both models' tables, and the SiLU GLU's body keeps exactly its fc1 output ([N, 2 * hidden] bf16 = 4 096 B
+    per token and block for lightnet_small), no silu(gate) copy."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    cmd = [sys.executable, str(root / "benchmarks" / "saved_activations.py"), "--device", "cpu", "--img-size", "64",
+           "--batch", "1", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((tmp_path / "saved_activations.json").read_text())["rows"]
+    by_model = {r["model"]: r for r in rows}
+    assert set(by_model) == {"lightnet_small", "vit_small_patch16_224"}
+    assert all(r["total_mib"] > 0 for r in rows)
+    lightnet = by_model["lightnet_small"]["per_token_block"]
+    assert lightnet["mlp"] == pytest.approx(2 * 1024 * 2)
+    assert lightnet["mlp.fc2"] == pytest.approx(1024 * 2)  # fc2 keeps its bf16 input, silu(gate) * up
+    assert "| `mlp.fc1` |" in (tmp_path / "saved_activations.md").read_text()
