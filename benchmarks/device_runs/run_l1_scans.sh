@@ -2,7 +2,7 @@
 # Run L, calls 1-2 (one H100/H200, ≤ 9.5 min, alone on the GPU): one multi-scan baseline of issue 7 (scan2 or scan4)
 # on Fashion-MNIST at the issue's size (the run H1 recipe), choosing its training form in the same call:
 #   1. time_scan_step.py times whole training steps (blocks compiled, recurrence intermediates saved, not
-#      recomputed) for the exact PyTorch forms of the recurrence: pairwise at chunk 8 (run K5's fastest, 120 ms per
+#      recomputed) of LightNet (the same-process reference) and of the exact PyTorch forms of the recurrence: pairwise at chunk 8 (run K5's fastest, 120 ms per
 #      2-scan step with recomputation) and the sub-chunk form at chunk 64 and 32 (GEMMs between 8-token sub-chunks,
 #      untimed on a GPU so far);
 #   2. the fastest form trains as many of $SEEDS (default "0 1 2") as its measured step time lets finish 15 epochs
@@ -36,12 +36,12 @@ if [ "$BACKEND" = fla ]; then
 elif [ -n "$FORM" ]; then
   read -r CHUNK INTRA <<< "$FORM"; NSEEDS=3
 else
-  timeout 150 python3 -m benchmarks.evidence.time_scan_step --specs "$M:8" "$M:64:subchunk" "$M:32:subchunk" \
+  timeout 150 python3 -m benchmarks.evidence.time_scan_step --specs lightnet "$M:8" "$M:64:subchunk" "$M:32:subchunk" \
     --no-recompute --steps 8 --warmup 2 --no-profile --out "$L/forms" > "$L/forms.log" 2>&1
   phase "forms timed"
   read -r CHUNK INTRA NSEEDS < <(python3 - "$L/forms/time_scan_step.json" $((525 - SECONDS + t0)) <<'PY'
 import json, math, sys
-rows = json.load(open(sys.argv[1]))
+rows = [r for r in json.load(open(sys.argv[1])) if ":" in r["spec"]]  # the scan forms (lightnet: the reference row)
 best = min(rows, key=lambda r: r["step_ms"])
 _, chunk, intra = (best["spec"].split(":") + ["auto"])[:3]
 steps = math.ceil(60000 / 512) * 15
