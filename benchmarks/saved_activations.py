@@ -91,9 +91,12 @@ def per_block_row(saved: Dict[str, int], tokens: int, depth: int) -> Dict[str, f
     blocks; what lies outside the blocks goes under ``(outside blocks)``, per token and per block too."""
     row: Dict[str, float] = defaultdict(float)
     for path, nbytes in saved.items():
-        key = _BLOCK.sub("", path) if _BLOCK.match(path) else "(outside blocks)"
-        if path.startswith("blocks.") and not _BLOCK.match(path):
+        if _BLOCK.match(path):
+            key = _BLOCK.sub("", path)
+        elif _BLOCK.match(path + "."):  # the block's own forward (e.g. its residual adds), outside its children
             key = "(block)"
+        else:
+            key = "(outside blocks)"
         row[key] += nbytes / tokens / depth
     return dict(row)
 
