@@ -146,3 +146,17 @@ def test_saved_activations_counts_what_each_module_keeps(tmp_path: Path) -> None
     assert lightnet["mlp"] == pytest.approx(2 * 1024 * 2)
     assert lightnet["mlp.fc2"] == pytest.approx(1024 * 2)  # fc2 keeps its bf16 input, silu(gate) * up
     assert "| `mlp.fc1` |" in (tmp_path / "saved_activations.md").read_text()
+
+
+def test_bench_glu_checks_both_paths_and_counts_saved_memory(tmp_path: Path) -> None:
+    """benchmarks/bench_glu.py: both GLU paths agree (its exit status) and, eager, recomputing keeps less."""
+    from benchmarks import bench_glu
+
+    argv = ["--device", "cpu", "--tokens", "512", "--dim", "32", "--iters", "1", "--out", str(tmp_path)]
+    assert bench_glu.main(argv) == 0
+    rows = json.loads((tmp_path / "bench_glu.json").read_text())
+    assert {(r["mode"], r["path"]) for r in rows} == {(m, p) for m in ("eager", "compiled") for p in ("keep", "recompute")}
+    eager = {r["path"]: r for r in rows if r["mode"] == "eager"}
+    hidden_bytes = 512 * int(32 * 8 / 3) * 2  # one bf16 [N, hidden] tensor
+    assert (eager["keep"]["saved_mib"] - eager["recompute"]["saved_mib"]) * 2**20 == pytest.approx(hidden_bytes)
+    assert all(r["fwd_bwd_ms"] > 0 for r in rows)

@@ -43,16 +43,21 @@ class SiluGatedProduct(torch.autograd.Function):
 class GLU(nn.Module):
     """``fc2(act(gate(x)) * up(x))`` with one fused input projection.
 
-    Shapes: ``[..., dim]`` → ``[..., dim]``; hidden width ``int(dim * mlp_ratio)``.
+    Shapes: ``[..., dim]`` → ``[..., dim]``; hidden width ``int(dim * mlp_ratio)``. With ``act='silu'`` and
+    ``recompute_act`` (default) the backward recomputes ``silu(gate)`` instead of keeping it (:class:`SiluGatedProduct`:
+    one ``[..., hidden]`` tensor less saved, the same gradients); ``False`` keeps autograd's composite (for A/B timing,
+    ``benchmarks/bench_glu.py``).
     """
 
-    def __init__(self, dim: int, mlp_ratio: float = 8 / 3, act: str = "silu", bias: bool = False, drop: float = 0.0) -> None:
+    def __init__(self, dim: int, mlp_ratio: float = 8 / 3, act: str = "silu", bias: bool = False, drop: float = 0.0,
+                 recompute_act: bool = True) -> None:
         super().__init__()
         if act not in _ACTS:
             raise ValueError(f"GLU: unknown activation {act!r}; choose one of {sorted(_ACTS)}")
         hidden = max(1, int(dim * mlp_ratio))
         self.hidden_features = hidden
         self.act_name = act
+        self.recompute_act = recompute_act
         self.fc1 = nn.Linear(dim, 2 * hidden, bias=bias)
         self.fc2 = nn.Linear(hidden, dim, bias=bias)
         self.drop = nn.Dropout(drop)
@@ -61,7 +66,7 @@ class GLU(nn.Module):
         if x.shape[-1] != self.fc1.in_features:
             raise ValueError(f"GLU: expected [..., {self.fc1.in_features}], got {tuple(x.shape)}")
         up, gate = self.fc1(x).chunk(2, dim=-1)
-        if self.act_name == "silu" and torch.is_grad_enabled():
+        if self.act_name == "silu" and self.recompute_act and torch.is_grad_enabled():
             hidden = SiluGatedProduct.apply(gate, up)
         else:
             hidden = _ACTS[self.act_name](gate) * up
