@@ -45,10 +45,35 @@ def _is_parameter_copy(t: torch.Tensor) -> bool:
     return src is not None and type(src).__name__ == "AccumulateGrad"
 
 
+class CompiledRegion(torch.nn.Module):
+    """``inner`` run through ``torch.compile``; hooks on this wrapper stay outside the compiled code."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.compiled = torch.compile(inner)
+
+    def forward(self, *args, **kwargs):
+        return self.compiled(*args, **kwargs)
+
+
+def compile_block_parts(model: torch.nn.Module) -> torch.nn.Module:
+    """Every child of every block (norms, mixer, MLP, ...) wrapped in a :class:`CompiledRegion`, as
+    ``run_classification.py --compile blocks`` compiles them: what each compiled part saves is charged to it."""
+    for block in model.blocks:
+        for name, child in list(block.named_children()):
+            if any(True for _ in child.parameters()):
+                setattr(block, name, CompiledRegion(child))
+    return model
+
+
 def saved_bytes_by_module(model: torch.nn.Module, x: torch.Tensor, amp_dtype: Optional[torch.dtype]) -> Dict[str, int]:
     """``{module path: bytes}`` that one forward of ``model`` on ``x`` saves for the backward (see module doc).
-    Block paths are kept whole (``blocks.3.attn.qkv``); ``'<top>'`` holds what no module saved."""
+    Block paths are kept whole (``blocks.3.attn.qkv``); ``'<top>'`` holds what no module saved. Inside a
+    :class:`CompiledRegion` the compiled graph saves plain tensors without autograd history, so there a weight copy
+    is recognised by its shape (a parameter's, or its transpose)."""
     param_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    param_shapes = {s for p in model.parameters() for s in (tuple(p.shape), tuple(p.shape)[::-1])}
     stack: List[str] = []
 
     def enter(name: str):
@@ -61,6 +86,8 @@ def saved_bytes_by_module(model: torch.nn.Module, x: torch.Tensor, amp_dtype: Op
 
     handles = []
     for name, module in model.named_modules():
+        if ".inner" in name or ".compiled" in name:  # inside a compiled region: its wrapper takes the charge
+            continue
         handles.append(module.register_forward_pre_hook(enter(name)))
         handles.append(module.register_forward_hook(leave))
     seen = set()
@@ -72,7 +99,8 @@ def saved_bytes_by_module(model: torch.nn.Module, x: torch.Tensor, amp_dtype: Op
         if ptr in seen or ptr in param_storages:
             return t
         seen.add(ptr)
-        if not _is_parameter_copy(t):  # autocast's bf16 copies of the weights are not activations
+        weight_copy = _is_parameter_copy(t) or (t.grad_fn is None and tuple(t.shape) in param_shapes)
+        if not weight_copy:  # autocast's bf16 copies of the weights are not activations
             out[stack[-1] if stack and stack[-1] else "<top>"] += storage.nbytes()
         return t
 
@@ -102,7 +130,7 @@ def per_block_row(saved: Dict[str, int], tokens: int, depth: int) -> Dict[str, f
 
 
 def measure(name: str, img_size: int, batch: int, device: torch.device, amp_dtype: Optional[torch.dtype],
-            attn_backend: str) -> Dict[str, object]:
+            attn_backend: str, compiled: bool = False) -> Dict[str, object]:
     import timm
 
     import lightnet  # noqa: F401  (registers the lightnet_* models with timm)
@@ -113,12 +141,14 @@ def measure(name: str, img_size: int, batch: int, device: torch.device, amp_dtyp
     else:
         kwargs["dynamic_img_size"] = True
     model = timm.create_model(name, **kwargs).to(device).train()
+    if compiled:
+        compile_block_parts(model)
     x = torch.randn(batch, 3, img_size, img_size, device=device)
     saved = saved_bytes_by_module(model, x, amp_dtype)
     grid = img_size // 16
     tokens = batch * grid * grid
     depth = len(model.blocks)
-    return dict(model=name, img_size=img_size, batch=batch, tokens_per_image=grid * grid,
+    return dict(model=name, img_size=img_size, batch=batch, compiled=compiled, tokens_per_image=grid * grid,
                 total_mib=sum(saved.values()) / 2**20, per_token_block=per_block_row(saved, tokens, depth))
 
 
@@ -149,13 +179,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--amp-dtype", default="bfloat16", choices=["bfloat16", "float16", "none"])
     p.add_argument("--attn-backend", default="triton", choices=["auto", "torch", "triton"],
                    help="LightNet's kernel backend (triton on the CPU runs under TRITON_INTERPRET=1)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile every block's parts (norms, mixer, MLP) as run_classification.py --compile does")
     p.add_argument("--out", default=None, help="folder for saved_activations.{json,md}")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cpu" and args.attn_backend == "triton":
         os.environ["TRITON_INTERPRET"] = "1"
     amp = None if args.amp_dtype == "none" else getattr(torch, args.amp_dtype)
-    rows = [measure(m, s, args.batch, device, amp, args.attn_backend) for s in args.img_size for m in args.models]
+    rows = [measure(m, s, args.batch, device, amp, args.attn_backend, args.compile)
+            for s in args.img_size for m in args.models]
     md = render(rows)
     print(md)
     if args.out:

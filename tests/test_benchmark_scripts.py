@@ -146,6 +146,13 @@ def test_saved_activations_counts_what_each_module_keeps(tmp_path: Path) -> None
     assert lightnet["mlp"] == pytest.approx(2 * 1024 * 2)
     assert lightnet["mlp.fc2"] == pytest.approx(1024 * 2)  # fc2 keeps its bf16 input, silu(gate) * up
     assert "| `mlp.fc1` |" in (tmp_path / "saved_activations.md").read_text()
+    # --compile: each block part is one compiled region, charged as a whole; inductor keeps no more than eager
+    done = subprocess.run(cmd[:-1] + [str(tmp_path / "compiled"), "--compile", "--models", "lightnet_small"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads((tmp_path / "compiled" / "saved_activations.json").read_text())["rows"]
+    assert row["compiled"] and set(row["per_token_block"]) <= {"norm1", "attn", "norm2", "mlp", "(outside blocks)"}
+    assert sum(row["per_token_block"].values()) <= sum(lightnet.values())
 
 
 def test_bench_glu_checks_both_paths_and_counts_saved_memory(tmp_path: Path) -> None:
