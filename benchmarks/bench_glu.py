@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from typing import Dict, List, Optional, Sequence
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _report import rel, two_path_table, write_report  # noqa: E402
+from bench_models import _time  # noqa: E402
 
 from lightnet.layers import GLU  # noqa: E402
 
@@ -42,15 +42,12 @@ def _saved_mib(fn) -> float:
 
 
 def _time_ms(step, device: torch.device, iters: int) -> float:
+    """``do_bench``'s median on CUDA, else the mean of ``iters`` calls after one warm-up (bench_models' timer)."""
     if device.type == "cuda":
         from triton.testing import do_bench
 
         return float(do_bench(step, warmup=10, rep=max(50, iters)))
-    step()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        step()
-    return 1e3 * (time.perf_counter() - t0) / iters
+    return 1e3 * sum(_time(step, device, 1, iters)) / iters
 
 
 def run(tokens: Sequence[int], dim: int, modes: Sequence[str], device: torch.device, iters: int,
@@ -88,7 +85,6 @@ def run(tokens: Sequence[int], dim: int, modes: Sequence[str], device: torch.dev
                 if timed:
                     row["fwd_bwd_ms"] = _time_ms(step, device, iters)
                 rows.append(row)
-    glu.recompute_act = True
     return rows
 
 
