@@ -62,25 +62,26 @@ def _op_inputs(N: int, *, extras: bool, seed: int = 0) -> Tuple:
     return q, k, v, 0.7, mask, theta, S0, z0
 
 
-def _backward_args(op_name: str, fwd_args: Tuple) -> Tuple:
+def _backward_args(op_name: str, fwd_args: Tuple, q_silu: bool = False) -> Tuple:
     """Arguments of a backward op: the forward op's saved outputs and random output gradients (``dS`` / ``dz`` too)."""
     from lightnet.kernels import custom_op as ops
 
     q, k, v, scale, mask, theta, S0, z0 = (t.detach() if isinstance(t, torch.Tensor) else t for t in fwd_args)
     g = torch.Generator().manual_seed(9)
     if op_name == "noncausal_bwd":
-        o, S, z = ops.noncausal_fwd(q, k, v, scale, mask, theta, S0, z0)
+        o, S, z = ops.noncausal_fwd(q, k, v, scale, mask, theta, S0, z0, q_silu)
         do, dS = torch.randn(o.shape, generator=g), torch.randn(S.shape, generator=g)
-        return do, dS, None, q, k, v, S, z, scale, mask, theta
+        return do, dS, None, q, k, v, S, z, scale, mask, theta, q_silu
     o, S, z, saved = ops.causal_fwd(q, k, v, scale, mask, theta, S0, z0)
     do, dz = torch.randn(o.shape, generator=g), torch.randn(z.shape, generator=g)
     return do, None, dz, q, k, v, S, saved, scale, mask, theta
 
 
-def _opcheck(op_name: str, N: int, extras: bool, c_zpass: Optional[int] = None) -> Dict[str, str]:
+def _opcheck(op_name: str, N: int, extras: bool, c_zpass: Optional[int] = None, q_silu: bool = False) -> Dict[str, str]:
     """``torch.library.opcheck`` of one op. Causal ``N`` fills every segment (2 chunks of 16 per segment under the
     interpreter): the kernels leave the unused flag slots of a partial last segment unwritten, which opcheck would
-    report as eager/AOT output mismatches although no kernel reads them."""
+    report as eager/AOT output mismatches although no kernel reads them. ``q_silu``: the non-causal ops with the
+    query's SiLU in the kernels (their optional last argument)."""
     from lightnet.kernels import custom_op as ops
     from lightnet.kernels.triton_common import TUNING
 
@@ -89,7 +90,9 @@ def _opcheck(op_name: str, N: int, extras: bool, c_zpass: Optional[int] = None) 
     TUNING["c_zpass"] = c_zpass
     try:
         if op_name in ("noncausal_bwd", "causal_bwd"):
-            args = _backward_args(op_name, args)
+            args = _backward_args(op_name, args, q_silu)
+        elif q_silu:
+            args = (*args, True)
         elif op_name == "causal_decode":
             q, k, v, scale, mask, theta, S0, z0 = args
             one = [t[:, :1].detach() for t in (q, k, v)]
@@ -147,6 +150,8 @@ JOBS: Dict[str, Callable[[], object]] = {
     "opcheck_noncausal_fwd": lambda: _opcheck("noncausal_fwd", 37, extras=False),
     "opcheck_noncausal_fwd_all_options": lambda: _opcheck("noncausal_fwd", 37, extras=True),
     "opcheck_noncausal_bwd": lambda: _opcheck("noncausal_bwd", 37, extras=True),
+    "opcheck_noncausal_fwd_q_silu": lambda: _opcheck("noncausal_fwd", 37, extras=True, q_silu=True),
+    "opcheck_noncausal_bwd_q_silu": lambda: _opcheck("noncausal_bwd", 37, extras=True, q_silu=True),
     "opcheck_causal_fwd": lambda: _opcheck("causal_fwd", 32, extras=False),
     "opcheck_causal_decode": lambda: _opcheck("causal_decode", 1, extras=True),
     "compiled_model": _compiled_model_matches_eager,

@@ -45,6 +45,7 @@ def _compare(
     c_zpass: Optional[int] = None,
     c_scan_j: Optional[int] = None,
     c_scan_x: Optional[int] = None,
+    q_silu: bool = False,
 ) -> Dict[str, float]:
     """Relative errors of (o, S, z, dq, dk, dv) of the Triton path against the fp64 reference.
 
@@ -52,7 +53,8 @@ def _compare(
     path runs for that chunk only); ``c_segment`` forces the causal kernels' chunks per segment and ``c_zpass`` picks
     their path: None = the default (zpass, in-chunk z stored by F1), 0 = the memory-lean one (``TUNING``, restored
     afterwards); ``c_scan_j`` / ``c_scan_x`` set the segment scans' group of segments (``BLOCK_J``) and of state
-    elements (``BLOCK_X``).
+    elements (``BLOCK_X``). ``q_silu``: the Triton path gets ``q_activation='silu'`` (in the non-causal kernels),
+    the reference ``silu(q)``; dq is the raw query's gradient on both sides.
     """
     from lightnet.kernels.reference import additive_attention_torch
     from lightnet.kernels.triton_common import TUNING
@@ -88,8 +90,15 @@ def _compare(
         fn = additive_attention_triton if use_triton else additive_attention_torch
         saved_tuning = {key: TUNING[key] for key in ("c_segment", "c_zpass", "c_scan_j", "c_scan_x")}
         TUNING.update(c_segment=c_segment, c_zpass=c_zpass, c_scan_j=c_scan_j, c_scan_x=c_scan_x)
+        extra = {}
+        q_in = q_
+        if q_silu and use_triton:
+            extra = dict(q_activation="silu")
+        elif q_silu:
+            q_in = torch.nn.functional.silu(q_)
         try:
-            o, (S, z) = fn(q_, k_, v_, causal=causal, scale=0.7, key_padding_mask=kpm, lrpe_theta=th, initial_state=st)
+            o, (S, z) = fn(q_in, k_, v_, causal=causal, scale=0.7, key_padding_mask=kpm, lrpe_theta=th,
+                           initial_state=st, **extra)
             if use_triton:
                 assert o.dtype == dtype and S.dtype == torch.float32 and z.dtype == torch.float32
             loss = (o.double() * do.double()).sum() + (S.double() * wS.double()).sum()
@@ -120,6 +129,14 @@ CASES = {
     "nc_dims_not_pow2": (dict(B=2, N=50, H=1, D=24, E=20, causal=False, mask=True), 1e-4),
     "nc_large_logits": (dict(B=2, N=45, H=1, D=16, E=16, causal=False, mask=True, k_scale=1e4), 3e-3),
     "nc_bf16": (dict(B=2, N=40, H=2, D=16, E=16, causal=False, dtype=torch.bfloat16, mask=True, lrpe=True), 1e-2),
+    # the query's SiLU inside the kernels (q_activation='silu'): fused one-range kernels, split ranges + merge, bf16
+    "nc_qsilu_fused_all": (
+        dict(B=1, N=21, H=1, D=32, E=16, causal=False, mask=True, lrpe=True, init=True, q_silu=True), 1e-4),
+    "nc_qsilu_split_all": (
+        dict(B=2, N=100, H=1, D=16, E=32, causal=False, mask=True, lrpe=True, init=True, q_silu=True), 1e-4),
+    "nc_qsilu_plain": (dict(B=2, N=37, H=2, D=16, E=16, causal=False, q_silu=True), 1e-4),
+    "nc_qsilu_bf16": (
+        dict(B=2, N=40, H=2, D=16, E=16, causal=False, dtype=torch.bfloat16, mask=True, lrpe=True, q_silu=True), 1e-2),
     # causal (chunks of 16 tokens under the interpreter)
     "c_oddN": (dict(B=1, N=37, H=1, D=16, E=16, causal=True), 1e-4),
     "c_single_token_with_state": (dict(B=2, N=1, H=1, D=16, E=16, causal=True, init=True, mask=True), 1e-4),
@@ -128,6 +145,7 @@ CASES = {
     "c_large_logits_exact_path": (dict(B=2, N=35, H=1, D=16, E=16, causal=True, mask=True, k_scale=1e4), 3e-3),
     "c_mixed_spread_lrpe": (dict(B=1, N=35, H=1, D=16, E=16, causal=True, lrpe=True, k_scale=30.0), 1e-4),
     "c_bf16": (dict(B=1, N=40, H=2, D=16, E=16, causal=True, dtype=torch.bfloat16, mask=True, lrpe=True), 1e-2),
+    "c_qsilu_lrpe_init": (dict(B=1, N=33, H=2, D=16, E=16, causal=True, lrpe=True, init=True, q_silu=True), 1e-4),
     # causal, several segments per (batch, head) (segments of c_segment chunks, each walked in order by one program)
     "c_segments_all": (
         dict(B=2, N=100, H=1, D=16, E=16, causal=True, mask=True, lrpe=True, init=True, c_segment=2), 1e-4),
@@ -363,6 +381,40 @@ def _split_second_pass_agrees() -> Dict[str, float]:
     return out
 
 
+def _mixer_q_silu_in_kernel() -> Dict[str, float]:
+    """``LightNetAttention`` with the query's SiLU in the kernels (``fuse_q_act=True``, the default) against the
+    activation applied before the call: outputs and gradients agree, and the storage autograd keeps for the backward
+    shrinks by exactly one activated query ``[B, N, C]``."""
+    from lightnet.layers import LightNetAttention
+
+    torch.manual_seed(0)
+    B, N, C = 2, 49, 32
+    mixer = LightNetAttention(C, 2, num_axes=2, backend="triton")
+    x = torch.randn(B, N, C)
+    runs = []
+    for fuse in (True, False):
+        mixer.fuse_q_act = fuse
+        storages: Dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            if not isinstance(t, torch.nn.Parameter):
+                storages.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+            return t
+
+        xi = x.clone().requires_grad_()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = mixer(xi, grid_shape=(7, 7))
+        y.square().sum().backward()
+        grads = [xi.grad] + [p.grad.clone() for p in mixer.parameters()]
+        mixer.zero_grad()
+        runs.append((y.detach(), grads, sum(storages.values())))
+    (y1, g1, b1), (y0, g0, b0) = runs
+    out = {"y": _rel(y1, y0), "grads": max(_rel(a, b) for a, b in zip(g1, g0))}
+    out["saved_bytes_less"] = float(b0 - b1)
+    out["activated_query_bytes"] = float(B * N * C * 4)
+    return out
+
+
 def _worker() -> None:
     report = {}
     jobs = {name: (lambda a=args: _compare(**a)) for name, (args, _) in {**CASES, **LEAN_CASES}.items()}
@@ -373,6 +425,7 @@ def _worker() -> None:
     jobs["nc_split_second_pass_agrees"] = _split_second_pass_agrees
     jobs["c_prefill_in_pieces"] = _prefill_in_pieces
     jobs["unsupported_gradients"] = _unsupported_gradients
+    jobs["mixer_q_silu_in_kernel"] = _mixer_q_silu_in_kernel
     for name, job in jobs.items():
         try:
             report[name] = job()
@@ -456,6 +509,13 @@ def test_causal_prefill_in_pieces_and_decode_match_one_pass(report):
     errs = report["c_prefill_in_pieces"]
     assert isinstance(errs, dict), errs
     _assert_close(errs, 1e-5)
+
+
+def test_mixer_query_silu_in_kernel_keeps_no_activated_copy(report):
+    got = report["mixer_q_silu_in_kernel"]
+    assert isinstance(got, dict), got
+    assert got["y"] <= 1e-5 and got["grads"] <= 1e-5, got
+    assert got["saved_bytes_less"] == got["activated_query_bytes"], got
 
 
 def test_unsupported_gradients_raise_clear_errors(report):

@@ -12,12 +12,14 @@ import warnings
 from typing import Optional, Tuple, Union
 
 import torch
+from torch.nn import functional as F
 
 from .reference import State, additive_attention_torch
 
 __all__ = ["additive_attention", "available_backends", "BACKENDS"]
 
 BACKENDS = ("auto", "torch", "triton")
+Q_ACTIVATIONS = (None, "silu")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -110,6 +112,7 @@ def additive_attention(
     output_final_state: bool = False,
     backend: str = "auto",
     check_finite: bool = False,
+    q_activation: Optional[str] = None,
 ) -> Union[torch.Tensor, Tuple[torch.Tensor, State]]:
     """LightNet additive linear attention.
 
@@ -128,12 +131,17 @@ def additive_attention(
         check_finite: raise if q, k, v (or the initial state) hold NaN/inf (costs a reduction and a host sync; off
             by default). Eager only: skipped while ``torch.compile`` traces (the check branches on tensor values,
             which would break the graph), so run the model eagerly to use it.
+        q_activation: ``'silu'``: the queries are ``silu(q)`` (LightNet's default query activation). The non-causal
+            Triton kernels apply it as they load q and return the raw query's gradient, so no activated copy of q is
+            written or kept for the backward; every other path applies ``F.silu`` first. ``None``: q as given.
 
     Returns:
         ``o [B, N, H, E]`` in q's dtype, or ``(o, (S, z))`` with ``output_final_state=True``.
     """
     if backend not in BACKENDS:
         raise ValueError(f"additive_attention: unknown backend {backend!r}; choose one of {BACKENDS}")
+    if q_activation not in Q_ACTIVATIONS:
+        raise ValueError(f"additive_attention: unknown q_activation {q_activation!r}; choose one of {Q_ACTIVATIONS}")
     _check_inputs(q, k, v, key_padding_mask, lrpe_theta, initial_state)
     if check_finite and not torch.compiler.is_compiling():
         named = [("q", q), ("k", k), ("v", v)]
@@ -172,9 +180,11 @@ def additive_attention(
 
         o, state = additive_attention_triton(
             q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask,
-            lrpe_theta=lrpe_theta, initial_state=initial_state,
+            lrpe_theta=lrpe_theta, initial_state=initial_state, q_activation=q_activation,
         )
     else:
+        if q_activation == "silu":
+            q = F.silu(q)
         o, state = additive_attention_torch(
             q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask,
             lrpe_theta=lrpe_theta, initial_state=initial_state,

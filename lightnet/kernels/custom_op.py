@@ -12,10 +12,12 @@ contiguous and the head stride equals its size, e.g. slices of a fused qkv proje
 ``D' = 2D`` with LRPE else ``D``; ``mask [B, N]`` bool, ``theta [N, D]`` fp32, ``S0 [B, H, D', E]`` /
 ``z0 [B, H, D]`` fp32, given together or not at all):
 
-    lightnet::noncausal_fwd(q, k, v, float scale, Tensor? mask, Tensor? theta, Tensor? S0, Tensor? z0)
+    lightnet::noncausal_fwd(q, k, v, float scale, Tensor? mask, Tensor? theta, Tensor? S0, Tensor? z0,
+                            bool q_silu=False)
         -> (o [B, N, H, E] q.dtype, S [B, H, D', E] fp32, z [B, H, D] fp32)
-    lightnet::noncausal_bwd(do, Tensor? dS, Tensor? dz, q, k, v, S, z, float scale, Tensor? mask, Tensor? theta)
-        -> (dq, dk, dv)
+    lightnet::noncausal_bwd(do, Tensor? dS, Tensor? dz, q, k, v, S, z, float scale, Tensor? mask, Tensor? theta,
+                            bool q_silu=False) -> (dq, dk, dv)
+        (q_silu: q is the raw query, the kernels use silu(q) and return the raw query's gradient)
     lightnet::causal_fwd(q, k, v, float scale, Tensor? mask, Tensor? theta, Tensor? S0, Tensor? z0)
         -> (o, S, z, Tensor[] saved)      # saved: the kernels' per-segment / per-chunk statistics
     lightnet::causal_bwd(do, Tensor? dS, Tensor? dz, q, k, v, S, Tensor[] saved, float scale, Tensor? mask,
@@ -82,19 +84,20 @@ def _state_shapes(q: Tensor, v: Tensor, theta: Optional[Tensor]) -> Tuple[Tuple[
 # ----------------------------------------------------------------------------------------------------------------
 def _noncausal_fwd_impl(
     q: Tensor, k: Tensor, v: Tensor, scale: float, mask: Optional[Tensor], theta: Optional[Tensor],
-    S0: Optional[Tensor], z0: Optional[Tensor],
+    S0: Optional[Tensor], z0: Optional[Tensor], q_silu: bool = False,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Order-free scan: ``(o [B, N, H, E], S [B, H, D', E] fp32, z [B, H, D] fp32)``; q, k, v in place when their
-    layout allows (:func:`~lightnet.kernels.triton_noncausal.kernel_layout`)."""
+    layout allows (:func:`~lightnet.kernels.triton_noncausal.kernel_layout`); ``q_silu``: silu applied to q in the
+    kernels."""
     mask, theta, S0, z0 = _contig_all(mask, theta, S0, z0)  # q, k, v: noncausal_forward applies kernel_layout
-    return noncausal_forward(q, k, v, scale, mask, theta, _init(S0, z0))
+    return noncausal_forward(q, k, v, scale, mask, theta, _init(S0, z0), q_silu=q_silu)
 
 
 noncausal_fwd = torch.library.custom_op("lightnet::noncausal_fwd", _noncausal_fwd_impl, mutates_args=())
 
 
 @noncausal_fwd.register_fake
-def _noncausal_fwd_fake(q, k, v, scale, mask, theta, S0, z0):
+def _noncausal_fwd_fake(q, k, v, scale, mask, theta, S0, z0, q_silu=False):
     s_shape, z_shape = _state_shapes(q, v, theta)
     o = q.new_empty((*q.shape[:3], v.shape[-1]))
     return o, q.new_empty(s_shape, dtype=_F32), q.new_empty(z_shape, dtype=_F32)
@@ -102,19 +105,19 @@ def _noncausal_fwd_fake(q, k, v, scale, mask, theta, S0, z0):
 
 def _noncausal_bwd_impl(
     do: Tensor, dS: Optional[Tensor], dz: Optional[Tensor], q: Tensor, k: Tensor, v: Tensor, S: Tensor, z: Tensor,
-    scale: float, mask: Optional[Tensor], theta: Optional[Tensor],
+    scale: float, mask: Optional[Tensor], theta: Optional[Tensor], q_silu: bool = False,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """``(dq, dk, dv)`` (new contiguous tensors) of the order-free scan given ``dO`` and the optional final-state
-    gradients; do, q, k, v in place when their layout allows."""
+    gradients; do, q, k, v in place when their layout allows; ``q_silu`` as in the forward (dq is the raw query's)."""
     dS, dz, S, z, mask, theta = _contig_all(dS, dz, S, z, mask, theta)  # do, q, k, v: see noncausal_backward
-    return noncausal_backward(do, dS, dz, q, k, v, S, z, scale, mask, theta)
+    return noncausal_backward(do, dS, dz, q, k, v, S, z, scale, mask, theta, q_silu=q_silu)
 
 
 noncausal_bwd = torch.library.custom_op("lightnet::noncausal_bwd", _noncausal_bwd_impl, mutates_args=())
 
 
 @noncausal_bwd.register_fake
-def _noncausal_bwd_fake(do, dS, dz, q, k, v, S, z, scale, mask, theta):
+def _noncausal_bwd_fake(do, dS, dz, q, k, v, S, z, scale, mask, theta, q_silu=False):
     return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape))  # contiguous, as the kernels write
 
 
@@ -215,20 +218,22 @@ def _zeros_do(q: Tensor, v: Tensor) -> Tensor:
 
 
 def _setup_noncausal(ctx, inputs: Sequence, output: Sequence) -> None:
-    q, k, v, scale, mask, theta, _, _ = inputs
+    q, k, v, scale, mask, theta, _, _, *rest = inputs  # rest: (q_silu,) when given
     _, S, z = output
     ctx.save_for_backward(q, k, v, S, z, mask, theta)
     ctx.scale = scale
+    ctx.q_silu = bool(rest[0]) if rest else False
+    ctx.n_inputs = len(inputs)
     ctx.set_materialize_grads(False)
 
 
 def _backward_noncausal(ctx, do, dS, dz, bwd: Callable = noncausal_bwd):
     q, k, v, S, z, mask, theta = ctx.saved_tensors
     if do is None and dS is None and dz is None:
-        return (None,) * 8
+        return (None,) * ctx.n_inputs
     do = _zeros_do(q, v) if do is None else do
-    dq, dk, dv = bwd(do, dS, dz, q, k, v, S, z, ctx.scale, mask, theta)
-    return dq, dk, dv, None, None, None, None, None
+    dq, dk, dv = bwd(do, dS, dz, q, k, v, S, z, ctx.scale, mask, theta, ctx.q_silu)
+    return (dq, dk, dv) + (None,) * (ctx.n_inputs - 3)
 
 
 def _setup_causal(ctx, inputs: Sequence, output: Sequence) -> None:
@@ -258,11 +263,11 @@ causal_fwd.register_autograd(_backward_causal, setup_context=_setup_causal)
 class NonCausalEagerFn(torch.autograd.Function):
     """``lightnet::noncausal_fwd`` for eager mode: the same implementation, ``setup_context`` and backward, called
     without the custom-op dispatcher (whose Python autograd wrapper costs ~30 µs more host time per forward +
-    backward, measured on CPU). ``apply(q, k, v, scale, mask, theta, S0, z0) -> (o, S, z)``."""
+    backward, measured on CPU). ``apply(q, k, v, scale, mask, theta, S0, z0, q_silu) -> (o, S, z)``."""
 
     @staticmethod
-    def forward(ctx, q, k, v, scale, mask, theta, S0, z0):  # type: ignore[override]
-        inputs = (q, k, v, scale, mask, theta, S0, z0)
+    def forward(ctx, q, k, v, scale, mask, theta, S0, z0, q_silu=False):  # type: ignore[override]
+        inputs = (q, k, v, scale, mask, theta, S0, z0, q_silu)
         out = _noncausal_fwd_impl(*inputs)
         _setup_noncausal(ctx, inputs, out)
         return out

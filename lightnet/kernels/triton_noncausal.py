@@ -12,6 +12,8 @@ Work split: the tokens of every (batch, head) are cut into ``splits`` contiguous
               (sum)   dS = scale · Σ partials + dS_out
               pass 2  dv = k̄ dS, dk = k̂ ⊙ (fold(v dSᵀ) + g_z), g_z = dz_out − fold(rowsum(S ⊙ dS))
 With ``splits == 1`` (short sequences, many heads) each direction is one fused kernel.
+The query activation can be applied in the kernels (``q_silu``: q is the raw query, the passes that read q use
+``silu(q)`` and dq is the raw query's gradient), so no activated copy of q is written or kept for the backward.
 Bytes moved: forward reads k, v, q and writes o; backward reads q, dO, k, v and writes dq, dk, dv (11 tensor
 passes against the 8 of the floor), plus the small fp32 states.
 Layouts: q, k, v (and dO) are read in place with their own batch / token strides as long as the last dim is
@@ -224,9 +226,9 @@ def _merge_partials(
 def _output_loop(
     Q, O, THETA, q_base, o_base, start, end, stride_qn, stride_on, D, E, Sc, Ss, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
-    HAS_LRPE: tl.constexpr, DOT: tl.constexpr, TRIG: tl.constexpr,
+    HAS_LRPE: tl.constexpr, DOT: tl.constexpr, TRIG: tl.constexpr, Q_SILU: tl.constexpr,
 ):
-    """o = scale · q̄ S for tokens ``[start, end)``."""
+    """o = scale · q̄ S for tokens ``[start, end)`` (``Q_SILU``: q is the raw query and ``silu(q)`` is used)."""
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_e = tl.arange(0, BLOCK_E)
@@ -234,6 +236,8 @@ def _output_loop(
         rows = n0 + offs_n
         valid = rows < end
         qb = load_rows(Q + q_base, rows, offs_d, stride_qn, valid, D, 0.0)
+        if Q_SILU:
+            qb = qb * tl.sigmoid(qb)
         if HAS_LRPE:
             c, sn = _cos_sin(THETA, rows, offs_d, D, valid, TRIG)
             o = mm(qb * c, Sc, DOT) + mm(qb * sn, Ss, DOT)
@@ -253,7 +257,7 @@ def _nc_fwd_kernel(
     tokens_per_split, splits, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
     HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, FUSED: tl.constexpr,
-    DOT: tl.constexpr, TWO_PASS: tl.constexpr, TRIG: tl.constexpr, OUTPUT: tl.constexpr,
+    DOT: tl.constexpr, TWO_PASS: tl.constexpr, TRIG: tl.constexpr, OUTPUT: tl.constexpr, Q_SILU: tl.constexpr,
 ):
     """Pass 1 over one token range; with ``FUSED`` (one range) also the merge and (``OUTPUT``) pass 2.
 
@@ -282,7 +286,7 @@ def _nc_fwd_kernel(
         if OUTPUT:
             _output_loop(
                 Q, O, THETA, b.to(tl.int64) * stride_qb + h * D, b.to(tl.int64) * stride_ob + h * E, 0, N,
-                stride_qn, stride_on, D, E, Sc, Ss, scale, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT, TRIG,
+                stride_qn, stride_on, D, E, Sc, Ss, scale, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT, TRIG, Q_SILU,
             )
     else:
         part = pid_bh.to(tl.int64) * splits + pid_s
@@ -341,7 +345,7 @@ def _nc_out_kernel(
     Q, O, THETA, S, PM, PL, PS, S0, Z0, Z_OUT, N, H, D, E, stride_qb, stride_qn, stride_ob, stride_on,
     tokens_per_split, splits, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr,
-    HAS_INIT: tl.constexpr, MERGE: tl.constexpr, DOT: tl.constexpr, TRIG: tl.constexpr,
+    HAS_INIT: tl.constexpr, MERGE: tl.constexpr, DOT: tl.constexpr, TRIG: tl.constexpr, Q_SILU: tl.constexpr,
 ):
     """Pass 2 over one token range: o = scale · q̄ S.
 
@@ -365,7 +369,7 @@ def _nc_out_kernel(
     end = tl.minimum(start + tokens_per_split, N)
     _output_loop(
         Q, O, THETA, b.to(tl.int64) * stride_qb + h * D, b.to(tl.int64) * stride_ob + h * E, start, end,
-        stride_qn, stride_on, D, E, Sc, Ss, scale, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT, TRIG,
+        stride_qn, stride_on, D, E, Sc, Ss, scale, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT, TRIG, Q_SILU,
     )
 
 
@@ -377,9 +381,12 @@ def _nc_out_kernel(
 def _dq_loop(
     Q, DO, DQ, THETA, q_base, do_base, dq_base, start, end, stride_qn, stride_don, stride_dqn, D, E, Sc, Ss, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, HAS_LRPE: tl.constexpr, DOT: tl.constexpr,
-    TRIG: tl.constexpr,
+    TRIG: tl.constexpr, Q_SILU: tl.constexpr,
 ):
-    """dq = scale · fold(dO Sᵀ) over ``[start, end)``; returns the unscaled partial ``Σ q̄ᵀ dO`` (cos, sin)."""
+    """dq = scale · fold(dO Sᵀ) over ``[start, end)``; returns the unscaled partial ``Σ q̄ᵀ dO`` (cos, sin).
+
+    ``Q_SILU``: ``Q`` holds the raw query, the forward used ``a = silu(q)``; the partials use ``a`` and the stored
+    gradient is the raw query's, ``dq = da · σ(q) (1 + q (1 − σ(q)))``."""
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_e = tl.arange(0, BLOCK_E)
@@ -390,6 +397,10 @@ def _dq_loop(
         valid = rows < end
         qb = load_rows(Q + q_base, rows, offs_d, stride_qn, valid, D, 0.0)
         dob = load_rows(DO + do_base, rows, offs_e, stride_don, valid, E, 0.0)
+        if Q_SILU:
+            sig = tl.sigmoid(qb)
+            act_grad = sig * (1.0 + qb * (1.0 - sig))
+            qb = qb * sig
         if HAS_LRPE:
             c, s = _cos_sin(THETA, rows, offs_d, D, valid, TRIG)
             dq = c * mm(dob, tl.trans(Sc), DOT) + s * mm(dob, tl.trans(Ss), DOT)
@@ -398,6 +409,8 @@ def _dq_loop(
         else:
             dq = mm(dob, tl.trans(Sc), DOT)
             dSc += mm(tl.trans(qb), dob, DOT)
+        if Q_SILU:
+            dq = dq * act_grad
         store_rows(DQ + dq_base, dq * scale, rows, offs_d, stride_dqn, valid, D)
     return dSc, dSs
 
@@ -465,7 +478,7 @@ def _nc_bwd_dq_kernel(
     stride_gkb, stride_gkn, stride_gvb, stride_gvn, tokens_per_split, splits, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
     HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_DS: tl.constexpr, HAS_DZ: tl.constexpr,
-    FUSED: tl.constexpr, DOT: tl.constexpr, TRIG: tl.constexpr,
+    FUSED: tl.constexpr, DOT: tl.constexpr, TRIG: tl.constexpr, Q_SILU: tl.constexpr,
 ):
     """Backward pass 1 over one token range; with ``FUSED`` (one range) also pass 2.
 
@@ -487,7 +500,7 @@ def _nc_bwd_dq_kernel(
     end = tl.minimum(start + tokens_per_split, N)
     dSc, dSs = _dq_loop(
         Q, DO, DQ, THETA, q_base, do_base, gk_base, start, end, stride_qn, stride_don, stride_gkn, D, E,
-        Sc, Ss, scale, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT, TRIG,
+        Sc, Ss, scale, BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, DOT, TRIG, Q_SILU,
     )
     if FUSED:
         dSc, dSs = _total_state_grad(dSc, dSs, DS_OUT, s_base, scale, D, E, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_DS)
@@ -692,11 +705,13 @@ def noncausal_forward(
     lrpe_theta: Optional[torch.Tensor],
     initial_state: Optional[Tuple[torch.Tensor, torch.Tensor]],
     splits: Optional[int] = None,
+    q_silu: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(o [B,N,H,E] in q's dtype, S [B,H,D',E] fp32, z [B,H,D] fp32)``.
 
     ``q``, ``k``, ``v`` are read in place when :func:`in_kernel_layout` (any batch / token strides), else copied;
-    the mask, angle table and initial state must be contiguous.
+    the mask, angle table and initial state must be contiguous. ``q_silu``: ``q`` is the raw query and the kernels
+    apply ``silu`` to it as they load it (no activated copy is written or kept for the backward).
     """
     q, k, v = (kernel_layout(t) for t in (q, k, v))
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
@@ -721,7 +736,8 @@ def noncausal_forward(
         N, H, D, E, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         o.stride(0), o.stride(1), tps, n_splits, scale,
         BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
-        HAS_INIT=has_init, FUSED=fused, DOT=dot, TWO_PASS=two_pass_max(), TRIG=trig, OUTPUT=not split_out, **opts,
+        HAS_INIT=has_init, FUSED=fused, DOT=dot, TWO_PASS=two_pass_max(), TRIG=trig, OUTPUT=not split_out,
+        Q_SILU=q_silu, **opts,
     )
 
     def output_pass(ranges: int, tokens: int, merge: bool) -> None:
@@ -729,7 +745,7 @@ def noncausal_forward(
         _LAUNCH["_nc_out_kernel"][(ranges, B * H)](
             q, o, theta, S, PM, PL, PS, S0, z0, z, N, H, D, E, q.stride(0), q.stride(1), o.stride(0), o.stride(1),
             tokens, n_splits, scale, BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_INIT=has_init,
-            MERGE=merge, DOT=dot, TRIG=trig, **opts,
+            MERGE=merge, DOT=dot, TRIG=trig, Q_SILU=q_silu, **opts,
         )
 
     if split_out:  # the output pass over token blocks, reading the finished S
@@ -759,11 +775,12 @@ def noncausal_backward(
     key_padding_mask: Optional[torch.Tensor],
     lrpe_theta: Optional[torch.Tensor],
     splits: Optional[int] = None,
+    q_silu: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dq, dk, dv)`` given ``dO`` and the (optional) gradients ``dS_out``, ``dz_out`` of the final state.
 
     ``q``, ``k``, ``v``, ``do`` are read in place when :func:`in_kernel_layout`, else copied; ``dq``, ``dk``,
-    ``dv`` are new contiguous tensors.
+    ``dv`` are new contiguous tensors. ``q_silu`` as in :func:`noncausal_forward` (``dq`` is the raw query's).
     """
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype, backward=True)
@@ -786,7 +803,7 @@ def noncausal_backward(
         dS_out if dS_out is not None else S, dz_out if dz_out is not None else z, PDS,
         N, H, D, E, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), tps, n_splits, scale,
-        HAS_DS=dS_out is not None, HAS_DZ=dz_out is not None, FUSED=fused, **common,
+        HAS_DS=dS_out is not None, HAS_DZ=dz_out is not None, FUSED=fused, Q_SILU=q_silu, **common,
     )
     if not fused:
         sum_inline = n_splits <= MAX_INLINE_PARTIALS

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
+from torch.nn import functional as F
 
 from . import custom_op as ops
 from .gemm_noncausal import noncausal_attention_gemm
@@ -46,6 +47,7 @@ def additive_attention_triton(
     key_padding_mask: Optional[torch.Tensor] = None,
     lrpe_theta: Optional[torch.Tensor] = None,
     initial_state: Optional[State] = None,
+    q_activation: Optional[str] = None,
 ) -> Tuple[torch.Tensor, State]:
     """Triton additive attention with the semantics of :func:`~lightnet.kernels.reference.additive_attention_torch`.
 
@@ -56,11 +58,20 @@ def additive_attention_triton(
         key_padding_mask: ``[B, N]`` bool, True = padding.
         lrpe_theta: ``[N, D]`` fp32 MD-LRPE angles.
         initial_state: ``(S [B, H, D', E], z [B, H, D])`` fp32.
+        q_activation: ``'silu'`` to use ``silu(q)`` as the query: inside the non-causal kernels (no activated copy of
+            q is kept for the backward), applied before the call on every other path; ``None`` for q as given.
 
     Returns:
         ``(o [B, N, H, E] in q's dtype, (S [B, H, D', E] fp32, z [B, H, D] fp32))``.
     """
-    if q.dtype == torch.float64 or q.shape[0] == 0 or q.shape[1] == 0:  # fp64 / empty batch / empty sequence
+    if q_activation not in (None, "silu"):
+        raise ValueError(f"additive_attention (triton): unknown q_activation {q_activation!r}; choose 'silu' or None")
+    by_reference = q.dtype == torch.float64 or q.shape[0] == 0 or q.shape[1] == 0  # fp64 / empty batch / sequence
+    gemm = not causal and initial_state is None and _gemm_path(q.shape[1])
+    in_kernel_silu = q_activation == "silu" and not (causal or by_reference or gemm)
+    if q_activation == "silu" and not in_kernel_silu:
+        q = F.silu(q)
+    if by_reference:
         return additive_attention_torch(
             q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask,
             lrpe_theta=lrpe_theta, initial_state=initial_state,
@@ -76,7 +87,7 @@ def additive_attention_triton(
                 "additive_attention (triton): gradients w.r.t. lrpe_theta (learnable LRPE frequencies) are not "
                 "supported; use fixed frequencies or backend='torch'"
             )
-    if not causal and initial_state is None and _gemm_path(q.shape[1]):
+    if gemm:
         return noncausal_attention_gemm(
             q, k.to(q.dtype), v.to(q.dtype), scale=scale, key_padding_mask=key_padding_mask, lrpe_theta=lrpe_theta
         )
@@ -100,9 +111,11 @@ def additive_attention_triton(
         elif causal:
             o, S, z, _ = ops.causal_fwd(*args)
         else:
-            o, S, z = ops.noncausal_fwd(*args)
+            o, S, z = ops.noncausal_fwd(*args, in_kernel_silu)
     elif decode:  # eager: the same implementations without the custom-op dispatcher's host overhead
         o, S, z = ops.causal_decode_eager(*args)
+    elif causal:
+        o, S, z = ops.CausalEagerFn.apply(*args)
     else:
-        o, S, z = (ops.CausalEagerFn if causal else ops.NonCausalEagerFn).apply(*args)
+        o, S, z = ops.NonCausalEagerFn.apply(*args, in_kernel_silu)
     return o, (S, z)

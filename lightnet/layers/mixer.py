@@ -42,6 +42,9 @@ class LightNetAttention(nn.Module):
         out_norm: per-head RMSNorm on the mixer output before gating.
         proj_drop: dropout after ``W_o``.
         backend: kernel backend passed to :func:`lightnet.kernels.additive_attention`.
+        fuse_q_act: with ``q_act='silu'``, let the kernels apply the activation (the non-causal Triton kernels do it as
+            they load q, so no activated copy of q is kept for the backward: −2 bytes · C per token and block);
+            ``False`` applies it before the call (the same values; kept to compare the two).
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class LightNetAttention(nn.Module):
         out_norm: bool = True,
         proj_drop: float = 0.0,
         backend: str = "auto",
+        fuse_q_act: bool = True,
     ) -> None:
         super().__init__()
         if dim % num_heads != 0:
@@ -79,6 +83,7 @@ class LightNetAttention(nn.Module):
         self.q_act = q_act
         self.gate_act = gate_act
         self.backend = backend
+        self.fuse_q_act = fuse_q_act
         if scale == "none":
             self.scale = 1.0
         elif scale == "sqrt":
@@ -139,8 +144,9 @@ class LightNetAttention(nn.Module):
         H, D = self.num_heads, self.head_dim
         grid = self._grid(N, grid_shape)
         q, k, v = self.qkv(x).view(B, N, 3, H, D).unbind(dim=2)  # each [B, N, H, D]
+        kernel_q_act = "silu" if self.q_act == "silu" and self.fuse_q_act else None
         q_act = _Q_ACTS[self.q_act]
-        if q_act is not None:
+        if q_act is not None and kernel_q_act is None:
             q = q_act(q)
         theta = None if self.lrpe is None else self.lrpe.angles(grid, offset=position_offset, cache=True).to(x.device)
         out = additive_attention(
@@ -152,6 +158,7 @@ class LightNetAttention(nn.Module):
             initial_state=state,
             output_final_state=return_state,
             backend=self.backend,
+            q_activation=kernel_q_act,
         )
         o, new_state = out if return_state else (out, None)
         o = self.out_norm(o).reshape(B, N, C)
