@@ -68,3 +68,26 @@ def test_custom_op_is_opaque_under_fullgraph_compile_and_trains():
     (2.0 * _naive(xe, ke)).square().sum().backward()
     torch.testing.assert_close(xs.grad, xe.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ks.grad, ke.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_fft_product_with_gradients_keeps_only_its_inputs():
+    """Eager, with a gradient needed, the product runs as the custom op: autograd keeps ``x`` and ``kernel`` (not the
+    complex spectrum of ``x``), and the gradients still equal those through the FFT."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 64, 8, generator=g, requires_grad=True)
+    k = torch.randn(127, 8, generator=g, requires_grad=True)
+    saved = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = tpe.toeplitz_fft(x, k)
+    assert sum(saved.values()) == x.nbytes + k.nbytes, saved
+    w = torch.randn(y.shape, generator=g)
+    got = torch.autograd.grad((y * w).sum(), (x, k))
+    xd, kd = x.detach().double().requires_grad_(), k.detach().double().requires_grad_()
+    want = torch.autograd.grad((tpe._toeplitz_fft(xd, kd) * w.double()).sum(), (xd, kd))
+    for a, b in zip(got, want):
+        assert ((a.double() - b).norm() / b.norm()).item() < 1e-5

@@ -229,6 +229,7 @@ def test_attention_design_switches_run(option):
         (lambda: LightNetAttention(16, 3), None, "divisible"),
         (lambda: LightNetAttention(16, 2, scale="bad"), None, "scale"),
         (lambda: LightNetAttention(16, 2, q_act="tanh"), None, "q_act"),
+        (lambda: LightNetAttention(16, 2, recompute_output=True), None, "recompute_output"),
         (lambda: LightNetAttention(16, 2, num_axes=2), lambda m: m(torch.randn(1, 6, 16)), "grid_shape is required"),
         (lambda: LightNetAttention(16, 2, num_axes=2), lambda m: m(torch.randn(1, 6, 16), (2, 2)), "describes"),
         (lambda: LightNetAttention(16, 2), lambda m: m(torch.randn(6, 16)), r"\[B, N, 16\]"),
@@ -292,6 +293,53 @@ def test_silu_glu_recomputes_the_activation_with_identical_gradients(dtype):
     g, u = (torch.randn(4, 5, dtype=torch.float64, requires_grad=True) for _ in range(2))
     assert torch.autograd.gradcheck(SiluGatedProduct.apply, (g, u))
     assert torch.autograd.gradgradcheck(SiluGatedProduct.apply, (g, u))
+
+
+def _mixer_step(attn, x, grid, fn=None):
+    """Output, input / parameter gradients of ``sum(y²)`` and the bytes autograd saved, for one mixer forward."""
+    fn = attn if fn is None else fn
+    for p in attn.parameters():
+        p.grad = None
+    xi = x.clone().requires_grad_()
+    out = {}
+    nbytes = _saved_bytes(lambda: out.setdefault("y", fn(xi, grid_shape=grid)))
+    out["y"].square().sum().backward()
+    return out["y"].detach(), [xi.grad] + [p.grad for p in attn.parameters()], nbytes
+
+
+def test_mixer_recomputed_output_norm_and_gate_are_identical_and_keep_less():
+    """``recompute_output='always'`` checkpoints the output norm, the gate's second projection and their product:
+    output and gradients equal the kept path to the bit, and at least the gate logits, the normalised output and the
+    projection's input (three ``[B, N, C]`` tensors) are no longer saved."""
+    torch.manual_seed(0)
+    attn = LightNetAttention(32, 2, num_axes=2)
+    x = torch.randn(2, 16, 32)
+    attn.recompute_output = "never"
+    y0, g0, kept = _mixer_step(attn, x, (4, 4))
+    attn.recompute_output = "always"
+    y1, g1, recomputed = _mixer_step(attn, x, (4, 4))
+    assert torch.equal(y0, y1) and all(torch.equal(a, b) for a, b in zip(g0, g1))
+    assert kept - recomputed >= 3 * x.numel() * x.element_size(), (kept, recomputed)
+    attn.recompute_output = "compiled"  # the default: eager keeps them
+    assert _mixer_step(attn, x, (4, 4))[2] == kept
+
+
+def test_mixer_recomputes_output_norm_and_gate_when_compiled():
+    """Compiled with inductor (the partitioner decides what is kept), the default ``'compiled'`` keeps at least two
+    ``[B, N, C]`` tensors less than ``'never'`` (the gate logits and the projection's input) and matches eager."""
+    torch.manual_seed(0)
+    attn = LightNetAttention(32, 2, num_axes=2)
+    x = torch.randn(2, 16, 32)
+    y_eager, g_eager, _ = _mixer_step(attn, x, (4, 4))
+    runs = {}
+    for mode in ("never", "compiled"):
+        attn.recompute_output = mode
+        torch._dynamo.reset()
+        runs[mode] = _mixer_step(attn, x, (4, 4), torch.compile(attn))
+    for y, g, _ in runs.values():
+        assert rel_err(y, y_eager) < 1e-5 and max(rel_err(a, b) for a, b in zip(g, g_eager)) < 1e-5
+    saved_less = runs["never"][2] - runs["compiled"][2]
+    assert saved_less >= 2 * x.numel() * x.element_size(), runs
 
 
 def test_silu_glu_compiles_fullgraph_and_matches_eager():

@@ -92,12 +92,17 @@ def toeplitz_fft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[B, n, C]`` with ``y_i = Σ_j t(i − j) x_j`` (fp32).
 
-    Under ``torch.compile`` on CUDA the product is one opaque node (the custom op ``lightnet::toeplitz_fft``, with its
-    backward ``lightnet::toeplitz_fft_backward``), so ``fullgraph=True`` holds: inductor cannot generate Triton kernels
-    for the complex tensors of the FFT product (``KeyError: 'complex64'`` in its code generation, seen with torch 2.11
-    on an H200). On the CPU the product is traced.
+    When a gradient is needed the product runs as the custom op ``lightnet::toeplitz_fft`` (backward
+    ``lightnet::toeplitz_fft_backward``), eager or compiled: it keeps only ``x`` and ``kernel`` for the backward,
+    where autograd through the FFT would keep the complex spectrum of ``x`` (``[B, 2^⌈log2(2n−1)⌉ / 2 + 1, C]``
+    complex64, ≈ 8 B per element of ``x``, e.g. 6.2 KB per token for LightNet-S's two axes); the backward recomputes
+    that spectrum. (Its hand-written backward is not itself differentiable: no double backward through MD-TPE.)
+    Under ``torch.compile`` on CUDA the product is that opaque node in every case, so ``fullgraph=True`` holds:
+    inductor cannot generate Triton kernels for the complex tensors of the FFT product (``KeyError: 'complex64'`` in
+    its code generation, seen with torch 2.11 on an H200). Without a gradient elsewhere the product is traced.
     """
-    if x.is_cuda and torch.compiler.is_compiling():
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or kernel.requires_grad)
+    if needs_grad or (x.is_cuda and torch.compiler.is_compiling()):
         return _toeplitz_fft_op(x, kernel)
     return _toeplitz_fft(x, kernel)
 
