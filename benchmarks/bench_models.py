@@ -79,15 +79,21 @@ COMPILE_MODES = ("eager", "default", "reduce-overhead", "max-autotune", "max-aut
 _CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
-def _build(name: str, device: torch.device, mode: str, fullgraph: bool = False) -> torch.nn.Module:
+def _build(
+    name: str, device: torch.device, mode: str, fullgraph: bool = False,
+    configure: Optional[Callable[[torch.nn.Module], None]] = None,
+) -> torch.nn.Module:
     """timm model ``name`` on ``device``, eager (``mode='eager'``) or ``torch.compile``'d with ``mode``.
 
     Every model goes through the same call: ``torch.compile(model, mode=..., fullgraph=..., dynamic=False)``
     (static shapes: each benchmarked size gets its own graph, as a training run at one resolution would).
+    ``configure(model)`` runs before compiling (e.g. to switch a layer option for an A/B run).
     """
     if mode not in COMPILE_MODES:
         raise ValueError(f"bench_models: unknown compile mode {mode!r}; choose from {COMPILE_MODES}")
     model = timm.create_model(name, dynamic_img_size=True, num_classes=1000).to(device)
+    if configure is not None:
+        configure(model)
     if mode == "eager":
         return model
     torch._dynamo.reset()  # fresh caches per model: no recompilation limits or automatic-dynamic carry-over
@@ -102,14 +108,15 @@ def _step_begin(mode: str) -> None:
 
 def bench_train(
     name: str, size: int, batch: int, device: torch.device, amp_dtype: torch.dtype, warmup: int, iters: int,
-    mode: str = "eager", fullgraph: bool = False,
+    mode: str = "eager", fullgraph: bool = False, configure: Optional[Callable[[torch.nn.Module], None]] = None,
 ) -> Dict[str, object]:
-    """Images/s and peak memory of full training steps at ``size``² and ``batch`` (``mode``: see :func:`_build`)."""
+    """Images/s and peak memory of full training steps at ``size``² and ``batch`` (``mode``, ``configure``: see
+    :func:`_build`)."""
     row: Dict[str, object] = dict(model=name, size=size, batch=batch, compiled=mode != "eager", mode=mode)
     model = None
     try:
         _reset_memory(device)
-        model = _build(name, device, mode, fullgraph).train()
+        model = _build(name, device, mode, fullgraph, configure).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
         x = torch.randn(batch, 3, size, size, device=device)
         y = torch.randint(0, 1000, (batch,), device=device)

@@ -167,3 +167,23 @@ def test_bench_glu_checks_both_paths_and_counts_saved_memory(tmp_path: Path) -> 
     hidden_bytes = 512 * int(32 * 8 / 3) * 2  # one bf16 [N, hidden] tensor
     assert (eager["keep"]["saved_mib"] - eager["recompute"]["saved_mib"]) * 2**20 == pytest.approx(hidden_bytes)
     assert all(r["fwd_bwd_ms"] > 0 for r in rows)
+
+
+def test_bench_memory_switches_trains_every_variant_with_its_switches(tmp_path: Path) -> None:
+    """benchmarks/bench_memory_switches.py: ViT-S and the four cumulative LightNet variants train (CPU, eager), each
+    with its own switches; eager runs recompute the output with 'always' (the 'compiled' default does nothing there)."""
+    from benchmarks import bench_memory_switches as bms
+
+    argv = ["--device", "cpu", "--sizes", "32", "--batches", "2", "--iters", "1", "--warmup", "1",
+            "--compile-mode", "eager", "--out", str(tmp_path)]
+    assert bms.main(argv) == 0
+    rows = json.loads((tmp_path / "bench_memory_switches.json").read_text())
+    assert [r["variant"] for r in rows] == ["peer", *bms.VARIANTS]
+    switches = {r["variant"]: (r.get("fuse_q_act"), r.get("recompute_output"), r.get("recompute_state")) for r in rows}
+    assert switches["before"] == (False, "never", False)
+    assert switches["+q_silu"] == (True, "never", False)
+    assert switches["+out_recompute"] == (True, "always", False)
+    assert switches["+state_recompute"] == (True, "always", True)
+    assert bms._switches("+out_recompute", "default")["recompute_output"] == "compiled"
+    assert all(r["img_per_s"] > 0 for r in rows)
+    assert "| 32 | 2 | +state_recompute |" in (tmp_path / "bench_memory_switches.md").read_text()

@@ -62,7 +62,7 @@ def _op_inputs(N: int, *, extras: bool, seed: int = 0) -> Tuple:
     return q, k, v, 0.7, mask, theta, S0, z0
 
 
-def _backward_args(op_name: str, fwd_args: Tuple, q_silu: bool = False) -> Tuple:
+def _backward_args(op_name: str, fwd_args: Tuple, q_silu: bool = False, drop_state: bool = False) -> Tuple:
     """Arguments of a backward op: the forward op's saved outputs and random output gradients (``dS`` / ``dz`` too)."""
     from lightnet.kernels import custom_op as ops
 
@@ -71,17 +71,18 @@ def _backward_args(op_name: str, fwd_args: Tuple, q_silu: bool = False) -> Tuple
     if op_name == "noncausal_bwd":
         o, S, z = ops.noncausal_fwd(q, k, v, scale, mask, theta, S0, z0, q_silu)
         do, dS = torch.randn(o.shape, generator=g), torch.randn(S.shape, generator=g)
-        return do, dS, None, q, k, v, S, z, scale, mask, theta, q_silu
+        return do, dS, None, q, k, v, None if drop_state else S, z, scale, mask, theta, q_silu
     o, S, z, saved = ops.causal_fwd(q, k, v, scale, mask, theta, S0, z0)
     do, dz = torch.randn(o.shape, generator=g), torch.randn(z.shape, generator=g)
     return do, None, dz, q, k, v, S, saved, scale, mask, theta
 
 
-def _opcheck(op_name: str, N: int, extras: bool, c_zpass: Optional[int] = None, q_silu: bool = False) -> Dict[str, str]:
+def _opcheck(op_name: str, N: int, extras: bool, c_zpass: Optional[int] = None, q_silu: bool = False,
+             drop_state: bool = False) -> Dict[str, str]:
     """``torch.library.opcheck`` of one op. Causal ``N`` fills every segment (2 chunks of 16 per segment under the
     interpreter): the kernels leave the unused flag slots of a partial last segment unwritten, which opcheck would
     report as eager/AOT output mismatches although no kernel reads them. ``q_silu``: the non-causal ops with the
-    query's SiLU in the kernels (their optional last argument)."""
+    query's SiLU in the kernels (their optional last argument); ``drop_state``: the backward op recomputes ``S``."""
     from lightnet.kernels import custom_op as ops
     from lightnet.kernels.triton_common import TUNING
 
@@ -90,7 +91,7 @@ def _opcheck(op_name: str, N: int, extras: bool, c_zpass: Optional[int] = None, 
     TUNING["c_zpass"] = c_zpass
     try:
         if op_name in ("noncausal_bwd", "causal_bwd"):
-            args = _backward_args(op_name, args, q_silu)
+            args = _backward_args(op_name, args, q_silu, drop_state)
         elif q_silu:
             args = (*args, True)
         elif op_name == "causal_decode":
@@ -152,6 +153,7 @@ JOBS: Dict[str, Callable[[], object]] = {
     "opcheck_noncausal_bwd": lambda: _opcheck("noncausal_bwd", 37, extras=True),
     "opcheck_noncausal_fwd_q_silu": lambda: _opcheck("noncausal_fwd", 37, extras=True, q_silu=True),
     "opcheck_noncausal_bwd_q_silu": lambda: _opcheck("noncausal_bwd", 37, extras=True, q_silu=True),
+    "opcheck_noncausal_bwd_recomputed_state": lambda: _opcheck("noncausal_bwd", 37, extras=False, drop_state=True),
     "opcheck_causal_fwd": lambda: _opcheck("causal_fwd", 32, extras=False),
     "opcheck_causal_decode": lambda: _opcheck("causal_decode", 1, extras=True),
     "compiled_model": _compiled_model_matches_eager,

@@ -415,6 +415,49 @@ def _mixer_q_silu_in_kernel() -> Dict[str, float]:
     return out
 
 
+def _recompute_state_agrees() -> Dict[str, float]:
+    """``TUNING["nc_recompute_state"] = 1``: the backward rebuilds ``S`` from k and v instead of keeping it. Forward and
+    gradients equal the kept-state path (one range and split ranges, padding, MD-LRPE, query SiLU in the kernels),
+    autograd keeps exactly one ``[B, H, D', E]`` fp32 state less, and with an initial state ``S`` is still kept
+    (the flag does not apply). Values: relative errors, and 0.0 / 1.0 for the byte checks (0.0 = holds)."""
+    from lightnet.kernels.triton_common import TUNING
+    from lightnet.kernels.triton_ops import additive_attention_triton
+
+    out: Dict[str, float] = {}
+    g = torch.Generator().manual_seed(11)
+    for N, init in ((21, False), (100, False), (40, True)):
+        B, H, D = 2, 2, 16
+        q, k, v = (torch.randn(B, N, H, D, generator=g) for _ in range(3))
+        theta = torch.rand(N, D, generator=g) * 6.0
+        mask = torch.rand(B, N, generator=g) < 0.3
+        state = (torch.randn(B, H, 2 * D, D, generator=g), torch.randn(B, H, D, generator=g)) if init else None
+        do = torch.randn(B, N, H, D, generator=g)
+        runs = []
+        for flag in (None, 1):
+            TUNING["nc_recompute_state"] = flag
+            try:
+                inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+                saved: Dict[int, int] = {}
+
+                def pack(t: torch.Tensor) -> torch.Tensor:
+                    saved.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+                    return t
+
+                with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                    o, _ = additive_attention_triton(*inputs, scale=0.5, key_padding_mask=mask, lrpe_theta=theta,
+                                                     initial_state=state, q_activation="silu")
+                grads = torch.autograd.grad((o * do).sum(), inputs)
+            finally:
+                TUNING["nc_recompute_state"] = None
+            runs.append((o, *grads, sum(saved.values())))
+        tag = f"N{N}" + ("_init" if init else "")
+        for name, a, b in zip(("o", "dq", "dk", "dv"), runs[0][:4], runs[1][:4]):
+            out[f"{tag}/{name}"] = _rel(b, a)
+        state_bytes = B * H * 2 * D * D * 4
+        out[f"{tag}/saved_less_ok"] = 0.0 if runs[0][4] - runs[1][4] == (0 if init else state_bytes) else 1.0
+    return out
+
+
 def _worker() -> None:
     report = {}
     jobs = {name: (lambda a=args: _compare(**a)) for name, (args, _) in {**CASES, **LEAN_CASES}.items()}
@@ -426,6 +469,7 @@ def _worker() -> None:
     jobs["c_prefill_in_pieces"] = _prefill_in_pieces
     jobs["unsupported_gradients"] = _unsupported_gradients
     jobs["mixer_q_silu_in_kernel"] = _mixer_q_silu_in_kernel
+    jobs["nc_recompute_state_agrees"] = _recompute_state_agrees
     for name, job in jobs.items():
         try:
             report[name] = job()
@@ -509,6 +553,13 @@ def test_causal_prefill_in_pieces_and_decode_match_one_pass(report):
     errs = report["c_prefill_in_pieces"]
     assert isinstance(errs, dict), errs
     _assert_close(errs, 1e-5)
+
+
+def test_noncausal_backward_with_recomputed_state_matches_and_keeps_less(report):
+    errs = report["nc_recompute_state_agrees"]
+    assert isinstance(errs, dict), errs
+    assert len(errs) == 15, errs
+    _assert_close(errs, 1e-6)
 
 
 def test_mixer_query_silu_in_kernel_keeps_no_activated_copy(report):

@@ -15,8 +15,9 @@ contiguous and the head stride equals its size, e.g. slices of a fused qkv proje
     lightnet::noncausal_fwd(q, k, v, float scale, Tensor? mask, Tensor? theta, Tensor? S0, Tensor? z0,
                             bool q_silu=False)
         -> (o [B, N, H, E] q.dtype, S [B, H, D', E] fp32, z [B, H, D] fp32)
-    lightnet::noncausal_bwd(do, Tensor? dS, Tensor? dz, q, k, v, S, z, float scale, Tensor? mask, Tensor? theta,
-                            bool q_silu=False) -> (dq, dk, dv)
+    lightnet::noncausal_bwd(do, Tensor? dS, Tensor? dz, q, k, v, Tensor? S, z, float scale, Tensor? mask,
+                            Tensor? theta, bool q_silu=False) -> (dq, dk, dv)
+        (S None: recomputed from k, v; TUNING["nc_recompute_state"] = 1 makes the forward keep z but not S)
         (q_silu: q is the raw query, the kernels use silu(q) and return the raw query's gradient)
     lightnet::causal_fwd(q, k, v, float scale, Tensor? mask, Tensor? theta, Tensor? S0, Tensor? z0)
         -> (o, S, z, Tensor[] saved)      # saved: the kernels' per-segment / per-chunk statistics
@@ -48,7 +49,7 @@ from torch import Tensor
 
 from .decode import decode_step
 from .triton_causal import causal_backward, causal_forward, chunk_size, segment_chunks, zpass_enabled
-from .triton_common import cdiv
+from .triton_common import TUNING, cdiv
 from .triton_noncausal import noncausal_backward, noncausal_forward
 
 __all__ = [
@@ -104,11 +105,13 @@ def _noncausal_fwd_fake(q, k, v, scale, mask, theta, S0, z0, q_silu=False):
 
 
 def _noncausal_bwd_impl(
-    do: Tensor, dS: Optional[Tensor], dz: Optional[Tensor], q: Tensor, k: Tensor, v: Tensor, S: Tensor, z: Tensor,
+    do: Tensor, dS: Optional[Tensor], dz: Optional[Tensor], q: Tensor, k: Tensor, v: Tensor, S: Optional[Tensor],
+    z: Tensor,
     scale: float, mask: Optional[Tensor], theta: Optional[Tensor], q_silu: bool = False,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """``(dq, dk, dv)`` (new contiguous tensors) of the order-free scan given ``dO`` and the optional final-state
-    gradients; do, q, k, v in place when their layout allows; ``q_silu`` as in the forward (dq is the raw query's)."""
+    gradients; do, q, k, v in place when their layout allows; ``q_silu`` as in the forward (dq is the raw query's);
+    ``S = None``: recomputed from k and v first (``TUNING["nc_recompute_state"]``, forward without initial state)."""
     dS, dz, S, z, mask, theta = _contig_all(dS, dz, S, z, mask, theta)  # do, q, k, v: see noncausal_backward
     return noncausal_backward(do, dS, dz, q, k, v, S, z, scale, mask, theta, q_silu=q_silu)
 
@@ -218,9 +221,10 @@ def _zeros_do(q: Tensor, v: Tensor) -> Tensor:
 
 
 def _setup_noncausal(ctx, inputs: Sequence, output: Sequence) -> None:
-    q, k, v, scale, mask, theta, _, _, *rest = inputs  # rest: (q_silu,) when given
+    q, k, v, scale, mask, theta, S0, _, *rest = inputs  # rest: (q_silu,) when given
     _, S, z = output
-    ctx.save_for_backward(q, k, v, S, z, mask, theta)
+    recompute = bool(TUNING["nc_recompute_state"]) and S0 is None  # the backward rebuilds S from k, v
+    ctx.save_for_backward(q, k, v, None if recompute else S, z, mask, theta)
     ctx.scale = scale
     ctx.q_silu = bool(rest[0]) if rest else False
     ctx.n_inputs = len(inputs)

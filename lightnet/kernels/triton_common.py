@@ -32,6 +32,11 @@ TUNING = {
     # non-causal calls of at most this many tokens (no initial state) run as two fused-by-inductor GEMMs while
     # torch.compile traces (lightnet.kernels.gemm_noncausal); None / 0 = never (run J7: 0.48-0.91x the kernels' speed)
     "nc_gemm_max_tokens": None,
+    # 1: the non-causal backward recomputes the final state S [B, H, D', E] (fp32) from k and v instead of keeping it
+    # from the forward (no initial state): 4 · D' · E / N bytes per token and head less between forward and
+    # backward (1 003 B per token and block for LightNet-S at 196 tokens) for one more pass over k and v in the
+    # backward; None / 0 = keep S (default until timed on a GPU)
+    "nc_recompute_state": None,
     "nc_min_blocks": None, "c_chunk": None, "c_warps": None, "c_segment": None,
     "c_scan_j": None, "c_scan_x": None,
     "c_bwd_warps": None,  # causal backward launches; None = c_warps if set, else 8 on the zpass path, else heuristic

@@ -48,7 +48,7 @@ from .triton_common import (
     store_rows,
 )
 
-__all__ = ["noncausal_forward", "noncausal_backward", "choose_splits", "kernel_layout", "in_kernel_layout"]
+__all__ = ["noncausal_forward", "noncausal_backward", "noncausal_state", "choose_splits", "kernel_layout", "in_kernel_layout"]
 
 # Up to this many ranges per (batch, head), the output pass merges the partial states itself and the dk/dv pass
 # sums the partial state gradients itself (each reads them from L2); beyond it one extra launch does that.
@@ -706,8 +706,10 @@ def noncausal_forward(
     initial_state: Optional[Tuple[torch.Tensor, torch.Tensor]],
     splits: Optional[int] = None,
     q_silu: bool = False,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(o [B,N,H,E] in q's dtype, S [B,H,D',E] fp32, z [B,H,D] fp32)``.
+    output: bool = True,
+) -> Tuple[Optional[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """``(o [B,N,H,E] in q's dtype, S [B,H,D',E] fp32, z [B,H,D] fp32)``; with ``output=False`` only the state
+    ``(None, S, z)`` (pass 1 and the merge; ``q`` is then only read for its shape: :func:`noncausal_state`).
 
     ``q``, ``k``, ``v`` are read in place when :func:`in_kernel_layout` (any batch / token strides), else copied;
     the mask, angle table and initial state must be contiguous. ``q_silu``: ``q`` is the raw query and the kernels
@@ -718,12 +720,12 @@ def noncausal_forward(
     BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype)
     n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
     theta, trig = lrpe_operand(theta, lrpe, D)
-    o = torch.empty((B, N, H, E), device=q.device, dtype=q.dtype)
+    o = torch.empty((B, N, H, E), device=q.device, dtype=q.dtype) if output else q  # q: a never-written pointer
     S = torch.empty((B, H, DP, E), device=q.device, dtype=torch.float32)
     z = torch.empty((B, H, D), device=q.device, dtype=torch.float32)
     S0, z0 = initial_state if initial_state is not None else (S, z)
     fused = n_splits == 1
-    split_out = split_second_pass(n_splits, N, BLOCK_N)
+    split_out = output and split_second_pass(n_splits, N, BLOCK_N)
     if fused:
         PM = PL = PS = z
     else:  # one workspace for the partial maxima, sums and states of every range
@@ -736,8 +738,8 @@ def noncausal_forward(
         N, H, D, E, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         o.stride(0), o.stride(1), tps, n_splits, scale,
         BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
-        HAS_INIT=has_init, FUSED=fused, DOT=dot, TWO_PASS=two_pass_max(), TRIG=trig, OUTPUT=not split_out,
-        Q_SILU=q_silu, **opts,
+        HAS_INIT=has_init, FUSED=fused, DOT=dot, TWO_PASS=two_pass_max(), TRIG=trig,
+        OUTPUT=output and not split_out, Q_SILU=q_silu, **opts,
     )
 
     def output_pass(ranges: int, tokens: int, merge: bool) -> None:
@@ -751,15 +753,30 @@ def noncausal_forward(
     if split_out:  # the output pass over token blocks, reading the finished S
         output_pass(cdiv(N, BLOCK_N), BLOCK_N, False)
     if not fused:
-        merge_inline = n_splits <= MAX_INLINE_PARTIALS
+        merge_inline = output and n_splits <= MAX_INLINE_PARTIALS
         if not merge_inline:
             BS, BX = (4, 64) if interpreting() else (16, 256)
             _LAUNCH["_nc_merge_kernel"][(B * H, cdiv(DP * E, BX))](
                 PM, PL, PS, S0, z0, S, z, D, E, DP * E, n_splits,
                 BLOCK_S=BS, BLOCK_X=BX, HAS_INIT=has_init, num_warps=4,
             )
-        output_pass(n_splits, tps, merge_inline)
-    return o, S, z
+        if output:
+            output_pass(n_splits, tps, merge_inline)
+    return (o if output else None), S, z
+
+
+def noncausal_state(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: Optional[torch.Tensor],
+    lrpe_theta: Optional[torch.Tensor],
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The final state ``(S [B, H, D', E] fp32, z [B, H, D] fp32)`` of the order-free scan without the output pass
+    (no initial state): what the backward recomputes when the forward's ``S`` was not kept
+    (``TUNING["nc_recompute_state"]``). The same launches as :func:`noncausal_forward`'s state part, so ``S`` equals
+    the forward's up to the order of the merge's fp32 sums (split problems)."""
+    _, S, z = noncausal_forward(k, k, v, 1.0, key_padding_mask, lrpe_theta, None, output=False)
+    return S, z
 
 
 def noncausal_backward(
@@ -769,7 +786,7 @@ def noncausal_backward(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    S: torch.Tensor,
+    S: Optional[torch.Tensor],
     z: torch.Tensor,
     scale: float,
     key_padding_mask: Optional[torch.Tensor],
@@ -781,7 +798,10 @@ def noncausal_backward(
 
     ``q``, ``k``, ``v``, ``do`` are read in place when :func:`in_kernel_layout`, else copied; ``dq``, ``dk``,
     ``dv`` are new contiguous tensors. ``q_silu`` as in :func:`noncausal_forward` (``dq`` is the raw query's).
+    ``S = None``: the state is recomputed first (:func:`noncausal_state`; the forward had no initial state).
     """
+    if S is None:
+        S, _ = noncausal_state(kernel_layout(k), kernel_layout(v), key_padding_mask, lrpe_theta)
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
     BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype, backward=True)
     n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
