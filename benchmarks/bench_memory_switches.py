@@ -15,7 +15,8 @@ The library's defaults are ``+out_recompute`` (the state is kept until this scri
 Each variant is a fresh ``torch.compile`` of the whole model (``--compile-mode``; ``eager`` for none). Ratios: img/s
 and peak memory against ``before`` and against ViT-S.
 
-    PYTHONPATH=. python benchmarks/bench_memory_switches.py --sizes 224 1024 --batches 128 8 --out $OUT
+    PYTHONPATH=. python benchmarks/bench_memory_switches.py --sizes 224 1024 --batches 128 8 \
+        --compile-mode reduce-overhead --fullgraph --out $OUT
     PYTHONPATH=. python benchmarks/bench_memory_switches.py --device cpu --sizes 32 --batches 2 --iters 1 --warmup 1 \\
         --compile-mode eager
 """
@@ -58,11 +59,11 @@ def _configure(fuse_q_act: bool, recompute_output: str, **_: object) -> Callable
 
 
 def run(model: str, sizes: List[int], batches: List[int], device: torch.device, mode: str, warmup: int,
-        iters: int) -> List[Dict[str, object]]:
+        iters: int, fullgraph: bool = False) -> List[Dict[str, object]]:
     rows = []
     for size, batch in zip(sizes, batches):
         common = dict(size=size, batch=batch, device=device, amp_dtype=torch.bfloat16, warmup=warmup, iters=iters,
-                      mode=mode)
+                      mode=mode, fullgraph=fullgraph)
         rows.append(dict(bench_train(PEER, **common), variant="peer"))
         for variant in VARIANTS:
             switches = _switches(variant, mode)
@@ -101,6 +102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[128, 8])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--compile-mode", choices=COMPILE_MODES, default="default")
+    p.add_argument("--fullgraph", action="store_true", help="a graph break is an error (as in runs J7 / K1)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--out", default=None)
@@ -108,7 +110,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if len(args.sizes) != len(args.batches):
         p.error("--sizes and --batches need the same number of values")
     device = torch.device(args.device)
-    rows = run(args.model, args.sizes, args.batches, device, args.compile_mode, args.warmup, args.iters)
+    rows = run(args.model, args.sizes, args.batches, device, args.compile_mode, args.warmup, args.iters,
+               args.fullgraph)
     table = render(rows)
     print(table)
     if args.out:
