@@ -134,6 +134,22 @@ def test_kernel_unknown_backend_and_triton_without_cuda(monkeypatch):
         additive_attention(q, k, v, backend="triton")
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_kernel_query_activation_is_checked_and_equals_silu_first(causal):
+    """``q_activation='silu'`` equals passing ``silu(q)`` (values and q's gradient, reference path); anything other
+    than None / 'silu' is refused by name."""
+    q, k, v = qkv()
+    with raises(ValueError, "q_activation", "relu"):
+        additive_attention(q, k, v, q_activation="relu")
+    qa, qb = q.clone().requires_grad_(), q.clone().requires_grad_()
+    got = additive_attention(qa, k, v, causal=causal, q_activation="silu")
+    want = additive_attention(torch.nn.functional.silu(qb), k, v, causal=causal)
+    assert torch.equal(got, want)
+    (ga,) = torch.autograd.grad(got.sum(), qa)
+    (gb,) = torch.autograd.grad(want.sum(), qb)
+    assert torch.equal(ga, gb)
+
+
 # ----------------------------------------------------------------------------------------------- kernels: values
 @pytest.mark.parametrize("causal", [False, True])
 def test_kernel_empty_batch_and_empty_sequence(causal):
