@@ -529,37 +529,32 @@ def test_causal_launch_defaults(report):
     }, report["c_tuning_defaults"]
 
 
-def test_noncausal_split_and_fused_paths_agree(report):
-    errs = report["nc_splits_agree"]
+def _check_job(report, name: str, tol: float, count: Optional[int] = None) -> None:
+    """Worker job ``name`` returned relative errors (``count`` of them when given), all within ``tol``."""
+    errs = report[name]
     assert isinstance(errs, dict), errs
-    _assert_close(errs, 1e-5)
+    assert count is None or len(errs) == count, errs
+    _assert_close(errs, tol)
+
+
+def test_noncausal_split_and_fused_paths_agree(report):
+    _check_job(report, "nc_splits_agree", 1e-5)
 
 
 def test_noncausal_lrpe_trig_table_matches_in_kernel_cos_sin(report):
-    errs = report["nc_trig_table_agrees"]
-    assert isinstance(errs, dict), errs
-    assert len(errs) == 13, errs
-    _assert_close(errs, 1e-5)
+    _check_job(report, "nc_trig_table_agrees", 1e-5, count=13)
 
 
 def test_noncausal_split_second_pass_matches_fused(report):
-    errs = report["nc_split_second_pass_agrees"]
-    assert isinstance(errs, dict), errs
-    assert len(errs) == 7, errs
-    _assert_close(errs, 1e-5)
+    _check_job(report, "nc_split_second_pass_agrees", 1e-5, count=7)
 
 
 def test_causal_prefill_in_pieces_and_decode_match_one_pass(report):
-    errs = report["c_prefill_in_pieces"]
-    assert isinstance(errs, dict), errs
-    _assert_close(errs, 1e-5)
+    _check_job(report, "c_prefill_in_pieces", 1e-5)
 
 
 def test_noncausal_backward_with_recomputed_state_matches_and_keeps_less(report):
-    errs = report["nc_recompute_state_agrees"]
-    assert isinstance(errs, dict), errs
-    assert len(errs) == 15, errs
-    _assert_close(errs, 1e-6)
+    _check_job(report, "nc_recompute_state_agrees", 1e-6, count=15)
 
 
 def test_mixer_query_silu_in_kernel_keeps_no_activated_copy(report):
