@@ -106,8 +106,7 @@ def _noncausal_fwd_fake(q, k, v, scale, mask, theta, S0, z0, q_silu=False):
 
 def _noncausal_bwd_impl(
     do: Tensor, dS: Optional[Tensor], dz: Optional[Tensor], q: Tensor, k: Tensor, v: Tensor, S: Optional[Tensor],
-    z: Tensor,
-    scale: float, mask: Optional[Tensor], theta: Optional[Tensor], q_silu: bool = False,
+    z: Tensor, scale: float, mask: Optional[Tensor], theta: Optional[Tensor], q_silu: bool = False,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """``(dq, dk, dv)`` (new contiguous tensors) of the order-free scan given ``dO`` and the optional final-state
     gradients; do, q, k, v in place when their layout allows; ``q_silu`` as in the forward (dq is the raw query's);

@@ -177,16 +177,19 @@ class LightNetAttention(nn.Module):
         )
         o, new_state = out if return_state else (out, None)
         gate_hidden = None if self.gate is None else self.gate[0](x)  # [B, N, r]
-        if self._recompute_now() and (o.requires_grad or x.requires_grad):
+        if self._recompute_now(o, x):
             o = checkpoint(self._normed_and_gated, o, gate_hidden, use_reentrant=False)
         else:
             o = self._normed_and_gated(o, gate_hidden)
         o = self.proj_drop(self.proj(o))
         return (o, new_state) if return_state else o
 
-    def _recompute_now(self) -> bool:
-        """Whether this forward checkpoints the output norm and gate (``recompute_output``)."""
-        if not torch.is_grad_enabled() or self.recompute_output == "never":
+    def _recompute_now(self, *inputs: torch.Tensor) -> bool:
+        """Whether this forward checkpoints the output norm and gate (``recompute_output``; only when autograd will
+        record them: grad mode on and one of ``inputs`` requiring a gradient)."""
+        if self.recompute_output == "never" or not torch.is_grad_enabled():
+            return False
+        if not any(t.requires_grad for t in inputs):
             return False
         return self.recompute_output == "always" or torch.compiler.is_compiling()
 
