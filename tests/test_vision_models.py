@@ -107,6 +107,26 @@ def test_backward_with_grad_checkpointing_matches():
         assert torch.allclose(p.grad, ref[n], rtol=1e-4, atol=1e-6), n
 
 
+def test_attn_recompute_output_reaches_every_mixer_with_identical_gradients():
+    """``attn_recompute_output='always'`` (eager recomputation of the mixers' output norm and gate) gives the same
+    gradients as ``'never'``; an unknown value is refused by name."""
+    from lightnet.layers import LightNetAttention
+
+    x = torch.randn(2, 3, 160, 160)
+    grads = {}
+    for mode in ("never", "always"):
+        torch.manual_seed(0)
+        model = timm.create_model("test_lightnet", num_classes=7, attn_recompute_output=mode)
+        mixers = [m for m in model.modules() if isinstance(m, LightNetAttention)]
+        assert mixers and all(m.recompute_output == mode for m in mixers)
+        model(x).square().sum().backward()
+        grads[mode] = {n: p.grad for n, p in model.named_parameters()}
+    for n, g in grads["never"].items():
+        assert torch.equal(grads["always"][n], g), n
+    with pytest.raises(ValueError, match="recompute_output"):
+        timm.create_model("test_lightnet", attn_recompute_output="sometimes")
+
+
 def test_drop_path_and_dropout_are_training_only():
     model = timm.create_model("test_lightnet", drop_rate=0.5, drop_path_rate=0.5, proj_drop_rate=0.1)
     rates = [b.drop_path1.drop_prob for b in model.blocks]

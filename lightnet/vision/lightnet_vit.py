@@ -148,6 +148,9 @@ class LightNet(nn.Module):
         out_norm: per-head RMSNorm of the mixer output.
         mlp_act: GLU activation.
         attn_backend: kernel backend (``'auto'``, ``'torch'``, ``'triton'``).
+        attn_recompute_output: when the token mixers recompute their output norm and gate in the backward instead of
+            keeping them (``'compiled'``: under ``torch.compile`` only, ``'always'``: eager too, saving activation
+            memory for some host time, ``'never'``; see :class:`~lightnet.layers.LightNetAttention`).
         weight_init: ``''`` (ViT-style truncated normal) or ``'skip'``.
         device, dtype: factory arguments (parameters are created on ``device`` and cast to ``dtype``; MD-LRPE
             frequency tables stay fp32).
@@ -187,6 +190,7 @@ class LightNet(nn.Module):
         out_norm: bool = True,
         mlp_act: str = "silu",
         attn_backend: str = "auto",
+        attn_recompute_output: str = "compiled",
         weight_init: str = "",
         device: Optional[Union[str, torch.device]] = None,
         dtype: Optional[torch.dtype] = None,
@@ -242,6 +246,7 @@ class LightNet(nn.Module):
                     gate_act=gate_act,
                     out_norm=out_norm,
                     backend=attn_backend,
+                    recompute_output=attn_recompute_output,
                 )
                 for i in range(depth)
             ])
