@@ -145,6 +145,41 @@ def _compiled_causal_call_matches_eager() -> Dict[str, float]:
     return {n: _rel(c, e) for n, e, c in zip(names, *results)}
 
 
+def _compiled_state_recompute_follows_the_flag() -> Dict[str, float]:
+    """``TUNING["nc_recompute_state"]`` switched between two inductor compiles of one mixer in one process (compile
+    caches on, as by default): the second graph keeps exactly one fp32 state less and gives the same gradients. The
+    flag reaches the graph as an op argument, so a cached backward cannot keep (or drop) ``S`` against it."""
+    from lightnet.kernels.triton_common import TUNING
+    from lightnet.layers import LightNetAttention
+
+    torch.manual_seed(0)
+    B, N, C = 2, 16, 32
+    mixer = LightNetAttention(C, 1, num_axes=2, backend="triton")
+    x = torch.randn(B, N, C)
+    runs = []
+    for flag in (None, 1):
+        TUNING["nc_recompute_state"] = flag
+        try:
+            torch._dynamo.reset()
+            compiled = torch.compile(mixer, fullgraph=True)
+            saved: Dict[int, int] = {}
+
+            def pack(t: torch.Tensor) -> torch.Tensor:
+                saved.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+                return t
+
+            xi = x.clone().requires_grad_()
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                y = compiled(xi, grid_shape=(4, 4))
+            (gx,) = torch.autograd.grad(y.square().sum(), xi)
+        finally:
+            TUNING["nc_recompute_state"] = None
+        runs.append((gx, sum(saved.values())))
+    state_bytes = B * 1 * (2 * C) * C * 4  # [B, H, 2D, E] fp32 with MD-LRPE
+    return {"dx": _rel(runs[1][0], runs[0][0]), "saved_less": float(runs[0][1] - runs[1][1]),
+            "state_bytes": float(state_bytes)}
+
+
 # worker jobs: the default set (~15 s with the subprocess start on two cores) and the slow set (~20 s: opcheck of
 # the causal ops across two segments, where the interpreter is slowest)
 JOBS: Dict[str, Callable[[], object]] = {
@@ -158,6 +193,7 @@ JOBS: Dict[str, Callable[[], object]] = {
     "opcheck_causal_decode": lambda: _opcheck("causal_decode", 1, extras=True),
     "compiled_model": _compiled_model_matches_eager,
     "compiled_causal_call": _compiled_causal_call_matches_eager,
+    "compiled_state_recompute": _compiled_state_recompute_follows_the_flag,
 }
 SLOW_JOBS: Dict[str, Callable[[], object]] = {
     "opcheck_causal_fwd_all_options": lambda: _opcheck("causal_fwd", 64, extras=True),
@@ -232,6 +268,13 @@ def test_compiled_causal_call_with_every_option_matches_eager(report):
     assert isinstance(r, dict), r
     bad = {n: e for n, e in r.items() if not e < 1e-5}
     assert not bad, r
+
+
+@needs_triton
+def test_compiled_state_recompute_follows_the_flag_past_the_compile_caches(report):
+    r = report["compiled_state_recompute"]
+    assert isinstance(r, dict), r
+    assert r["dx"] < 1e-6 and r["saved_less"] == r["state_bytes"], r
 
 
 # ---------------------------------------------------------------------------------------------- reference path

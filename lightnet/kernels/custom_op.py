@@ -13,11 +13,14 @@ contiguous and the head stride equals its size, e.g. slices of a fused qkv proje
 ``z0 [B, H, D]`` fp32, given together or not at all):
 
     lightnet::noncausal_fwd(q, k, v, float scale, Tensor? mask, Tensor? theta, Tensor? S0, Tensor? z0,
-                            bool q_silu=False)
+                            bool q_silu=False, bool recompute_state=False)
         -> (o [B, N, H, E] q.dtype, S [B, H, D', E] fp32, z [B, H, D] fp32)
+        (recompute_state: its autograd keeps z but not S, the backward rebuilds S; an argument rather than a
+        lookup of TUNING["nc_recompute_state"] in setup_context, so that it is part of the traced graph and of
+        the compile caches' keys: a cached backward never keeps S when it should not, or the reverse)
     lightnet::noncausal_bwd(do, Tensor? dS, Tensor? dz, q, k, v, Tensor? S, z, float scale, Tensor? mask,
                             Tensor? theta, bool q_silu=False) -> (dq, dk, dv)
-        (S None: recomputed from k, v; TUNING["nc_recompute_state"] = 1 makes the forward keep z but not S)
+        (S None: recomputed from k, v)
         (q_silu: q is the raw query, the kernels use silu(q) and return the raw query's gradient)
     lightnet::causal_fwd(q, k, v, float scale, Tensor? mask, Tensor? theta, Tensor? S0, Tensor? z0)
         -> (o, S, z, Tensor[] saved)      # saved: the kernels' per-segment / per-chunk statistics
@@ -49,7 +52,7 @@ from torch import Tensor
 
 from .decode import decode_step
 from .triton_causal import causal_backward, causal_forward, chunk_size, segment_chunks, zpass_enabled
-from .triton_common import TUNING, cdiv
+from .triton_common import cdiv
 from .triton_noncausal import noncausal_backward, noncausal_forward
 
 __all__ = [
@@ -85,11 +88,11 @@ def _state_shapes(q: Tensor, v: Tensor, theta: Optional[Tensor]) -> Tuple[Tuple[
 # ----------------------------------------------------------------------------------------------------------------
 def _noncausal_fwd_impl(
     q: Tensor, k: Tensor, v: Tensor, scale: float, mask: Optional[Tensor], theta: Optional[Tensor],
-    S0: Optional[Tensor], z0: Optional[Tensor], q_silu: bool = False,
+    S0: Optional[Tensor], z0: Optional[Tensor], q_silu: bool = False, recompute_state: bool = False,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Order-free scan: ``(o [B, N, H, E], S [B, H, D', E] fp32, z [B, H, D] fp32)``; q, k, v in place when their
     layout allows (:func:`~lightnet.kernels.triton_noncausal.kernel_layout`); ``q_silu``: silu applied to q in the
-    kernels."""
+    kernels; ``recompute_state`` only tells the autograd formula not to keep ``S`` (see the module doc)."""
     mask, theta, S0, z0 = _contig_all(mask, theta, S0, z0)  # q, k, v: noncausal_forward applies kernel_layout
     return noncausal_forward(q, k, v, scale, mask, theta, _init(S0, z0), q_silu=q_silu)
 
@@ -98,7 +101,7 @@ noncausal_fwd = torch.library.custom_op("lightnet::noncausal_fwd", _noncausal_fw
 
 
 @noncausal_fwd.register_fake
-def _noncausal_fwd_fake(q, k, v, scale, mask, theta, S0, z0, q_silu=False):
+def _noncausal_fwd_fake(q, k, v, scale, mask, theta, S0, z0, q_silu=False, recompute_state=False):
     s_shape, z_shape = _state_shapes(q, v, theta)
     o = q.new_empty((*q.shape[:3], v.shape[-1]))
     return o, q.new_empty(s_shape, dtype=_F32), q.new_empty(z_shape, dtype=_F32)
@@ -220,9 +223,9 @@ def _zeros_do(q: Tensor, v: Tensor) -> Tensor:
 
 
 def _setup_noncausal(ctx, inputs: Sequence, output: Sequence) -> None:
-    q, k, v, scale, mask, theta, S0, _, *rest = inputs  # rest: (q_silu,) when given
+    q, k, v, scale, mask, theta, S0, _, *rest = inputs  # rest: (q_silu, recompute_state) as far as given
     _, S, z = output
-    recompute = bool(TUNING["nc_recompute_state"]) and S0 is None  # the backward rebuilds S from k, v
+    recompute = len(rest) > 1 and bool(rest[1]) and S0 is None  # the backward rebuilds S from k, v
     ctx.save_for_backward(q, k, v, None if recompute else S, z, mask, theta)
     ctx.scale = scale
     ctx.q_silu = bool(rest[0]) if rest else False
@@ -266,11 +269,12 @@ causal_fwd.register_autograd(_backward_causal, setup_context=_setup_causal)
 class NonCausalEagerFn(torch.autograd.Function):
     """``lightnet::noncausal_fwd`` for eager mode: the same implementation, ``setup_context`` and backward, called
     without the custom-op dispatcher (whose Python autograd wrapper costs ~30 µs more host time per forward +
-    backward, measured on CPU). ``apply(q, k, v, scale, mask, theta, S0, z0, q_silu) -> (o, S, z)``."""
+    backward, measured on CPU). ``apply(q, k, v, scale, mask, theta, S0, z0, q_silu, recompute_state) ->
+    (o, S, z)``."""
 
     @staticmethod
-    def forward(ctx, q, k, v, scale, mask, theta, S0, z0, q_silu=False):  # type: ignore[override]
-        inputs = (q, k, v, scale, mask, theta, S0, z0, q_silu)
+    def forward(ctx, q, k, v, scale, mask, theta, S0, z0, q_silu=False, recompute_state=False):  # type: ignore[override]
+        inputs = (q, k, v, scale, mask, theta, S0, z0, q_silu, recompute_state)
         out = _noncausal_fwd_impl(*inputs)
         _setup_noncausal(ctx, inputs, out)
         return out

@@ -35,7 +35,8 @@ TUNING = {
     # 1: the non-causal backward recomputes the final state S [B, H, D', E] (fp32) from k and v instead of keeping it
     # from the forward (no initial state): 4 · D' · E / N bytes per token and head less between forward and
     # backward (1 003 B per token and block for LightNet-S at 196 tokens) for one more pass over k and v in the
-    # backward; None / 0 = keep S (default until timed on a GPU)
+    # backward; None / 0 = keep S (default until timed on a GPU). Read while torch.compile traces and passed to the
+    # op as an argument, so compiled graphs (and the compile caches) follow it
     "nc_recompute_state": None,
     "nc_min_blocks": None, "c_chunk": None, "c_warps": None, "c_segment": None,
     "c_scan_j": None, "c_scan_x": None,

@@ -105,17 +105,18 @@ def additive_attention_triton(
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     args = (q, k, v, float(scale), mask, theta, S0, z0)
     decode = causal and q.shape[1] == 1 and not needs_grad
+    recompute_state = bool(TUNING["nc_recompute_state"]) and initial_state is None  # read while tracing: in the graph
     if torch.compiler.is_compiling():  # one opaque graph node per call (torch.library custom ops)
         if decode:
             o, S, z = ops.causal_decode(*args)
         elif causal:
             o, S, z, _ = ops.causal_fwd(*args)
         else:
-            o, S, z = ops.noncausal_fwd(*args, in_kernel_silu)
+            o, S, z = ops.noncausal_fwd(*args, in_kernel_silu, recompute_state)
     elif decode:  # eager: the same implementations without the custom-op dispatcher's host overhead
         o, S, z = ops.causal_decode_eager(*args)
     elif causal:
         o, S, z = ops.CausalEagerFn.apply(*args)
     else:
-        o, S, z = ops.NonCausalEagerFn.apply(*args, in_kernel_silu)
+        o, S, z = ops.NonCausalEagerFn.apply(*args, in_kernel_silu, recompute_state)
     return o, (S, z)
