@@ -10,6 +10,7 @@ tensors, autograd registration, AOT dispatch), its hand-written gradients equal 
 from __future__ import annotations
 
 import torch
+from _saved_bytes import saved_bytes
 
 from lightnet.layers import tpe
 
@@ -76,15 +77,8 @@ def test_fft_product_with_gradients_keeps_only_its_inputs():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(4, 64, 8, generator=g, requires_grad=True)
     k = torch.randn(127, 8, generator=g, requires_grad=True)
-    saved = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        saved.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        y = tpe.toeplitz_fft(x, k)
-    assert sum(saved.values()) == x.nbytes + k.nbytes, saved
+    y, nbytes = saved_bytes(lambda: tpe.toeplitz_fft(x, k))
+    assert nbytes == x.nbytes + k.nbytes, nbytes
     w = torch.randn(y.shape, generator=g)
     got = torch.autograd.grad((y * w).sum(), (x, k))
     xd, kd = x.detach().double().requires_grad_(), k.detach().double().requires_grad_()

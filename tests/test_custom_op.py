@@ -149,6 +149,7 @@ def _compiled_state_recompute_follows_the_flag() -> Dict[str, float]:
     """``TUNING["nc_recompute_state"]`` switched between two inductor compiles of one mixer in one process (compile
     caches on, as by default): the second graph keeps exactly one fp32 state less and gives the same gradients. The
     flag reaches the graph as an op argument, so a cached backward cannot keep (or drop) ``S`` against it."""
+    from _saved_bytes import saved_bytes
     from lightnet.kernels.triton_common import TUNING
     from lightnet.layers import LightNetAttention
 
@@ -162,19 +163,12 @@ def _compiled_state_recompute_follows_the_flag() -> Dict[str, float]:
         try:
             torch._dynamo.reset()
             compiled = torch.compile(mixer, fullgraph=True)
-            saved: Dict[int, int] = {}
-
-            def pack(t: torch.Tensor) -> torch.Tensor:
-                saved.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-                return t
-
             xi = x.clone().requires_grad_()
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                y = compiled(xi, grid_shape=(4, 4))
+            y, nbytes = saved_bytes(lambda: compiled(xi, grid_shape=(4, 4)))
             (gx,) = torch.autograd.grad(y.square().sum(), xi)
         finally:
             TUNING["nc_recompute_state"] = None
-        runs.append((gx, sum(saved.values())))
+        runs.append((gx, nbytes))
     state_bytes = B * 1 * (2 * C) * C * 4  # [B, H, 2D, E] fp32 with MD-LRPE
     return {"dx": _rel(runs[1][0], runs[0][0]), "saved_less": float(runs[0][1] - runs[1][1]),
             "state_bytes": float(state_bytes)}

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from _saved_bytes import saved_bytes
 
 from lightnet.layers import MDLRPE, MDTPE, GLU, LightNetAttention, LightNetBlock, RMSNorm, grid_coordinates, toeplitz_fft
 
@@ -255,19 +256,6 @@ def test_rmsnorm_keeps_dtype_and_normalises():
 # ----------------------------------------------------------------------------------------------- GLU
 
 
-def _saved_bytes(fn) -> int:
-    """Bytes of the distinct storages autograd saves while ``fn()`` runs."""
-    seen = {}
-
-    def pack(t):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_silu_glu_recomputes_the_activation_with_identical_gradients(dtype):
     """The SiLU GLU saves its two fc1 halves instead of also keeping silu(gate): same output and gradients to the bit
@@ -289,7 +277,7 @@ def test_silu_glu_recomputes_the_activation_with_identical_gradients(dtype):
     grads_ref = torch.autograd.grad(y_ref, [x, *glu.parameters()], go)
     assert all(torch.equal(a, b) for a, b in zip(grads, grads_ref))
     hidden_bytes = 3 * 7 * glu.hidden_features * x.element_size()
-    assert _saved_bytes(composite) - _saved_bytes(lambda: glu(x)) == hidden_bytes
+    assert saved_bytes(composite)[1] - saved_bytes(lambda: glu(x))[1] == hidden_bytes
     g, u = (torch.randn(4, 5, dtype=torch.float64, requires_grad=True) for _ in range(2))
     assert torch.autograd.gradcheck(SiluGatedProduct.apply, (g, u))
     assert torch.autograd.gradgradcheck(SiluGatedProduct.apply, (g, u))
@@ -301,10 +289,9 @@ def _mixer_step(attn, x, grid, fn=None):
     for p in attn.parameters():
         p.grad = None
     xi = x.clone().requires_grad_()
-    out = {}
-    nbytes = _saved_bytes(lambda: out.setdefault("y", fn(xi, grid_shape=grid)))
-    out["y"].square().sum().backward()
-    return out["y"].detach(), [xi.grad] + [p.grad for p in attn.parameters()], nbytes
+    y, nbytes = saved_bytes(lambda: fn(xi, grid_shape=grid))
+    y.square().sum().backward()
+    return y.detach(), [xi.grad] + [p.grad for p in attn.parameters()], nbytes
 
 
 def test_mixer_recomputed_output_norm_and_gate_are_identical_and_keep_less():

@@ -385,6 +385,7 @@ def _mixer_q_silu_in_kernel() -> Dict[str, float]:
     """``LightNetAttention`` with the query's SiLU in the kernels (``fuse_q_act=True``, the default) against the
     activation applied before the call: outputs and gradients agree, and the storage autograd keeps for the backward
     shrinks by exactly one activated query ``[B, N, C]``."""
+    from _saved_bytes import saved_bytes
     from lightnet.layers import LightNetAttention
 
     torch.manual_seed(0)
@@ -394,20 +395,12 @@ def _mixer_q_silu_in_kernel() -> Dict[str, float]:
     runs = []
     for fuse in (True, False):
         mixer.fuse_q_act = fuse
-        storages: Dict[int, int] = {}
-
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            if not isinstance(t, torch.nn.Parameter):
-                storages.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-            return t
-
         xi = x.clone().requires_grad_()
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            y = mixer(xi, grid_shape=(7, 7))
+        y, nbytes = saved_bytes(lambda: mixer(xi, grid_shape=(7, 7)))
         y.square().sum().backward()
         grads = [xi.grad] + [p.grad.clone() for p in mixer.parameters()]
         mixer.zero_grad()
-        runs.append((y.detach(), grads, sum(storages.values())))
+        runs.append((y.detach(), grads, nbytes))
     (y1, g1, b1), (y0, g0, b0) = runs
     out = {"y": _rel(y1, y0), "grads": max(_rel(a, b) for a, b in zip(g1, g0))}
     out["saved_bytes_less"] = float(b0 - b1)
@@ -420,6 +413,7 @@ def _recompute_state_agrees() -> Dict[str, float]:
     gradients equal the kept-state path (one range and split ranges, padding, MD-LRPE, query SiLU in the kernels),
     autograd keeps exactly one ``[B, H, D', E]`` fp32 state less, and with an initial state ``S`` is still kept
     (the flag does not apply). Values: relative errors, and 0.0 / 1.0 for the byte checks (0.0 = holds)."""
+    from _saved_bytes import saved_bytes
     from lightnet.kernels.triton_common import TUNING
     from lightnet.kernels.triton_ops import additive_attention_triton
 
@@ -437,19 +431,13 @@ def _recompute_state_agrees() -> Dict[str, float]:
             TUNING["nc_recompute_state"] = flag
             try:
                 inputs = [t.clone().requires_grad_() for t in (q, k, v)]
-                saved: Dict[int, int] = {}
-
-                def pack(t: torch.Tensor) -> torch.Tensor:
-                    saved.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-                    return t
-
-                with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                    o, _ = additive_attention_triton(*inputs, scale=0.5, key_padding_mask=mask, lrpe_theta=theta,
-                                                     initial_state=state, q_activation="silu")
+                (o, _), nbytes = saved_bytes(lambda: additive_attention_triton(
+                    *inputs, scale=0.5, key_padding_mask=mask, lrpe_theta=theta, initial_state=state,
+                    q_activation="silu"))
                 grads = torch.autograd.grad((o * do).sum(), inputs)
             finally:
                 TUNING["nc_recompute_state"] = None
-            runs.append((o, *grads, sum(saved.values())))
+            runs.append((o, *grads, nbytes))
         tag = f"N{N}" + ("_init" if init else "")
         for name, a, b in zip(("o", "dq", "dk", "dv"), runs[0][:4], runs[1][:4]):
             out[f"{tag}/{name}"] = _rel(b, a)

@@ -14,12 +14,11 @@ from typing import Optional, Tuple, Union
 import torch
 from torch.nn import functional as F
 
-from .reference import State, additive_attention_torch
+from .reference import State, additive_attention_torch, check_query_activation
 
 __all__ = ["additive_attention", "available_backends", "BACKENDS"]
 
 BACKENDS = ("auto", "torch", "triton")
-Q_ACTIVATIONS = (None, "silu")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -140,8 +139,7 @@ def additive_attention(
     """
     if backend not in BACKENDS:
         raise ValueError(f"additive_attention: unknown backend {backend!r}; choose one of {BACKENDS}")
-    if q_activation not in Q_ACTIVATIONS:
-        raise ValueError(f"additive_attention: unknown q_activation {q_activation!r}; choose one of {Q_ACTIVATIONS}")
+    check_query_activation(q_activation)
     _check_inputs(q, k, v, key_padding_mask, lrpe_theta, initial_state)
     if check_finite and not torch.compiler.is_compiling():
         named = [("q", q), ("k", k), ("v", v)]

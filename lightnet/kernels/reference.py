@@ -28,6 +28,8 @@ State = Tuple[torch.Tensor, torch.Tensor]
 
 __all__ = [
     "State",
+    "Q_ACTIVATIONS",
+    "check_query_activation",
     "additive_attention_torch",
     "noncausal_attention_torch",
     "causal_attention_chunked_torch",
@@ -35,6 +37,16 @@ __all__ = [
 ]
 
 _NEG_INF = float("-inf")  # log-normaliser of an empty state
+
+# query activations ``additive_attention(q_activation=...)`` accepts (None: q as given); every backend checks with
+# :func:`check_query_activation`
+Q_ACTIVATIONS = (None, "silu")
+
+
+def check_query_activation(name: Optional[str]) -> None:
+    """Raise a ValueError naming ``name`` unless it is one of :data:`Q_ACTIVATIONS`."""
+    if name not in Q_ACTIVATIONS:
+        raise ValueError(f"additive_attention: unknown q_activation {name!r}; choose one of {Q_ACTIVATIONS}")
 
 
 def _lrpe_expand(x: torch.Tensor, theta: Optional[torch.Tensor]) -> torch.Tensor:

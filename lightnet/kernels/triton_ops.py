@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from . import custom_op as ops
 from .gemm_noncausal import noncausal_attention_gemm
-from .reference import State, additive_attention_torch
+from .reference import State, additive_attention_torch, check_query_activation
 from .triton_common import TUNING
 from .triton_noncausal import kernel_layout
 
@@ -64,8 +64,7 @@ def additive_attention_triton(
     Returns:
         ``(o [B, N, H, E] in q's dtype, (S [B, H, D', E] fp32, z [B, H, D] fp32))``.
     """
-    if q_activation not in (None, "silu"):
-        raise ValueError(f"additive_attention (triton): unknown q_activation {q_activation!r}; choose 'silu' or None")
+    check_query_activation(q_activation)
     by_reference = q.dtype == torch.float64 or q.shape[0] == 0 or q.shape[1] == 0  # fp64 / empty batch / sequence
     gemm = not causal and initial_state is None and _gemm_path(q.shape[1])
     in_kernel_silu = q_activation == "silu" and not (causal or by_reference or gemm)
