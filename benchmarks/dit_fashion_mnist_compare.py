@@ -68,7 +68,8 @@ def overrides(arch: str, args: argparse.Namespace, extra: list[str]) -> list[str
     if arch == "lightnet":
         o.append(f"model.kwargs.attention_backend={args.backend}")
     common, per_arch = SIZES[args.size]
-    return o + common + per_arch[arch] + extra
+    variant = list(args.lightnet_set if arch == "lightnet" else args.dit_set)
+    return o + common + per_arch[arch] + variant + extra
 
 
 def _fmt_probe(seconds: Optional[float]) -> str:
@@ -124,6 +125,10 @@ def main() -> int:
     p.add_argument("--skip-fid", action="store_true", help="train only (run `lightnet fid` on the pipelines later)")
     p.add_argument("--seed", type=int, default=0, help="run.seed of both trainings and the sampling seed (3-seed runs: 0 1 2)")
     p.add_argument("--compile", action="store_true", help="run.compile=true for both trainings (and the speed probe)")
+    p.add_argument("--lightnet-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides of the LightNet-DiT run only (a variant, e.g. model.kwargs.gate_rank=0)")
+    p.add_argument("--dit-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides of the diffusers DiT run only (e.g. model.init=dit_paper)")
     p.add_argument("--sample-autocast", default="no", choices=["no", "bf16", "fp16"],
                    help="sample the FID images under torch.autocast (both pipelines alike)")
     args = p.parse_args()
@@ -171,7 +176,7 @@ def main() -> int:
 
     if args.skip_fid:
         (out / f"runs_{'_'.join(args.archs)}.json").write_text(json.dumps(
-            {"steps": steps, "probe_s_per_step": probe, "runs": runs}, indent=1, default=str))
+            {"steps": steps, "probe_s_per_step": probe, "runs": runs, "overrides": {"lightnet": args.lightnet_set, "dit": args.dit_set}}, indent=1, default=str))
         return 0
     img_size = cfgs[args.archs[0]].data.img_size
 
@@ -180,7 +185,7 @@ def main() -> int:
         its held-out losses and the FIDs already computed (aggregate_seeds matches FID rows by transformer)."""
         results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                    "torch": torch.__version__, "steps": steps, "probe_s_per_step": probe, "runs": runs,
-                   "fid": fid_table, "lightnet_backend": args.backend, "seed": args.seed, "compile": args.compile,
+                   "fid": fid_table, "lightnet_backend": args.backend, "overrides": {"lightnet": args.lightnet_set, "dit": args.dit_set}, "seed": args.seed, "compile": args.compile,
                    "sample_autocast": args.sample_autocast, "total_s": time.time() - t_start,
                    "fid_done": [a for a, _ in zip(args.archs, fid_table.get("pipelines", []))]}
         (out / "results.json").write_text(json.dumps(results, indent=1, default=str))

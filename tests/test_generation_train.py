@@ -9,9 +9,9 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler
 
-from lightnet.generation import LightNetDiTPipeline
+from lightnet.generation import LightNetDiTModel, LightNetDiTPipeline
 from lightnet.generation.losses import DiffusionLoss
-from lightnet.train.config import build_config
+from lightnet.train.config import ConfigError, build_config
 from lightnet.train.dit import EMA, DiTTrainConfig, build_dit_model, train_dit, train_main
 from lightnet.train.fid import fid_from_features, fid_main, frechet_distance
 from lightnet.train.sample import sample_main
@@ -99,6 +99,48 @@ def test_build_baseline_dit_model():
     model = build_dit_model(cfg.model, in_channels=1, num_classes=10, sample_size=32)
     assert type(model).__name__ == "DiTTransformer2DModel"
     assert model.config.num_layers == 12 and model.config.num_embeds_ada_norm == 10 and model.config.patch_size == 8
+
+
+def _dit_outputs(model: torch.nn.Module) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 1, 8, 8, generator=g)
+    return model(x, timestep=torch.tensor([1, 400, 999]), class_labels=torch.tensor([0, 4, 10])).sample
+
+
+def test_dit_paper_init_makes_the_baseline_start_like_lightnet_dit():
+    """``model.init=dit_paper`` gives diffusers' DiT the DiT paper's initialisation (the one LightNet-DiT is built
+    with): zero output, zero adaLN modulation, N(0, 0.02) class embeddings. The native init predicts non-zero noise
+    from N(0, 1) class embeddings."""
+    small = ["model.arch=dit", "model.preset=null", "model.kwargs.num_layers=2", "model.kwargs.num_attention_heads=2",
+             "model.kwargs.attention_head_dim=16", "model.kwargs.patch_size=2"]
+    torch.manual_seed(0)
+    native = build_dit_model(build_config(DiTTrainConfig, overrides=small).model, 1, 10, 8)
+    torch.manual_seed(0)
+    paper = build_dit_model(build_config(DiTTrainConfig, overrides=small + ["model.init=dit_paper"]).model, 1, 10, 8)
+    table = lambda m: m.transformer_blocks[0].norm1.emb.class_embedder.embedding_table.weight.detach()  # noqa: E731
+    assert 0.7 < float(table(native).std()) < 1.3
+    assert 0.01 < float(table(paper).std()) < 0.03
+    assert float(_dit_outputs(native).abs().max()) > 0.1
+    assert float(_dit_outputs(paper).abs().max()) == 0.0
+    for block in paper.transformer_blocks:
+        assert not block.norm1.linear.weight.any() and not block.norm1.linear.bias.any()
+    # still trains: after one step the zero-initialised output layer moves
+    opt = torch.optim.SGD(paper.parameters(), lr=0.1)
+    _dit_outputs(paper).sub(1).pow(2).mean().backward()
+    opt.step()
+    assert float(_dit_outputs(paper).abs().max()) > 0
+
+
+def test_model_init_and_class_embed_std_are_checked():
+    with pytest.raises(ConfigError, match="model.init"):
+        build_dit_model(build_config(DiTTrainConfig, overrides=["model.init=xavier"]).model, 1, 10, 8)
+    with pytest.raises(ValueError, match="class_embed_init_std"):
+        LightNetDiTModel(sample_size=8, patch_size=2, in_channels=1, hidden_size=16, num_layers=1,
+                         num_attention_heads=2, num_classes=10, class_embed_init_std=0.0)
+    torch.manual_seed(0)
+    wide = LightNetDiTModel(sample_size=8, patch_size=2, in_channels=1, hidden_size=64, num_layers=1,
+                            num_attention_heads=2, num_classes=10, class_embed_init_std=1.0)
+    assert 0.8 < float(wide.embedding.class_embedder.embedding_table.weight.detach().std()) < 1.2
 
 
 # --------------------------------------------------------------------------- CPU runs

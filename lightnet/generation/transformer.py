@@ -67,6 +67,9 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
         gate_rank: rank of the mixer's output gate (``None`` = layer default, ``0`` = no gate).
         q_act: query activation of the mixer.
         norm_eps: epsilon of the affine-free LayerNorms.
+        class_embed_init_std: standard deviation of the class embedding's normal initialisation (0.02: the DiT
+            paper's; diffusers' ``DiTTransformer2DModel`` keeps ``nn.Embedding``'s 1.0, which conditions on the class
+            from the first steps, see docs/generation.md).
         attention_backend: kernel backend of :func:`lightnet.kernels.additive_attention` (``'auto'``, ``'torch'``,
             ``'triton'``).
 
@@ -100,6 +103,7 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
         q_act: str = "silu",
         norm_eps: float = 1e-6,
         attention_backend: str = "auto",
+        class_embed_init_std: float = 0.02,
     ) -> None:
         super().__init__()
         if patch_size < 1:
@@ -108,6 +112,8 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
             raise ValueError(
                 f"LightNetDiTModel: hidden_size {hidden_size} is not divisible by num_attention_heads {num_attention_heads}"
             )
+        if not class_embed_init_std > 0:
+            raise ValueError(f"LightNetDiTModel: class_embed_init_std must be > 0, got {class_embed_init_std}")
         if sample_size % patch_size != 0:
             raise ValueError(f"LightNetDiTModel: sample_size {sample_size} is not divisible by patch_size {patch_size}")
         if out_channels is None:  # pipelines read config.out_channels as an int
@@ -174,7 +180,7 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.patch_embed.proj.bias)
-        nn.init.normal_(self.embedding.class_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.embedding.class_embedder.embedding_table.weight, std=self.config.class_embed_init_std)
         nn.init.normal_(self.embedding.timestep_embedder.linear_1.weight, std=0.02)
         nn.init.normal_(self.embedding.timestep_embedder.linear_2.weight, std=0.02)
         for block in self.transformer_blocks:

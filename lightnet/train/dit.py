@@ -50,6 +50,9 @@ class DiTModelConfig:
     learn_sigma: bool = False  # out_channels = 2 x in_channels, trained with the variational bound
     gradient_checkpointing: bool = False
     kwargs: dict[str, Any] = field(default_factory=dict)  # constructor overrides (hidden_size, num_layers, ...)
+    # native: each model's own initialisation (LightNet-DiT: the DiT paper's; diffusers' DiTTransformer2DModel:
+    # PyTorch's defaults, i.e. N(0, 1) class embeddings and non-zero adaLN); dit_paper: the DiT paper's for both
+    init: str = "native"
 
 
 @dataclass
@@ -130,6 +133,8 @@ def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sam
     from lightnet.generation import DIT_PRESETS, LightNetDiTModel
 
     out_channels = 2 * in_channels if cfg.learn_sigma else in_channels
+    if cfg.init not in ("native", "dit_paper"):
+        raise ConfigError(f"model.init must be 'native' or 'dit_paper', got {cfg.init!r}")
     if cfg.arch == "lightnet":
         kwargs = dict(DIT_PRESETS[_check_preset(cfg.preset, DIT_PRESETS)]) if cfg.preset else {}
         kwargs.update(in_channels=in_channels, out_channels=out_channels, num_classes=num_classes,
@@ -152,10 +157,43 @@ def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sam
                       sample_size=sample_size)
         kwargs.update(cfg.kwargs)
         try:
-            return DiTTransformer2DModel(**kwargs)
+            model = DiTTransformer2DModel(**kwargs)
         except TypeError as e:
             raise ConfigError(f"model.kwargs rejected by DiTTransformer2DModel: {e}") from e
+        if cfg.init == "dit_paper":
+            dit_paper_init(model)
+        return model
     raise ConfigError(f"model.arch must be 'lightnet' or 'dit', got {cfg.arch!r}")
+
+
+def dit_paper_init(model: torch.nn.Module) -> None:
+    """Initialise diffusers' ``DiTTransformer2DModel`` as the DiT paper does (and as ``LightNetDiTModel`` is built).
+
+    Xavier-uniform linears and patch projection with zero biases; class embeddings and the timestep MLP N(0, 0.02);
+    every adaLN-Zero modulation and the output layers zero, so each block starts as the identity and the model
+    predicts zero. diffusers leaves PyTorch's defaults (N(0, 1) class embeddings, a random adaLN modulation).
+    """
+    from diffusers.models.normalization import AdaLayerNormZero
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                torch.nn.init.zeros_(m.bias)
+    proj = model.pos_embed.proj
+    torch.nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+    torch.nn.init.zeros_(proj.bias)
+    for m in model.modules():
+        if isinstance(m, AdaLayerNormZero):
+            if m.emb is not None:
+                torch.nn.init.normal_(m.emb.class_embedder.embedding_table.weight, std=0.02)
+                torch.nn.init.normal_(m.emb.timestep_embedder.linear_1.weight, std=0.02)
+                torch.nn.init.normal_(m.emb.timestep_embedder.linear_2.weight, std=0.02)
+            torch.nn.init.zeros_(m.linear.weight)
+            torch.nn.init.zeros_(m.linear.bias)
+    for layer in (model.proj_out_1, model.proj_out_2):
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
 
 
 def _check_preset(name: str, known: dict) -> str:
