@@ -337,3 +337,44 @@ def test_next_epoch_estimate_discounts_the_first_step():
     assert next_epoch_estimate(273.0, 254.0, 0.136) == pytest.approx(19.136)
     assert next_epoch_estimate(20.0, None, None) == 20.0  # a later epoch: as long as the last one
     assert next_epoch_estimate(5.0, 4.0, None) == 5.0  # one step per epoch: no steady time measured
+
+
+def test_dit_study_joins_runs_and_fid_rows_by_pipeline(tmp_path: Path, capsys):
+    """benchmarks/evidence/dit_study.py: runs grouped by model and overrides, FID rows joined by pipeline folder
+    (written relative or absolute), unscored runs still counted, an FID row without its run an error."""
+    from benchmarks.evidence import dit_study
+
+    def run(name: str, arch: str, seed: int, loss: float, overrides: list) -> str:
+        folder = tmp_path / name / f"{arch}_s{seed}"
+        folder.mkdir(parents=True)
+        pipe = str(folder / "work" / arch / "pipeline")
+        doc = {"runs": {arch: {"eval_loss": loss, "params": 1.3e6, "step": 1200, "pipeline": pipe}},
+               "overrides": {"lightnet": overrides if arch == "lightnet" else [],
+                             "dit": overrides if arch == "dit" else []}}
+        (folder / f"runs_{arch}.json").write_text(json.dumps(doc))
+        return pipe
+
+    p0 = run("base", "lightnet", 0, 0.05, [])
+    p1 = run("base", "lightnet", 1, 0.06, [])
+    q0 = run("base", "dit", 0, 0.04, [])
+    run("nogate", "lightnet", 0, 0.07, ["model.kwargs.gate_rank=0"])  # trained, not scored yet
+    fid = {"pipelines": [{"pipeline": p0, "fid_proxy": 40.0, "label_acc": 0.3},
+                         {"pipeline": q0, "fid_proxy": 15.0, "label_acc": 0.85}]}
+    (tmp_path / "base" / "fid_s0.json").write_text(json.dumps(fid))
+    rel = Path(p1).relative_to(Path.cwd()) if Path(p1).is_relative_to(Path.cwd()) else Path(p1)
+    (tmp_path / "base" / "fid_s1.json").write_text(json.dumps(
+        {"pipelines": [{"pipeline": str(rel), "fid_proxy": 50.0, "label_acc": 0.2}]}))
+    table = dit_study.collect(tmp_path)
+    assert table[("lightnet", ())]["fid_proxy"] == [40.0, 50.0]
+    assert table[("lightnet", ("model.kwargs.gate_rank=0",))] == {"eval_loss": [0.07], "params": [1.3e6],
+                                                                  "step": [1200.0]}
+    assert dit_study.main([str(tmp_path), "--out", str(tmp_path / "docs")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("| LightNet-DiT | 1.30M | 45.0 ± 7.1 | 0.0550 ± 0.0071 | 25.0 ± 7.1 |")
+    assert lines[3].startswith("| LightNet-DiT (gate_rank=0) | 1.30M | — | 0.0700 | — |")
+    assert lines[4].startswith("| diffusers DiT | 1.30M | 15.0 | 0.0400 | 85.0 |")
+    assert (tmp_path / "docs" / "bars.png").stat().st_size > 1000
+    (tmp_path / "base" / "fid_s2.json").write_text(json.dumps(
+        {"pipelines": [{"pipeline": str(tmp_path / "elsewhere"), "fid_proxy": 1.0, "label_acc": 1.0}]}))
+    with pytest.raises(ValueError, match="without a training run"):
+        dit_study.collect(tmp_path)
