@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Generation on the CPU: LightNet-DiT vs diffusers' DiT at the reduced "cpu16" size (Fashion-MNIST 16², patch 2,
-# width 128, 4 layers, 1 200 steps), seeds 0 1 2, plus one-seed variants that look for the cause of the gap.
+# width 128, 4 layers, 1 200 steps), seeds 0 1 2, each model with its own initialisation ("base") and both with the
+# DiT paper's ("ditpaper": class embeddings N(0, 0.02), zero adaLN), plus one-seed LightNet variants at the paper's
+# initialisation that look for what else separates the two.
 # Each training is one process on one thread (~4.5 min on an idle core); JOBS of them run at once. Then every
 # pipeline is scored by `lightnet fid` against one cached classifier, and the table and bar plot are written.
 #   bash benchmarks/dit_cpu16_study.sh                       (ROOT=runs/dit_cpu16, DOCS=docs/results/dit_cpu16)
@@ -27,12 +29,16 @@ base lightnet 1
 base dit 1
 base lightnet 2
 base dit 2
+ditpaper lightnet 0 model.init=dit_paper
 ditpaper dit 0 model.init=dit_paper
-cls1 lightnet 0 model.kwargs.class_embed_init_std=1.0
-mlp lightnet 0 model.kwargs.mlp_type=mlp model.kwargs.mlp_ratio=4
-nogate lightnet 0 model.kwargs.gate_rank=0
-notpe lightnet 0 model.kwargs.use_tpe=false
-nolrpe lightnet 0 model.kwargs.use_lrpe=false
+ditpaper lightnet 1 model.init=dit_paper
+ditpaper dit 1 model.init=dit_paper
+ditpaper lightnet 2 model.init=dit_paper
+ditpaper dit 2 model.init=dit_paper
+mlp lightnet 0 model.init=dit_paper model.kwargs.mlp_type=mlp model.kwargs.mlp_ratio=4
+nogate lightnet 0 model.init=dit_paper model.kwargs.gate_rank=0
+notpe lightnet 0 model.init=dit_paper model.kwargs.use_tpe=false
+nolrpe lightnet 0 model.init=dit_paper model.kwargs.use_lrpe=false
 ${EXTRA_RUNS:-}"}
 
 train_one() {  # name arch seed overrides...

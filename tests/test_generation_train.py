@@ -139,8 +139,14 @@ def test_model_init_and_class_embed_std_are_checked():
                          num_attention_heads=2, num_classes=10, class_embed_init_std=0.0)
     torch.manual_seed(0)
     wide = LightNetDiTModel(sample_size=8, patch_size=2, in_channels=1, hidden_size=64, num_layers=1,
-                            num_attention_heads=2, num_classes=10, class_embed_init_std=1.0)
+                            num_attention_heads=2, num_classes=10)  # default: nn.Embedding's N(0, 1)
     assert 0.8 < float(wide.embedding.class_embedder.embedding_table.weight.detach().std()) < 1.2
+    tiny = ["model.preset=null", "model.kwargs.hidden_size=64", "model.kwargs.num_layers=1",
+            "model.kwargs.num_attention_heads=2", "model.kwargs.patch_size=2"]
+    paper = build_dit_model(build_config(DiTTrainConfig, overrides=tiny + ["model.init=dit_paper"]).model, 1, 10, 8)
+    assert paper.config.class_embed_init_std == 0.02
+    assert 0.01 < float(paper.embedding.class_embedder.embedding_table.weight.detach().std()) < 0.03
+    assert float(_dit_outputs(paper).abs().max()) == 0.0  # adaLN-Zero: the model starts predicting zero
 
 
 # --------------------------------------------------------------------------- CPU runs

@@ -67,9 +67,10 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
         gate_rank: rank of the mixer's output gate (``None`` = layer default, ``0`` = no gate).
         q_act: query activation of the mixer.
         norm_eps: epsilon of the affine-free LayerNorms.
-        class_embed_init_std: standard deviation of the class embedding's normal initialisation (0.02: the DiT
-            paper's; diffusers' ``DiTTransformer2DModel`` keeps ``nn.Embedding``'s 1.0, which conditions on the class
-            from the first steps, see docs/generation.md).
+        class_embed_init_std: standard deviation of the class embedding's normal initialisation. ``1.0`` (default,
+            ``nn.Embedding``'s, which diffusers' ``DiTTransformer2DModel`` keeps) conditions on the class from the
+            first steps; ``0.02`` is the DiT paper's, whose class signal grows slowly through the zero-initialised
+            adaLN (Fashion-MNIST 16², 1 200 steps: FID proxy 40.7 with 0.02, 17.8 with 1.0; docs/generation.md).
         attention_backend: kernel backend of :func:`lightnet.kernels.additive_attention` (``'auto'``, ``'torch'``,
             ``'triton'``).
 
@@ -103,7 +104,7 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
         q_act: str = "silu",
         norm_eps: float = 1e-6,
         attention_backend: str = "auto",
-        class_embed_init_std: float = 0.02,
+        class_embed_init_std: float = 1.0,
     ) -> None:
         super().__init__()
         if patch_size < 1:
@@ -168,7 +169,8 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
         return cls(**config)
 
     def initialize_weights(self) -> None:
-        """DiT initialisation: Xavier linears, N(0, 0.02) embeddings, zeroed adaLN and output projections."""
+        """DiT initialisation: Xavier linears, timestep MLP N(0, 0.02), class embedding N(0, ``class_embed_init_std``),
+        zeroed adaLN and output projections (every block starts as the identity, the model predicts zero)."""
 
         def _basic_init(module: nn.Module) -> None:
             if isinstance(module, nn.Linear):

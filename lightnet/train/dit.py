@@ -50,8 +50,9 @@ class DiTModelConfig:
     learn_sigma: bool = False  # out_channels = 2 x in_channels, trained with the variational bound
     gradient_checkpointing: bool = False
     kwargs: dict[str, Any] = field(default_factory=dict)  # constructor overrides (hidden_size, num_layers, ...)
-    # native: each model's own initialisation (LightNet-DiT: the DiT paper's; diffusers' DiTTransformer2DModel:
-    # PyTorch's defaults, i.e. N(0, 1) class embeddings and non-zero adaLN); dit_paper: the DiT paper's for both
+    # native: each model's own initialisation (LightNet-DiT: the DiT paper's with N(0, 1) class embeddings;
+    # diffusers' DiTTransformer2DModel: PyTorch's defaults, i.e. N(0, 1) class embeddings and a random adaLN);
+    # dit_paper: the DiT paper's for both (class embeddings N(0, 0.02), zero adaLN and output)
     init: str = "native"
 
 
@@ -139,6 +140,8 @@ def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sam
         kwargs = dict(DIT_PRESETS[_check_preset(cfg.preset, DIT_PRESETS)]) if cfg.preset else {}
         kwargs.update(in_channels=in_channels, out_channels=out_channels, num_classes=num_classes,
                       sample_size=sample_size)
+        if cfg.init == "dit_paper":
+            kwargs["class_embed_init_std"] = 0.02
         kwargs.update(cfg.kwargs)
         try:
             return LightNetDiTModel(**kwargs)
