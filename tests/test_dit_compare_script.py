@@ -59,5 +59,5 @@ def test_cpu16_study_script_trains_scores_and_tabulates_variants(tmp_path: Path)
     assert set(rows) == {"LightNet-DiT", "diffusers DiT (init=dit_paper)"}
     assert rows["LightNet-DiT"].rstrip().endswith("| 2 |") and " ± " in rows["LightNet-DiT"]
     assert (tmp_path / "docs" / "bars.png").stat().st_size > 1000
-    scored = sorted(p.name for p in (tmp_path / "study").rglob("fid_s*.json"))
-    assert scored == ["fid_s0.json", "fid_s0.json", "fid_s1.json"]
+    scored = sorted(str(p.parent.relative_to(tmp_path / "study")) for p in (tmp_path / "study").rglob("fid.json"))
+    assert scored == ["base/lightnet_s0", "base/lightnet_s1", "ditpaper/dit_s0"]
