@@ -156,6 +156,7 @@ def main() -> int:
     print(f"speed probe (s/step): {probe}; training {steps} steps ({epochs} epoch schedule) per model", flush=True)
 
     runs, params = {}, {}
+    overrides_used = {"lightnet": args.lightnet_set, "dit": args.dit_set}
     for arch in args.archs:
         run_dir = work / arch
         cfg = build_config(DiTTrainConfig, "dit_fashion_mnist",
@@ -176,7 +177,8 @@ def main() -> int:
 
     if args.skip_fid:
         (out / f"runs_{'_'.join(args.archs)}.json").write_text(json.dumps(
-            {"steps": steps, "probe_s_per_step": probe, "runs": runs, "overrides": {"lightnet": args.lightnet_set, "dit": args.dit_set}}, indent=1, default=str))
+            {"steps": steps, "probe_s_per_step": probe, "runs": runs, "overrides": overrides_used}, indent=1,
+            default=str))
         return 0
     img_size = cfgs[args.archs[0]].data.img_size
 
@@ -185,7 +187,8 @@ def main() -> int:
         its held-out losses and the FIDs already computed (aggregate_seeds matches FID rows by transformer)."""
         results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                    "torch": torch.__version__, "steps": steps, "probe_s_per_step": probe, "runs": runs,
-                   "fid": fid_table, "lightnet_backend": args.backend, "overrides": {"lightnet": args.lightnet_set, "dit": args.dit_set}, "seed": args.seed, "compile": args.compile,
+                   "fid": fid_table, "lightnet_backend": args.backend, "overrides": overrides_used,
+                   "seed": args.seed, "compile": args.compile,
                    "sample_autocast": args.sample_autocast, "total_s": time.time() - t_start,
                    "fid_done": [a for a, _ in zip(args.archs, fid_table.get("pipelines", []))]}
         (out / "results.json").write_text(json.dumps(results, indent=1, default=str))

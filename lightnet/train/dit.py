@@ -170,7 +170,8 @@ def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sam
 
 
 def dit_paper_init(model: torch.nn.Module) -> None:
-    """Initialise diffusers' ``DiTTransformer2DModel`` as the DiT paper does (and as ``LightNetDiTModel`` is built).
+    """Initialise diffusers' ``DiTTransformer2DModel`` as the DiT paper does (``LightNetDiTModel``'s scheme with
+    ``class_embed_init_std=0.02``).
 
     Xavier-uniform linears and patch projection with zero biases; class embeddings and the timestep MLP N(0, 0.02);
     every adaLN-Zero modulation and the output layers zero, so each block starts as the identity and the model
