@@ -124,6 +124,10 @@ def test_dit_paper_init_makes_the_baseline_start_like_lightnet_dit():
     assert float(_dit_outputs(paper).abs().max()) == 0.0
     for block in paper.transformer_blocks:
         assert not block.norm1.linear.weight.any() and not block.norm1.linear.bias.any()
+    # model.init=lightnet: the same scheme with LightNet-DiT's N(0, 1) class tables (a same-init comparison)
+    torch.manual_seed(0)
+    ln = build_dit_model(build_config(DiTTrainConfig, overrides=small + ["model.init=lightnet"]).model, 1, 10, 8)
+    assert 0.8 < float(table(ln).std()) < 1.2 and float(_dit_outputs(ln).abs().max()) == 0.0
     # still trains: after one step the zero-initialised output layer moves
     opt = torch.optim.SGD(paper.parameters(), lr=0.1)
     _dit_outputs(paper).sub(1).pow(2).mean().backward()
@@ -145,6 +149,8 @@ def test_model_init_and_class_embed_std_are_checked():
             "model.kwargs.num_attention_heads=2", "model.kwargs.patch_size=2"]
     paper = build_dit_model(build_config(DiTTrainConfig, overrides=tiny + ["model.init=dit_paper"]).model, 1, 10, 8)
     assert paper.config.class_embed_init_std == 0.02
+    same = build_dit_model(build_config(DiTTrainConfig, overrides=tiny + ["model.init=lightnet"]).model, 1, 10, 8)
+    assert same.config.class_embed_init_std == 1.0
     assert 0.01 < float(paper.embedding.class_embedder.embedding_table.weight.detach().std()) < 0.03
     assert float(_dit_outputs(paper).abs().max()) == 0.0  # adaLN-Zero: the model starts predicting zero
 

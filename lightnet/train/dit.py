@@ -52,7 +52,8 @@ class DiTModelConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)  # constructor overrides (hidden_size, num_layers, ...)
     # native: each model's own initialisation (LightNet-DiT: the DiT paper's with N(0, 1) class embeddings;
     # diffusers' DiTTransformer2DModel: PyTorch's defaults, i.e. N(0, 1) class embeddings and a random adaLN);
-    # dit_paper: the DiT paper's for both (class embeddings N(0, 0.02), zero adaLN and output)
+    # dit_paper: the DiT paper's for both (class embeddings N(0, 0.02), zero adaLN and output); lightnet:
+    # LightNet-DiT's for both (the DiT paper's with N(0, 1) class embeddings)
     init: str = "native"
 
 
@@ -134,14 +135,14 @@ def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sam
     from lightnet.generation import DIT_PRESETS, LightNetDiTModel
 
     out_channels = 2 * in_channels if cfg.learn_sigma else in_channels
-    if cfg.init not in ("native", "dit_paper"):
-        raise ConfigError(f"model.init must be 'native' or 'dit_paper', got {cfg.init!r}")
+    if cfg.init not in _INIT_CLASS_STD:
+        raise ConfigError(f"model.init must be one of {list(_INIT_CLASS_STD)}, got {cfg.init!r}")
     if cfg.arch == "lightnet":
         kwargs = dict(DIT_PRESETS[_check_preset(cfg.preset, DIT_PRESETS)]) if cfg.preset else {}
         kwargs.update(in_channels=in_channels, out_channels=out_channels, num_classes=num_classes,
                       sample_size=sample_size)
-        if cfg.init == "dit_paper":
-            kwargs["class_embed_init_std"] = 0.02
+        if _INIT_CLASS_STD[cfg.init] is not None:
+            kwargs["class_embed_init_std"] = _INIT_CLASS_STD[cfg.init]
         kwargs.update(cfg.kwargs)
         try:
             return LightNetDiTModel(**kwargs)
@@ -163,17 +164,21 @@ def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sam
             model = DiTTransformer2DModel(**kwargs)
         except TypeError as e:
             raise ConfigError(f"model.kwargs rejected by DiTTransformer2DModel: {e}") from e
-        if cfg.init == "dit_paper":
-            dit_paper_init(model)
+        if cfg.init != "native":
+            dit_paper_init(model, class_embed_init_std=_INIT_CLASS_STD[cfg.init])
         return model
     raise ConfigError(f"model.arch must be 'lightnet' or 'dit', got {cfg.arch!r}")
 
 
-def dit_paper_init(model: torch.nn.Module) -> None:
-    """Initialise diffusers' ``DiTTransformer2DModel`` as the DiT paper does (``LightNetDiTModel``'s scheme with
-    ``class_embed_init_std=0.02``).
+# model.init -> std of the class embeddings (None: the model's own initialisation)
+_INIT_CLASS_STD = {"native": None, "dit_paper": 0.02, "lightnet": 1.0}
 
-    Xavier-uniform linears and patch projection with zero biases; class embeddings and the timestep MLP N(0, 0.02);
+
+def dit_paper_init(model: torch.nn.Module, class_embed_init_std: float = 0.02) -> None:
+    """Initialise diffusers' ``DiTTransformer2DModel`` as the DiT paper does, with class embeddings
+    N(0, ``class_embed_init_std``) (``LightNetDiTModel``'s scheme: the same with its own ``class_embed_init_std``).
+
+    Xavier-uniform linears and patch projection with zero biases; the timestep MLP N(0, 0.02);
     every adaLN-Zero modulation and the output layers zero, so each block starts as the identity and the model
     predicts zero. diffusers leaves PyTorch's defaults (N(0, 1) class embeddings, a random adaLN modulation).
     """
@@ -190,7 +195,7 @@ def dit_paper_init(model: torch.nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, AdaLayerNormZero):
             if m.emb is not None:
-                torch.nn.init.normal_(m.emb.class_embedder.embedding_table.weight, std=0.02)
+                torch.nn.init.normal_(m.emb.class_embedder.embedding_table.weight, std=class_embed_init_std)
                 torch.nn.init.normal_(m.emb.timestep_embedder.linear_1.weight, std=0.02)
                 torch.nn.init.normal_(m.emb.timestep_embedder.linear_2.weight, std=0.02)
             torch.nn.init.zeros_(m.linear.weight)
