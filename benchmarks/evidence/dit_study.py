@@ -15,8 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .aggregate_seeds import _COLUMNS
-from .make_tables import format_mean_std
+from . import aggregate_seeds
 
 __all__ = ["collect", "render", "plot", "main"]
 
@@ -68,16 +67,10 @@ def label(arch: str, overrides: Tuple[str, ...]) -> str:
 
 
 def render(table: Dict[Tuple[str, Tuple[str, ...]], Dict[str, List[float]]]) -> str:
-    """Markdown: one row per (model, overrides), mean ± std per metric, and the number of runs."""
-    cols = _COLUMNS["dit"]
-    lines = ["| model | params | " + " | ".join(c[1] for c in cols) + " | runs |",
-             "|---|---:|" + "---:|" * len(cols) + "---:|"]
-    for (arch, overrides), m in sorted(table.items(), key=lambda kv: (kv[0][0] != "lightnet", kv[0][1] != (), kv[0])):
-        params = m.get("params", [float("nan")])[0] / 1e6
-        cells = [format_mean_std(m.get(key, []), scale=scale, digits=digits) for key, _, scale, digits in cols]
-        lines.append(f"| {label(arch, overrides)} | {params:.2f}M | " + " | ".join(cells)
-                     + f" | {len(m.get('eval_loss', []))} |")
-    return "\n".join(lines)
+    """Markdown: one row per (model, overrides) — LightNet-DiT first, plain models before their variants — with
+    :func:`aggregate_seeds.render`'s columns (mean ± std per metric, number of runs)."""
+    ordered = sorted(table.items(), key=lambda kv: (kv[0][0] != "lightnet", kv[0][1] != (), kv[0]))
+    return aggregate_seeds.render("dit", {label(*key): m for key, m in ordered})
 
 
 def plot(table: Dict[Tuple[str, Tuple[str, ...]], Dict[str, List[float]]], path: Path) -> None:
