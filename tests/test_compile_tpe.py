@@ -10,7 +10,7 @@ tensors, autograd registration, AOT dispatch), its hand-written gradients equal 
 from __future__ import annotations
 
 import torch
-from _saved_bytes import saved_bytes
+from tests._saved_bytes import saved_bytes
 
 from lightnet.layers import tpe
 

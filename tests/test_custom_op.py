@@ -149,7 +149,7 @@ def _compiled_state_recompute_follows_the_flag() -> Dict[str, float]:
     """``TUNING["nc_recompute_state"]`` switched between two inductor compiles of one mixer in one process (compile
     caches on, as by default): the second graph keeps exactly one fp32 state less and gives the same gradients. The
     flag reaches the graph as an op argument, so a cached backward cannot keep (or drop) ``S`` against it."""
-    from _saved_bytes import saved_bytes
+    from tests._saved_bytes import saved_bytes
     from lightnet.kernels.triton_common import TUNING
     from lightnet.layers import LightNetAttention
 

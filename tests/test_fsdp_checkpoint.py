@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _subprocess_env import free_port, subprocess_env
+from tests._subprocess_env import free_port, subprocess_env
 
 from lightnet.train.distributed_state import (
     full_model_state_dict,

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from _saved_bytes import saved_bytes
+from tests._saved_bytes import saved_bytes
 
 from lightnet.layers import MDLRPE, MDTPE, GLU, LightNetAttention, LightNetBlock, RMSNorm, grid_coordinates, toeplitz_fft
 

@@ -27,7 +27,7 @@ from typing import Dict, List
 
 import pytest
 import torch
-from _subprocess_env import free_port, subprocess_env
+from tests._subprocess_env import free_port, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,7 @@ from lightnet.generation import LightNetDiTModel
 from lightnet.lm import LightNetForCausalLM, LightNetLMConfig
 from lightnet.train.checkpoint import CheckpointError, load_model_weights
 
-from test_robustness_kernels import raises
+from tests.test_robustness_kernels import raises
 
 
 class Payload:

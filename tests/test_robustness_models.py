@@ -19,7 +19,7 @@ from lightnet.lm import (
     LightNetLMConfig,
 )
 
-from test_robustness_kernels import raises
+from tests.test_robustness_kernels import raises
 
 
 # ----------------------------------------------------------------------------------------------- vision (timm)

@@ -30,7 +30,7 @@ def _property_run(causal: bool) -> Dict[str, object]:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from test_triton_interpret import _compare  # the shared fp64 comparison (o, S, z, dq, dk, dv)
+    from tests.test_triton_interpret import _compare  # the shared fp64 comparison (o, S, z, dq, dk, dv)
 
     seen = []
 

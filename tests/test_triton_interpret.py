@@ -385,7 +385,7 @@ def _mixer_q_silu_in_kernel() -> Dict[str, float]:
     """``LightNetAttention`` with the query's SiLU in the kernels (``fuse_q_act=True``, the default) against the
     activation applied before the call: outputs and gradients agree, and the storage autograd keeps for the backward
     shrinks by exactly one activated query ``[B, N, C]``."""
-    from _saved_bytes import saved_bytes
+    from tests._saved_bytes import saved_bytes
     from lightnet.layers import LightNetAttention
 
     torch.manual_seed(0)
@@ -413,7 +413,7 @@ def _recompute_state_agrees() -> Dict[str, float]:
     gradients equal the kept-state path (one range and split ranges, padding, MD-LRPE, query SiLU in the kernels),
     autograd keeps exactly one ``[B, H, D', E]`` fp32 state less, and with an initial state ``S`` is still kept
     (the flag does not apply). Values: relative errors, and 0.0 / 1.0 for the byte checks (0.0 = holds)."""
-    from _saved_bytes import saved_bytes
+    from tests._saved_bytes import saved_bytes
     from lightnet.kernels.triton_common import TUNING
     from lightnet.kernels.triton_ops import additive_attention_triton
 
