@@ -13,7 +13,7 @@ import torch
 
 from lightnet.layers import MDTPE, TPE_TUNING, toeplitz_direct, toeplitz_fft, toeplitz_product
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -244,7 +244,9 @@ def test_learned_sigma_latent_training_with_tiny_vae(tmp_path):
 
 
 def test_train_dit_errors(tmp_path, capsys):
-    assert train_main(["-c", "dit_imagenet256", "data.root=" + str(tmp_path)]) == 2  # empty ImageFolder
+    (tmp_path / "data").mkdir()
+    assert train_main(["-c", "dit_imagenet256", f"data.root={tmp_path / 'data'}",  # empty ImageFolder
+                       f"run.output_dir={tmp_path / 'runs'}"]) == 2
     assert train_main(["-c", "dit_digits", "vae.required=true", f"run.output_dir={tmp_path}"]) == 2
     assert "vae.path" in capsys.readouterr().err
     assert train_main(["-c", "dit_digits", "model.preset=LightNet-DiT-M/2", f"run.output_dir={tmp_path}"]) == 2
