@@ -1,7 +1,7 @@
 """LightNet block: pre-norm token mixer and GLU channel mixer, each with a residual and drop-path."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn

@@ -22,7 +22,6 @@ tensors without autograd history; callers must not modify them in place.
 from __future__ import annotations
 
 import collections
-import math
 import weakref
 from typing import Dict, Optional, Sequence, Tuple
 
