@@ -165,6 +165,8 @@ def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sam
         except TypeError as e:
             raise ConfigError(f"model.kwargs rejected by DiTTransformer2DModel: {e}") from e
         if cfg.init != "native":
+            from lightnet.generation import dit_paper_init
+
             dit_paper_init(model, class_embed_init_std=_INIT_CLASS_STD[cfg.init])
         return model
     raise ConfigError(f"model.arch must be 'lightnet' or 'dit', got {cfg.arch!r}")
@@ -172,37 +174,6 @@ def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sam
 
 # model.init -> std of the class embeddings (None: the model's own initialisation)
 _INIT_CLASS_STD = {"native": None, "dit_paper": 0.02, "lightnet": 1.0}
-
-
-def dit_paper_init(model: torch.nn.Module, class_embed_init_std: float = 0.02) -> None:
-    """Initialise diffusers' ``DiTTransformer2DModel`` as the DiT paper does, with class embeddings
-    N(0, ``class_embed_init_std``) (``LightNetDiTModel``'s scheme: the same with its own ``class_embed_init_std``).
-
-    Xavier-uniform linears and patch projection with zero biases; the timestep MLP N(0, 0.02);
-    every adaLN-Zero modulation and the output layers zero, so each block starts as the identity and the model
-    predicts zero. diffusers leaves PyTorch's defaults (N(0, 1) class embeddings, a random adaLN modulation).
-    """
-    from diffusers.models.normalization import AdaLayerNormZero
-
-    for m in model.modules():
-        if isinstance(m, torch.nn.Linear):
-            torch.nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                torch.nn.init.zeros_(m.bias)
-    proj = model.pos_embed.proj
-    torch.nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
-    torch.nn.init.zeros_(proj.bias)
-    for m in model.modules():
-        if isinstance(m, AdaLayerNormZero):
-            if m.emb is not None:
-                torch.nn.init.normal_(m.emb.class_embedder.embedding_table.weight, std=class_embed_init_std)
-                torch.nn.init.normal_(m.emb.timestep_embedder.linear_1.weight, std=0.02)
-                torch.nn.init.normal_(m.emb.timestep_embedder.linear_2.weight, std=0.02)
-            torch.nn.init.zeros_(m.linear.weight)
-            torch.nn.init.zeros_(m.linear.bias)
-    for layer in (model.proj_out_1, model.proj_out_2):
-        torch.nn.init.zeros_(layer.weight)
-        torch.nn.init.zeros_(layer.bias)
 
 
 def _check_preset(name: str, known: dict) -> str:
