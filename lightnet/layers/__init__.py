@@ -1,7 +1,7 @@
 """LightNet layers: token mixer and its shared options, positional encodings (MD-LRPE, MD-TPE), channel mixer,
 blocks."""
 from .block import LightNetBlock, make_norm
-from .config import LEGACY_NAMES, MixerConfig, rename_legacy_keys
+from .config import LEGACY_NAMES, MixerConfig, check_mixer_options, rename_legacy_keys
 from .drop import DropPath
 from .lrpe import MDLRPE, grid_coordinates
 from .mixer import LightNetAttention
@@ -20,6 +20,7 @@ __all__ = [
     "MDTPE",
     "MixerConfig",
     "RMSNorm",
+    "check_mixer_options",
     "grid_coordinates",
     "make_norm",
     "rename_legacy_keys",

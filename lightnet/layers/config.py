@@ -19,7 +19,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 from .mixer import CHOICES, LightNetAttention, check_choice, resolve_scale
 
-__all__ = ["LEGACY_NAMES", "MixerConfig", "rename_legacy_keys"]
+__all__ = ["LEGACY_NAMES", "MixerConfig", "check_mixer_options", "rename_legacy_keys"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,21 @@ def rename_legacy_keys(config: Mapping[str, Any], owner: str) -> Dict[str, Any]:
         logger.info("%s: config key %r renamed to %r (written by an older LightNet version)", owner, key, new)
         out[new] = config.get(new, value)
     return out
+
+
+#: MixerConfig field → the :class:`~lightnet.layers.LightNetAttention` option whose choices it takes
+_CHOICE_FIELDS = {"q_act": "q_act", "gate_act": "gate_act", "attn_backend": "backend",
+                  "attn_recompute_output": "recompute_output"}
+
+
+def check_mixer_options(owner: str, options: Mapping[str, Any]) -> None:
+    """Raise a ``ValueError`` naming ``owner`` and the field for an invalid mixer option among ``options`` (a
+    :class:`MixerConfig` or a model config holding some of its fields under the same names)."""
+    for name, layer_name in _CHOICE_FIELDS.items():
+        if name in options:
+            check_choice(owner, name, options[name], CHOICES[layer_name])
+    if "scale" in options:
+        resolve_scale(owner, options["scale"], 1)
 
 
 @dataclass(frozen=True)
@@ -85,10 +100,7 @@ class MixerConfig:
     attn_recompute_output: str = "compiled"
 
     def __post_init__(self) -> None:
-        for name, layer_name in (("q_act", "q_act"), ("gate_act", "gate_act"), ("attn_backend", "backend"),
-                                 ("attn_recompute_output", "recompute_output")):
-            check_choice("MixerConfig", name, getattr(self, name), CHOICES[layer_name])
-        resolve_scale("MixerConfig", self.scale, 1)
+        check_mixer_options("MixerConfig", {name: getattr(self, name) for name in self.field_names()})
 
     @classmethod
     def field_names(cls) -> tuple:

@@ -133,6 +133,7 @@ class DiTTrainConfig:
 def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sample_size: int) -> torch.nn.Module:
     """The transformer for ``cfg`` with the data-dependent fields (channels, classes, size) filled in."""
     from lightnet.generation import DIT_PRESETS, LightNetDiTModel
+    from lightnet.layers import rename_legacy_keys
 
     out_channels = 2 * in_channels if cfg.learn_sigma else in_channels
     if cfg.init not in _INIT_CLASS_STD:
@@ -143,7 +144,7 @@ def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sam
                       sample_size=sample_size)
         if _INIT_CLASS_STD[cfg.init] is not None:
             kwargs["class_embed_init_std"] = _INIT_CLASS_STD[cfg.init]
-        kwargs.update(cfg.kwargs)
+        kwargs.update(rename_legacy_keys(cfg.kwargs, "model.kwargs"))  # a resumed run's config.yaml may be older
         try:
             return LightNetDiTModel(**kwargs)
         except TypeError as e:  # an unknown constructor argument in model.kwargs

@@ -135,7 +135,7 @@ def test_lm_config_errors():
     with raises(TypeError, "dim", "integer"):
         LightNetLMConfig(dim="16")
     with raises(ValueError, "backend"):
-        LightNetLMConfig(backend="cuda")
+        LightNetLMConfig(attn_backend="cuda")
     with raises(ValueError, "pad_token_id", "vocabulary"):
         LightNetLMConfig(vocab_size=100)
     with raises(ValueError, "causal=false"):

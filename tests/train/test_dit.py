@@ -135,6 +135,18 @@ def test_dit_paper_init_makes_the_baseline_start_like_lightnet_dit():
     assert float(_dit_outputs(paper).abs().max()) > 0
 
 
+def test_old_model_kwargs_name_is_renamed(caplog):
+    """A saved run config (``--resume``) of an older version with ``model.kwargs.attention_backend``."""
+    import logging
+
+    small = ["model.preset=null", "model.kwargs.hidden_size=32", "model.kwargs.num_layers=1",
+             "model.kwargs.num_attention_heads=2", "model.kwargs.patch_size=2", "model.kwargs.attention_backend=torch"]
+    with caplog.at_level(logging.INFO, logger="lightnet"):
+        model = build_dit_model(build_config(DiTTrainConfig, overrides=small).model, 1, 10, 8)
+    assert model.config.attn_backend == "torch" and "attention_backend" not in model.config
+    assert any("'attention_backend'" in r.getMessage() for r in caplog.records)
+
+
 def test_model_init_and_class_embed_std_are_checked():
     with pytest.raises(ConfigError, match="model.init"):
         build_dit_model(build_config(DiTTrainConfig, overrides=["model.init=xavier"]).model, 1, 10, 8)

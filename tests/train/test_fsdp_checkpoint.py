@@ -124,7 +124,7 @@ def test_lm_plain_copy_holds_the_gathered_weights_and_keeps_the_random_state():
     """``train-lm`` under FSDP saves and samples from an unsharded copy built from the gathered full weights."""
     from lightnet.train.lm import LMTrainConfig, _plain_copy, build_lm_model
 
-    cfg = LMTrainConfig(model={"dim": 16, "depth": 1, "num_heads": 2, "backend": "torch"})
+    cfg = LMTrainConfig(model={"dim": 16, "depth": 1, "num_heads": 2, "attn_backend": "torch"})
     torch.manual_seed(5)
     trained = build_lm_model(cfg)
     state = {k: v.clone() for k, v in trained.state_dict().items()}
