@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch
 
 from .config import ConfigError
 from .datasets import build_image_dataset
-from .engine import Trainer
+from .engine import Trainer, fsdp_requested
 from .schema import OptimConfig, RunConfig, SchedConfig
 
 __all__ = ["DiTTrainConfig", "DiffusionTrainer", "EMA", "build_dit_model", "train_dit", "train_main"]
@@ -256,11 +255,6 @@ FSDP_UNSUPPORTED = ("train-dit does not support FSDP (its EMA needs the full wei
                     "(--multi_gpu), DiT-B/2 fits one GPU")
 
 
-def _fsdp_requested() -> bool:
-    """Whether ``accelerate launch --use_fsdp`` (or an accelerate config with FSDP) started this process."""
-    return os.environ.get("ACCELERATE_USE_FSDP", "false").strip().lower() in ("1", "true", "yes")
-
-
 class DiffusionTrainer(Trainer):
     """:class:`Trainer` plus an EMA update and an optional sample grid after every optimizer step.
 
@@ -304,7 +298,7 @@ def train_dit(cfg: DiTTrainConfig, resume_from: str | Path | None = None, run_di
     from .rng import seed_everything
     from .sample import sample_images, save_grid, set_scheduler
 
-    if _fsdp_requested():  # before a run folder is made; DiffusionTrainer checks the prepared model as well
+    if fsdp_requested():  # before a run folder is made; DiffusionTrainer checks the prepared model as well
         raise ConfigError(FSDP_UNSUPPORTED)
     accelerator, run_path = start_run(cfg.run, cfg.name, run_dir)
 
