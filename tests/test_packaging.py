@@ -48,7 +48,8 @@ def test_lightnet_models_are_registered_whatever_the_import_order(code):
 
 
 def test_subpackages_load_on_attribute_access():
-    assert _python("import lightnet; print(lightnet.vision.LightNet.__name__, lightnet.__version__)") == "LightNet 0.1.0"
+    out = _python("import lightnet; print(lightnet.vision.LightNet.__name__, lightnet.__version__)")
+    assert out == "LightNet 0.1.0"
 
 
 def _build_wheel(tmp: Path) -> Path:
@@ -85,9 +86,8 @@ def test_wheel_in_a_fresh_venv_trains_from_an_empty_folder(tmp_path):
     env["OMP_NUM_THREADS"] = "1"
     work = tmp_path / "empty"
     work.mkdir()
-    where = subprocess.run(
-        [str(py), "-c", "import lightnet, lightnet.train.config as c; print(lightnet.__file__); print(c.configs_dir())"],
-        env=env, cwd=work, capture_output=True, text=True, timeout=300)
+    code = "import lightnet, lightnet.train.config as c; print(lightnet.__file__); print(c.configs_dir())"
+    where = subprocess.run([str(py), "-c", code], env=env, cwd=work, capture_output=True, text=True, timeout=300)
     assert where.returncode == 0, where.stderr[-3000:]
     module_file, recipes = where.stdout.split()
     assert Path(module_file).is_relative_to(env_dir) and Path(recipes).is_relative_to(env_dir), where.stdout

@@ -7,7 +7,8 @@ from torch import nn
 __all__ = ["DropPath", "drop_path"]
 
 
-def drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False, scale_by_keep: bool = True) -> torch.Tensor:
+def drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False,
+              scale_by_keep: bool = True) -> torch.Tensor:
     """Zero whole samples of ``x [B, ...]`` with probability ``drop_prob`` while training (one Bernoulli draw per
     sample, ``x.new_empty([B, 1, ...]).bernoulli_(1 - drop_prob)``), scaling the kept ones by ``1 / (1 - drop_prob)``
     when ``scale_by_keep``; the identity in eval mode or for ``drop_prob == 0``."""

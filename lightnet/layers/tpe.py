@@ -36,7 +36,8 @@ DIRECT_MAX_LEN = 32
 
 def _check_direct_max_len(owner: str, direct_max_len: int) -> int:
     if isinstance(direct_max_len, bool) or not isinstance(direct_max_len, int) or direct_max_len < 0:
-        raise ValueError(f"{owner}: direct_max_len must be an integer >= 0 (0 = always the FFT), got {direct_max_len!r}")
+        raise ValueError(f"{owner}: direct_max_len must be an integer >= 0 (0 = always the FFT), "
+                         f"got {direct_max_len!r}")
     return direct_max_len
 
 

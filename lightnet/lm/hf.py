@@ -97,7 +97,8 @@ class LightNetHFConfig(_HFConfigBase):
 
     Every value is validated by :class:`LightNetLMConfig` (unknown keys raise ``ValueError`` with a close-match hint,
     inconsistent values raise too); keys of older versions (``backend``) are renamed first, by
-    :func:`~lightnet.layers.rename_legacy_keys`, so an old ``config.json`` loads. Convert with :meth:`to_lightnet_config` / :meth:`from_lightnet_config`.
+    :func:`~lightnet.layers.rename_legacy_keys`, so an old ``config.json`` loads. Convert with
+    :meth:`to_lightnet_config` / :meth:`from_lightnet_config`.
     """
 
     model_type = HF_MODEL_TYPE

@@ -252,7 +252,8 @@ class LightNetPreTrainedModel(nn.Module):
                 (e.g. a masked-LM checkpoint loads into :class:`LightNetForSequenceClassification` non-strictly,
                 keeping the backbone and logging the head keys that were skipped or newly initialised).
             map_location: device for the weights.
-            **config_overrides: config fields to change before building (e.g. ``num_labels=3``, ``attn_backend='torch'``).
+            **config_overrides: config fields to change before building (e.g. ``num_labels=3``,
+                ``attn_backend='torch'``).
         """
         try:
             path = resolve_pretrained_dir(pretrained_path, (CONFIG_NAME, WEIGHTS_NAME), revision=revision,

@@ -52,7 +52,8 @@ def test_shared_block_options_have_one_default():
 
 
 def _models(options: dict):
-    vision = timm.create_model("test_lightnet", img_size=32, **{k: v for k, v in options.items() if k in FAMILIES["vision"]})
+    vision = timm.create_model("test_lightnet", img_size=32,
+                               **{k: v for k, v in options.items() if k in FAMILIES["vision"]})
     dit = LightNetDiTModel(sample_size=8, patch_size=2, in_channels=1, hidden_size=32, num_layers=2,
                            num_attention_heads=2, num_classes=3, **{k: v for k, v in options.items()
                                                                    if k in FAMILIES["dit"]})
