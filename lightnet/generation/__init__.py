@@ -1,5 +1,6 @@
 """Diffusion transformers with LightNet blocks, as diffusers models and pipelines."""
+from .init import dit_paper_init
 from .pipeline import LightNetDiTPipeline, null_class_of
 from .transformer import DIT_PRESETS, LightNetDiTModel, list_presets
 
-__all__ = ["DIT_PRESETS", "LightNetDiTModel", "LightNetDiTPipeline", "list_presets", "null_class_of"]
+__all__ = ["DIT_PRESETS", "LightNetDiTModel", "LightNetDiTPipeline", "dit_paper_init", "list_presets", "null_class_of"]

@@ -7,13 +7,13 @@ zero-initialised so every block starts as the identity (adaLN-Zero).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from timm.layers import Mlp
 from torch import nn
 
-from ..layers import GLU, LightNetAttention
+from ..layers import GLU, LightNetAttention, MixerConfig
 
 __all__ = ["AdaLNFinalLayer", "LightNetDiTBlock", "modulate"]
 
@@ -41,6 +41,8 @@ class LightNetDiTBlock(nn.Module):
         mlp_type: ``'glu'`` or ``'mlp'``.
         mlp_ratio: hidden width of the channel mixer over ``D``.
         norm_eps: epsilon of the (affine-free) LayerNorms.
+        mixer: the token mixer's options (:class:`~lightnet.layers.MixerConfig`, how the model passes them); without
+            it ``attn_kwargs`` are the mixer's keyword arguments.
         **attn_kwargs: forwarded to :class:`LightNetAttention` (``lrpe_base``, ``gate_rank``, ``backend``, ...).
 
     Shapes: ``forward(x [B, N, D], c [B, D], grid_shape (h, w))`` → ``[B, N, D]``.
@@ -53,11 +55,16 @@ class LightNetDiTBlock(nn.Module):
         mlp_type: str = "glu",
         mlp_ratio: float = 8 / 3,
         norm_eps: float = 1e-6,
+        *,
+        mixer: Optional[MixerConfig] = None,
         **attn_kwargs: Any,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=norm_eps)
-        self.attn = LightNetAttention(dim, num_heads, causal=False, num_axes=2, **attn_kwargs)
+        if mixer is None:
+            self.attn = LightNetAttention(dim, num_heads, causal=False, num_axes=2, **attn_kwargs)
+        else:
+            self.attn = mixer.build(dim, num_heads, causal=False, num_axes=2, **attn_kwargs)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=norm_eps)
         self.mlp = make_channel_mixer(mlp_type, dim, mlp_ratio)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))

@@ -20,7 +20,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ..layers import MDTPE
+from ..layers import MDTPE, MixerConfig, rename_legacy_keys
 from .blocks import AdaLNFinalLayer, LightNetDiTBlock
 from .embeddings import PatchEmbed2d, TimestepClassEmbedding
 
@@ -70,10 +70,13 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
         class_embed_init_std: standard deviation of the class embedding's normal initialisation. ``1.0`` (default,
             ``nn.Embedding``'s, which diffusers' ``DiTTransformer2DModel`` keeps) conditions on the class from the
             first steps; ``0.02`` is the DiT paper's, whose class signal grows slowly through the zero-initialised
-            adaLN (Fashion-MNIST 16², 1 200 steps, 3 seeds: FID proxy 40.7 ± 1.9 with 0.02, 18.7 ± 2.4 with 1.0;
-            docs/generation.md).
-        attention_backend: kernel backend of :func:`lightnet.kernels.additive_attention` (``'auto'``, ``'torch'``,
-            ``'triton'``).
+            adaLN (``docs/generation.md`` compares the two).
+        attn_backend: kernel backend of :func:`lightnet.kernels.additive_attention` (``'auto'``, ``'torch'``,
+            ``'triton'``). A ``config.json`` written before the rename, with ``attention_backend``, loads unchanged
+            (:func:`~lightnet.layers.rename_legacy_keys`).
+
+    The mixer options (``use_lrpe``, ``lrpe_base``, ``gate_rank``, ``q_act``, ``attn_backend``) have the names and
+    defaults of :class:`~lightnet.layers.MixerConfig`, which every block receives.
 
     Shapes: ``forward(hidden_states [B, C_in, H, W], timestep [B] or scalar, class_labels [B])`` →
     ``Transformer2DModelOutput(sample=[B, C_out, H, W])``.
@@ -104,7 +107,7 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
         gate_rank: Optional[int] = None,
         q_act: str = "silu",
         norm_eps: float = 1e-6,
-        attention_backend: str = "auto",
+        attn_backend: str = "auto",
         class_embed_init_std: float = 1.0,
     ) -> None:
         super().__init__()
@@ -132,15 +135,21 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
         self.patch_embed = PatchEmbed2d(in_channels, hidden_size, patch_size)
         self.tpe = MDTPE(hidden_size, num_axes=2, num_decays=tpe_num_decays) if use_tpe else None
         self.embedding = TimestepClassEmbedding(hidden_size, num_classes, class_dropout_prob)
-        attn_kwargs: dict[str, Any] = dict(use_lrpe=use_lrpe, lrpe_base=lrpe_base, q_act=q_act, backend=attention_backend)
-        if gate_rank is not None:
-            attn_kwargs["gate_rank"] = gate_rank
+        mixer = MixerConfig(use_lrpe=use_lrpe, lrpe_base=lrpe_base, gate_rank=gate_rank, q_act=q_act,
+                            attn_backend=attn_backend)
         self.transformer_blocks = nn.ModuleList(
-            LightNetDiTBlock(hidden_size, num_attention_heads, mlp_type, mlp_ratio, norm_eps, **attn_kwargs)
+            LightNetDiTBlock(hidden_size, num_attention_heads, mlp_type, mlp_ratio, norm_eps, mixer=mixer)
             for _ in range(num_layers)
         )
         self.final_layer = AdaLNFinalLayer(hidden_size, patch_size, self.out_channels, norm_eps)
         self.initialize_weights()
+
+    @classmethod
+    def extract_init_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
+        """diffusers' config → constructor-arguments step (used by ``from_config`` and ``from_pretrained``), after
+        renaming keys written by older versions (``attention_backend`` → ``attn_backend``; logged, not warned)."""
+        return super().extract_init_dict(rename_legacy_keys(config_dict, f"{cls.__name__} config"),
+                                         **rename_legacy_keys(kwargs, f"{cls.__name__} config"))
 
     @classmethod
     def from_pretrained(cls, *args: Any, strict: bool = True, **kwargs: Any) -> Any:

@@ -1,22 +1,30 @@
-"""LightNet layers: token mixer, positional encodings (MD-LRPE, MD-TPE), channel mixer, blocks."""
+"""LightNet layers: token mixer and its shared options, positional encodings (MD-LRPE, MD-TPE), channel mixer,
+blocks."""
 from .block import LightNetBlock, make_norm
+from .config import LEGACY_NAMES, MixerConfig, check_mixer_options, rename_legacy_keys
+from .drop import DropPath
 from .lrpe import MDLRPE, grid_coordinates
 from .mixer import LightNetAttention
 from .mlp import GLU
 from .norm import RMSNorm
-from .tpe import MDTPE, TPE_TUNING, toeplitz_direct, toeplitz_fft, toeplitz_product
+from .tpe import DIRECT_MAX_LEN, MDTPE, toeplitz_direct, toeplitz_fft, toeplitz_product
 
 __all__ = [
+    "DIRECT_MAX_LEN",
+    "DropPath",
     "GLU",
+    "LEGACY_NAMES",
     "LightNetAttention",
     "LightNetBlock",
     "MDLRPE",
     "MDTPE",
+    "MixerConfig",
     "RMSNorm",
+    "check_mixer_options",
     "grid_coordinates",
     "make_norm",
+    "rename_legacy_keys",
     "toeplitz_fft",
     "toeplitz_direct",
     "toeplitz_product",
-    "TPE_TUNING",
 ]

@@ -1,13 +1,14 @@
 """LightNet block: pre-norm token mixer and GLU channel mixer, each with a residual and drop-path."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import torch
-from timm.layers import DropPath
 from torch import nn
 
 from ..kernels import State
+from .config import MixerConfig
+from .drop import DropPath
 from .mixer import LightNetAttention
 from .mlp import GLU
 from .norm import RMSNorm
@@ -35,6 +36,8 @@ class LightNetBlock(nn.Module):
         norm: ``'rmsnorm'`` or ``'layernorm'``.
         mlp_act: GLU activation.
         proj_drop: dropout inside the mixer output and the GLU.
+        mixer: the token mixer's options (:class:`MixerConfig`, how the models pass them); ``attn_kwargs`` then only
+            give its structure (``causal``, ``num_axes``, ``num_prefix_tokens``).
         **attn_kwargs: forwarded to :class:`LightNetAttention` (``causal``, ``num_axes``, ``use_lrpe``, ``scale``, ...).
     """
 
@@ -47,11 +50,16 @@ class LightNetBlock(nn.Module):
         norm: str = "rmsnorm",
         mlp_act: str = "silu",
         proj_drop: float = 0.0,
+        *,
+        mixer: Optional[MixerConfig] = None,
         **attn_kwargs: Any,
     ) -> None:
         super().__init__()
         self.norm1 = make_norm(norm, dim)
-        self.attn = LightNetAttention(dim, num_heads, proj_drop=proj_drop, **attn_kwargs)
+        if mixer is None:
+            self.attn = LightNetAttention(dim, num_heads, proj_drop=proj_drop, **attn_kwargs)
+        else:
+            self.attn = mixer.build(dim, num_heads, proj_drop=proj_drop, **attn_kwargs)
         self.drop_path1 = DropPath(drop_path)
         self.norm2 = make_norm(norm, dim)
         self.mlp = GLU(dim, mlp_ratio, act=mlp_act, drop=proj_drop)

@@ -22,7 +22,6 @@ tensors without autograd history; callers must not modify them in place.
 from __future__ import annotations
 
 import collections
-import math
 import weakref
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -78,9 +77,9 @@ class MDLRPE(nn.Module):
         learnable: learn the per-channel frequencies (initialised to the fixed schedule).
         reference_grid: position interpolation for grids other than the one trained on: on a grid of another shape,
             the coordinates along axis ``a`` are scaled by ``reference_grid[a] / grid[a]``, so they span
-            ``[0, reference_grid[a])`` as in training (as RoPE position interpolation does). With MD-TPE mass matching it kept a
-            32²-trained Fashion-MNIST LightNet at 90.6 % at 48² (3 seeds, ``docs/results.md`` §5f). None (default):
-            integer coordinates at every size; ``set_reference_grid`` changes it.
+            ``[0, reference_grid[a])`` as in training (as RoPE position interpolation does; ``docs/evidence.md`` has
+            the resolution-transfer comparison). None (default): integer coordinates at every size;
+            ``set_reference_grid`` changes it.
     """
 
     def __init__(

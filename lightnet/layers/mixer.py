@@ -9,15 +9,34 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..kernels import State, additive_attention
+from ..kernels import BACKENDS, State, additive_attention
 from .lrpe import MDLRPE
 from .norm import RMSNorm
 
-__all__ = ["LightNetAttention"]
+__all__ = ["LightNetAttention", "check_choice", "resolve_scale"]
 
 _GATE_ACTS = {"sigmoid": torch.sigmoid, "silu": F.silu, "none": None}
 _RECOMPUTE = ("compiled", "always", "never")
 _Q_ACTS = {"silu": F.silu, "identity": None, "relu": F.relu, "elu1": lambda x: F.elu(x) + 1}
+#: the choices of each named option (checked by :class:`LightNetAttention` and :class:`~lightnet.layers.MixerConfig`)
+CHOICES = {"q_act": tuple(_Q_ACTS), "gate_act": tuple(_GATE_ACTS), "recompute_output": _RECOMPUTE, "backend": BACKENDS}
+
+
+def check_choice(owner: str, name: str, value: object, choices: Sequence[object]) -> None:
+    """Raise a ``ValueError`` naming ``owner``, the option and the choices when ``value`` is not one of them."""
+    if value not in choices:
+        raise ValueError(f"{owner}: unknown {name} {value!r}; choose one of {sorted(choices)}")
+
+
+def resolve_scale(owner: str, scale: Union[str, float], head_dim: int) -> float:
+    """The output scale: ``'none'`` → 1 (the paper's normalised form), ``'sqrt'`` → ``head_dim^-1/2``, a number → it."""
+    if scale == "none":
+        return 1.0
+    if scale == "sqrt":
+        return head_dim ** -0.5
+    if isinstance(scale, (int, float)):
+        return float(scale)
+    raise ValueError(f"{owner}: scale must be 'none', 'sqrt' or a number, got {scale!r}")
 
 
 class LightNetAttention(nn.Module):
@@ -43,18 +62,19 @@ class LightNetAttention(nn.Module):
         gate_act: ``'sigmoid'``, ``'silu'`` or ``'none'``.
         out_norm: per-head RMSNorm on the mixer output before gating.
         proj_drop: dropout after ``W_o``.
-        backend: kernel backend passed to :func:`lightnet.kernels.additive_attention`.
-        fuse_q_act: with ``q_act='silu'``, let the kernels apply the activation (the non-causal Triton kernels do it as
-            they load q, so no activated copy of q is kept for the backward: −2 bytes · C per token and block);
-            ``False`` applies it before the call (the same values; kept to compare the two).
+        backend: kernel backend passed to :func:`lightnet.kernels.additive_attention` (``'auto'``, ``'torch'``,
+            ``'triton'``; the models call it ``attn_backend``).
         recompute_output: when to run the output norm, the gate's second projection and their product under
             non-reentrant activation checkpointing while training, so that the backward recomputes them from the
             kernel output and the gate's rank-``r`` hidden state instead of keeping the normalised output, the gate
-            logits and the projection's input: ``'compiled'`` (default: only while ``torch.compile`` traces, where
-            the recomputation fuses into the backward's kernels and costs no host time; −(4C + 24) bytes per token
-            and block in bf16, 1 560 B for LightNet-S), ``'always'`` (eager too: −3.9 KB per token and block, as the
-            eager norm keeps fp32 copies, for ~0.35 ms more host time per mixer step on a 2-core CPU) or
-            ``'never'``. Cost: the norm, one ``r × C`` projection and two products again in the backward.
+            logits and the projection's input (the models call it ``attn_recompute_output``): ``'compiled'``
+            (default: only while ``torch.compile`` traces, where the recomputation fuses into the backward's kernels
+            and costs no host time), ``'always'`` (eager too, where the eager norm's fp32 copies are not kept either,
+            for some host time per step) or ``'never'``. Cost: the norm, one ``r × C`` projection and two products
+            again in the backward.
+
+    With ``q_act='silu'`` the kernels apply the activation as they load q (``q_activation='silu'``), so no activated
+    copy of q is kept for the backward.
     """
 
     def __init__(
@@ -75,19 +95,14 @@ class LightNetAttention(nn.Module):
         out_norm: bool = True,
         proj_drop: float = 0.0,
         backend: str = "auto",
-        fuse_q_act: bool = True,
         recompute_output: str = "compiled",
     ) -> None:
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f"LightNetAttention: dim {dim} is not divisible by num_heads {num_heads}")
-        if q_act not in _Q_ACTS:
-            raise ValueError(f"LightNetAttention: unknown q_act {q_act!r}; choose one of {sorted(_Q_ACTS)}")
-        if recompute_output not in _RECOMPUTE:
-            raise ValueError(
-                f"LightNetAttention: unknown recompute_output {recompute_output!r}; choose one of {_RECOMPUTE}")
-        if gate_act not in _GATE_ACTS:
-            raise ValueError(f"LightNetAttention: unknown gate_act {gate_act!r}; choose one of {sorted(_GATE_ACTS)}")
+        options = dict(q_act=q_act, gate_act=gate_act, recompute_output=recompute_output, backend=backend)
+        for name, value in options.items():
+            check_choice("LightNetAttention", name, value, CHOICES[name])
         self.dim = dim
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
@@ -97,16 +112,8 @@ class LightNetAttention(nn.Module):
         self.q_act = q_act
         self.gate_act = gate_act
         self.backend = backend
-        self.fuse_q_act = fuse_q_act
         self.recompute_output = recompute_output
-        if scale == "none":
-            self.scale = 1.0
-        elif scale == "sqrt":
-            self.scale = self.head_dim ** -0.5
-        elif isinstance(scale, (int, float)):
-            self.scale = float(scale)
-        else:
-            raise ValueError(f"LightNetAttention: scale must be 'none', 'sqrt' or a number, got {scale!r}")
+        self.scale = resolve_scale("LightNetAttention", scale, self.head_dim)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.lrpe = MDLRPE(self.head_dim, num_axes, lrpe_base, num_prefix_tokens) if use_lrpe else None
         self.out_norm = RMSNorm(self.head_dim) if out_norm else nn.Identity()
@@ -159,10 +166,9 @@ class LightNetAttention(nn.Module):
         H, D = self.num_heads, self.head_dim
         grid = self._grid(N, grid_shape)
         q, k, v = self.qkv(x).view(B, N, 3, H, D).unbind(dim=2)  # each [B, N, H, D]
-        kernel_q_act = "silu" if self.q_act == "silu" and self.fuse_q_act else None
-        q_act = _Q_ACTS[self.q_act]
-        if q_act is not None and kernel_q_act is None:
-            q = q_act(q)
+        kernel_q_act = "silu" if self.q_act == "silu" else None  # applied by the kernels as they load q
+        if kernel_q_act is None and _Q_ACTS[self.q_act] is not None:
+            q = _Q_ACTS[self.q_act](q)
         theta = None if self.lrpe is None else self.lrpe.angles(grid, offset=position_offset, cache=True).to(x.device)
         out = additive_attention(
             q, k, v,

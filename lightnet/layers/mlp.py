@@ -14,8 +14,7 @@ class SiluGatedProduct(torch.autograd.Function):
     """``silu(gate) * up`` that saves only its two inputs for the backward and recomputes ``silu(gate)`` there.
 
     Autograd's composite ``F.silu(gate) * up`` also keeps ``silu(gate)`` for the product's gradient: one more
-    ``[..., hidden]`` tensor per GLU (2 048 B per token and block of ``lightnet_small`` under bf16 autocast, a tenth of
-    what its block saves; ``benchmarks/saved_activations.py``). The price is one elementwise kernel in the backward;
+    ``[..., hidden]`` tensor per GLU. The price is one elementwise kernel in the backward;
     the gradients are the composite's to the bit (the same ATen ops in the same order and dtype).
     Shapes: ``gate, up [..., hidden]`` (same shape and dtype) → ``[..., hidden]``.
     """
@@ -43,21 +42,19 @@ class SiluGatedProduct(torch.autograd.Function):
 class GLU(nn.Module):
     """``fc2(act(gate(x)) * up(x))`` with one fused input projection.
 
-    Shapes: ``[..., dim]`` → ``[..., dim]``; hidden width ``int(dim * mlp_ratio)``. With ``act='silu'`` and
-    ``recompute_act`` (default) the backward recomputes ``silu(gate)`` instead of keeping it (:class:`SiluGatedProduct`:
-    one ``[..., hidden]`` tensor less saved, the same gradients); ``False`` keeps autograd's composite (for A/B timing,
-    ``benchmarks/bench_glu.py``).
+    Shapes: ``[..., dim]`` → ``[..., dim]``; hidden width ``int(dim * mlp_ratio)``. With ``act='silu'`` the backward
+    recomputes ``silu(gate)`` instead of keeping it (:class:`SiluGatedProduct`: one ``[..., hidden]`` tensor less
+    saved, the same gradients as autograd's composite ``silu(gate) * up``).
     """
 
-    def __init__(self, dim: int, mlp_ratio: float = 8 / 3, act: str = "silu", bias: bool = False, drop: float = 0.0,
-                 recompute_act: bool = True) -> None:
+    def __init__(self, dim: int, mlp_ratio: float = 8 / 3, act: str = "silu", bias: bool = False,
+                 drop: float = 0.0) -> None:
         super().__init__()
         if act not in _ACTS:
             raise ValueError(f"GLU: unknown activation {act!r}; choose one of {sorted(_ACTS)}")
         hidden = max(1, int(dim * mlp_ratio))
         self.hidden_features = hidden
         self.act_name = act
-        self.recompute_act = recompute_act
         self.fc1 = nn.Linear(dim, 2 * hidden, bias=bias)
         self.fc2 = nn.Linear(hidden, dim, bias=bias)
         self.drop = nn.Dropout(drop)
@@ -66,7 +63,7 @@ class GLU(nn.Module):
         if x.shape[-1] != self.fc1.in_features:
             raise ValueError(f"GLU: expected [..., {self.fc1.in_features}], got {tuple(x.shape)}")
         up, gate = self.fc1(x).chunk(2, dim=-1)
-        if self.act_name == "silu" and self.recompute_act and torch.is_grad_enabled():
+        if self.act_name == "silu" and torch.is_grad_enabled():
             hidden = SiluGatedProduct.apply(gate, up)
         else:
             hidden = _ACTS[self.act_name](gate) * up

@@ -10,17 +10,17 @@ with decays ``λ, μ = sigmoid(·) ∈ (0, 1)``. Bidirectional axes (image rows/
 in an LM) set ``t(−r) = 0``. The kernel exists for any length, so any grid size works without interpolation.
 Outputs of all axes are summed: ``y = x + Σ_a T_a(x)`` (``residual=True``) or ``Σ_a T_a(x)``.
 
-Parallel evaluation is an FFT convolution (O(n log n) per axis line), or for axes of at most
-``TPE_TUNING["direct_max_len"]`` tokens (default 32: where it was faster on an H200, run K1) the direct
+Parallel evaluation is an FFT convolution (O(n log n) per axis line), or for axes of at most ``direct_max_len``
+tokens (an argument of :class:`MDTPE` and :func:`toeplitz_product`, default :data:`DIRECT_MAX_LEN` = 32) the direct
 ``[n, n]`` Toeplitz product (:func:`toeplitz_direct`, O(n²) but no FFT, no complex tensors and, under
-``torch.compile``, one fused reduction without the FFT path's layout copies). A causal 1-axis TPE also has an exact
+``torch.compile``, one fused reduction without the FFT path's layout copies; the faster of the two on short axes, the
+slower on long ones). A causal 1-axis TPE also has an exact
 recurrent form with state ``h ∈ [B, C, J]``: ``y_t = w0 x_t + Σ_j w⁺_j λ_j h_{t−1,j}``, ``h_t = λ ⊙ h_{t−1} + x_t``
 (used for constant-memory decoding).
 """
 from __future__ import annotations
 
 import math
-import os
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -28,28 +28,25 @@ from torch import nn
 
 from .grid import reference_grid_or_none
 
-__all__ = ["MDTPE", "TPE_TUNING", "toeplitz_direct", "toeplitz_fft", "toeplitz_product"]
+__all__ = ["DIRECT_MAX_LEN", "MDTPE", "toeplitz_direct", "toeplitz_fft", "toeplitz_product"]
 
-# Axis lengths up to ``direct_max_len`` use the direct product instead of the FFT (0 = always the FFT). 32: run K1
-# (H200, compiled forward + backward, C = 384, benchmarks/bench_tpe.py) timed the direct product 2.84× faster than
-# the FFT on 14² grids and 1.07× on 32², but 0.68× on 64²; end to end (compiled LightNet-S training) direct-for-all
-# gave +13 % at 224 px and +2 % at 512 px but −11 % / −8 % at 1024 / 2048 px (64² / 128² grids). Read from
-# ``LIGHTNET_TPE_DIRECT_MAX_LEN`` at import so a benchmark process can switch it; read while tracing under
-# torch.compile, so set it before compiling.
-TPE_TUNING = {"direct_max_len": 32}
-_ENV = "LIGHTNET_TPE_DIRECT_MAX_LEN"
-if os.environ.get(_ENV, "").strip():
-    try:
-        TPE_TUNING["direct_max_len"] = int(os.environ[_ENV])
-    except ValueError:
-        raise ValueError(f"{_ENV} must be an integer, got {os.environ[_ENV]!r}") from None
+#: default longest axis evaluated by the direct product instead of the FFT (see ``docs/benchmarks.md`` for the timing)
+DIRECT_MAX_LEN = 32
 
 
-def toeplitz_product(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+def _check_direct_max_len(owner: str, direct_max_len: int) -> int:
+    if isinstance(direct_max_len, bool) or not isinstance(direct_max_len, int) or direct_max_len < 0:
+        raise ValueError(f"{owner}: direct_max_len must be an integer >= 0 (0 = always the FFT), "
+                         f"got {direct_max_len!r}")
+    return direct_max_len
+
+
+def toeplitz_product(x: torch.Tensor, kernel: torch.Tensor, direct_max_len: int = DIRECT_MAX_LEN) -> torch.Tensor:
     """Depthwise Toeplitz product along dim 1 (``x [B, n, C]``, ``kernel [2n − 1, C]`` → ``[B, n, C]`` fp32): the
-    direct form for ``n <= TPE_TUNING["direct_max_len"]``, else the FFT (:func:`toeplitz_fft`)."""
+    direct form (:func:`toeplitz_direct`) for ``n <= direct_max_len``, else the FFT (:func:`toeplitz_fft`;
+    ``direct_max_len=0``: always the FFT)."""
     _check_toeplitz_args("toeplitz_product", x, kernel)
-    if x.shape[1] <= TPE_TUNING["direct_max_len"]:
+    if x.shape[1] <= _check_direct_max_len("toeplitz_product", direct_max_len):
         return _toeplitz_direct(x, kernel)
     return toeplitz_fft(x, kernel)
 
@@ -99,7 +96,7 @@ def toeplitz_fft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     that spectrum. (Its hand-written backward is not itself differentiable: no double backward through MD-TPE.)
     Under ``torch.compile`` on CUDA the product is that opaque node in every case, so ``fullgraph=True`` holds:
     inductor cannot generate Triton kernels for the complex tensors of the FFT product (``KeyError: 'complex64'`` in
-    its code generation, seen with torch 2.11 on an H200). Without a gradient elsewhere the product is traced.
+    its code generation). Without a gradient elsewhere the product is traced.
     """
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or kernel.requires_grad)
     if needs_grad or (x.is_cuda and torch.compiler.is_compiling()):
@@ -221,11 +218,12 @@ class _AxisToeplitz(nn.Module):
             t = t * (target / t.abs().sum(0).clamp_min(1e-12))[None]
         return t
 
-    def step(self, x: torch.Tensor, h: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def step(self, x: torch.Tensor, h: Optional[torch.Tensor],
+             direct_max_len: int = DIRECT_MAX_LEN) -> Tuple[torch.Tensor, torch.Tensor]:
         """Causal chunk continuation: ``x [B, n, C]`` and state ``h [B, C, J]`` → ``(y [B, n, C], h')``."""
         B, n, C = x.shape
         xf = x.float()
-        y = toeplitz_product(xf, self.kernel(max(n, 1)))  # n = 0: empty chunk, y is empty
+        y = toeplitz_product(xf, self.kernel(max(n, 1)), direct_max_len)  # n = 0: empty chunk, y is empty
         lam = torch.sigmoid(self.fwd_logit.float())  # [C, J]
         log_lam = torch.log(lam)
         t = torch.arange(n, device=x.device, dtype=torch.float32)
@@ -257,10 +255,12 @@ class MDTPE(nn.Module):
         reference_grid: mass matching for grids other than the one trained on: on an axis whose length differs
             from ``reference_grid[a]``, the kernel is rescaled per channel to the total |mass| it has at the reference
             length (nothing changes at the reference grid). Trained decays sit near 1, so the paper's kernel sums
-            more offsets on a longer axis and MD-TPE's output grows with the grid; matching its mass kept a 32²-trained
-            Fashion-MNIST LightNet at 76.2 % instead of 55.6 % at 48² (3 seeds, ``docs/results.md`` §5f).
+            more offsets on a longer axis and MD-TPE's output grows with the grid; matching its mass keeps the mixed
+            signal at its trained size (``docs/evidence.md`` has the resolution-transfer comparison).
             Bidirectional axes only; None (default) = the paper's kernel at every size. ``set_reference_grid`` changes
             it.
+        direct_max_len: axes of at most this many tokens use the direct ``[n, n]`` product, longer ones the FFT
+            (:func:`toeplitz_product`; 0 = always the FFT). The same values either way.
 
     Shapes: ``forward(x [B, N, C], grid_shape)`` with ``N = P + prod(grid_shape)`` → ``[B, N, C]``.
     """
@@ -276,8 +276,10 @@ class MDTPE(nn.Module):
         init_std: float = 0.02,
         kernel_norm: str = "none",
         reference_grid: Optional[Sequence[int]] = None,
+        direct_max_len: int = DIRECT_MAX_LEN,
     ) -> None:
         super().__init__()
+        self.direct_max_len = _check_direct_max_len("MDTPE", direct_max_len)
         flags = [bool(causal)] * num_axes if isinstance(causal, bool) else [bool(c) for c in causal]
         if len(flags) != num_axes:
             raise ValueError(f"MDTPE: {len(flags)} causal flags for {num_axes} axes")
@@ -338,7 +340,7 @@ class MDTPE(nn.Module):
         prefix, grid = x[:, :P], x[:, P:]
         B, C = x.shape[0], self.dim
         if streaming:
-            mixed, new_state = self.axes[0].step(grid, state)
+            mixed, new_state = self.axes[0].step(grid, state, self.direct_max_len)
         else:
             g = grid.reshape(B, *grid_shape, C)
             mixed = torch.zeros_like(g, dtype=torch.float32)
@@ -347,7 +349,7 @@ class MDTPE(nn.Module):
                 moved = g.movedim(a + 1, -2)  # [B, ..., n_a, C]
                 lead = moved.shape[:-2]
                 flat = moved.reshape(-1, grid_shape[a], C)
-                y = toeplitz_product(flat, kernel).reshape(*lead, grid_shape[a], C)
+                y = toeplitz_product(flat, kernel, self.direct_max_len).reshape(*lead, grid_shape[a], C)
                 mixed = mixed + y.movedim(-2, a + 1)
             mixed = mixed.reshape(B, grid.shape[1], C)
         out = (grid.float() + mixed if self.residual else mixed).to(x.dtype)

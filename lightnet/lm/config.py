@@ -2,7 +2,8 @@
 
 One flat dataclass, saved as ``config.json`` next to the weights. Unknown keys are an error (a typo must not be
 silently ignored), except the bookkeeping keys written by :meth:`LightNetLMConfig.to_dict` (``model_type``,
-``architectures``).
+``architectures``). Keys renamed since a file was written (``backend`` → ``attn_backend``) are mapped by
+:func:`lightnet.layers.rename_legacy_keys` in :meth:`LightNetLMConfig.from_dict`, which every loader goes through.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
+
+from ..layers import MixerConfig, check_mixer_options, rename_legacy_keys
 
 __all__ = ["LightNetLMConfig", "MODEL_TYPE", "CONFIG_NAME"]
 
@@ -50,7 +53,12 @@ class LightNetLMConfig:
         num_labels: classes of :class:`LightNetForSequenceClassification` (1 = regression).
         classifier_pooling: ``'mean'`` over non-padding tokens or ``'last'`` non-padding token.
         mlm_probability: fraction of tokens selected for masking by the MLM collator.
-        backend: kernel backend (``'auto'``, ``'torch'``, ``'triton'``).
+        attn_backend: kernel backend (``'auto'``, ``'torch'``, ``'triton'``); ``backend`` in files written before
+            the rename.
+
+    The mixer options (``use_lrpe``, ``lrpe_base``, ``q_act``, ``scale``, ``gate_rank``, ``gate_act``,
+    ``attn_backend``) have the names and defaults of :class:`~lightnet.layers.MixerConfig`; :attr:`mixer` is that
+    config, which every block receives.
     """
 
     vocab_size: int = 260
@@ -80,7 +88,7 @@ class LightNetLMConfig:
     num_labels: int = 2
     classifier_pooling: str = "mean"
     mlm_probability: float = 0.15
-    backend: str = "auto"
+    attn_backend: str = "auto"
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -92,8 +100,7 @@ class LightNetLMConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"LightNetLMConfig: {name} must be an integer, got {v!r} ({type(v).__name__})")
-        if self.backend not in ("auto", "torch", "triton"):
-            raise ValueError(f"LightNetLMConfig: backend must be 'auto', 'torch' or 'triton', got {self.backend!r}")
+        check_mixer_options("LightNetLMConfig", {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         if self.vocab_size < 1:
             raise ValueError(f"LightNetLMConfig: vocab_size must be >= 1, got {self.vocab_size}")
         if self.dim < 1 or self.depth < 0 or self.num_heads < 1:
@@ -111,6 +118,11 @@ class LightNetLMConfig:
         if self.num_labels < 1:
             raise ValueError(f"LightNetLMConfig: num_labels must be >= 1, got {self.num_labels}")
 
+    @property
+    def mixer(self) -> MixerConfig:
+        """The token-mixer options of every block (the fields of :class:`~lightnet.layers.MixerConfig`)."""
+        return MixerConfig.pick({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
     # ------------------------------------------------------------------ (de)serialisation
     @classmethod
     def field_names(cls) -> List[str]:
@@ -118,9 +130,11 @@ class LightNetLMConfig:
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "LightNetLMConfig":
-        """Build from a mapping; unknown keys raise ``ValueError`` with close-match suggestions."""
+        """Build from a mapping; keys of older versions are renamed (:func:`~lightnet.layers.rename_legacy_keys`),
+        unknown keys raise ``ValueError`` with close-match suggestions."""
         if not isinstance(data, dict):
             raise TypeError(f"LightNetLMConfig.from_dict: expected a dict, got {type(data).__name__}")
+        data = rename_legacy_keys(data, "LightNetLMConfig")
         known = set(cls.field_names())
         model_type = data.get("model_type", MODEL_TYPE)
         if model_type != MODEL_TYPE:

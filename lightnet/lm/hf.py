@@ -48,6 +48,7 @@ except ImportError as _e:  # pragma: no cover - exercised in a subprocess by the
 import torch
 from torch import nn
 
+from ..layers import rename_legacy_keys
 from .cache import LightNetCache
 from .config import LightNetLMConfig
 from .modeling import LightNetForCausalLM, LightNetForMaskedLM, LightNetPreTrainedModel, _token_loss
@@ -95,12 +96,15 @@ class LightNetHFConfig(_HFConfigBase):
     """``transformers`` config holding exactly the fields of :class:`LightNetLMConfig` (same names, same defaults).
 
     Every value is validated by :class:`LightNetLMConfig` (unknown keys raise ``ValueError`` with a close-match hint,
-    inconsistent values raise too). Convert with :meth:`to_lightnet_config` / :meth:`from_lightnet_config`.
+    inconsistent values raise too); keys of older versions (``backend``) are renamed first, by
+    :func:`~lightnet.layers.rename_legacy_keys`, so an old ``config.json`` loads. Convert with
+    :meth:`to_lightnet_config` / :meth:`from_lightnet_config`.
     """
 
     model_type = HF_MODEL_TYPE
 
     def __init__(self, **kwargs: Any) -> None:
+        kwargs = rename_legacy_keys(kwargs, "LightNetHFConfig")
         ours = {k: kwargs.pop(k) for k in list(kwargs) if k in _LIGHTNET_FIELDS}
         if "num_labels" not in ours and kwargs.get("id2label"):
             ours["num_labels"] = len(kwargs["id2label"])  # config.json stores id2label, not num_labels

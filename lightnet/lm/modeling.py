@@ -117,11 +117,8 @@ class LightNetModel(nn.Module):
         self.tpe = MDTPE(c.dim, num_axes=1, causal=c.causal, num_decays=c.tpe_num_decays) if c.use_tpe else None
         dpr = [x.item() for x in torch.linspace(0, c.drop_path, c.depth, device="cpu")] if c.depth else []
         self.blocks = nn.ModuleList(
-            LightNetBlock(
-                c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, drop_path=dpr[i], norm=c.norm, mlp_act=c.mlp_act,
-                proj_drop=c.dropout, causal=c.causal, use_lrpe=c.use_lrpe, num_axes=1, lrpe_base=c.lrpe_base,
-                q_act=c.q_act, scale=c.scale, gate_rank=c.gate_rank, gate_act=c.gate_act, backend=c.backend,
-            )
+            LightNetBlock(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, drop_path=dpr[i], norm=c.norm, mlp_act=c.mlp_act,
+                          proj_drop=c.dropout, mixer=c.mixer, causal=c.causal, num_axes=1)
             for i in range(c.depth)
         )
         self.norm = make_norm(c.norm, c.dim)
@@ -255,7 +252,8 @@ class LightNetPreTrainedModel(nn.Module):
                 (e.g. a masked-LM checkpoint loads into :class:`LightNetForSequenceClassification` non-strictly,
                 keeping the backbone and logging the head keys that were skipped or newly initialised).
             map_location: device for the weights.
-            **config_overrides: config fields to change before building (e.g. ``num_labels=3``, ``backend='torch'``).
+            **config_overrides: config fields to change before building (e.g. ``num_labels=3``,
+                ``attn_backend='torch'``).
         """
         try:
             path = resolve_pretrained_dir(pretrained_path, (CONFIG_NAME, WEIGHTS_NAME), revision=revision,

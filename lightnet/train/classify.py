@@ -4,7 +4,8 @@
     trains ``timm.create_model(cfg.model, ...)`` (any timm model, LightNet models register on
     ``import lightnet``) on a built-in dataset (digits, Fashion-MNIST) or an ImageFolder tree, with timm's
     transforms/Mixup/CutMix/label smoothing and optimizer/scheduler factories, on accelerate. With no
-    arguments it runs the default recipe ``configs/digits.yaml`` and writes ``runs/<timestamp>-digits/``.
+    arguments it runs the default recipe ``digits`` (``lightnet/configs/digits.yaml``) and writes
+    ``runs/<timestamp>-digits/``.
 
 ``lightnet eval --checkpoint PATH [--img-size N] [--dataset NAME] [--root DIR] [--split SPLIT]``
     reports top-1/top-5 (and loss) of a checkpoint (run folder, checkpoint folder, or ``.safetensors``
@@ -102,7 +103,7 @@ def build_classifier(cfg: ClassifyConfig, num_classes: int, in_chans: int) -> to
     """
     import timm
 
-    import lightnet  # noqa: F401  (registers lightnet_* models with timm)
+    import lightnet.vision  # noqa: F401  (registers the lightnet_* models with timm)
 
     if not timm.is_model(cfg.model):
         names = timm.list_models()

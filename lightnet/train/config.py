@@ -11,7 +11,11 @@ Every trainer describes its configuration as a (possibly nested) dataclass, e.g.
 
 and builds it with :func:`build_config`::
 
-    cfg = build_config(MyConfig, recipe="configs/my.yaml", overrides=["optim.lr=1e-3", "run.epochs=5"])
+    cfg = build_config(MyConfig, recipe="my_recipe", overrides=["optim.lr=1e-3", "run.epochs=5"])
+
+Recipes: a YAML path, or a name looked up in ``./configs`` of the working directory and then among the recipes
+shipped inside the package (``lightnet/configs/*.yaml``, read through :mod:`importlib.resources`, so an installed
+wheel finds them too); see :func:`find_recipe`.
 
 Rules:
 
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import re
 import types
 import typing
@@ -295,12 +300,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def configs_dir() -> Path:
-    """The repository's ``configs/`` directory (next to the ``lightnet`` package)."""
-    return Path(__file__).resolve().parents[2] / "configs"
+    """The folder of the recipes shipped with the package (``lightnet/configs``, package data), located through
+    :mod:`importlib.resources` (the checkout's folder in an editable install, site-packages' in a wheel install)."""
+    return Path(str(importlib.resources.files("lightnet") / "configs"))
 
 
 def find_recipe(recipe: str | Path) -> Path:
-    """Resolve a recipe given as a path or as a bare name (``digits`` → ``configs/digits.yaml``)."""
+    """Resolve a recipe: an existing path as it is; else a bare name or file name (``digits``, ``digits.yaml``) in
+    ``./configs`` of the working directory (your own recipes), else the packaged recipe of that name."""
     p = Path(recipe)
     if p.is_file():
         return p
@@ -309,8 +316,8 @@ def find_recipe(recipe: str | Path) -> Path:
         if (d / name).is_file():
             return d / name
     available = sorted(q.stem for q in configs_dir().glob("*.yaml")) if configs_dir().is_dir() else []
-    raise ConfigError(f"recipe {str(recipe)!r} not found (looked for {p} and {name} in ./configs and "
-                      f"{configs_dir()}); available recipes: {available}")
+    raise ConfigError(f"recipe {str(recipe)!r} not found (looked for {p}, and for {name} in ./configs and in the "
+                      f"packaged recipes {configs_dir()}); available recipes: {available}")
 
 
 def build_config(cls: type[T], recipe: str | Path | None = None, overrides: Iterable[str] = (),

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch
 
 from .config import ConfigError
 from .datasets import build_image_dataset
-from .engine import Trainer
+from .engine import Trainer, fsdp_requested
 from .schema import OptimConfig, RunConfig, SchedConfig
 
 __all__ = ["DiTTrainConfig", "DiffusionTrainer", "EMA", "build_dit_model", "train_dit", "train_main"]
@@ -133,6 +132,7 @@ class DiTTrainConfig:
 def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sample_size: int) -> torch.nn.Module:
     """The transformer for ``cfg`` with the data-dependent fields (channels, classes, size) filled in."""
     from lightnet.generation import DIT_PRESETS, LightNetDiTModel
+    from lightnet.layers import rename_legacy_keys
 
     out_channels = 2 * in_channels if cfg.learn_sigma else in_channels
     if cfg.init not in _INIT_CLASS_STD:
@@ -143,7 +143,7 @@ def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sam
                       sample_size=sample_size)
         if _INIT_CLASS_STD[cfg.init] is not None:
             kwargs["class_embed_init_std"] = _INIT_CLASS_STD[cfg.init]
-        kwargs.update(cfg.kwargs)
+        kwargs.update(rename_legacy_keys(cfg.kwargs, "model.kwargs"))  # a resumed run's config.yaml may be older
         try:
             return LightNetDiTModel(**kwargs)
         except TypeError as e:  # an unknown constructor argument in model.kwargs
@@ -165,6 +165,8 @@ def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sam
         except TypeError as e:
             raise ConfigError(f"model.kwargs rejected by DiTTransformer2DModel: {e}") from e
         if cfg.init != "native":
+            from lightnet.generation import dit_paper_init
+
             dit_paper_init(model, class_embed_init_std=_INIT_CLASS_STD[cfg.init])
         return model
     raise ConfigError(f"model.arch must be 'lightnet' or 'dit', got {cfg.arch!r}")
@@ -172,37 +174,6 @@ def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sam
 
 # model.init -> std of the class embeddings (None: the model's own initialisation)
 _INIT_CLASS_STD = {"native": None, "dit_paper": 0.02, "lightnet": 1.0}
-
-
-def dit_paper_init(model: torch.nn.Module, class_embed_init_std: float = 0.02) -> None:
-    """Initialise diffusers' ``DiTTransformer2DModel`` as the DiT paper does, with class embeddings
-    N(0, ``class_embed_init_std``) (``LightNetDiTModel``'s scheme: the same with its own ``class_embed_init_std``).
-
-    Xavier-uniform linears and patch projection with zero biases; the timestep MLP N(0, 0.02);
-    every adaLN-Zero modulation and the output layers zero, so each block starts as the identity and the model
-    predicts zero. diffusers leaves PyTorch's defaults (N(0, 1) class embeddings, a random adaLN modulation).
-    """
-    from diffusers.models.normalization import AdaLayerNormZero
-
-    for m in model.modules():
-        if isinstance(m, torch.nn.Linear):
-            torch.nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                torch.nn.init.zeros_(m.bias)
-    proj = model.pos_embed.proj
-    torch.nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
-    torch.nn.init.zeros_(proj.bias)
-    for m in model.modules():
-        if isinstance(m, AdaLayerNormZero):
-            if m.emb is not None:
-                torch.nn.init.normal_(m.emb.class_embedder.embedding_table.weight, std=class_embed_init_std)
-                torch.nn.init.normal_(m.emb.timestep_embedder.linear_1.weight, std=0.02)
-                torch.nn.init.normal_(m.emb.timestep_embedder.linear_2.weight, std=0.02)
-            torch.nn.init.zeros_(m.linear.weight)
-            torch.nn.init.zeros_(m.linear.bias)
-    for layer in (model.proj_out_1, model.proj_out_2):
-        torch.nn.init.zeros_(layer.weight)
-        torch.nn.init.zeros_(layer.bias)
 
 
 def _check_preset(name: str, known: dict) -> str:
@@ -284,11 +255,6 @@ FSDP_UNSUPPORTED = ("train-dit does not support FSDP (its EMA needs the full wei
                     "(--multi_gpu), DiT-B/2 fits one GPU")
 
 
-def _fsdp_requested() -> bool:
-    """Whether ``accelerate launch --use_fsdp`` (or an accelerate config with FSDP) started this process."""
-    return os.environ.get("ACCELERATE_USE_FSDP", "false").strip().lower() in ("1", "true", "yes")
-
-
 class DiffusionTrainer(Trainer):
     """:class:`Trainer` plus an EMA update and an optional sample grid after every optimizer step.
 
@@ -332,7 +298,7 @@ def train_dit(cfg: DiTTrainConfig, resume_from: str | Path | None = None, run_di
     from .rng import seed_everything
     from .sample import sample_images, save_grid, set_scheduler
 
-    if _fsdp_requested():  # before a run folder is made; DiffusionTrainer checks the prepared model as well
+    if fsdp_requested():  # before a run folder is made; DiffusionTrainer checks the prepared model as well
         raise ConfigError(FSDP_UNSUPPORTED)
     accelerator, run_path = start_run(cfg.run, cfg.name, run_dir)
 

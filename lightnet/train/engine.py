@@ -76,6 +76,7 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "create_run_dir",
+    "fsdp_requested",
     "make_accelerator",
     "resolve_resume",
     "start_run",
@@ -139,10 +140,14 @@ def _warn_if_fsdp_ignored(acc) -> None:
     """
     from accelerate.utils import DistributedType
 
-    wanted = os.environ.get("ACCELERATE_USE_FSDP", "false").strip().lower() in ("1", "true", "yes")
-    if wanted and acc.distributed_type != DistributedType.FSDP and acc.is_main_process:
+    if fsdp_requested() and acc.distributed_type != DistributedType.FSDP and acc.is_main_process:
         print(f"warning: --use_fsdp was given but accelerate set up {acc.distributed_type.value} (FSDP needs GPUs); "
               f"the model is not sharded", file=sys.stderr)
+
+
+def fsdp_requested() -> bool:
+    """Whether ``accelerate launch --use_fsdp`` (or an accelerate config with FSDP) started this process."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").strip().lower() in ("1", "true", "yes")
 
 
 def _reset_single_process_state() -> None:

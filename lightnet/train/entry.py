@@ -40,7 +40,8 @@ def trainer_parser(prog: str, description: str, default_recipe: str, examples: S
                                 epilog=("examples:\n" + "\n".join(f"  {e}" for e in examples)) if examples else None,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", default=None,
-                   help=f"recipe: a YAML path or a name in configs/ (default: {default_recipe})")
+                   help=f"recipe: a YAML path, or a name in ./configs or among the packaged recipes (default: "
+                        f"{default_recipe})")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="continue a run: its folder, a checkpoint folder, or no value for the newest run of this name")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")

@@ -8,7 +8,7 @@ quantity that is not comparable with causal bpb). At the end the model is saved 
 
 Examples::
 
-    lightnet train-lm                                   # configs/lm_causal_pydoc.yaml
+    lightnet train-lm                                   # the packaged recipe lm_causal_pydoc
     lightnet train-lm -c lm_mlm_pydoc run.max_steps=200 model.dim=128
     lightnet train-lm data.paths=[my_texts/] run.mixed_precision=bf16
     lightnet train-lm --resume                          # newest run of this recipe

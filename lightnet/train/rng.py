@@ -77,10 +77,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def isolated_seed(seed: int) -> Iterator[None]:
-    """Run the block with Python/NumPy/torch-CPU seeded from ``seed``; restore the outer state afterwards.
-
-    Cost: about 0.2 ms per call (state save/restore of three generators).
-    """
+    """Run the block with Python/NumPy/torch-CPU seeded from ``seed``; restore the outer state afterwards (a state
+    save/restore of three generators per call)."""
     py = random.getstate()
     npst = np.random.get_state()
     th = torch.get_rng_state()

@@ -13,7 +13,6 @@ Output conventions (see ``docs/models.md``):
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
@@ -21,9 +20,10 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import PatchEmbed, resample_patch_embed, to_2tuple, trunc_normal_
+from timm.layers import PatchEmbed, resample_patch_embed, trunc_normal_
 from timm.models import (
     build_model_with_cfg,
+    clean_state_dict,
     generate_default_cfgs,
     named_apply,
     register_model,
@@ -31,7 +31,7 @@ from timm.models import (
     register_notrace_module,
 )
 
-from ..layers import GLU, MDTPE, LightNetAttention, LightNetBlock, RMSNorm, make_norm
+from ..layers import GLU, MDTPE, LightNetAttention, LightNetBlock, MixerConfig, RMSNorm, make_norm, rename_legacy_keys
 from ..state_dict import diff_state_dicts
 
 __all__ = ["LightNet", "checkpoint_filter_fn"]
@@ -49,6 +49,9 @@ def _take_indices(num_blocks: int, indices: Optional[Union[int, Sequence[int]]])
     """Absolute block indices to return and the largest one.
 
     ``None`` → all blocks; an int ``n`` → the last ``n`` blocks; a sequence → those indices (negative from the end).
+    The selection of timm's ``feature_take_indices``, which is not used: it lives in the private
+    ``timm.models._features`` and reports bad indices with an ``AssertionError`` (``torch._assert``) and an empty
+    list with ``max()``'s error, where these are ``ValueError`` s naming the model's block count.
     """
     if indices is None:
         indices = num_blocks
@@ -126,18 +129,17 @@ class LightNet(nn.Module):
         dynamic_img_pad: zero-pad images to a patch multiple (implies any size works).
         norm: ``'rmsnorm'`` or ``'layernorm'`` (blocks and the final norm).
         use_tpe: MD-TPE after the patch embedding.
-        tpe_decays: exponentials per side and channel of the MD-TPE kernels.
+        tpe_num_decays: exponentials per side and channel of the MD-TPE kernels.
         tpe_kernel_norm: ``'none'`` (paper) or ``'mass'`` (MD-TPE kernels rescaled to a learned mass at every grid
             size; see :class:`~lightnet.layers.MDTPE`).
         tpe_match_mass: at a grid other than the nominal ``img_size // patch_size`` one (``dynamic_img_size``), scale
             each MD-TPE kernel to the per-channel mass it has at the nominal grid (``MDTPE.reference_grid``; no change
-            at the nominal size). What position-table interpolation is to a ViT: without it, a LightNet trained at 32²
-            fell from 92.1 to 55.6 % at 48² on Fashion-MNIST, with it to 76.2 % (3 seeds, ``docs/results.md`` §5f).
-            ``set_input_size`` moves the reference with the nominal size. False = the paper's kernel at every size.
+            at the nominal size). What position-table interpolation is to a ViT (``docs/evidence.md`` has the
+            resolution-transfer comparison). ``set_input_size`` moves the reference with the nominal size. False = the
+            paper's kernel at every size.
         lrpe_interpolate: at a grid other than the nominal one, scale the MD-LRPE coordinates of every block into the
-            nominal grid's range (``MDLRPE.reference_grid``; position interpolation). Together with
-            ``tpe_match_mass`` the 32²-trained Fashion-MNIST LightNet kept 90.6 % at 48² (ViT: 84.1 %; 3 seeds,
-            ``docs/results.md`` §5f). False = integer coordinates at every size.
+            nominal grid's range (``MDLRPE.reference_grid``; position interpolation). False = integer coordinates at
+            every size.
         use_lrpe: MD-LRPE inside every token mixer.
         lrpe_base: MD-LRPE frequency base.
         qkv_bias: bias on the q/k/v projection.
@@ -176,7 +178,7 @@ class LightNet(nn.Module):
         dynamic_img_pad: bool = False,
         norm: str = "rmsnorm",
         use_tpe: bool = True,
-        tpe_decays: int = 4,
+        tpe_num_decays: int = 4,
         tpe_kernel_norm: str = "none",
         tpe_match_mass: bool = True,
         lrpe_interpolate: bool = True,
@@ -224,30 +226,17 @@ class LightNet(nn.Module):
                 strict_img_size=not self.dynamic_img_size,
                 dynamic_img_pad=dynamic_img_pad,
             )
-            self.tpe = (MDTPE(embed_dim, num_axes=2, causal=False, num_decays=tpe_decays, kernel_norm=tpe_kernel_norm)
-                        if use_tpe else None)
+            self.tpe = (MDTPE(embed_dim, num_axes=2, causal=False, num_decays=tpe_num_decays,
+                              kernel_norm=tpe_kernel_norm) if use_tpe else None)
+            mixer = MixerConfig(
+                qkv_bias=qkv_bias, use_lrpe=use_lrpe, lrpe_base=lrpe_base, q_act=q_act, scale=scale,
+                gate_rank=gate_rank, gate_act=gate_act, out_norm=out_norm, attn_backend=attn_backend,
+                attn_recompute_output=attn_recompute_output,
+            )
             dpr = [r.item() for r in torch.linspace(0, drop_path_rate, depth, device="cpu")]
             self.blocks = nn.Sequential(*[
-                LightNetBlock(
-                    embed_dim,
-                    num_heads,
-                    mlp_ratio=mlp_ratio,
-                    drop_path=dpr[i],
-                    norm=norm,
-                    mlp_act=mlp_act,
-                    proj_drop=proj_drop_rate,
-                    num_axes=2,
-                    use_lrpe=use_lrpe,
-                    lrpe_base=lrpe_base,
-                    qkv_bias=qkv_bias,
-                    q_act=q_act,
-                    scale=scale,
-                    gate_rank=gate_rank,
-                    gate_act=gate_act,
-                    out_norm=out_norm,
-                    backend=attn_backend,
-                    recompute_output=attn_recompute_output,
-                )
+                LightNetBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio, drop_path=dpr[i], norm=norm, mlp_act=mlp_act,
+                              proj_drop=proj_drop_rate, mixer=mixer, num_axes=2)
                 for i in range(depth)
             ])
             self.norm = make_norm(norm, embed_dim)
@@ -451,26 +440,22 @@ class LightNet(nn.Module):
 
 # ---------------------------------------------------------------------- checkpoints
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
-_PREFIXES = ("module.", "_orig_mod.")
 
 
 def _unwrap(checkpoint_dict: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-    """Training checkpoint → plain state dict (EMA weights preferred, as timm does), wrapper prefixes stripped."""
+    """Training checkpoint → plain state dict: the first container of ``_WRAPPER_KEYS`` (EMA weights preferred, as
+    timm's ``load_state_dict`` does for files), then timm's ``clean_state_dict`` (``module.`` / ``_orig_mod.`` wrapper
+    prefixes) until no key changes, so that stacked wrappers (``module.module.``) are stripped too."""
     sd = checkpoint_dict
     for key in _WRAPPER_KEYS:
         if isinstance(sd.get(key), dict):
             sd = sd[key]
             break
-    out = {}
-    for k, v in sd.items():
-        changed = True
-        while changed:
-            changed = False
-            for p in _PREFIXES:
-                if k.startswith(p):
-                    k, changed = k[len(p):], True
-        out[k] = v
-    return out
+    while True:
+        cleaned = clean_state_dict(sd)
+        if list(cleaned) == list(sd):
+            return cleaned
+        sd = cleaned
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LightNet) -> Dict[str, torch.Tensor]:
@@ -552,6 +537,7 @@ default_cfgs = generate_default_cfgs({
 
 
 def _create_lightnet(variant: str, pretrained: bool = False, **kwargs: Any) -> LightNet:
+    kwargs = rename_legacy_keys(kwargs, f"timm.create_model({variant!r})")  # e.g. model_args of older hub configs
     overlay = kwargs.get("pretrained_cfg_overlay") or {}
     file = overlay.get("file")
     if pretrained and file and not os.path.isfile(file):

@@ -135,6 +135,18 @@ def test_dit_paper_init_makes_the_baseline_start_like_lightnet_dit():
     assert float(_dit_outputs(paper).abs().max()) > 0
 
 
+def test_old_model_kwargs_name_is_renamed(caplog):
+    """A saved run config (``--resume``) of an older version with ``model.kwargs.attention_backend``."""
+    import logging
+
+    small = ["model.preset=null", "model.kwargs.hidden_size=32", "model.kwargs.num_layers=1",
+             "model.kwargs.num_attention_heads=2", "model.kwargs.patch_size=2", "model.kwargs.attention_backend=torch"]
+    with caplog.at_level(logging.INFO, logger="lightnet"):
+        model = build_dit_model(build_config(DiTTrainConfig, overrides=small).model, 1, 10, 8)
+    assert model.config.attn_backend == "torch" and "attention_backend" not in model.config
+    assert any("'attention_backend'" in r.getMessage() for r in caplog.records)
+
+
 def test_model_init_and_class_embed_std_are_checked():
     with pytest.raises(ConfigError, match="model.init"):
         build_dit_model(build_config(DiTTrainConfig, overrides=["model.init=xavier"]).model, 1, 10, 8)
@@ -244,7 +256,9 @@ def test_learned_sigma_latent_training_with_tiny_vae(tmp_path):
 
 
 def test_train_dit_errors(tmp_path, capsys):
-    assert train_main(["-c", "dit_imagenet256", "data.root=" + str(tmp_path)]) == 2  # empty ImageFolder
+    (tmp_path / "data").mkdir()
+    assert train_main(["-c", "dit_imagenet256", f"data.root={tmp_path / 'data'}",  # empty ImageFolder
+                       f"run.output_dir={tmp_path / 'runs'}"]) == 2
     assert train_main(["-c", "dit_digits", "vae.required=true", f"run.output_dir={tmp_path}"]) == 2
     assert "vae.path" in capsys.readouterr().err
     assert train_main(["-c", "dit_digits", "model.preset=LightNet-DiT-M/2", f"run.output_dir={tmp_path}"]) == 2

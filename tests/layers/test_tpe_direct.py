@@ -1,8 +1,9 @@
 """MD-TPE's direct short-axis Toeplitz product (``toeplitz_direct``) against the FFT form and an fp64 loop: values,
-gradients (input and kernel parameters), the compiled branch, the switch ``TPE_TUNING["direct_max_len"]`` inside
-``MDTPE`` (grid and causal streaming), and the environment override."""
+gradients (input and kernel parameters), the compiled branch, the threshold ``direct_max_len`` of ``MDTPE`` and
+``toeplitz_product`` (grid and causal streaming; default 32; no environment variable or global switch)."""
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -11,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightnet.layers import MDTPE, TPE_TUNING, toeplitz_direct, toeplitz_fft, toeplitz_product
+from lightnet.layers import DIRECT_MAX_LEN, MDTPE, toeplitz_direct, toeplitz_fft, toeplitz_product
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -62,25 +63,43 @@ def test_compiled_direct_branch_matches_eager():
     assert _rel(dx, x.grad) < 1e-5 and _rel(dk, kernel.grad) < 1e-5
 
 
-@pytest.fixture
-def direct_up_to():
-    saved = TPE_TUNING["direct_max_len"]
+def _uses_fft(y: torch.Tensor) -> bool:
+    """Whether the autograd graph of ``y`` holds the FFT product's custom op (else the direct product ran)."""
+    seen, todo = set(), [y.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if "toeplitz_fft" in type(fn).__name__.lower():
+            return True
+        todo.extend(f for f, _ in fn.next_functions)
+    return False
 
-    def set_limit(n: int) -> None:
-        TPE_TUNING["direct_max_len"] = n
 
-    yield set_limit
-    TPE_TUNING["direct_max_len"] = saved
+def test_toeplitz_product_threshold_picks_the_path():
+    x = torch.randn(2, 9, 3, requires_grad=True)
+    kernel = torch.randn(17, 3)
+    assert DIRECT_MAX_LEN == 32 and inspect.signature(toeplitz_product).parameters["direct_max_len"].default == 32
+    assert not _uses_fft(toeplitz_product(x, kernel)) and not _uses_fft(toeplitz_product(x, kernel, 9))
+    assert _uses_fft(toeplitz_product(x, kernel, 8)) and _uses_fft(toeplitz_product(x, kernel, 0))
+    assert torch.allclose(toeplitz_product(x, kernel, 0), toeplitz_product(x, kernel), atol=1e-5)
+    for bad in (-1, 2.5, True, "32"):
+        with pytest.raises(ValueError, match="direct_max_len"):
+            toeplitz_product(x, kernel, bad)
+        with pytest.raises(ValueError, match="direct_max_len"):
+            MDTPE(3, num_axes=1, direct_max_len=bad)
 
 
-def test_mdtpe_direct_switch_same_outputs_and_parameter_grads(direct_up_to):
+def test_mdtpe_direct_switch_same_outputs_and_parameter_grads():
     torch.manual_seed(0)
     tpe = MDTPE(8, num_axes=2, causal=(False, True), num_decays=3, init_std=0.5)
+    assert tpe.direct_max_len == 32  # the default
     x = torch.randn(2, 1 + 5 * 7, 8)
     tpe.num_prefix_tokens = 1
     runs = []
     for limit in (0, 64):
-        direct_up_to(limit)
+        tpe.direct_max_len = limit
         tpe.zero_grad()
         xi = x.clone().requires_grad_()
         y = tpe(xi, (5, 7))
@@ -89,14 +108,13 @@ def test_mdtpe_direct_switch_same_outputs_and_parameter_grads(direct_up_to):
     (y0, dx0, dp0), (y1, dx1, dp1) = runs
     assert _rel(y1, y0) < 1e-5 and _rel(dx1, dx0) < 1e-5
     assert all(_rel(a, b) < 1e-4 for a, b in zip(dp1, dp0))
-    assert toeplitz_product.__doc__ and TPE_TUNING["direct_max_len"] == 64
+    assert toeplitz_product.__doc__ and tpe.direct_max_len == 64
 
 
-def test_mdtpe_causal_streaming_with_direct_path(direct_up_to):
+def test_mdtpe_causal_streaming_with_direct_path():
     """The causal 1-axis chunked form (LM decoding) gives the full-sequence output with the direct product too."""
-    direct_up_to(64)
     torch.manual_seed(1)
-    tpe = MDTPE(6, num_axes=1, causal=True, num_decays=2, init_std=0.5)
+    tpe = MDTPE(6, num_axes=1, causal=True, num_decays=2, init_std=0.5, direct_max_len=64)
     x = torch.randn(2, 11, 6)
     full = tpe(x, (11,))
     first, h = tpe(x[:, :4], (4,), return_state=True)
@@ -106,18 +124,15 @@ def test_mdtpe_causal_streaming_with_direct_path(direct_up_to):
     assert empty.shape == (2, 0, 6) and torch.equal(h2, h)
 
 
-def test_env_override_and_bad_value():
-    env = {k: v for k, v in os.environ.items() if k != "LIGHTNET_TPE_DIRECT_MAX_LEN"}
+def test_no_environment_variable_or_global_switch():
+    """The old ``LIGHTNET_TPE_DIRECT_MAX_LEN`` variable changes nothing (the default is 32), and the layers hold no
+    global switch dictionary."""
+    env = dict(os.environ, LIGHTNET_TPE_DIRECT_MAX_LEN="0")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    code = "from lightnet.layers import TPE_TUNING; print(TPE_TUNING['direct_max_len'])"
-    default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert default.returncode == 0 and default.stdout.strip() == "32", default.stderr[-1000:]  # run K1's crossover
-    ok = subprocess.run([sys.executable, "-c", code], env=dict(env, LIGHTNET_TPE_DIRECT_MAX_LEN="0"),
-                        capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0 and ok.stdout.strip() == "0", ok.stderr[-1000:]
-    bad = subprocess.run([sys.executable, "-c", code], env=dict(env, LIGHTNET_TPE_DIRECT_MAX_LEN="many"),
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode != 0 and "LIGHTNET_TPE_DIRECT_MAX_LEN must be an integer" in bad.stderr
+    code = ("import lightnet.layers as L, lightnet.layers.tpe as T; print(L.MDTPE(4).direct_max_len, "
+            "hasattr(T, 'TPE_TUNING'), hasattr(L, 'TPE_TUNING'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["32", "False", "False"], out.stderr[-1000:]
 
 
 def test_mass_normalised_kernel_has_the_learned_mass_at_every_length():
@@ -168,16 +183,16 @@ def test_toeplitz_product_names_shape_errors():
 
 
 @pytest.mark.slow
-def test_model_with_direct_tpe_compiles_with_inductor_and_matches_eager(direct_up_to):
+def test_model_with_direct_tpe_compiles_with_inductor_and_matches_eager():
     """A whole LightNet with the direct MD-TPE product under inductor (``fullgraph=True``, CPU codegen): the fused
     broadcast-sum branch gives the eager einsum branch's output and MD-TPE parameter gradients (~60 s on two cores)."""
     import timm
 
     import lightnet  # noqa: F401  (registers the models)
 
-    direct_up_to(64)
     torch.manual_seed(0)
     model = timm.create_model("test_lightnet", dynamic_img_size=True)
+    model.tpe.direct_max_len = 64
     x = torch.randn(2, 3, 64, 64)
     ref = model(x)
     ref.sum().backward()

@@ -1,8 +1,8 @@
 """Checkpointing under FSDP, on CPU: FSDP2 ``fully_shard`` (and FSDP1) over gloo with 2 processes.
 
-accelerate does not set up FSDP without GPUs, so the worker (``tests/fsdp_checkpoint_worker.py``) shards a tiny
-LightNet by hand and drives the real ``Trainer.save_checkpoint`` / ``load_checkpoint`` (see the worker's docstring for the
-checks). The single-process tests pin that runs without FSDP keep their checkpoint format and code path.
+accelerate does not set up FSDP without GPUs, so the worker (``tests/train/fsdp_checkpoint_worker.py``) shards a
+tiny LightNet by hand and drives the real ``Trainer.save_checkpoint`` / ``load_checkpoint`` (see the worker's docstring
+for the checks). The single-process tests pin that runs without FSDP keep their checkpoint format and code path.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from lightnet.train.distributed_state import (
     load_full_optimizer_state_dict,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _fully_shard_available() -> bool:
@@ -39,7 +39,8 @@ def _fully_shard_available() -> bool:
 @pytest.mark.parametrize("fsdp_version", [2, 1])
 def test_fsdp_checkpoint_roundtrip_two_processes(tmp_path: Path, fsdp_version: int):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), str(ROOT / "tests" / "fsdp_checkpoint_worker.py"), str(tmp_path)]
+           "--master_port", str(free_port()), str(ROOT / "tests" / "train" / "fsdp_checkpoint_worker.py"),
+           str(tmp_path)]
     if fsdp_version == 1:
         cmd.append("--fsdp1")
     proc = subprocess.run(cmd, env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -124,7 +125,7 @@ def test_lm_plain_copy_holds_the_gathered_weights_and_keeps_the_random_state():
     """``train-lm`` under FSDP saves and samples from an unsharded copy built from the gathered full weights."""
     from lightnet.train.lm import LMTrainConfig, _plain_copy, build_lm_model
 
-    cfg = LMTrainConfig(model={"dim": 16, "depth": 1, "num_heads": 2, "backend": "torch"})
+    cfg = LMTrainConfig(model={"dim": 16, "depth": 1, "num_heads": 2, "attn_backend": "torch"})
     torch.manual_seed(5)
     trained = build_lm_model(cfg)
     state = {k: v.clone() for k, v in trained.state_dict().items()}

@@ -20,7 +20,7 @@ from lightnet.lm import (
 
 
 def tiny_config(**kw) -> LightNetLMConfig:
-    base = dict(dim=32, depth=2, num_heads=2, tpe_num_decays=2, backend="torch")
+    base = dict(dim=32, depth=2, num_heads=2, tpe_num_decays=2, attn_backend="torch")
     base.update(kw)
     return LightNetLMConfig(**base)
 

@@ -1,4 +1,4 @@
-"""Worker for tests/test_fsdp_checkpoint.py: run under ``torchrun --nproc_per_node 2`` (CPU, gloo).
+"""Worker for tests/train/test_fsdp_checkpoint.py: run under ``torchrun --nproc_per_node 2`` (CPU, gloo).
 
 Shards a tiny LightNet classifier with FSDP2 ``fully_shard`` (every ``LightNetBlock``, then the root), trains it next
 to an identically seeded unsharded copy fed the whole global batch, and checks through the real
@@ -12,7 +12,8 @@ for the accelerator, since accelerate refuses FSDP on CPU):
 4. cross-format resume: a non-FSDP (id-keyed) optimizer state loads into the sharded model, and the FSDP
    (name-keyed) one into a plain model, each giving the same next step.
 
-Usage: ``torchrun --nproc_per_node 2 tests/fsdp_checkpoint_worker.py OUT_DIR``; rank 0 writes ``OUT_DIR/result.json``.
+Usage: ``torchrun --nproc_per_node 2 tests/train/fsdp_checkpoint_worker.py OUT_DIR``; rank 0 writes
+``OUT_DIR/result.json``.
 Any failed check raises (non-zero exit).
 """
 from __future__ import annotations

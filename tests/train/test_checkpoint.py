@@ -26,7 +26,7 @@ from lightnet.train.checkpoint import (
     save_safetensors,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _net(width: int = 4) -> torch.nn.Module:

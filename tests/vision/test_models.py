@@ -384,6 +384,50 @@ def test_pretrained_from_wrapped_training_checkpoint(tmp_path):
     assert torch.equal(out["head.weight"], ema["head.weight"])
 
 
+def _unwrap_before_timm_helper(checkpoint_dict):
+    """The checkpoint unwrapping as it was before it used timm's ``clean_state_dict`` (the reference)."""
+    sd = checkpoint_dict
+    for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
+        if isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
+    out = {}
+    for k, v in sd.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in ("module.", "_orig_mod."):
+                if k.startswith(p):
+                    k, changed = k[len(p):], True
+        out[k] = v
+    return out
+
+
+@pytest.mark.parametrize("prefix", ["", "module.", "_orig_mod.", "module._orig_mod.", "_orig_mod.module.",
+                                    "module.module.", "_orig_mod._orig_mod.module."])
+@pytest.mark.parametrize("container", [None, "model", "state_dict", "state_dict_ema", "model_ema", "both"])
+def test_checkpoint_unwrapping_unchanged_by_timm_clean_state_dict(prefix, container):
+    """``checkpoint_filter_fn`` strips wrapper prefixes with timm's ``clean_state_dict`` and picks the EMA / state
+    container itself: the same state dict as the hand-written unwrapping it replaced, for every wrapper order."""
+    from lightnet.vision.lightnet_vit import _unwrap
+
+    model = timm.create_model("test_lightnet", img_size=32, num_classes=3)
+    state = {f"{prefix}{k}": v for k, v in model.state_dict().items()}
+    state[f"{prefix}moduleish.key"] = torch.zeros(1)  # a key that only starts like a prefix is kept whole
+    if container == "both":
+        ckpt = {"state_dict": state, "state_dict_ema": {k: v + 1 for k, v in state.items()}, "epoch": 1}
+    elif container is not None:
+        ckpt = {container: state, "epoch": 1}
+    else:
+        ckpt = state
+    got, want = _unwrap(ckpt), _unwrap_before_timm_helper(ckpt)
+    assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want)
+    assert "moduleish.key" in got and "patch_embed.proj.weight" in got
+    del got["moduleish.key"]
+    out = checkpoint_filter_fn(got, model)
+    assert set(out) == set(model.state_dict())
+
+
 def test_pretrained_rejects_pickled_objects(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": _fresh_state(), "extra": pickle.PicklingError("not a tensor")}, path)

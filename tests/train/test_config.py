@@ -105,6 +105,24 @@ def test_missing_recipe_lists_available():
         find_recipe("no_such_recipe_xyz")
 
 
+def test_recipe_lookup_order(tmp_path, monkeypatch):
+    """A path as given; else ``./configs/<name>.yaml`` of the working directory; else the packaged recipe (package
+    data inside ``lightnet/``, found through importlib.resources)."""
+    import lightnet
+
+    packaged = configs_dir()
+    assert packaged == Path(lightnet.__file__).parent / "configs" and (packaged / "digits.yaml").is_file()
+    monkeypatch.chdir(tmp_path)
+    assert find_recipe("digits") == packaged / "digits.yaml" == find_recipe("digits.yaml")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "digits.yaml").write_text("name: mine\n")
+    assert find_recipe("digits") == tmp_path / "configs" / "digits.yaml"
+    assert build_config(ClassifyConfig, "digits").name == "mine"
+    own = tmp_path / "elsewhere.yaml"
+    own.write_text("name: path\n")
+    assert find_recipe(own) == own and find_recipe("dit_digits") == packaged / "dit_digits.yaml"
+
+
 def test_all_shipped_recipes_parse():
     recipes = sorted(configs_dir().glob("*.yaml"))
     names = {r.stem for r in recipes}

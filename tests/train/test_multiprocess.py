@@ -12,7 +12,7 @@ torch.distributed.run and the engine picks gloo; note that ``accelerate launch -
 * diffusion (``lightnet train-dit``): noise and timesteps are drawn from each process' own random stream, so the
   runs agree only statistically: both finite, and the fixed held-out denoising loss close.
 
-Slow (several launches of ~30-60 s each on 2 shared cores): ``pytest -m slow tests/test_multiprocess.py``.
+Slow (several launches of ~30-60 s each on 2 shared cores): ``pytest -m slow tests/train/test_multiprocess.py``.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import pytest
 import torch
 from tests._subprocess_env import free_port, subprocess_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.slow,

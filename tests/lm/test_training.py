@@ -101,7 +101,7 @@ def test_single_file_corpus_split(tmp_path):
 @pytest.mark.parametrize("task", ["causal", "mlm"])
 def test_short_cpu_training_lowers_the_loss(task):
     torch.manual_seed(0)
-    cfg = LightNetLMConfig(dim=32, depth=1, num_heads=2, tpe_num_decays=2, causal=task == "causal", backend="torch")
+    cfg = LightNetLMConfig(dim=32, depth=1, num_heads=2, tpe_num_decays=2, causal=task == "causal", attn_backend="torch")
     model = LightNetForCausalLM(cfg) if task == "causal" else LightNetForMaskedLM(cfg)
     data = torch.tensor(list(TEXT.encode()) * 4, dtype=torch.uint8)
     ds = CausalWindowDataset(data, 32, 257) if task == "causal" else MaskedWindowDataset(data, 32, 259, 260, 0.3)
@@ -132,7 +132,7 @@ def test_train_lm_cli_end_to_end(tmp_path):
     args = ["train-lm", f"data.paths=[{root}]", f"run.run_dir={run_dir}", "run.epochs=2", "data.epoch_windows=12",
             "run.log_every=2",
             "run.tensorboard=false", "run.plot=false", "run.progress=false", "batch_size=4", "data.seq_len=32",
-            "data.eval_max_bytes=512", "model.dim=16", "model.depth=1", "model.num_heads=2", "model.backend=torch",
+            "data.eval_max_bytes=512", "model.dim=16", "model.depth=1", "model.num_heads=2", "model.attn_backend=torch",
             "sample_tokens=8", "data.val_fraction=0.3"]
     assert main(args) == 0
     steps = list(csv.DictReader(open(run_dir / "steps.csv")))

@@ -22,7 +22,7 @@ from lightnet.train.config import build_config
 from lightnet.train.engine import NonFiniteLossError, Trainer, make_accelerator
 from lightnet.train.schema import OptimConfig, RunConfig, SchedConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # A very small LightNet on 8x8 digits: 16 tokens, one block. Stochastic parts switched on on purpose
 # (augmentation, drop-path, mixup, label smoothing) so that resume must restore every random stream.

@@ -1,16 +1,17 @@
-"""Bad input to the public model APIs: timm LightNet models, LightNetDiTModel and its pipeline, the language models,
-``generate`` and the byte tokenizer. Each case gets an error naming the problem, or a correct result."""
+"""Bad input to the language-model APIs (the models, ``generate``, the byte tokenizer, the config) and untrusted files
+through ``from_pretrained``. Each case gets an error naming the problem, or a correct result; code in a file never
+runs."""
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import pytest
-import timm
 import torch
-from diffusers import DDIMScheduler
+from safetensors.torch import save_file
 
-import lightnet  # noqa: F401  (registers the timm models)
-from lightnet.generation import LightNetDiTModel, LightNetDiTPipeline
+from lightnet.generation import LightNetDiTModel
 from lightnet.lm import (
     ByteTokenizer,
     LightNetForCausalLM,
@@ -19,136 +20,8 @@ from lightnet.lm import (
     LightNetLMConfig,
 )
 
-from tests.test_robustness_kernels import raises
-
-
-# ----------------------------------------------------------------------------------------------- vision (timm)
-@pytest.fixture(scope="module")
-def vit():
-    torch.manual_seed(0)
-    return timm.create_model("test_lightnet", img_size=32, num_classes=3).eval()
-
-
-def test_vision_wrong_shapes(vit):
-    x = torch.randn(2, 3, 32, 32)
-    with raises(ValueError, "[b, c, h, w]", "rank-3"):
-        vit(x[0])
-    with raises(ValueError, "3 input channels", "got 1"):
-        vit(torch.randn(2, 1, 32, 32))
-    with raises(ValueError, "image size", "(48, 48)", "dynamic_img_size"):
-        vit(torch.randn(2, 3, 48, 48))
-
-
-@pytest.mark.parametrize("dtype, word", [(torch.int64, "long"), (torch.uint8, "unsigned char"),
-                                         (torch.float64, "double"), (torch.float16, "half")])
-def test_vision_wrong_dtypes_name_the_dtype(vit, dtype, word):
-    with raises(RuntimeError, word):
-        vit(torch.randn(2, 3, 32, 32).to(dtype))
-
-
-def test_vision_device_mix(vit):
-    with raises(RuntimeError, "meta"):
-        vit(torch.randn(2, 3, 32, 32, device="meta"))
-
-
-def test_vision_empty_batch_and_nan_propagation(vit):
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert vit(x[:0]).shape == (0, 3)
-        out = vit(torch.cat([x[:1], x[1:] * math.nan]))
-    assert torch.isfinite(out[0]).all() and torch.isnan(out[1]).all()  # NaN stays in its own sample
-    with torch.no_grad():
-        assert torch.allclose(out[0], vit(x[:1])[0], atol=1e-5)
-
-
-def test_vision_create_model_errors():
-    with raises(TypeError, "bogus_kw"):
-        timm.create_model("test_lightnet", bogus_kw=3)
-    with raises(ValueError, "not divisible by num_heads"):
-        timm.create_model("test_lightnet", num_heads=3)
-    with raises(ValueError, "num_classes"):
-        timm.create_model("test_lightnet", num_classes=-1)
-    with raises(RuntimeError, "no pretrained weights"):
-        timm.create_model("test_lightnet", pretrained=True)  # never a download
-    m = timm.create_model("test_lightnet", img_size=32)
-    with raises(ValueError, "out of range"):
-        m.forward_intermediates(torch.randn(1, 3, 32, 32), indices=[7])
-
-
-# ----------------------------------------------------------------------------------------------- diffusion
-@pytest.fixture(scope="module")
-def dit():
-    torch.manual_seed(0)
-    return LightNetDiTModel(sample_size=8, patch_size=2, in_channels=1, hidden_size=32, num_layers=1,
-                            num_attention_heads=2, num_classes=3).eval()
-
-
-def test_dit_wrong_inputs(dit):
-    h = torch.randn(2, 1, 8, 8)
-    with raises(ValueError, "[b, c, h, w]"):
-        dit(h[0], timestep=5)
-    with raises(ValueError, "3 channels", "in_channels=1"):
-        dit(torch.randn(2, 3, 8, 8), timestep=5)
-    with raises(ValueError, "not divisible by patch_size"):
-        dit(torch.randn(2, 1, 7, 8), timestep=5)
-    with raises(ValueError, "timestep is required"):
-        dit(h)
-    with raises(ValueError, "timestep", "[b=2]"):
-        dit(h, timestep=torch.tensor([1, 2, 3]))
-    with raises(ValueError, "timestep", "nan"):
-        dit(h, timestep=math.nan)
-    with raises(ValueError, "class label out of range", "null class"):
-        dit(h, timestep=5, class_labels=torch.tensor([0, 7]))
-    with raises(TypeError, "class_labels", "integer"):
-        dit(h, timestep=5, class_labels=torch.tensor([0.5, 1.7]))  # was silently truncated to [0, 1]
-    with raises(ValueError, "class_labels", "[b=2]"):
-        dit(h, timestep=5, class_labels=torch.tensor([0, 1, 2]))
-    with raises(RuntimeError, "meta"):
-        dit(h.to("meta"), timestep=5)
-
-
-def test_dit_correct_results_for_edge_inputs(dit):
-    h = torch.randn(2, 1, 8, 8)
-    with torch.no_grad():
-        assert dit(h[:0], timestep=torch.zeros(0)).sample.shape == (0, 1, 8, 8)
-        a = dit(h, timestep=5, class_labels=torch.tensor([0, 1])).sample
-        b = dit(h, timestep=torch.tensor([5, 5]), class_labels=[0, 1]).sample  # scalar t / list labels broadcast
-        assert torch.allclose(a, b)
-        other = dit(torch.randn(2, 1, 12, 16), timestep=5).sample  # any size divisible by the patch
-        assert other.shape == (2, 1, 12, 16) and torch.isfinite(other).all()
-    with raises(ValueError, "not divisible"):
-        LightNetDiTModel(sample_size=7, patch_size=2)
-    with raises(ValueError, "unknown lightnet-dit preset"):
-        LightNetDiTModel.from_preset("LightNet-DiT-Q/3")
-
-
-def test_pipeline_wrong_arguments(dit):
-    pipe = LightNetDiTPipeline(dit, DDIMScheduler(num_train_timesteps=20))
-    pipe.set_progress_bar_config(disable=True)
-    kw = dict(num_inference_steps=2, output_type="pt")
-    with raises(ValueError, "out of range", "0..2"):
-        pipe([0, 5], **kw)
-    with raises(ValueError, "class_labels is empty"):
-        pipe([], **kw)
-    with raises(TypeError, "class_labels", "integer"):
-        pipe([0.5], **kw)  # was silently truncated to class 0
-    with raises(ValueError, "batch_size"):
-        pipe(None, **kw)
-    with raises(ValueError, "batch_size", "positive"):
-        pipe(batch_size=0, **kw)
-    with raises(ValueError, "output_type"):
-        pipe([0], num_inference_steps=2, output_type="jpg")
-    with raises(ValueError, "divisible"):
-        pipe([0], height=9, **kw)
-    with raises(ValueError, "latents", "(1, 1, 8, 8)"):
-        pipe([0], latents=torch.randn(1, 1, 4, 4), **kw)
-    for steps in (0, -1):  # 0 was a ZeroDivisionError inside the scheduler, -1 silently ran
-        with raises(ValueError, "num_inference_steps"):
-            pipe([0], num_inference_steps=steps, output_type="pt")
-    with raises(ValueError, "class_names"):
-        pipe.get_label_ids(["cat"])
-    out = pipe([0, 2], **kw).images
-    assert out.shape == (2, 1, 8, 8) and out.min() >= 0 and out.max() <= 1
+from tests._assertions import raises
+from tests._untrusted_files import evil_torch_file, truncate
 
 
 # ----------------------------------------------------------------------------------------------- language models
@@ -262,7 +135,7 @@ def test_lm_config_errors():
     with raises(TypeError, "dim", "integer"):
         LightNetLMConfig(dim="16")
     with raises(ValueError, "backend"):
-        LightNetLMConfig(backend="cuda")
+        LightNetLMConfig(attn_backend="cuda")
     with raises(ValueError, "pad_token_id", "vocabulary"):
         LightNetLMConfig(vocab_size=100)
     with raises(ValueError, "causal=false"):
@@ -282,3 +155,50 @@ def test_sequence_classifier_labels():
     with raises(ValueError, "labels", "[b]"):
         sc(input_ids=ids, labels=torch.tensor([0, 1, 2]))
     assert torch.isfinite(sc(input_ids=ids, attention_mask=torch.zeros(2, 5)).logits).all()
+
+
+# ----------------------------------------------------------------------------------------------- LM from_pretrained
+@pytest.fixture
+def lm_folder(tmp_path):
+    torch.manual_seed(0)
+    model = LightNetForCausalLM(LightNetLMConfig(dim=16, depth=1, num_heads=2))
+    return model, model.save_pretrained(tmp_path / "lm")
+
+
+def test_lm_from_pretrained_roundtrip_and_bad_weights(lm_folder, tmp_path):
+    model, folder = lm_folder
+    loaded = LightNetForCausalLM.from_pretrained(folder)
+    ids = torch.randint(0, 256, (1, 6))
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
+    weights = folder / "model.safetensors"
+    truncate(weights)
+    with raises(ValueError, "model.safetensors", "truncated"):
+        LightNetForCausalLM.from_pretrained(folder)
+    weights.write_bytes(os.urandom(512))
+    with raises(ValueError, "model.safetensors"):
+        LightNetForCausalLM.from_pretrained(folder)
+    dit = LightNetDiTModel(sample_size=8, patch_size=2, in_channels=1, hidden_size=32, num_layers=1,
+                           num_attention_heads=2, num_classes=3)
+    save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, str(weights))
+    with raises(ValueError, "does not fit", "missing"):
+        LightNetForCausalLM.from_pretrained(folder)
+
+
+def test_lm_from_pretrained_bad_config_and_pickles(lm_folder, tmp_path):
+    model, folder = lm_folder
+    cfg = folder / "config.json"
+    cfg.write_bytes(os.urandom(64) + b"\xff")
+    with raises(ValueError, "config.json", "json"):
+        LightNetForCausalLM.from_pretrained(folder)
+    cfg.write_text(json.dumps({"model_type": "lightnet_yoso", "dimm": 16}))
+    with raises(ValueError, "unknown config key", "dimm"):
+        LightNetForCausalLM.from_pretrained(folder)
+    # only a pickle checkpoint next to a valid config: never unpickled, the safetensors file is required
+    model.config.save(cfg)
+    (folder / "model.safetensors").unlink()
+    sentinel = tmp_path / "pwned"
+    evil_torch_file(folder / "pytorch_model.bin", sentinel, model.state_dict())
+    with raises(FileNotFoundError, "model.safetensors"):
+        LightNetForCausalLM.from_pretrained(folder)
+    assert not sentinel.exists()

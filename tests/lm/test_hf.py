@@ -20,7 +20,7 @@ import lightnet.lm.hf as H  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM  # noqa: E402
 
-SMALL = dict(dim=32, depth=2, num_heads=2, backend="torch")
+SMALL = dict(dim=32, depth=2, num_heads=2, attn_backend="torch")
 
 
 def _causal(seed: int = 0, **kw) -> "H.LightNetHFForCausalLM":
@@ -42,7 +42,7 @@ def test_plain_api_works_without_transformers_and_hf_import_error_is_clear():
         assert "transformers" not in sys.modules, "lightnet.lm imported transformers"
         sys.modules["transformers"] = None  # behave as if it were not installed
         from lightnet.lm import LightNetForCausalLM, LightNetLMConfig
-        m = LightNetForCausalLM(LightNetLMConfig(dim=16, depth=1, num_heads=2, backend="torch"))
+        m = LightNetForCausalLM(LightNetLMConfig(dim=16, depth=1, num_heads=2, attn_backend="torch"))
         assert m.generate([[257, 1, 2]], max_new_tokens=2).shape == (1, 5)
         try:
             import lightnet.lm.hf
