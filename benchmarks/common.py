@@ -85,11 +85,12 @@ def _version(module: str) -> Optional[str]:
 
 def environment(device: torch.device) -> Dict[str, Any]:
     """Date, device, versions and commit: what a result table must say about where it came from."""
+    commit = os.environ.get("BENCH_COMMIT")  # where the checkout travels without .git (the device machines)
     try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
+        commit = commit or subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                          capture_output=True, text=True, timeout=10).stdout.strip() or None
     except Exception:
-        commit = None
+        pass
     env = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
                python=platform.python_version(), commit=commit)

@@ -17,6 +17,7 @@
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -29,9 +30,10 @@ import torch.nn.functional as F
 
 if not __package__:  # run as a file: the repository root replaces this folder on the path (no shadowed packages)
     sys.path[0] = str(Path(__file__).resolve().parents[1])
-from benchmarks.common import Row, environment, log, md_table, parser, rel_err, time_calls, write_result  # noqa: E402
+from benchmarks.common import Row, environment, log, md_table, num, parser, rel_err, time_calls, write_result  # noqa: E402
 
 TOKENS, HEADS = 65536, 6
+DEVICE = torch.device("cpu")  # set by main
 TOL = {torch.bfloat16: 2e-2, torch.float16: 5e-3, torch.float32: 5e-4}
 LARGE_LOGIT_TOL = {torch.bfloat16: 3e-2, torch.float16: 1e-2, torch.float32: 5e-3}
 BF16, FP16, FP32 = torch.bfloat16, torch.float16, torch.float32
@@ -121,8 +123,9 @@ def check(cases: List[Tuple], dev: torch.device, seed: int, budget_s: float) -> 
     return rows
 
 
-def methods(causal_only: bool = False) -> Dict[str, Callable]:
-    """name → f(q, k, v) returning o ``[B, N, H, E]``; every one differentiable."""
+def methods() -> Dict[str, Callable]:
+    """name → f(q, k, v, theta) returning o ``[B, N, H, E]``; every one differentiable; ``theta``: the MD-LRPE angles
+    ``[N, D]`` of a square grid (only LightNet's non-causal call with LRPE takes them)."""
     from lightnet.kernels import causal_attention_chunked_torch, noncausal_attention_torch
 
     def sdpa(q, k, v, causal):
@@ -132,6 +135,8 @@ def methods(causal_only: bool = False) -> Dict[str, Callable]:
     compiled_ref = torch.compile(lambda q, k, v: noncausal_attention_torch(q, k, v)[0], dynamic=False)
     out = {
         "lightnet_noncausal": lambda q, k, v: additive_attention(q, k, v, causal=False, backend="triton"),
+        "lightnet_noncausal_lrpe": lambda q, k, v: additive_attention(q, k, v, causal=False, backend="triton",
+                                                                      lrpe_theta=lrpe_angles(q.shape[1], q.shape[-1])),
         "compiled_ref_noncausal": compiled_ref,
         "eager_ref_noncausal": lambda q, k, v: noncausal_attention_torch(q, k, v)[0],
         "sdpa_noncausal": lambda q, k, v: sdpa(q, k, v, False),
@@ -146,6 +151,17 @@ def methods(causal_only: bool = False) -> Dict[str, Callable]:
     except Exception as exc:  # fla is optional: its columns say '—'
         print(f"fla not available: {str(exc)[:120]}", flush=True)
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def lrpe_angles(N: int, D: int) -> torch.Tensor:
+    """MD-LRPE angles of the square grid of ``N`` tokens, as the vision models pass them (``[N, D]`` fp32)."""
+    from lightnet.layers import MDLRPE
+
+    side = math.isqrt(N)
+    if side * side != N:
+        raise ValueError(f"--lrpe needs square token counts (the vision grids), got N = {N}")
+    return MDLRPE(D, num_axes=2).angles((side, side)).to(DEVICE)
 
 
 def copy_bandwidth(dev: torch.device) -> float:
@@ -179,7 +195,7 @@ def time_method(fn: Callable, q, k, v, do, dev: torch.device, graph: bool) -> Di
 
 
 def bench(shapes: List[Tuple[int, int, int]], dev: torch.device, eager_ref: bool, graph: bool, budget_s: float,
-          dtype: torch.dtype = BF16) -> List[Row]:
+          dtype: torch.dtype = BF16, lrpe: bool = False) -> List[Row]:
     bw = copy_bandwidth(dev) if dev.type == "cuda" else float("nan")
     fns, rows, t0 = methods(), [], time.time()
     for B, N, D in shapes:
@@ -193,8 +209,9 @@ def bench(shapes: List[Tuple[int, int, int]], dev: torch.device, eager_ref: bool
         row: Row = dict(part="time", B=B, N=N, H=HEADS, D=D, floor_ms=8 * q.numel() * q.element_size() / bw * 1e3,
                         copy_TBps=bw / 1e12)
         for name, fn in fns.items():
-            if (name.startswith("eager_ref") and not eager_ref) or (name.startswith("compiled") and dev.type == "cpu"):
-                continue  # the eager references take minutes on a GPU; no inductor compile in a CPU smoke run
+            if ((name.startswith("eager_ref") and not eager_ref) or (name.startswith("compiled") and dev.type == "cpu")
+                    or (name.endswith("lrpe") != lrpe and name != "lightnet_noncausal")):
+                continue  # eager references: minutes on a GPU; no inductor compile on the CPU; LRPE only with --lrpe
             try:
                 t_m = time.time()
                 res = time_method(fn, q, k, v, do, dev, graph and not name.startswith("eager_ref"))
@@ -234,16 +251,23 @@ def render(rows: List[Row]) -> str:
                           over(r, t(r, "sdpa_noncausal"), t(r, "lightnet_noncausal")),
                           f"{f(r, 'lightnet_noncausal_mib', '.0f')} / {f(r, 'sdpa_noncausal_mib', '.0f')}")
                          for r in times]))
-        parts.append("### Causal forward + backward, ms (GPU time; as called in brackets)\n\n"
-                     + md_table(["B", "N", "D", "LightNet", "SDPA causal", "fla chunk_lightnet", "fla / LightNet",
-                                 "SDPA / LightNet", "LightNet µs per 1k tokens", "MiB LightNet / SDPA / fla"], [
-                         (r["B"], r["N"], r["D"], f"{f(r, t(r, 'lightnet_causal'))} ({f(r, 'lightnet_causal_ms')})",
-                          f(r, t(r, "sdpa_causal")), f(r, t(r, "fla_causal")),
-                          over(r, t(r, "fla_causal"), t(r, "lightnet_causal")),
-                          over(r, t(r, "sdpa_causal"), t(r, "lightnet_causal")),
-                          f"{r.get(t(r, 'lightnet_causal'), nan) * 1e6 / (r['B'] * r['N']):.1f}",
-                          " / ".join(f(r, f"{m}_mib", ".0f") for m in ("lightnet_causal", "sdpa_causal", "fla_causal")))
-                         for r in times]))
+        if any("lightnet_noncausal_lrpe_ms" in r for r in times):
+            parts.append("### Non-causal with MD-LRPE (2-D angles of the square grid), ms (GPU time; as called)\n\n"
+                         + md_table(["B", "N", "D", "LightNet", "LightNet with MD-LRPE", "with / without"], [
+                             (r["B"], r["N"], r["D"], f"{f(r, t(r, 'lightnet_noncausal'))} ({f(r, 'lightnet_noncausal_ms')})",
+                              f"{f(r, t(r, 'lightnet_noncausal_lrpe'))} ({f(r, 'lightnet_noncausal_lrpe_ms')})",
+                              over(r, t(r, "lightnet_noncausal_lrpe"), t(r, "lightnet_noncausal"))) for r in times]))
+        if any(t(r, "lightnet_causal") in r for r in times):
+            parts.append("### Causal forward + backward, ms (GPU time; as called in brackets)\n\n"
+                         + md_table(["B", "N", "D", "LightNet", "SDPA causal", "fla chunk_lightnet", "fla / LightNet",
+                                     "SDPA / LightNet", "LightNet µs per 1k tokens", "MiB LightNet / SDPA / fla"], [
+                             (r["B"], r["N"], r["D"], f"{f(r, t(r, 'lightnet_causal'))} ({f(r, 'lightnet_causal_ms')})",
+                              f(r, t(r, "sdpa_causal")), f(r, t(r, "fla_causal")),
+                              over(r, t(r, "fla_causal"), t(r, "lightnet_causal")),
+                              over(r, t(r, "sdpa_causal"), t(r, "lightnet_causal")),
+                              num(r.get(t(r, "lightnet_causal"), nan) * 1e6 / (r["B"] * r["N"]), ".1f"),
+                              " / ".join(f(r, f"{m}_mib", ".0f") for m in ("lightnet_causal", "sdpa_causal", "fla_causal")))
+                             for r in times]))
         if any("eager_ref_noncausal_ms" in r for r in times):
             parts.append("Eager references, as called, ms: " + "; ".join(
                 f"N={r['N']} D={r['D']}: non-causal {f(r, 'eager_ref_noncausal_ms')}, causal (chunked) "
@@ -285,6 +309,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 16384, 65536], help="N at head dim 64")
     p.add_argument("--head-dims", type=int, nargs="+", default=[64])
+    p.add_argument("--shapes", nargs="+", default=None, help="BxN problems instead of --sizes (e.g. 128x196)")
+    p.add_argument("--lrpe", action="store_true",
+                   help="time LightNet's non-causal call with and without MD-LRPE (square N) instead of the peers")
     p.add_argument("--eager-ref", action="store_true", help="also time the eager references (slow: minutes)")
     p.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph (GPU time) timings")
     p.add_argument("--budget-s", type=float, default=480, help="start no new case or shape after this many seconds")
@@ -292,6 +319,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.smoke:
         args.device, args.eager_ref = "cpu", True
     dev = torch.device(args.device)
+    globals()["DEVICE"] = dev
     if dev.type == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"  # the Triton kernels run in the interpreter on the CPU
     env = environment(dev)
@@ -303,8 +331,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.check_only:
         shapes = [(1, 32, 16)] if args.smoke else (
             [(max(1, TOKENS // n), n, d) for d in args.head_dims for n in args.sizes])
+        if args.shapes:
+            shapes = [(int(b), int(n), d) for d in args.head_dims for b, n in (s.split("x") for s in args.shapes)]
         rows += bench(shapes, dev, args.eager_ref, not args.no_graph, args.budget_s,
-                      FP32 if dev.type == "cpu" else BF16)
+                      FP32 if dev.type == "cpu" else BF16, args.lrpe)
     write_result(args.out, "kernels", env, args, rows, render(rows))
     if args.out and any(r["part"] == "time" for r in rows):
         plot(rows, os.path.join(args.out, "kernels.png"))

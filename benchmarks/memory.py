@@ -224,7 +224,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     if args.smoke:
         args.device, args.img_size, args.batch, args.warmup, args.iters = "cpu", [64], 1, 1, 1
-        args.sizes, args.batches, args.compile_mode, args.recompute = [32], [2], "eager", ["always"]
+        args.sizes, args.batches, args.compile_mode = [32], [2], "eager"
     if len(args.sizes) != len(args.batches):
         p.error("--sizes and --batches need the same number of values")
     device = torch.device(args.device)

@@ -48,11 +48,6 @@ _DECAY_FORMS = ("gla", "mamba2")
 Q_ACTS = {"silu": F.silu, "identity": None, "relu": F.relu, "elu1": lambda x: F.elu(x) + 1}
 GATE_ACTS = {"sigmoid": torch.sigmoid, "silu": F.silu}
 _BACKENDS = ("auto", "torch", "fla")
-_INTRA_FORMS = ("auto", "pairwise", "factorised", "subchunk")
-
-
-# In-chunk cumulative log decay above which the factorised intra-chunk form cannot overflow (exp(60) ≈ 1e26 in fp32).
-_FACTOR_LIMIT = {torch.float32: -60.0, torch.float64: -600.0}
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -102,17 +97,6 @@ def decay_recurrence_naive(
     return o.to(q.dtype), S
 
 
-def _use_factorised(b: torch.Tensor, dt: torch.dtype) -> bool:
-    """Whether every chunk's total log decay ``b[..., -1, :]`` is above the factorised form's overflow limit.
-
-    Eager: checked on the values (one host sync per call). While ``torch.compile`` traces: False, i.e. always the
-    exact pairwise form, which is correct for any decay and keeps the graph free of a data-dependent branch.
-    """
-    if torch.compiler.is_compiling():
-        return False
-    return bool((b[..., -1, :] > _FACTOR_LIMIT[dt]).all())
-
-
 def decay_recurrence_chunked(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -122,40 +106,25 @@ def decay_recurrence_chunked(
     chunk_size: int = 32,
     initial_state: Optional[torch.Tensor] = None,
     output_final_state: bool = False,
-    intra: str = "auto",
-    sub_chunk: int = 8,
 ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """Chunked (GLA-decomposed) form of the same recurrence, in plain PyTorch; memory O(N · (D + chunk_size)).
 
     Per chunk of ``L`` tokens with in-chunk cumulative log decay ``b_t = Σ_{s≤t} g_s``:
 
-    * intra-chunk: ``Σ_{s≤t} Σ_c q_{t,c} k_{s,c} exp(b_{t,c} − b_{s,c}) v_s``, as the product of
-      ``q ⊙ exp(b)`` and ``k ⊙ exp(−b)`` (an ``[L, L]`` score matrix) when every chunk's total log decay is above
-      −60 (fp32; −600 in fp64) so that nothing overflows, else with the exact pairwise ``[L, L, D]`` weights
-      (all exponents ≤ 0),
+    * intra-chunk: ``Σ_{s≤t} Σ_c q_{t,c} k_{s,c} exp(b_{t,c} − b_{s,c}) v_s`` with the exact pairwise ``[L, L, D]``
+      weights (every exponent ≤ 0: no overflow for any decay; short chunks keep them small),
     * inter-chunk: ``(q_t ⊙ exp(b_t))ᵀ S_prev``,
     * chunk state: ``S = diag(exp(b_L)) S_prev + Σ_s (k_s ⊙ exp(b_L − b_s)) v_sᵀ`` (a short loop over chunks).
 
-    ``intra`` picks the intra-chunk form: ``'auto'`` (as above: factorised when the values allow it, pairwise under
-    ``torch.compile``), ``'pairwise'``, ``'factorised'`` (the caller guarantees the bound, e.g. by a floor on the
-    log decay of −60 / chunk_size per token; checked on the values in eager mode, a ValueError if it fails), or
-    ``'subchunk'`` (exact for any decay, :func:`_subchunk_scores`: GEMM-shaped between sub-chunks of ``sub_chunk``
-    tokens, pairwise only inside them; the chunk length is rounded up to a multiple of ``sub_chunk``).
     Shapes as :func:`decay_recurrence_naive`; returns ``o`` (and the final state when ``output_final_state``).
     """
     _check_qkvg(q, k, v, log_decay)
     if chunk_size < 1:
         raise ValueError(f"decay_recurrence_chunked: chunk_size must be >= 1, got {chunk_size}")
-    if intra not in _INTRA_FORMS:
-        raise ValueError(f"decay_recurrence_chunked: intra must be one of {_INTRA_FORMS}, got {intra!r}")
-    if sub_chunk < 1:
-        raise ValueError(f"decay_recurrence_chunked: sub_chunk must be >= 1, got {sub_chunk}")
     dt = _compute_dtype(q)
     B, N, H, D = q.shape
     E = v.shape[-1]
     L = max(1, min(chunk_size, N))
-    if intra == "subchunk":
-        L = sub_chunk * math.ceil(L / sub_chunk)
     nc = max(1, math.ceil(N / L))
     pad = nc * L - N
 
@@ -168,21 +137,9 @@ def decay_recurrence_chunked(
     qc, kc, vc, gc = to_chunks(q), to_chunks(k), to_chunks(v), to_chunks(log_decay)
     b = gc.cumsum(dim=-2)  # [B, H, nc, L, D], non-increasing along L; b[..., -1, :] is each chunk's minimum
     causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
-    safe = None if intra in ("pairwise", "subchunk") else _use_factorised(b, dt)  # False while compiling: no sync
-    factorised = intra == "factorised" or bool(safe)
-    if intra == "factorised" and not safe and not torch.compiler.is_compiling():
-        raise ValueError(f"decay_recurrence_chunked: intra='factorised' needs every chunk's total log decay above "
-                         f"{_FACTOR_LIMIT[dt]} (it would overflow); use 'pairwise' / 'auto' or a shorter chunk_size")
-    if intra == "subchunk":
-        scores = _subchunk_scores(qc, kc, b, sub_chunk)
-    elif factorised:
-        # factorised: exp(b_t − b_s) = exp(b_t) · exp(−b_s), both finite because b ≥ limit; scores are [L, L]
-        scores = (qc * torch.exp(b)) @ (kc * torch.exp(-b)).transpose(-1, -2)
-        scores = scores.masked_fill(~causal, 0.0)
-    else:  # strong decay inside a chunk: exact pairwise weights (all exponents ≤ 0), [L, L, D] per chunk
-        diff = (b[..., :, None, :] - b[..., None, :, :]).masked_fill(~causal[:, :, None], float("-inf"))
-        # a broadcast product summed over channels: torch.compile fuses it into one reduction ([L, L, D] never stored)
-        scores = (qc[..., :, None, :] * kc[..., None, :, :] * torch.exp(diff)).sum(-1)  # [B, H, nc, L, L]
+    diff = (b[..., :, None, :] - b[..., None, :, :]).masked_fill(~causal[:, :, None], float("-inf"))
+    # a broadcast product summed over channels: torch.compile fuses it into one reduction ([L, L, D] never stored)
+    scores = (qc[..., :, None, :] * kc[..., None, :, :] * torch.exp(diff)).sum(-1)  # [B, H, nc, L, L]
     o = scores @ vc  # intra-chunk [B, H, nc, L, E]
 
     b_last = b[..., -1:, :]  # [B, H, nc, 1, D]
@@ -196,37 +153,6 @@ def decay_recurrence_chunked(
     o = o + (qc * torch.exp(b)) @ torch.stack(previous, dim=2)  # inter-chunk
     o = (o * scale).reshape(B, H, nc * L, E)[:, :, :N].permute(0, 2, 1, 3).to(q.dtype)
     return (o, S) if output_final_state else o
-
-
-def _subchunk_scores(qc: torch.Tensor, kc: torch.Tensor, b: torch.Tensor, s: int) -> torch.Tensor:
-    """Exact intra-chunk scores ``A[t, u] = Σ_c q_{t,c} k_{u,c} exp(b_{t,c} − b_{u,c})`` (u ≤ t, else 0) of chunks
-    ``qc, kc, b: [..., L, D]`` → ``[..., L, L]``, by sub-chunks of ``s`` tokens (``L = m · s``), with every exponent
-    ≤ 0 whatever the decay (no overflow; where a factor underflows, the true weight is as small):
-
-    * between sub-chunks ``j < i``: with ``r_i`` the cumulative log decay just before sub-chunk ``i`` and ``e_j`` the
-      one at the end of sub-chunk ``j`` (``r_i ≤ e_j``), ``exp(b_t − b_u) = exp(b_t − r_i) · exp(r_i − e_j) ·
-      exp(e_j − b_u)``, so the block is a GEMM of ``q ⊙ exp(b − r_i) ⊙ exp(r_i − e_j)`` with ``k ⊙ exp(e_j − b)``;
-    * inside a sub-chunk: the pairwise ``[s, s, D]`` weights.
-
-    This is the secondary chunking of GLA's kernels (fla's ``chunk_gla``) in plain tensor operations.
-    """
-    *lead, L, D = qc.shape
-    m = L // s
-    q4, k4, b4 = (t.reshape(*lead, m, s, D) for t in (qc, kc, b))
-    end = b4[..., -1, :]  # e_j: [..., m, D]
-    start = torch.cat([torch.zeros_like(end[..., :1, :]), end[..., :-1, :]], dim=-2)  # r_i = e_{i−1}, r_0 = 0
-    q_in = q4 * torch.exp(b4 - start[..., :, None, :])  # q ⊙ exp(b − r_i)
-    k_out = k4 * torch.exp(end[..., :, None, :] - b4)  # k ⊙ exp(e_j − b)
-    earlier = torch.ones(m, m, dtype=torch.bool, device=qc.device).tril(-1)  # j < i
-    between = (start[..., :, None, :] - end[..., None, :, :]).masked_fill(~earlier[:, :, None], float("-inf"))
-    qw = q_in[..., :, None, :, :] * torch.exp(between)[..., :, :, None, :]  # [..., m(i), m(j), s, D]; 0 for j ≥ i
-    blocks = qw @ k_out[..., None, :, :, :].transpose(-1, -2)  # [..., m(i), m(j), s(t), s(u)]
-    inside = torch.ones(s, s, dtype=torch.bool, device=qc.device).tril()
-    diff = (b4[..., :, None, :] - b4[..., None, :, :]).masked_fill(~inside[:, :, None], float("-inf"))
-    diag = (q4[..., :, None, :] * k4[..., None, :, :] * torch.exp(diff)).sum(-1)  # [..., m, s, s]
-    eye = torch.eye(m, dtype=torch.bool, device=qc.device)[:, :, None, None]
-    blocks = blocks + eye * diag[..., :, None, :, :]
-    return blocks.transpose(-3, -2).reshape(*lead, L, L)
 
 
 @functools.lru_cache(maxsize=1)
@@ -253,14 +179,10 @@ def decay_recurrence(
     backend: str = "auto",
     chunk_size: int = 32,
     recompute: bool = True,
-    intra: str = "auto",
-    sub_chunk: int = 8,
 ) -> torch.Tensor:
     """Dispatch: fla's ``chunk_gla`` (``'fla'``, or ``'auto'`` on CUDA with fla installed) or the PyTorch chunked form
     (with ``recompute``, activation-checkpointed under autograd: only the inputs are saved, the chunked form reruns in
     the backward; without, its intermediates are saved: faster, several GB more per model at batch 512).
-
-    ``intra`` / ``sub_chunk``: the PyTorch form's intra-chunk computation (:func:`decay_recurrence_chunked`).
     Shapes as :func:`decay_recurrence_naive`; returns ``o [B, N, H, E]`` in q's dtype.
     """
     if backend not in _BACKENDS:
@@ -270,10 +192,9 @@ def decay_recurrence(
         if recompute and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, log_decay)):
             # recomputed in the backward instead of saving the chunked form's fp32 intermediates (~20 tensors of
             # [B, H, N, D] per call): saved, they took 17-31 GB per 2- / 4-scan classifier at batch 512 (out of memory on one GPU)
-            return checkpoint(decay_recurrence_chunked, q, k, v, log_decay, scale, chunk_size, None, False, intra,
-                              sub_chunk, use_reentrant=False)
-        return decay_recurrence_chunked(q, k, v, log_decay, scale=scale, chunk_size=chunk_size, intra=intra,
-                                        sub_chunk=sub_chunk)
+            return checkpoint(decay_recurrence_chunked, q, k, v, log_decay, scale, chunk_size, None, False,
+                              use_reentrant=False)
+        return decay_recurrence_chunked(q, k, v, log_decay, scale=scale, chunk_size=chunk_size)
     chunk_gla = _load_chunk_gla()
     if chunk_gla is None:
         raise RuntimeError("decay_recurrence: backend='fla' needs the fla-core package (pip install fla-core)")
@@ -344,8 +265,6 @@ def multiscan_decay(
     backend: str = "auto",
     chunk_size: int = 32,
     recompute: bool = True,
-    intra: str = "auto",
-    sub_chunk: int = 8,
 ) -> torch.Tensor:
     """Sum over directions of the decay recurrence run in each token order.
 
@@ -372,8 +291,7 @@ def multiscan_decay(
     ks = torch.cat([permute(k, o, inv) for o, inv in zip(orders, inverses)], dim=0)
     vs = torch.cat([permute(v, o, inv) for o, inv in zip(orders, inverses)], dim=0)
     gs = torch.cat([permute(g, o, inv) for g, o, inv in zip(log_decays, orders, inverses)], dim=0)
-    out = decay_recurrence(qs, ks, vs, gs, scale=scale, backend=backend, chunk_size=chunk_size, recompute=recompute,
-                           intra=intra, sub_chunk=sub_chunk)
+    out = decay_recurrence(qs, ks, vs, gs, scale=scale, backend=backend, chunk_size=chunk_size, recompute=recompute)
     total = None
     for d, (o, inv) in enumerate(zip(orders, inverses)):
         back = permute(out[d * B : (d + 1) * B], inv, o)
@@ -437,8 +355,6 @@ class MultiScanDecayAttention(LightNetAttention):
             64 tokens).
         backend: ``'auto'`` (fla on CUDA when installed, else PyTorch), ``'torch'`` or ``'fla'``.
         recompute: rerun the PyTorch chunked recurrence in the backward instead of saving its intermediates.
-        intra, sub_chunk: the PyTorch form's intra-chunk computation (see :func:`decay_recurrence_chunked`; all exact,
-            only the speed differs).
     """
 
     def __init__(
@@ -464,8 +380,6 @@ class MultiScanDecayAttention(LightNetAttention):
         chunk_size: int = 32,
         backend: str = "auto",
         recompute: bool = True,
-        intra: str = "auto",
-        sub_chunk: int = 8,
     ) -> None:
         if num_directions not in (1, 2, 4):
             raise ValueError(f"MultiScanDecayAttention: num_directions must be 1, 2 or 4, got {num_directions}")
@@ -482,9 +396,7 @@ class MultiScanDecayAttention(LightNetAttention):
             gate_act=gate_act, out_norm=out_norm, proj_drop=proj_drop,
         )
         self.num_directions, self.decay, self.chunk_size, self.scan_backend = num_directions, decay, chunk_size, backend
-        if intra not in _INTRA_FORMS:
-            raise ValueError(f"MultiScanDecayAttention: intra must be one of {_INTRA_FORMS}, got {intra!r}")
-        self.recompute, self.intra, self.sub_chunk = recompute, intra, sub_chunk
+        self.recompute = recompute
         self.decays = nn.ModuleList(
             _DecayGate(dim, num_heads, self.head_dim, decay, decay_rank, decay_normalizer) for _ in range(num_directions)
         )
@@ -545,13 +457,12 @@ class MultiScanDecayAttention(LightNetAttention):
         orders = scan_orders(grid, self.num_directions, self.num_prefix_tokens, device=x.device)
         if self.decay == "mamba2":  # distinct keys per direction: run the directions one by one
             o = sum(
-                multiscan_decay(q, kk, v, [g], [order], self.scale, self.scan_backend, self.chunk_size,
-                                self.recompute, self.intra, self.sub_chunk)
+                multiscan_decay(q, kk, v, [g], [order], self.scale, self.scan_backend, self.chunk_size, self.recompute)
                 for kk, g, order in zip(keys, log_decays, orders)
             )
         else:
             o = multiscan_decay(q, keys[0], v, log_decays, orders, self.scale, self.scan_backend, self.chunk_size,
-                                self.recompute, self.intra, self.sub_chunk)
+                                self.recompute)
         o = self.out_norm(o).reshape(B, N, C)
         if self.gate is not None:
             o = o * GATE_ACTS[self.gate_act](self.gate(x))

@@ -63,15 +63,15 @@ def expand_models(names: Iterable[str]) -> List[str]:
 
 
 def backend_overrides(variant: str, attn_backend: str, scan_backend: str, scan_chunk: Optional[int] = None,
-                      scan_recompute: bool = True, scan_intra: str = "auto") -> Dict[str, Any]:
+                      scan_recompute: bool = True) -> Dict[str, Any]:
     """Kernel choices for ``build_classifier``: LightNet's attention backend, or the scan baselines' recurrence
-    (backend, chunk length and intra-chunk form of the PyTorch recurrence, recomputation in the backward). None of them
+    (backend, chunk length of the PyTorch recurrence, recomputation in the backward). None of them
     changes the model."""
     family = VARIANTS[variant][0]
     if family == "lightnet":
         return {"attn_backend": attn_backend}
     if family == "scan":
-        mixer: Dict[str, Any] = {"backend": scan_backend, "recompute": scan_recompute, "intra": scan_intra}
+        mixer: Dict[str, Any] = {"backend": scan_backend, "recompute": scan_recompute}
         if scan_chunk is not None:
             mixer["chunk_size"] = scan_chunk
         return {"mixer": mixer}
@@ -186,8 +186,7 @@ def _build_model(variant: str, data: ImageTensors, args: argparse.Namespace,
     size = ModelSize(img_size=args.train_size, patch_size=args.patch, in_chans=1, num_classes=data.num_classes,
                      embed_dim=args.embed_dim, depth=args.depth, num_heads=args.heads, drop_path_rate=args.drop_path)
     model = build_classifier(variant, size, **backend_overrides(variant, args.attn_backend, args.scan_backend,
-                                                                args.scan_chunk, args.scan_recompute,
-                                                                args.scan_intra))
+                                                                args.scan_chunk, args.scan_recompute))
     return model.to(device), size
 
 
@@ -396,9 +395,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scan-chunk", type=int, default=None,
                    help="chunk length of the scan baselines' PyTorch recurrence (default: the mixer's 32; 8 "
                         "fastest at 64 tokens)")
-    p.add_argument("--scan-intra", default="auto", choices=["auto", "pairwise", "subchunk"],
-                   help="intra-chunk form of the scan baselines' PyTorch recurrence (all exact; 'subchunk': GEMMs "
-                        "between sub-chunks of 8 tokens)")
     p.add_argument("--scan-no-recompute", dest="scan_recompute", action="store_false",
                    help="save the PyTorch recurrence's intermediates instead of recomputing them in the backward")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast on CUDA")

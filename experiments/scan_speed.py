@@ -1,8 +1,8 @@
 """Training-step speed, LightNet vs the same model with every mixer scanned 1 / 2 / 4 ways (multiplicative decay).
 
 Times whole training steps (forward + backward + AdamW, bf16 autocast on CUDA, synthetic input, blocks compiled as
-``run_classification.py --compile blocks`` does) for ``variant[:chunk[:intra]]`` specs in one process (``chunk`` and
-``intra``: the PyTorch recurrence's chunk length and intra-chunk form), and profiles the last spec's step by kernel.
+``run_classification.py --compile blocks`` does) for ``variant[:chunk]`` specs in one process (``chunk``: the PyTorch
+recurrence's chunk length), and profiles the last spec's step by kernel.
 Two shapes back the docs: the Fashion-MNIST classifier of the issue-size runs (default: width 192, depth 12,
 3 heads, patch 4 on 32², batch 512), and LightNet-S's size at 1024 px (the multi-scan speed claim).
 
@@ -27,21 +27,19 @@ from .models import VARIANTS, ModelSize, build_classifier
 from .run_classification import compile_for_training
 
 
-def parse_spec(spec: str) -> Tuple[str, Optional[int], str]:
-    """``'scan2:64:subchunk'`` → ``('scan2', 64, 'subchunk')``; ``'scan2:8'`` → ``('scan2', 8, 'auto')``;
-    ``'lightnet'`` → ``('lightnet', None, 'auto')``."""
-    variant, _, rest = spec.partition(":")
-    chunk, _, intra = rest.partition(":")
+def parse_spec(spec: str) -> Tuple[str, Optional[int]]:
+    """``'scan2:8'`` → ``('scan2', 8)``; ``'lightnet'`` → ``('lightnet', None)``."""
+    variant, _, chunk = spec.partition(":")
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r} in {spec!r}")
-    if rest and VARIANTS[variant][0] != "scan":
+    if chunk and VARIANTS[variant][0] != "scan":
         raise ValueError(f"{spec!r}: a chunk length only applies to the scan baselines")
-    return variant, int(chunk) if chunk else None, intra or "auto"
+    return variant, int(chunk) if chunk else None
 
 
 def build(variant: str, chunk: Optional[int], size: ModelSize, device: str, recompute: bool = True,
-          backend: str = "torch", intra: str = "auto") -> torch.nn.Module:
-    mixer = {"backend": backend, "recompute": recompute, "intra": intra, **({"chunk_size": chunk} if chunk else {})}
+          backend: str = "torch") -> torch.nn.Module:
+    mixer = {"backend": backend, "recompute": recompute, **({"chunk_size": chunk} if chunk else {})}
     kwargs = {"mixer": mixer} if VARIANTS[variant][0] == "scan" else {}
     return build_classifier(variant, size, **kwargs).to(device)
 
@@ -121,9 +119,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                      num_classes=args.num_classes, embed_dim=args.embed_dim, depth=args.depth, num_heads=args.heads,
                      drop_path_rate=0.1)
     rows = []
-    for i, (variant, chunk, intra) in enumerate(specs):
+    for i, (variant, chunk) in enumerate(specs):
         torch.manual_seed(0)
-        model = build(variant, chunk, size, args.device, args.recompute, args.scan_backend, intra)
+        model = build(variant, chunk, size, args.device, args.recompute, args.scan_backend)
         # with fla the scan models run eagerly (its autotuned launchers are not traced by torch.compile)
         eager = args.scan_backend == "fla" and VARIANTS[variant][0] == "scan"
         model = compile_for_training(model, None if eager else "blocks")

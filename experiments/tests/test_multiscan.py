@@ -50,7 +50,7 @@ def test_naive_matches_explicit_definition():
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 8, 64])
-@pytest.mark.parametrize("strength", [0.5, 4.0, 80.0])  # 80: chunk decays beyond the factorised limit → pairwise path
+@pytest.mark.parametrize("strength", [0.5, 4.0, 80.0])  # 80: strong forgetting, exponents far below -600
 def test_chunked_matches_naive_fp64(chunk_size, strength):
     q, k, v, g = _inputs(strength=strength)
     if strength == 80.0:
@@ -249,29 +249,24 @@ def test_chunked_compiles_without_graph_break_and_matches_naive(strength):
         assert rel_err(t.grad.double(), r.grad) < 1e-4, name
 
 
-@pytest.mark.parametrize("intra", ["pairwise", "factorised"])
-def test_chunked_intra_forms_match_naive(intra):
-    """Both intra-chunk forms, asked for explicitly, give the oracle's output and gradients (fp64, weak decay)."""
+def test_chunked_gradients_match_naive():
+    """The chunked form gives the oracle's output and gradients (fp64, weak decay)."""
     q, k, v, g = _inputs(N=13, strength=0.5)
     ref_inputs = [t.clone().requires_grad_() for t in (q, k, v, g)]
     w = torch.randn(2, 13, 2, 3, dtype=torch.float64)
     (decay_recurrence_naive(*ref_inputs)[0] * w).sum().backward()
     inputs = [t.clone().requires_grad_() for t in (q, k, v, g)]
-    o = decay_recurrence_chunked(*inputs, chunk_size=4, intra=intra)
+    o = decay_recurrence_chunked(*inputs, chunk_size=4)
     (o * w).sum().backward()
     assert rel_err(o, decay_recurrence_naive(q, k, v, g)[0]) < 1e-10
     for name, t, r in zip("qkvg", inputs, ref_inputs):
         assert rel_err(t.grad, r.grad) < 1e-9, name
 
 
-def test_chunked_factorised_refuses_decay_that_would_overflow():
+def test_chunked_stays_finite_under_strong_decay():
     q, k, v, g = (t.float() for t in _inputs(N=16))
-    strong = torch.full_like(g, -5.0)  # a chunk of 16 tokens sums to −80 < −60: exp(80) would overflow the form
-    with pytest.raises(ValueError, match="intra='factorised' needs every chunk's total log decay above -60"):
-        decay_recurrence_chunked(q, k, v, strong, chunk_size=16, intra="factorised")
-    assert torch.isfinite(decay_recurrence_chunked(q, k, v, strong, chunk_size=16, intra="pairwise")).all()
-    with pytest.raises(ValueError, match="intra must be one of"):
-        decay_recurrence_chunked(q, k, v, g, intra="dense")
+    strong = torch.full_like(g, -5.0)  # a chunk of 16 tokens sums to −80: exp(80) would overflow a factorised form
+    assert torch.isfinite(decay_recurrence_chunked(q, k, v, strong, chunk_size=16)).all()
 
 
 def test_token_permutation_gathers_in_both_directions():
@@ -308,54 +303,11 @@ def test_runner_scan_options_reach_the_mixer():
     from experiments.models import ModelSize, build_classifier
     from experiments.run_classification import backend_overrides, build_parser
 
-    args = build_parser().parse_args(["--scan-chunk", "8", "--scan-no-recompute", "--scan-backend", "torch",
-                                      "--scan-intra", "subchunk"])
-    kwargs = backend_overrides("scan2", args.attn_backend, args.scan_backend, args.scan_chunk, args.scan_recompute,
-                               args.scan_intra)
+    args = build_parser().parse_args(["--scan-chunk", "8", "--scan-no-recompute", "--scan-backend", "torch"])
+    kwargs = backend_overrides("scan2", args.attn_backend, args.scan_backend, args.scan_chunk, args.scan_recompute)
     model = build_classifier("scan2", ModelSize(embed_dim=16, depth=1, num_heads=2), **kwargs)
     attn = model.blocks[0].attn
-    assert (attn.chunk_size, attn.recompute, attn.scan_backend, attn.intra) == (8, False, "torch", "subchunk")
+    assert (attn.chunk_size, attn.recompute, attn.scan_backend) == (8, False, "torch")
     assert backend_overrides("lightnet", "torch", "torch", 8, False) == {"attn_backend": "torch"}
     default = build_parser().parse_args([])
-    assert default.scan_chunk is None and default.scan_recompute is True and default.scan_intra == "auto"
-
-
-@pytest.mark.parametrize("N, chunk, sub, strength", [(29, 64, 8, 0.5), (29, 16, 4, 80.0), (64, 64, 8, 80.0),
-                                                      (13, 8, 3, 1.0)])
-def test_chunked_subchunk_form_is_exact_for_any_decay(N, chunk, sub, strength):
-    """intra='subchunk' (GEMMs between sub-chunks, pairwise inside): the oracle's output and gradients in fp64, also
-    with decays whose chunk totals reach −10⁵ (every exponent ≤ 0: nothing overflows); chunk lengths that are not a
-    multiple of the sub-chunk are rounded up."""
-    q, k, v, g = _inputs(N=N, strength=strength)
-    g = g * 40.0 if strength > 10 else g
-    ref_inputs = [t.clone().requires_grad_() for t in (q, k, v, g)]
-    w = torch.randn(2, N, 2, 3, dtype=torch.float64)
-    (decay_recurrence_naive(*ref_inputs)[0] * w).sum().backward()
-    inputs = [t.clone().requires_grad_() for t in (q, k, v, g)]
-    o = decay_recurrence_chunked(*inputs, chunk_size=chunk, intra="subchunk", sub_chunk=sub)
-    (o * w).sum().backward()
-    assert torch.isfinite(o).all() and rel_err(o, decay_recurrence_naive(q, k, v, g)[0]) < 1e-10
-    for name, t, r in zip("qkvg", inputs, ref_inputs):
-        assert torch.isfinite(t.grad).all() and rel_err(t.grad, r.grad) < 1e-9, name
-
-
-def test_chunked_subchunk_form_compiles_in_one_graph():
-    q, k, v, g = (t.float() for t in _inputs(N=24, strength=80.0))
-    torch._dynamo.reset()
-    compiled = torch.compile(decay_recurrence_chunked, fullgraph=True, backend="aot_eager")
-    o = compiled(q, k, v, g * 40.0, chunk_size=24, intra="subchunk", sub_chunk=8)
-    ref = decay_recurrence_naive(q.double(), k.double(), v.double(), (g * 40.0).double())[0]
-    assert rel_err(o.double(), ref) < 1e-4  # fp32
-    with pytest.raises(ValueError, match="sub_chunk must be >= 1"):
-        decay_recurrence_chunked(q, k, v, g, intra="subchunk", sub_chunk=0)
-
-
-def test_mixer_intra_option_reaches_the_recurrence():
-    torch.manual_seed(0)
-    mixer = MultiScanDecayAttention(16, 2, num_directions=2, backend="torch", chunk_size=12).double()
-    x = torch.randn(2, 12, 16, dtype=torch.float64)
-    ref = mixer(x, (3, 4))
-    mixer.intra, mixer.sub_chunk = "subchunk", 4
-    assert rel_err(mixer(x, (3, 4)), ref) < 1e-10
-    with pytest.raises(ValueError, match="intra must be one of"):
-        MultiScanDecayAttention(16, 2, intra="dense")
+    assert default.scan_chunk is None and default.scan_recompute is True

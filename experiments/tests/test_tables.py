@@ -304,14 +304,14 @@ def test_scan_speed_cpu_smoke(tmp_path: Path, capsys):
     length and without recomputation), the profile table of the last spec, and the report files."""
     from experiments import scan_speed as tss
 
-    argv = ["--device", "cpu", "--specs", "lightnet", "scan2:16:subchunk", "--batch-size", "2", "--embed-dim", "16",
+    argv = ["--device", "cpu", "--specs", "lightnet", "scan2:16", "--batch-size", "2", "--embed-dim", "16",
             "--depth", "1", "--heads", "2", "--steps", "1", "--warmup", "2", "--no-recompute", "--out", str(tmp_path)]
     assert tss.main(argv) == 0
     rows = json.loads((tmp_path / "scan_speed.json").read_text())
-    assert [r["spec"] for r in rows] == ["lightnet", "scan2:16:subchunk"] and all(r["step_ms"] > 0 for r in rows)
+    assert [r["spec"] for r in rows] == ["lightnet", "scan2:16"] and all(r["step_ms"] > 0 for r in rows)
     assert "top_kernels" in rows[1] and "top_kernels" not in rows[0]
     assert "recompute False" in (tmp_path / "scan_speed.md").read_text()
-    assert tss.parse_spec("scan4:8") == ("scan4", 8, "auto") and tss.parse_spec("vit") == ("vit", None, "auto")
+    assert tss.parse_spec("scan4:8") == ("scan4", 8) and tss.parse_spec("vit") == ("vit", None)
     with pytest.raises(ValueError, match="only applies to the scan baselines"):
         tss.parse_spec("lightnet:8")
     with pytest.raises(ValueError, match="unknown variant"):
