@@ -10,7 +10,7 @@ set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}; PART_S=${PART_S:-560}; SEEDS=${SEEDS:-"0 1 2"}; PY=${PY:-python3}
 FMNIST=(--dataset fashion_mnist --epochs 15 --batch-size 512 --lr 1e-3 --embed-dim 192 --depth 12 --heads 3 --patch 4
-        --flip --train-size 32 --eval-sizes 40 48 --data-root .data/fashion-mnist --compile)
+        --flip --train-size 32 --eval-sizes 40 48 --data-root .data/fashion-mnist)
 
 parts() { cat <<'EOF'
 check         ~5 min  kernels' correctness on the GPU vs the fp64 reference (25 cases)
@@ -70,7 +70,7 @@ case $PART in
   fmnist|fmnist-scan)
     MODELS="lightnet vit"; EXTRA=()
     if [ "$PART" = fmnist-scan ]; then MODELS=${1:?fmnist-scan needs a model: scan2 or scan4}
-      EXTRA=(--scan-backend torch --scan-chunk 8 --scan-no-recompute); fi
+      EXTRA=(--scan-backend torch --scan-chunk 8 --scan-no-recompute --compile); fi
     export OMP_NUM_THREADS=4
     for m in $MODELS; do for s in $SEEDS; do  # one process per run; finished runs are skipped, cut ones resumed
       run $PY -m experiments.run_classification "${FMNIST[@]}" "${EXTRA[@]}" --models "$m" --seeds "$s" --threads 4 \

@@ -1,14 +1,14 @@
 """Mean ± std over seeds of the generation (FID proxy) and LM (bits per byte) comparisons.
 
-The generation and LM engineers' scripts write one JSON per run:
+The comparison scripts write one JSON per run:
 ``experiments/dit_compare.py`` (``runs.<model>.eval_loss``, ``fid.pipelines[i].fid_proxy`` /
 ``label_acc``) and ``experiments/lm_quality.py`` (``quality.<model>.val_bpb`` / ``train_seconds``). Run each script
 once per seed into its own folder, then
 
     python -m experiments.aggregate_seeds lm  runs/lm_s0/lm_compare.json runs/lm_s1/... runs/lm_s2/...
-    python -m experiments.aggregate_seeds dit runs/dit_s0/dit_fashion_mnist_compare.json ...
+    python -m experiments.aggregate_seeds dit runs/dit_s0/results.json runs/dit_s1/results.json ...
 
-prints a markdown table (mean ± sample std, number of runs) for ``docs/results.md``.
+prints a markdown table (mean ± sample std, number of runs) for ``docs/evidence.md``.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Small in-memory image data for the evidence runs: Fashion-MNIST / digits as tensors, padding, resizing, augmentation.
 
-Geometry (see ``docs/results.md``): every image is first brought to a ``base`` canvas of 28×28 (Fashion-MNIST's native
+Geometry (see ``docs/evidence.md`` §1): every image is first brought to a ``base`` canvas of 28×28 (Fashion-MNIST's native
 size; the 8×8 digits are upsampled bilinearly). Training inputs are the base image centred on a ``train_size`` canvas
 (28 or 32, zero = background padding), with a random translation of up to ``shift`` pixels. Evaluation at another
 size ``S`` (resolution transfer, no fine-tuning) comes in two flavours:

@@ -1,11 +1,11 @@
 """Mean ± std of a generation study: LightNet-DiT vs diffusers' DiT and their variants, over seeds.
 
-``experiments/dit_cpu16_study.sh`` trains every (model, variant, seed) with ``dit_fashion_mnist_compare.py
+``experiments/dit_cpu16_study.sh`` trains every (model, variant, seed) with ``dit_compare.py
 --skip-fid`` (one ``runs_<arch>.json`` each, holding the run's held-out loss, pipeline folder and config overrides)
 and scores all pipelines with ``lightnet fid --json`` against one cached classifier. This module joins the two by
 pipeline folder, groups runs by model and overrides, and writes a markdown table and a bar plot:
 
-    python -m experiments.dit_study runs/dit_cpu16 --out docs/results/dit_cpu16
+    python -m experiments.dit_study runs/dit_cpu16 --out experiments/results/dit_cpu16
 """
 from __future__ import annotations
 

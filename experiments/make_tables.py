@@ -1,6 +1,6 @@
 """Regenerate the evidence tables (markdown, mean ± std over seeds) and plots (PNG) from run logs.
 
-    python -m experiments.make_tables runs/evidence/fmnist [--out docs/results/fmnist]
+    python -m experiments.make_tables runs/evidence/fmnist [--out experiments/results/fmnist]
 
 Reads every ``summary.json`` (and the ``epochs.csv`` next to it) under the log directory, as written by
 ``run_classification.py``, groups runs by variant, and writes ``tables.md``, ``curves.png`` (test top-1 per epoch,

@@ -1,7 +1,7 @@
 """Test top-1 per epoch, mean ± std over seeds, for runs that have not all finished (the scan baselines' cut runs).
 
     python -m experiments.partial_epochs lightnet=<logs>/fmnist/lightnet \
-        scan2=benchmarks/results/run_k_h200/k3/j1/fmnist/scan2 --epochs 1 4 [--out table.md] [--plot curves.png]
+        scan2=experiments/results/fashion_mnist_h200/scan2 --epochs 1 4 [--out table.md] [--plot curves.png]
 
 Each ``NAME=DIR`` names a variant and the folder holding its ``seed*/epochs.csv`` (as ``run_classification.py``
 writes them, with or without ``summary.json``). For every asked epoch the table shows the mean ± std over the seeds
