@@ -123,8 +123,8 @@ def build(name: str, img_size: int, **kwargs) -> torch.nn.Module:
 
     import lightnet  # noqa: F401  registers the lightnet_* models with timm
 
-    if not name.startswith("lightnet"):
-        kwargs = dict(dynamic_img_size=True)
+    if not name.startswith("lightnet"):  # the LightNet options do not apply to the peer
+        kwargs = dict(dynamic_img_size=True, **{k: v for k, v in kwargs.items() if k == "depth"})
     return timm.create_model(name, img_size=img_size, **kwargs)
 
 
@@ -156,8 +156,8 @@ def run_peak(args, device: torch.device) -> List[Row]:
             model = None
             try:
                 reset_peak(device)
-                model = compile_model(build(name, size, **kwargs).to(device).train(), args.compile_mode,
-                                      args.fullgraph)
+                model = compile_model(build(name, size, **kwargs, **args.model_kwargs).to(device).train(),
+                                      args.compile_mode, args.fullgraph)
                 opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
 
                 def step() -> None:
@@ -222,6 +222,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
     args = p.parse_args(argv)
+    args.model_kwargs = dict(depth=2) if args.smoke else {}  # smoke: 2 blocks, the plumbing not the numbers
     if args.smoke:
         args.device, args.img_size, args.batch, args.warmup, args.iters = "cpu", [64], 1, 1, 1
         args.sizes, args.batches, args.compile_mode = [32], [2], "eager"
