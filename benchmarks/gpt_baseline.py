@@ -1,4 +1,4 @@
-"""GPT-style softmax-attention baseline for the LightNet LM comparison (``benchmarks/lm_compare.py``).
+"""GPT-style softmax-attention baseline of the LM comparisons (``benchmarks/lm_decode.py``, ``experiments/lm_quality.py``).
 
 Same width, depth, heads, GLU channel mixer, RMSNorm, tied byte embedding and tokenizer as
 :class:`lightnet.lm.LightNetForCausalLM`; only the token mixer differs: causal softmax attention through
@@ -159,23 +159,3 @@ class GPTBaseline(nn.Module):
     def decode_step(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
         return self(token[:, None], cache, last_only=True)[:, -1].float()
 
-
-def _self_test() -> None:
-    """Cached decoding equals the full forward (run: ``python benchmarks/gpt_baseline.py``)."""
-    torch.manual_seed(0)
-    m = GPTBaseline(GPTConfig(dim=32, depth=2, num_heads=2)).eval()
-    ids = torch.randint(0, 256, (2, 40))
-    with torch.no_grad():
-        full = m(ids).float()
-    cache = m.new_cache(2, 64, "cpu", torch.float32)
-    lg = m.prefill(ids[:, :25], cache, chunk_size=10)
-    errs: List[float] = [float((lg - full[:, 24]).abs().max())]
-    for t in range(25, 40):
-        lg = m.decode_step(ids[:, t], cache)
-        errs.append(float((lg - full[:, t]).abs().max()))
-    print(f"GPT baseline: max |cached − full| logits = {max(errs):.2e}")
-    assert max(errs) < 1e-4
-
-
-if __name__ == "__main__":
-    _self_test()
