@@ -2,7 +2,7 @@
 
 Triton decides at import time whether ``@triton.jit`` functions (its own standard library included) are
 interpreted, so the comparisons run in one subprocess that sets ``TRITON_INTERPRET=1`` before importing triton:
-this module is also that worker (``python tests/test_triton_interpret.py`` prints a JSON report). The pytest side
+this module is also that worker (``python tests/kernels/test_triton_interpret.py`` prints a JSON report). The pytest side
 never imports triton, so no other test sees the flag. Gradients are compared through a loss that also touches the
 returned final state ``(S, z)``; errors are norm-relative against the fp64 reference.
 """
@@ -468,7 +468,7 @@ def _worker() -> None:
 
 @pytest.fixture(scope="module")
 def report() -> Dict[str, object]:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
     proc = subprocess.run(

@@ -3,7 +3,7 @@
 Two halves:
     * Triton path (the custom ops of :mod:`lightnet.kernels.custom_op`): the kernels run under the CPU interpreter,
       which Triton decides at import, so those checks run in one subprocess that sets ``TRITON_INTERPRET=1`` before
-      importing triton (this module is also that worker: ``python tests/test_custom_op.py`` prints a JSON report).
+      importing triton (this module is also that worker: ``python tests/kernels/test_custom_op.py`` prints a JSON report).
       ``torch.library.opcheck`` (schema, fake-tensor shapes against the real kernels, autograd registration, AOT
       dispatch with dynamic shapes) on every op, and a LightNet model with ``attn_backend='triton'`` compiled with
       ``fullgraph=True`` (``aot_eager``: the graph and autograd as inductor gets them, without codegen) against eager.
@@ -208,7 +208,7 @@ def _worker(slow: bool) -> None:
 
 
 def _run_worker(slow: bool) -> Dict[str, object]:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
     cmd = [sys.executable, __file__] + (["--slow"] if slow else [])

@@ -66,7 +66,7 @@ def _worker() -> None:
 def report() -> Dict[str, object]:
     if importlib.util.find_spec("triton") is None:
         pytest.skip("triton is not installed")
-    root = os.path.dirname(HERE)
+    root = os.path.dirname(os.path.dirname(HERE))
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, os.path.abspath(__file__)], capture_output=True, text=True, env=env,
                           timeout=1200)

@@ -12,29 +12,13 @@ import torch
 
 from lightnet.kernels import additive_attention, causal_attention_recurrent_torch
 from lightnet.layers import GLU, MDLRPE, MDTPE, LightNetAttention, LightNetBlock, RMSNorm, make_norm
+from tests._assertions import raises
 
 
 def qkv(B=2, N=5, H=2, D=4, E=3, dtype=torch.float32, seed=0):
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(B, N, H, D, generator=g, dtype=dtype), torch.randn(B, N, H, D, generator=g, dtype=dtype),
             torch.randn(B, N, H, E, generator=g, dtype=dtype))
-
-
-def raises(exc, *words):
-    """``pytest.raises`` that also checks that every word appears in the message (case-insensitive)."""
-    class _Ctx:
-        def __enter__(self):
-            self.cm = pytest.raises(exc)
-            self.info = self.cm.__enter__()
-            return self.info
-
-        def __exit__(self, *a):
-            out = self.cm.__exit__(*a)
-            msg = str(self.info.value).lower()
-            missing = [w for w in words if w.lower() not in msg]
-            assert not missing, f"error message lacks {missing}: {self.info.value!r}"
-            return out
-    return _Ctx()
 
 
 # ----------------------------------------------------------------------------------------------- kernels: shapes
