@@ -52,7 +52,7 @@ def test_lse_merge_is_commutative():
     """F2's forward-scan merge of two normalised states: swapping the operands gives the same state."""
     import math
 
-    def lse_merge(z1, s1, z2, s2):  # the same formula as triton_causal._lse_merge, in plain Python
+    def lse_merge(z1, s1, z2, s2):  # the same formula as causal.scan._lse_merge, in plain Python
         z = max(z1, z2) + math.log(math.exp(z1 - max(z1, z2)) + math.exp(z2 - max(z1, z2)))
         return z, math.exp(z1 - z) * s1 + math.exp(z2 - z) * s2
 
