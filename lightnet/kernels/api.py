@@ -209,17 +209,9 @@ def _contiguous_or_none(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 
 
 def triton_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    causal: bool = False,
-    scale: float = 1.0,
-    key_padding_mask: Optional[torch.Tensor] = None,
-    lrpe_theta: Optional[torch.Tensor] = None,
-    initial_state: Optional[State] = None,
-    q_activation: Optional[str] = None,
-    recompute_state: bool = False,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False, scale: float = 1.0,
+    key_padding_mask: Optional[torch.Tensor] = None, lrpe_theta: Optional[torch.Tensor] = None,
+    initial_state: Optional[State] = None, q_activation: Optional[str] = None, recompute_state: bool = False,
     launch: Optional[Union["NonCausalLaunch", "CausalLaunch"]] = None,
 ) -> Tuple[torch.Tensor, State]:
     """The Triton backend of :func:`additive_attention` (inputs already validated), with its semantics.

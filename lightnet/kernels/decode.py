@@ -19,14 +19,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .triton_utils import (
-    NEG_BIG,
-    Launcher,
-    contiguous_all,
-    empty_output_and_state,
-    initial_state_arg,
-    load_rows,
-    logaddexp,
-    problem_shape,
+    NEG_BIG, Launcher, contiguous_all, empty_output_and_state, initial_state_arg, load_rows, logaddexp, problem_shape,
     store_rows,
 )
 
@@ -89,13 +82,8 @@ _LAUNCH = {"_decode_kernel": Launcher(_decode_kernel)}
 
 
 def decode_step(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    scale: float,
-    key_padding_mask: Optional[torch.Tensor],
-    lrpe_theta: Optional[torch.Tensor],
-    initial_state: Optional[Tuple[torch.Tensor, torch.Tensor]],
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, key_padding_mask: Optional[torch.Tensor],
+    lrpe_theta: Optional[torch.Tensor], initial_state: Optional[Tuple[torch.Tensor, torch.Tensor]],
 ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """One token: ``q, k [B, 1, H, D]``, ``v [B, 1, H, E]`` (contiguous) → ``(o [B, 1, H, E], (S', z'))``."""
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
@@ -132,12 +120,7 @@ def _decode_fake(q, k, v, scale, mask, theta, S0, z0):
 
 
 def causal_decode(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    scale: float,
-    key_padding_mask: Optional[Tensor],
-    lrpe_theta: Optional[Tensor],
+    q: Tensor, k: Tensor, v: Tensor, scale: float, key_padding_mask: Optional[Tensor], lrpe_theta: Optional[Tensor],
     initial_state: Optional[Tuple[Tensor, Tensor]],
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """One causal token, no gradient: ``(o [B, 1, H, E], S [B, H, D', E] fp32, z [B, H, D] fp32)`` — the custom op

@@ -68,34 +68,12 @@ import triton
 import triton.language as tl
 
 from ..triton_utils import (
-    NEG_BIG,
-    Launcher,
-    block_size,
-    cdiv,
-    dot_mode,
-    interpreting,
-    load_keep,
-    load_rows,
-    load_state,
-    mm,
-    num_sms,
-    problem_shape,
-    store_rows,
-    store_state,
+    NEG_BIG, Launcher, block_size, cdiv, dot_mode, interpreting, load_keep, load_rows, load_state, mm, num_sms,
+    problem_shape, store_rows, store_state,
 )
 from .chunk import (
-    _advance,
-    _chunk_end_z,
-    _chunk_inputs,
-    _chunk_z,
-    _exact_intra,
-    _local_grad,
-    _pin,
-    _rotation,
-    _scores,
-    _sum_mm,
-    _z_bounds,
-    _z_factors,
+    _advance, _chunk_end_z, _chunk_inputs, _chunk_z, _exact_intra, _local_grad, _pin, _rotation, _scores, _sum_mm,
+    _z_bounds, _z_factors,
 )
 from .scan import scan_backward, scan_config, scan_forward
 
@@ -619,14 +597,8 @@ def saved_specs(
 
 
 def causal_forward(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    scale: float,
-    key_padding_mask: Optional[torch.Tensor],
-    lrpe_theta: Optional[torch.Tensor],
-    initial_state: Optional[Tuple[torch.Tensor, torch.Tensor]],
-    *,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, key_padding_mask: Optional[torch.Tensor],
+    lrpe_theta: Optional[torch.Tensor], initial_state: Optional[Tuple[torch.Tensor, torch.Tensor]], *,
     launch: Optional[CausalLaunch] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List[torch.Tensor]]:
     """``(o [B, N, H, E] in q's dtype, S [B, H, D', E] fp32, z [B, H, D] fp32, saved)`` of contiguous
@@ -680,15 +652,8 @@ def causal_forward(
 
 
 def _grad_slots(
-    dS_out: Optional[torch.Tensor],
-    dz_out: Optional[torch.Tensor],
-    S: torch.Tensor,
-    BH: int,
-    NSEG: int,
-    DP: int,
-    D: int,
-    E: int,
-    dev: torch.device,
+    dS_out: Optional[torch.Tensor], dz_out: Optional[torch.Tensor], S: torch.Tensor, BH: int, NSEG: int, DP: int,
+    D: int, E: int, dev: torch.device,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(LG [BH, NSEG + 1, D', E], LZ [BH, NSEG + 1, D])`` fp32, slot NSEG holding the gradients of the returned
     final state ``(S, z)`` (z also collects ``−rowsum(S ⊙ dS)``); the other slots are filled by B1."""
@@ -707,18 +672,9 @@ def _grad_slots(
 
 
 def causal_backward(
-    do: torch.Tensor,
-    dS_out: Optional[torch.Tensor],
-    dz_out: Optional[torch.Tensor],
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    S: torch.Tensor,
-    saved: List[torch.Tensor],
-    scale: float,
-    key_padding_mask: Optional[torch.Tensor],
-    lrpe_theta: Optional[torch.Tensor],
-    *,
+    do: torch.Tensor, dS_out: Optional[torch.Tensor], dz_out: Optional[torch.Tensor], q: torch.Tensor,
+    k: torch.Tensor, v: torch.Tensor, S: torch.Tensor, saved: List[torch.Tensor], scale: float,
+    key_padding_mask: Optional[torch.Tensor], lrpe_theta: Optional[torch.Tensor], *,
     launch: Optional[CausalLaunch] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dq, dk, dv)`` given ``dO [B, N, H, E]``, the (optional) gradients ``dS_out [B, H, D', E]``,

@@ -120,15 +120,8 @@ class CausalFn(torch.autograd.Function):
 
 
 def causal_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    scale: float,
-    key_padding_mask: Optional[Tensor],
-    lrpe_theta: Optional[Tensor],
-    initial_state: Optional[Tuple[Tensor, Tensor]],
-    *,
-    launch: Optional[CausalLaunch] = None,
+    q: Tensor, k: Tensor, v: Tensor, scale: float, key_padding_mask: Optional[Tensor], lrpe_theta: Optional[Tensor],
+    initial_state: Optional[Tuple[Tensor, Tensor]], *, launch: Optional[CausalLaunch] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Differentiable prefix scan: ``(o [B, N, H, E], S [B, H, D', E] fp32, z [B, H, D] fp32)`` of contiguous
     ``q, k [B, N, H, D]``, ``v [B, N, H, E]`` (same dtype; no gradient through mask, angles or initial state). While

@@ -30,22 +30,8 @@ import triton
 import triton.language as tl
 
 from ..triton_utils import (
-    DOT_BF16,
-    DOT_TF32,
-    NEG_BIG,
-    Launcher,
-    block_size,
-    cdiv,
-    dot_mode,
-    interpreting,
-    load_keep,
-    load_rows,
-    load_state,
-    mm,
-    num_sms,
-    problem_shape,
-    store_rows,
-    store_state,
+    DOT_BF16, DOT_TF32, NEG_BIG, Launcher, block_size, cdiv, dot_mode, interpreting, load_keep, load_rows, load_state,
+    mm, num_sms, problem_shape, store_rows, store_state,
 )
 
 __all__ = [
@@ -668,17 +654,9 @@ def _max_inline(launch: NonCausalLaunch) -> int:
 
 
 def noncausal_forward(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    scale: float,
-    key_padding_mask: Optional[torch.Tensor],
-    lrpe_theta: Optional[torch.Tensor],
-    initial_state: Optional[Tuple[torch.Tensor, torch.Tensor]],
-    *,
-    q_silu: bool = False,
-    output: bool = True,
-    launch: Optional[NonCausalLaunch] = None,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, key_padding_mask: Optional[torch.Tensor],
+    lrpe_theta: Optional[torch.Tensor], initial_state: Optional[Tuple[torch.Tensor, torch.Tensor]], *,
+    q_silu: bool = False, output: bool = True, launch: Optional[NonCausalLaunch] = None,
 ) -> Tuple[Optional[torch.Tensor], torch.Tensor, torch.Tensor]:
     """``(o [B, N, H, E] in q's dtype, S [B, H, D', E] fp32, z [B, H, D] fp32)`` of ``q, k [B, N, H, D]``,
     ``v [B, N, H, E]``; with ``output=False`` only the state ``(None, S, z)`` (pass 1 and the merge; ``q`` is then
@@ -732,11 +710,7 @@ def noncausal_forward(
 
 
 def noncausal_state(
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_padding_mask: Optional[torch.Tensor],
-    lrpe_theta: Optional[torch.Tensor],
-    *,
+    k: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor], lrpe_theta: Optional[torch.Tensor], *,
     launch: Optional[NonCausalLaunch] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The final state ``(S [B, H, D', E] fp32, z [B, H, D] fp32)`` of the order-free scan of ``k [B, N, H, D]``,
@@ -748,19 +722,9 @@ def noncausal_state(
 
 
 def noncausal_backward(
-    do: torch.Tensor,
-    dS_out: Optional[torch.Tensor],
-    dz_out: Optional[torch.Tensor],
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    S: Optional[torch.Tensor],
-    z: torch.Tensor,
-    scale: float,
-    key_padding_mask: Optional[torch.Tensor],
-    lrpe_theta: Optional[torch.Tensor],
-    *,
-    q_silu: bool = False,
+    do: torch.Tensor, dS_out: Optional[torch.Tensor], dz_out: Optional[torch.Tensor], q: torch.Tensor,
+    k: torch.Tensor, v: torch.Tensor, S: Optional[torch.Tensor], z: torch.Tensor, scale: float,
+    key_padding_mask: Optional[torch.Tensor], lrpe_theta: Optional[torch.Tensor], *, q_silu: bool = False,
     launch: Optional[NonCausalLaunch] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dq, dk, dv)`` given ``dO [B, N, H, E]`` and the (optional) gradients ``dS_out [B, H, D', E]``,

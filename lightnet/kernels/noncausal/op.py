@@ -128,16 +128,8 @@ class NonCausalFn(torch.autograd.Function):
 
 
 def noncausal_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    scale: float,
-    key_padding_mask: Optional[Tensor],
-    lrpe_theta: Optional[Tensor],
-    initial_state: Optional[Tuple[Tensor, Tensor]],
-    *,
-    q_silu: bool = False,
-    recompute_state: bool = False,
+    q: Tensor, k: Tensor, v: Tensor, scale: float, key_padding_mask: Optional[Tensor], lrpe_theta: Optional[Tensor],
+    initial_state: Optional[Tuple[Tensor, Tensor]], *, q_silu: bool = False, recompute_state: bool = False,
     launch: Optional[NonCausalLaunch] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Differentiable order-free scan: ``(o [B, N, H, E], S [B, H, D', E] fp32, z [B, H, D] fp32)`` of
