@@ -2,7 +2,8 @@
 
 Per (batch, head):  k̂ = softmax over tokens of k (per channel),  S = k̂ᵀ V  ``[D', E]``,  o_n = scale · q̄_n S,
 with the cosine MD-LRPE (``q̄ = [q cos θ, q sin θ]``, ``k̄ = [k̂ cos θ, k̂ sin θ]``, ``D' = 2D``) applied in
-registers from the ``[N, D]`` angle table.
+registers from the ``[N, D]`` angle table: read as a precomputed ``[N, 2D]`` cos | sin table for ``D <= 64``,
+as the angles (cos and sin computed in every tile) for wider heads, whose table tiles would not fit shared memory.
 
 Work split: the tokens of every (batch, head) are cut into ``splits`` contiguous ranges, one program per range.
     forward   pass 1  online max / sum of exp(k) and Σ exp(k − m) vᵀ per range → partial states
@@ -11,7 +12,9 @@ Work split: the tokens of every (batch, head) are cut into ``splits`` contiguous
     backward  pass 1  dq = scale · dO S̄ᵀ (folded back through the rotation), partial dS = Σ q̄ᵀ dO
               (sum)   dS = scale · Σ partials + dS_out
               pass 2  dv = k̄ dS, dk = k̂ ⊙ (fold(v dSᵀ) + g_z), g_z = dz_out − fold(rowsum(S ⊙ dS))
-With ``splits == 1`` (short sequences, many heads) each direction is one fused kernel.
+With ``splits == 1`` (short sequences, many heads) each direction is one fused kernel; with few ranges the output
+and dk / dv passes merge the partials themselves (``MAX_INLINE_PARTIALS``). Launch parameters come from heuristics
+by shape (:func:`_launch_config`, :func:`choose_splits`) unless a :class:`NonCausalLaunch` sets them.
 The query activation can be applied in the kernels (``q_silu``: q is the raw query, the passes that read q use
 ``silu(q)`` and dq is the raw query's gradient), so no activated copy of q is written or kept for the backward.
 Bytes moved: forward reads k, v, q and writes o; backward reads q, dO, k, v and writes dq, dk, dv (11 tensor
