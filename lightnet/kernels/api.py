@@ -1,22 +1,32 @@
-"""The one dispatch point for LightNet's additive attention: validates inputs, then picks a backend.
+"""The one dispatch point for LightNet's additive attention: validates inputs, picks a backend, calls the op.
+
+:func:`additive_attention` validates and picks the backend (the PyTorch reference of :mod:`lightnet.kernels.reference`
+or Triton); :func:`triton_attention` routes a Triton call to the op that runs it — the non-causal op
+(:mod:`lightnet.kernels.noncausal`), the causal op (:mod:`lightnet.kernels.causal`) or the one-token decode kernel
+(:mod:`lightnet.kernels.decode`) — and back to the reference where the kernels have nothing to add (fp64, empty
+inputs).
 
 ``torch.compile(..., fullgraph=True)`` traces this module: validation depends only on shapes, dtypes, devices and
 ``requires_grad`` (resolved at trace time: bad input still fails with the same message while compiling, inside
-dynamo's own error under ``fullgraph=True``), the Triton kernels are ``lightnet::*`` custom ops
-(:mod:`lightnet.kernels.custom_op`), and the one value-dependent check (``check_finite``) is skipped while compiling.
+dynamo's own error under ``fullgraph=True``), the Triton kernels are ``lightnet::*`` custom ops, and the one
+value-dependent check (``check_finite``) is skipped while compiling.
 """
 from __future__ import annotations
 
 import numbers
 import warnings
-from typing import Optional, Tuple, Union
+from typing import TYPE_CHECKING, Optional, Tuple, Union
 
 import torch
 from torch.nn import functional as F
 
 from .reference import State, additive_attention_torch, check_query_activation
 
-__all__ = ["additive_attention", "available_backends", "BACKENDS"]
+if TYPE_CHECKING:  # the op packages import triton: loaded on the first Triton call
+    from .causal import CausalLaunch
+    from .noncausal import NonCausalLaunch
+
+__all__ = ["additive_attention", "available_backends", "triton_attention", "BACKENDS"]
 
 BACKENDS = ("auto", "torch", "triton")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -26,7 +36,7 @@ def _triton_available(t: torch.Tensor) -> bool:
     if not t.is_cuda:
         return False
     try:
-        from . import triton_ops  # noqa: F401
+        import triton  # noqa: F401
     except ImportError:
         return False
     return True
@@ -112,6 +122,7 @@ def additive_attention(
     backend: str = "auto",
     check_finite: bool = False,
     q_activation: Optional[str] = None,
+    recompute_state: bool = False,
 ) -> Union[torch.Tensor, Tuple[torch.Tensor, State]]:
     """LightNet additive linear attention.
 
@@ -133,6 +144,10 @@ def additive_attention(
         q_activation: ``'silu'``: the queries are ``silu(q)`` (LightNet's default query activation). The non-causal
             Triton kernels apply it as they load q and return the raw query's gradient, so no activated copy of q is
             written or kept for the backward; every other path applies ``F.silu`` first. ``None``: q as given.
+        recompute_state: non-causal Triton path without ``initial_state``: the backward rebuilds the fp32 state
+            ``S [B, H, D', E]`` from k and v instead of keeping it from the forward. Saves ``4 · D' · E`` bytes per
+            (batch, head) of memory held between forward and backward, for one more pass over k and v in the
+            backward (the gradients are the same up to the order of fp32 sums). Ignored by the other paths.
 
     Returns:
         ``o [B, N, H, E]`` in q's dtype, or ``(o, (S, z))`` with ``output_final_state=True``.
@@ -174,11 +189,9 @@ def additive_attention(
     if use_triton:
         if not _triton_available(q) and not _interpreting():
             raise RuntimeError("additive_attention: backend='triton' needs CUDA tensors and triton installed")
-        from .triton_ops import additive_attention_triton
-
-        o, state = additive_attention_triton(
-            q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask,
-            lrpe_theta=lrpe_theta, initial_state=initial_state, q_activation=q_activation,
+        o, state = triton_attention(
+            q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask, lrpe_theta=lrpe_theta,
+            initial_state=initial_state, q_activation=q_activation, recompute_state=recompute_state,
         )
     else:
         if q_activation == "silu":
@@ -191,14 +204,98 @@ def additive_attention(
     return (o, state) if output_final_state else o
 
 
-# Largest fp32 head dim D the causal Triton kernels launch with. An sm_90 block may use 232,448 B of shared memory;
-# `benchmarks/smem_report.py` (offline, exact on the three shapes measured on an H200 in runs E/F, 2026-12-03) gives
-# the most any causal kernel asks for in fp32: D = 64 fits with or without MD-LRPE up to E = 128 (222,720 B at
-# LRPE, E = 128); D = 128 needs 257,024 B (no LRPE, E = 64) to 371,712 B (LRPE, E = 128) and only D = 128 without
-# LRPE at E = 32 squeezes in (224,256 B), too close to the edge to rely on. bf16 halves the operand tiles and fits at
-# every head dim (at most 191,488 B). fp16 multiplies in tf32 (fp32 operand tiles): offline (`smem_report.py --dtype
-# fp16 --fast`, 2026-12-04) D = 128 fits up to E = 64 (220,160 B with LRPE) but D = E = 128 asks 252,928 B (zpass,
-# no LRPE) to 318,464 B (LRPE); so fp16 needs D or E <= 64.
+def _contiguous_or_none(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if t is None else t.contiguous()
+
+
+def triton_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False, scale: float = 1.0,
+    key_padding_mask: Optional[torch.Tensor] = None, lrpe_theta: Optional[torch.Tensor] = None,
+    initial_state: Optional[State] = None, q_activation: Optional[str] = None, recompute_state: bool = False,
+    launch: Optional[Union["NonCausalLaunch", "CausalLaunch"]] = None,
+) -> Tuple[torch.Tensor, State]:
+    """The Triton backend of :func:`additive_attention` (inputs already validated), with its semantics.
+
+    Differentiable w.r.t. ``q``, ``k``, ``v`` and through the returned final state ``(S, z)`` (so chunked prefill can
+    be trained end to end); a gradient w.r.t. ``initial_state`` or ``lrpe_theta`` raises ``RuntimeError`` (use the
+    reference). fp64 and empty inputs are computed by the reference.
+
+    Args:
+        q, k: ``[B, N, H, D]``; v: ``[B, N, H, E]`` (fp16 / bf16 / fp32; k and v are cast to q's dtype).
+        causal: cumulative (prefix) normalisation instead of the single order-free scan.
+        scale: output scale.
+        key_padding_mask: ``[B, N]`` bool, True = padding.
+        lrpe_theta: ``[N, D]`` MD-LRPE angles.
+        initial_state: ``(S [B, H, D', E], z [B, H, D])`` fp32.
+        q_activation: ``'silu'`` to use ``silu(q)`` as the query: inside the non-causal kernels (no activated copy of
+            q is kept for the backward), applied before the call on every other path; ``None`` for q as given.
+        recompute_state: see :func:`additive_attention` (non-causal, without initial state).
+        launch: launch parameters for experiments (eager calls only): a
+            :class:`~lightnet.kernels.noncausal.NonCausalLaunch` for a non-causal call, a
+            :class:`~lightnet.kernels.causal.CausalLaunch` for a causal one (the one-token decode kernel takes none);
+            ``None``: the heuristics.
+
+    Returns:
+        ``(o [B, N, H, E] in q's dtype, (S [B, H, D', E] fp32, z [B, H, D] fp32))``.
+    """
+    check_query_activation(q_activation)
+    if q.dtype == torch.float64 or q.shape[0] == 0 or q.shape[1] == 0:  # fp64 / empty batch / empty sequence
+        if q_activation == "silu":
+            q = F.silu(q)
+        return additive_attention_torch(
+            q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask,
+            lrpe_theta=lrpe_theta, initial_state=initial_state,
+        )
+    if torch.is_grad_enabled():
+        if initial_state is not None and any(t.requires_grad for t in initial_state):
+            raise RuntimeError(
+                "additive_attention (triton): gradients w.r.t. initial_state are not supported; "
+                "detach the state or use backend='torch'"
+            )
+        if lrpe_theta is not None and lrpe_theta.requires_grad:
+            raise RuntimeError(
+                "additive_attention (triton): gradients w.r.t. lrpe_theta (learnable LRPE frequencies) are not "
+                "supported; use fixed frequencies or backend='torch'"
+            )
+    mask = _contiguous_or_none(key_padding_mask)
+    theta = None if lrpe_theta is None else lrpe_theta.detach().to(torch.float32).contiguous()
+    state = None
+    if initial_state is not None:
+        state = tuple(t.detach().to(torch.float32).contiguous() for t in initial_state)
+    if not causal:
+        from .noncausal import NonCausalLaunch, kernel_layout, noncausal_attention
+
+        if launch is not None and not isinstance(launch, NonCausalLaunch):
+            raise TypeError(f"triton_attention: a non-causal call takes a NonCausalLaunch, got {type(launch).__name__}")
+        # the non-causal kernels take any batch / token strides (k, v sliced from a fused qkv projection are used in
+        # place) and apply the query's SiLU themselves
+        q, k, v = kernel_layout(q), kernel_layout(k.to(q.dtype)), kernel_layout(v.to(q.dtype))
+        o, S, z = noncausal_attention(
+            q, k, v, float(scale), mask, theta, state, q_silu=q_activation == "silu",
+            recompute_state=recompute_state and state is None, launch=launch,
+        )
+        return o, (S, z)
+    from .causal import CausalLaunch, causal_attention
+    from .decode import causal_decode
+
+    if launch is not None and not isinstance(launch, CausalLaunch):
+        raise TypeError(f"triton_attention: a causal call takes a CausalLaunch, got {type(launch).__name__}")
+    if q_activation == "silu":
+        q = F.silu(q)
+    q, k, v = q.contiguous(), k.to(q.dtype).contiguous(), v.to(q.dtype).contiguous()
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    if q.shape[1] == 1 and not needs_grad:
+        o, S, z = causal_decode(q, k, v, float(scale), mask, theta, state)
+    else:
+        o, S, z = causal_attention(q, k, v, float(scale), mask, theta, state, launch=launch)
+    return o, (S, z)
+
+
+# Largest head dims the causal Triton kernels launch with: an sm_90 block may use 232,448 B of shared memory. In
+# fp32 every causal kernel fits at D = 64 (with or without MD-LRPE, up to E = 128) while D = 128 asks more than the
+# limit (except without LRPE at E = 32, too close to the edge to rely on). bf16 halves the operand tiles and fits at
+# every head dim. fp16 multiplies in tf32 (fp32 operand tiles): D = 128 fits up to E = 64, D = E = 128 does not; so
+# fp16 needs D or E <= 64.
 CAUSAL_FP32_MAX_HEAD_DIM = 64
 CAUSAL_FP16_MAX_HEAD_DIM = 64
 

@@ -1,9 +1,10 @@
 """``torch.compile`` of LightNet: the ``lightnet::*`` custom ops and whole models, on the CPU.
 
 Two halves:
-    * Triton path (the custom ops of :mod:`lightnet.kernels.custom_op`): the kernels run under the CPU interpreter,
+    * Triton path (the ``lightnet::*`` custom ops of :mod:`lightnet.kernels.noncausal.op`,
+      :mod:`lightnet.kernels.causal.op` and :mod:`lightnet.kernels.decode`): the kernels run under the CPU interpreter,
       which Triton decides at import, so those checks run in one subprocess that sets ``TRITON_INTERPRET=1`` before
-      importing triton (this module is also that worker: ``python tests/test_custom_op.py`` prints a JSON report).
+      importing triton (this module is also that worker: ``python tests/kernels/test_custom_op.py`` prints a JSON report).
       ``torch.library.opcheck`` (schema, fake-tensor shapes against the real kernels, autograd registration, AOT
       dispatch with dynamic shapes) on every op, and a LightNet model with ``attn_backend='triton'`` compiled with
       ``fullgraph=True`` (``aot_eager``: the graph and autograd as inductor gets them, without codegen) against eager.
@@ -18,7 +19,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Tuple
 
 if __name__ == "__main__":
     os.environ["TRITON_INTERPRET"] = "1"
@@ -49,6 +50,16 @@ def _grads(model: torch.nn.Module, fn: Callable, x: torch.Tensor) -> Tuple[torch
 
 
 # ---------------------------------------------------------------------------------------------- interpreter worker
+def _ops() -> Dict[str, Callable]:
+    """The ``lightnet::*`` custom ops by name."""
+    from lightnet.kernels import decode
+    from lightnet.kernels.causal import op as causal
+    from lightnet.kernels.noncausal import op as noncausal
+
+    return {"noncausal_fwd": noncausal.noncausal_fwd, "noncausal_bwd": noncausal.noncausal_bwd,
+            "causal_fwd": causal.causal_fwd, "causal_bwd": causal.causal_bwd, "causal_decode": decode.causal_decode_op}
+
+
 def _op_inputs(N: int, *, extras: bool, seed: int = 0) -> Tuple:
     """``(q, k, v, scale, mask, theta, S0, z0)`` for one head of 16 (``extras``: padding, LRPE, initial state)."""
     g = torch.Generator().manual_seed(seed)
@@ -64,43 +75,33 @@ def _op_inputs(N: int, *, extras: bool, seed: int = 0) -> Tuple:
 
 def _backward_args(op_name: str, fwd_args: Tuple, q_silu: bool = False, drop_state: bool = False) -> Tuple:
     """Arguments of a backward op: the forward op's saved outputs and random output gradients (``dS`` / ``dz`` too)."""
-    from lightnet.kernels import custom_op as ops
-
+    ops = _ops()
     q, k, v, scale, mask, theta, S0, z0 = (t.detach() if isinstance(t, torch.Tensor) else t for t in fwd_args)
     g = torch.Generator().manual_seed(9)
     if op_name == "noncausal_bwd":
-        o, S, z = ops.noncausal_fwd(q, k, v, scale, mask, theta, S0, z0, q_silu)
+        o, S, z = ops["noncausal_fwd"](q, k, v, scale, mask, theta, S0, z0, q_silu)
         do, dS = torch.randn(o.shape, generator=g), torch.randn(S.shape, generator=g)
         return do, dS, None, q, k, v, None if drop_state else S, z, scale, mask, theta, q_silu
-    o, S, z, saved = ops.causal_fwd(q, k, v, scale, mask, theta, S0, z0)
+    o, S, z, saved = ops["causal_fwd"](q, k, v, scale, mask, theta, S0, z0)
     do, dz = torch.randn(o.shape, generator=g), torch.randn(z.shape, generator=g)
     return do, None, dz, q, k, v, S, saved, scale, mask, theta
 
 
-def _opcheck(op_name: str, N: int, extras: bool, c_zpass: Optional[int] = None, q_silu: bool = False,
-             drop_state: bool = False) -> Dict[str, str]:
+def _opcheck(op_name: str, N: int, extras: bool, q_silu: bool = False, drop_state: bool = False) -> Dict[str, str]:
     """``torch.library.opcheck`` of one op. Causal ``N`` fills every segment (2 chunks of 16 per segment under the
     interpreter): the kernels leave the unused flag slots of a partial last segment unwritten, which opcheck would
     report as eager/AOT output mismatches although no kernel reads them. ``q_silu``: the non-causal ops with the
     query's SiLU in the kernels (their optional last argument); ``drop_state``: the backward op recomputes ``S``."""
-    from lightnet.kernels import custom_op as ops
-    from lightnet.kernels.triton_common import TUNING
-
     args = _op_inputs(N, extras=extras)
-    saved = TUNING["c_zpass"]
-    TUNING["c_zpass"] = c_zpass
-    try:
-        if op_name in ("noncausal_bwd", "causal_bwd"):
-            args = _backward_args(op_name, args, q_silu, drop_state)
-        elif q_silu:
-            args = (*args, True)
-        elif op_name == "causal_decode":
-            q, k, v, scale, mask, theta, S0, z0 = args
-            one = [t[:, :1].detach() for t in (q, k, v)]
-            args = (*one, scale, None if mask is None else mask[:, :1], None if theta is None else theta[:1], S0, z0)
-        return dict(torch.library.opcheck(getattr(ops, op_name), args))
-    finally:
-        TUNING["c_zpass"] = saved
+    if op_name in ("noncausal_bwd", "causal_bwd"):
+        args = _backward_args(op_name, args, q_silu, drop_state)
+    elif q_silu:
+        args = (*args, True)
+    elif op_name == "causal_decode":
+        q, k, v, scale, mask, theta, S0, z0 = args
+        one = [t[:, :1].detach() for t in (q, k, v)]
+        args = (*one, scale, None if mask is None else mask[:, :1], None if theta is None else theta[:1], S0, z0)
+    return dict(torch.library.opcheck(_ops()[op_name], args))
 
 
 def _compiled_model_matches_eager() -> Dict[str, float]:
@@ -146,32 +147,32 @@ def _compiled_causal_call_matches_eager() -> Dict[str, float]:
 
 
 def _compiled_state_recompute_follows_the_flag() -> Dict[str, float]:
-    """``TUNING["nc_recompute_state"]`` switched between two inductor compiles of one mixer in one process (compile
-    caches on, as by default): the second graph keeps exactly one fp32 state less and gives the same gradients. The
-    flag reaches the graph as an op argument, so a cached backward cannot keep (or drop) ``S`` against it."""
+    """``additive_attention(..., recompute_state=...)`` switched between calls of one inductor-compiled function
+    (compile caches on, as by default): the graph with ``recompute_state=True`` keeps exactly one fp32 state less and
+    gives the same gradients, and the cached ``False`` graph keeps it again. The flag reaches the graph as an op
+    argument, so a cached backward cannot keep (or drop) ``S`` against it."""
     from tests._saved_bytes import saved_bytes
-    from lightnet.kernels.triton_common import TUNING
-    from lightnet.layers import LightNetAttention
 
-    torch.manual_seed(0)
-    B, N, C = 2, 16, 32
-    mixer = LightNetAttention(C, 1, num_axes=2, backend="triton")
-    x = torch.randn(B, N, C)
+    g = torch.Generator().manual_seed(0)
+    B, N, H, D = 2, 16, 1, 32
+    q, k, v = (torch.randn(B, N, H, D, generator=g) for _ in range(3))
+    theta = torch.rand(N, D, generator=g) * 6.0
+
+    def f(q, k, v, recompute):
+        return additive_attention(q, k, v, lrpe_theta=theta, q_activation="silu", backend="triton",
+                                  recompute_state=recompute)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True)
     runs = []
-    for flag in (None, 1):
-        TUNING["nc_recompute_state"] = flag
-        try:
-            torch._dynamo.reset()
-            compiled = torch.compile(mixer, fullgraph=True)
-            xi = x.clone().requires_grad_()
-            y, nbytes = saved_bytes(lambda: compiled(xi, grid_shape=(4, 4)))
-            (gx,) = torch.autograd.grad(y.square().sum(), xi)
-        finally:
-            TUNING["nc_recompute_state"] = None
-        runs.append((gx, nbytes))
-    state_bytes = B * 1 * (2 * C) * C * 4  # [B, H, 2D, E] fp32 with MD-LRPE
-    return {"dx": _rel(runs[1][0], runs[0][0]), "saved_less": float(runs[0][1] - runs[1][1]),
-            "state_bytes": float(state_bytes)}
+    for flag in (False, True, False):
+        inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+        y, nbytes = saved_bytes(lambda: compiled(*inputs, flag))
+        grads = torch.autograd.grad(y.square().sum(), inputs)
+        runs.append((grads, nbytes))
+    state_bytes = B * H * (2 * D) * D * 4  # [B, H, 2D, E] fp32 with MD-LRPE
+    return {"dx": max(_rel(a, b) for a, b in zip(runs[1][0], runs[0][0])), "saved_less": float(runs[0][1] - runs[1][1]),
+            "state_bytes": float(state_bytes), "cached_keeps_again": float(runs[2][1] == runs[0][1])}
 
 
 # worker jobs: the default set (~15 s with the subprocess start on two cores) and the slow set (~20 s: opcheck of
@@ -191,7 +192,6 @@ JOBS: Dict[str, Callable[[], object]] = {
 }
 SLOW_JOBS: Dict[str, Callable[[], object]] = {
     "opcheck_causal_fwd_all_options": lambda: _opcheck("causal_fwd", 64, extras=True),
-    "opcheck_causal_fwd_lean_path": lambda: _opcheck("causal_fwd", 64, extras=True, c_zpass=0),
     "opcheck_causal_bwd": lambda: _opcheck("causal_bwd", 64, extras=True),
 }
 
@@ -208,7 +208,7 @@ def _worker(slow: bool) -> None:
 
 
 def _run_worker(slow: bool) -> Dict[str, object]:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
     cmd = [sys.executable, __file__] + (["--slow"] if slow else [])
@@ -242,7 +242,7 @@ def test_custom_op_passes_opcheck(report, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(SLOW_JOBS))
 def test_causal_custom_op_across_segments_passes_opcheck(slow_report, name):
-    """As above with padding, LRPE and an initial state over two segments, on the default and the lean causal path."""
+    """As above with padding, LRPE and an initial state over two segments."""
     assert slow_report[name] == OPCHECK_OK, slow_report[name]
 
 
@@ -268,7 +268,7 @@ def test_compiled_causal_call_with_every_option_matches_eager(report):
 def test_compiled_state_recompute_follows_the_flag_past_the_compile_caches(report):
     r = report["compiled_state_recompute"]
     assert isinstance(r, dict), r
-    assert r["dx"] < 1e-6 and r["saved_less"] == r["state_bytes"], r
+    assert r["dx"] < 1e-6 and r["saved_less"] == r["state_bytes"] and r["cached_keeps_again"] == 1.0, r
 
 
 # ---------------------------------------------------------------------------------------------- reference path

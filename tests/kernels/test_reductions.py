@@ -12,19 +12,19 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-KERNELS = Path(__file__).resolve().parents[1] / "lightnet" / "kernels"
+KERNELS = Path(__file__).resolve().parents[2] / "lightnet" / "kernels"
 
 # combine functions of tl.reduce known to be commutative (and associative)
 COMMUTATIVE = {"_lse_merge", "logaddexp", "maximum", "minimum", "_sum_combine"}
 
 
 def _reduce_calls():
-    for path in sorted(KERNELS.glob("*.py")):
+    for path in sorted(KERNELS.rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "reduce"
                     and isinstance(node.func.value, ast.Name) and node.func.value.id == "tl"):
-                yield path.name, node
+                yield str(path.relative_to(KERNELS)), node
 
 
 def _combine_name(call: ast.Call) -> str:
@@ -52,7 +52,7 @@ def test_lse_merge_is_commutative():
     """F2's forward-scan merge of two normalised states: swapping the operands gives the same state."""
     import math
 
-    def lse_merge(z1, s1, z2, s2):  # the same formula as triton_causal._lse_merge, in plain Python
+    def lse_merge(z1, s1, z2, s2):  # the same formula as causal.scan._lse_merge, in plain Python
         z = max(z1, z2) + math.log(math.exp(z1 - max(z1, z2)) + math.exp(z2 - max(z1, z2)))
         return z, math.exp(z1 - z) * s1 + math.exp(z2 - z) * s2
 

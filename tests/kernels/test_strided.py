@@ -62,11 +62,11 @@ def _layouts(name: str, B: int, N: int, H: int, D: int, E: int, g: torch.Generat
 def _run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kw: Dict, seed: int, triton: bool = True) -> Tuple:
     """``(o, S, z, dq, dk, dv)`` of one call (loss touching o, S and z); q, k, v are detached to leaves that keep
     their strides, and the gradients are taken with ``autograd.grad`` (as the op returns them, no re-layout)."""
+    from lightnet.kernels.api import triton_attention
     from lightnet.kernels.reference import additive_attention_torch
-    from lightnet.kernels.triton_ops import additive_attention_triton
 
     leaves = [t.detach().requires_grad_() for t in (q, k, v)]
-    fn = additive_attention_triton if triton else additive_attention_torch
+    fn = triton_attention if triton else additive_attention_torch
     o, (S, z) = fn(*leaves, causal=False, scale=0.7, **kw)
     g = torch.Generator().manual_seed(seed + 1)
     w = [torch.randn(t.shape, generator=g) for t in (o, S, z)]
@@ -139,10 +139,10 @@ class _Recorder:
 
 
 def _copies_in_call(layout: str, N: int = 40) -> Dict[str, object]:
-    """Copy ops (outside the kernels) in one forward and one backward through ``additive_attention_triton``, and
-    whether the non-causal kernels got the k / v slices' own pointers."""
-    from lightnet.kernels import triton_noncausal as tn
-    from lightnet.kernels.triton_ops import additive_attention_triton
+    """Copy ops (outside the kernels) in one forward and one backward through the Triton backend of
+    ``additive_attention``, and whether the non-causal kernels got the k / v slices' own pointers."""
+    from lightnet.kernels.api import triton_attention
+    from lightnet.kernels.noncausal import kernels as tn
 
     g = torch.Generator().manual_seed(5)
     B, H, D = 2, 2, 16
@@ -155,7 +155,7 @@ def _copies_in_call(layout: str, N: int = 40) -> Dict[str, object]:
         fwd, bwd = _CopyCounter(), _CopyCounter()
         counter[0] = fwd
         with fwd:
-            o, _ = additive_attention_triton(q, k, v, causal=False, scale=0.7)
+            o, _ = triton_attention(q, k, v, causal=False, scale=0.7)
         do = torch.randn(o.shape, generator=g)
         counter[0] = bwd
         with bwd:
@@ -175,7 +175,7 @@ def _copies_in_call(layout: str, N: int = 40) -> Dict[str, object]:
 
 def _layout_predicate() -> Dict[str, float]:
     """``in_kernel_layout`` on typical layouts (1.0 = usable in place) and its error for a non-4-D tensor."""
-    from lightnet.kernels.triton_noncausal import in_kernel_layout, kernel_layout
+    from lightnet.kernels.noncausal import in_kernel_layout, kernel_layout
 
     B, N, H, D = 2, 5, 3, 4
     qkv = torch.randn(B, N, 3, H, D)
@@ -200,7 +200,7 @@ def _layout_predicate() -> Dict[str, float]:
 
 def _opcheck_strided(op_name: str) -> Dict[str, str]:
     """``torch.library.opcheck`` of a non-causal op with q, k, v slices of one fused tensor (with all options)."""
-    from lightnet.kernels import custom_op as ops
+    from lightnet.kernels.noncausal import op as ops
 
     g = torch.Generator().manual_seed(0)
     B, N, H, D = 1, 37, 2, 16
@@ -253,7 +253,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reas
 
 @pytest.fixture(scope="module")
 def report() -> Dict[str, object]:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
     proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=900, cwd=root)

@@ -1,12 +1,13 @@
-"""Every launch variant of the non-causal Triton kernels against the fp64 reference, under ``TRITON_INTERPRET=1``.
+"""Both ways the non-causal Triton kernels combine partial states, against the fp64 reference, under
+``TRITON_INTERPRET=1``.
 
-The non-causal forward has two ways to find each range's key maximum (one sweep with an online max, or a max
-sweep then an accumulation sweep) and two ways to combine the per-range partial states (the output pass merges
-them itself when there are few ranges, otherwise a separate merge launch; likewise the dk/dv pass sums the partial
-state gradients itself or reads a separately reduced sum). The GPU heuristics pick one of each; this module forces
-every combination, with padding mask, MD-LRPE and an initial state, and compares the forward ``(o, S, z)`` and the
-gradients ``(dq, dk, dv)`` with the fp64 reference. Like ``test_triton_interpret.py`` the kernels run in one
-subprocess that sets the interpreter flag before importing triton (this module is that worker).
+With several token ranges per (batch, head), the output pass merges the per-range partial states itself when there
+are few ranges, otherwise a separate merge launch does it; likewise the dk/dv pass sums the partial state gradients
+itself or reads a separately reduced sum. The heuristic picks by the number of ranges
+(``MAX_INLINE_PARTIALS``); this module forces each (``NonCausalLaunch(max_inline_partials=...)``), with padding
+mask, MD-LRPE and an initial state, and compares the forward ``(o, S, z)`` and the gradients ``(dq, dk, dv)`` with
+the fp64 reference. Like ``test_triton_interpret.py`` the kernels run in one subprocess that sets the interpreter
+flag before importing triton (this module is that worker).
 """
 from __future__ import annotations
 
@@ -24,12 +25,10 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# (two-sweep maximum, merge inline) → tolerance on every relative error (fp32 inputs)
+# variant → ranges up to which the partials are merged / summed inline (fp32 inputs)
 VARIANTS = {
-    "online_max_separate_merge": (0, False),
-    "online_max_inline_merge": (0, True),
-    "two_sweep_separate_merge": (1, False),
-    "two_sweep_inline_merge": (1, True),
+    "separate_merge": 0,
+    "inline_merge": 8,
 }
 TOL = 1e-4
 
@@ -43,20 +42,18 @@ def _load_compare():
 
 
 def _worker() -> None:
-    from lightnet.kernels import triton_noncausal
-    from lightnet.kernels.triton_common import TUNING
+    from lightnet.kernels.noncausal import NonCausalLaunch
 
     compare = _load_compare()
     report: Dict[str, object] = {}
-    for name, (two_sweep, inline) in VARIANTS.items():
-        TUNING["nc_two_pass"] = two_sweep
-        triton_noncausal.MAX_INLINE_PARTIALS = 8 if inline else 0
+    for name, inline in VARIANTS.items():
+        launch = NonCausalLaunch(max_inline_partials=inline)
         for case, kwargs in {
             "all_features": dict(B=2, N=100, H=1, D=16, E=32, mask=True, lrpe=True, init=True),
             "large_logits": dict(B=2, N=75, H=1, D=16, E=16, mask=True, k_scale=1e4),
         }.items():
             try:
-                report[f"{name}/{case}"] = compare(causal=False, **kwargs)
+                report[f"{name}/{case}"] = compare(causal=False, launch=launch, **kwargs)
             except Exception as exc:  # reported to the pytest side, which fails that case
                 report[f"{name}/{case}"] = f"{type(exc).__name__}: {exc}"
     print("REPORT" + json.dumps(report))
@@ -66,7 +63,7 @@ def _worker() -> None:
 def report() -> Dict[str, object]:
     if importlib.util.find_spec("triton") is None:
         pytest.skip("triton is not installed")
-    root = os.path.dirname(HERE)
+    root = os.path.dirname(os.path.dirname(HERE))
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, os.path.abspath(__file__)], capture_output=True, text=True, env=env,
                           timeout=1200)

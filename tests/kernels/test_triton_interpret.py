@@ -2,7 +2,7 @@
 
 Triton decides at import time whether ``@triton.jit`` functions (its own standard library included) are
 interpreted, so the comparisons run in one subprocess that sets ``TRITON_INTERPRET=1`` before importing triton:
-this module is also that worker (``python tests/test_triton_interpret.py`` prints a JSON report). The pytest side
+this module is also that worker (``python tests/kernels/test_triton_interpret.py`` prints a JSON report). The pytest side
 never imports triton, so no other test sees the flag. Gradients are compared through a loss that also touches the
 returned final state ``(S, z)``; errors are norm-relative against the fp64 reference.
 """
@@ -42,23 +42,23 @@ def _compare(
     seed: int = 0,
     k_spike: Optional[Tuple[int, float]] = None,
     c_segment: Optional[int] = None,
-    c_zpass: Optional[int] = None,
     c_scan_j: Optional[int] = None,
     c_scan_x: Optional[int] = None,
     q_silu: bool = False,
+    launch: Optional[object] = None,
 ) -> Dict[str, float]:
     """Relative errors of (o, S, z, dq, dk, dv) of the Triton path against the fp64 reference.
 
     ``k_spike = (t, value)`` adds ``value`` to key channel 0 of token t (one chunk with a large spread, so the exact
-    path runs for that chunk only); ``c_segment`` forces the causal kernels' chunks per segment and ``c_zpass`` picks
-    their path: None = the default (zpass, in-chunk z stored by F1), 0 = the memory-lean one (``TUNING``, restored
-    afterwards); ``c_scan_j`` / ``c_scan_x`` set the segment scans' group of segments (``BLOCK_J``) and of state
-    elements (``BLOCK_X``). ``q_silu``: the Triton path gets ``q_activation='silu'`` (in the non-causal kernels),
-    the reference ``silu(q)``; dq is the raw query's gradient on both sides.
+    path runs for that chunk only); ``c_segment`` forces the causal kernels' chunks per segment, ``c_scan_j`` /
+    ``c_scan_x`` the segment scans' group of segments (``BLOCK_J``) and of state elements (``BLOCK_X``), through a
+    :class:`~lightnet.kernels.causal.CausalLaunch`. ``q_silu``: the Triton path gets ``q_activation='silu'`` (in
+    the non-causal kernels), the reference ``silu(q)``; dq is the raw query's gradient on both sides. ``launch``:
+    launch parameters passed as they are (a ``NonCausalLaunch`` / ``CausalLaunch``).
     """
+    from lightnet.kernels.api import triton_attention
+    from lightnet.kernels.causal import CausalLaunch
     from lightnet.kernels.reference import additive_attention_torch
-    from lightnet.kernels.triton_common import TUNING
-    from lightnet.kernels.triton_ops import additive_attention_triton
 
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(B, N, H, D, generator=g).to(dtype)
@@ -87,25 +87,24 @@ def _compare(
         q_, k_, v_ = (t.requires_grad_() for t in tensors)
         th = theta if (theta is None or use_triton) else theta.double()
         st = state if (state is None or use_triton) else tuple(s.double() for s in state)
-        fn = additive_attention_triton if use_triton else additive_attention_torch
-        saved_tuning = {key: TUNING[key] for key in ("c_segment", "c_zpass", "c_scan_j", "c_scan_x")}
-        TUNING.update(c_segment=c_segment, c_zpass=c_zpass, c_scan_j=c_scan_j, c_scan_x=c_scan_x)
+        fn = triton_attention if use_triton else additive_attention_torch
         extra = {}
         q_in = q_
         if q_silu and use_triton:
             extra = dict(q_activation="silu")
         elif q_silu:
             q_in = torch.nn.functional.silu(q_)
-        try:
-            o, (S, z) = fn(q_in, k_, v_, causal=causal, scale=0.7, key_padding_mask=kpm, lrpe_theta=th,
-                           initial_state=st, **extra)
-            if use_triton:
-                assert o.dtype == dtype and S.dtype == torch.float32 and z.dtype == torch.float32
-            loss = (o.double() * do.double()).sum() + (S.double() * wS.double()).sum()
-            loss = loss + (z.double() * wz.double()).sum()
-            loss.backward()
-        finally:
-            TUNING.update(saved_tuning)
+        if use_triton and (c_segment, c_scan_j, c_scan_x) != (None, None, None):
+            extra["launch"] = CausalLaunch(segment=c_segment, scan_block_j=c_scan_j, scan_block_x=c_scan_x)
+        elif use_triton and launch is not None:
+            extra["launch"] = launch
+        o, (S, z) = fn(q_in, k_, v_, causal=causal, scale=0.7, key_padding_mask=kpm, lrpe_theta=th,
+                       initial_state=st, **extra)
+        if use_triton:
+            assert o.dtype == dtype and S.dtype == torch.float32 and z.dtype == torch.float32
+        loss = (o.double() * do.double()).sum() + (S.double() * wS.double()).sum()
+        loss = loss + (z.double() * wz.double()).sum()
+        loss.backward()
         results.append((o, S, z, q_.grad, k_.grad, v_.grad))
     names = ("o", "S", "z", "dq", "dk", "dv")
     errs = {n: _rel(t, r) for n, r, t in zip(names, *results)}
@@ -181,92 +180,72 @@ CASES = {
 }
 
 
-# the causal cases above run the default path (zpass: F1 stores the in-chunk z); every one again on the memory-lean
-# path (``TUNING["c_zpass"] = 0``: z recomputed in every chunk step)
-LEAN_CASES = {f"{name}_lean": (dict(args, c_zpass=0), tol) for name, (args, tol) in CASES.items() if args["causal"]}
-
-
-def _zpass_flags_cover_lean() -> Dict[str, float]:
-    """The default path is the zpass variant (its ``saved`` has ZL / RL / EL), ``c_zpass = 0`` the lean path, the
-    variant's flags (local spread, F1') are a superset of the lean path's (global spread, F3) and it flagged at least
-    one chunk; 0.0 = holds, per check."""
-    from lightnet.kernels import triton_causal as tc
-    from lightnet.kernels.triton_common import TUNING
+def _flags_mark_wide_chunks() -> Dict[str, float]:
+    """F1 flags exactly the chunks that need the exact path: none for unit-scale logits, the chunk holding a key
+    spike (token 56: chunk 3 of 16 tokens), and the backward uses the forward's flags (0.0 = holds, per check)."""
+    from lightnet.kernels.causal import CausalLaunch, causal_forward
 
     g = torch.Generator().manual_seed(7)
     q, k, v = (torch.randn(2, 100, 1, 16, generator=g) for _ in range(3))
-    k[:, 56, :, 0] += 120.0  # one chunk with a large spread (flagged by both)
-    k[1] *= 30.0  # wide logits: several chunks near a flag bound
-    saved_tuning = {"c_segment": TUNING["c_segment"], "c_zpass": TUNING["c_zpass"]}
-    try:
-        TUNING["c_segment"] = 2
-        TUNING["c_zpass"] = None
-        *_, zp = tc.causal_forward(q, k, v, 1.0, None, None, None)
-        TUNING["c_zpass"] = 0
-        *_, base = tc.causal_forward(q, k, v, 1.0, None, None, None)
-    finally:
-        TUNING.update(saved_tuning)
-    NC = base[2].shape[1] - 1
-    f0, f1 = base[3].flatten(1)[:, :NC], zp[5].flatten(1)[:, :NC]
-    return {"default_is_zpass": float(len(zp) != 6), "lean_ran": float(len(base) != 4),
-            "superset": float(bool(((f0 != 0) & (f1 == 0)).any())), "some_flagged": float(not bool((f1 != 0).any()))}
+    launch = CausalLaunch(segment=2)
+    *_, calm = causal_forward(q, k, v, 1.0, None, None, None, launch=launch)
+    k[:, 56, :, 0] += 120.0  # one chunk with a large spread
+    *_, spiky = causal_forward(q, k, v, 1.0, None, None, None, launch=launch)
+    NC = calm[3].shape[1]
+    flags_calm, flags_spiky = calm[5].flatten(1)[:, :NC], spiky[5].flatten(1)[:, :NC]
+    return {"calm_unflagged": float(bool((flags_calm != 0).any())),
+            "spike_chunk_flagged": float(not bool((flags_spiky[:, 3] != 0).all())),
+            "saved_layout": float(len(spiky) != 6 or tuple(spiky[5].shape) != (2, 4, 2))}
 
 
-def _causal_tuning_defaults() -> Dict[str, object]:
-    """Launch defaults of the causal kernels as a GPU would get them (the interpreter check patched out): warps per
-    (D, E, backward, zpass) and the overrides, and the error for an unknown ``c_zpass``."""
-    from lightnet.kernels import triton_causal as tc
-    from lightnet.kernels.triton_common import TUNING
+def _causal_launch_defaults() -> Dict[str, object]:
+    """Launch defaults of the causal kernels as a GPU would get them (the interpreter check patched out): segment
+    scans, chunks per segment, warps per (D, E, direction), and a CausalLaunch's warps replacing them."""
+    from lightnet.kernels.causal import CausalLaunch
+    from lightnet.kernels.causal import kernels as ck
+    from lightnet.kernels.causal import scan as cs
 
-    saved_tuning = dict(TUNING)
-    gpu, sms = tc.interpreting, tc.num_sms
+    saved = [(m, m.interpreting, m.num_sms) for m in (ck, cs)]
     out: Dict[str, object] = {}
     try:
-        tc.interpreting = lambda: False
-        tc.num_sms = lambda device: 132
+        for m in (ck, cs):
+            m.interpreting = lambda: False
+            m.num_sms = lambda device: 132
         cpu = torch.device("cpu")
         # segment scans (BLOCK_J, BLOCK_X) at the benchmark shape (X = 64 · 64): N = 1K (BH = 384, 2 segments),
         # 4K (BH = 96, 8), 64K (BH = 6, 128); with LRPE at 64K; a 16-element state
-        out["scan_1k"] = list(tc._scan_config(4096, 2, 384, cpu))
-        out["scan_4k"] = list(tc._scan_config(4096, 8, 96, cpu))
-        out["scan_64k"] = list(tc._scan_config(4096, 128, 6, cpu))
-        out["scan_64k_lrpe"] = list(tc._scan_config(8192, 128, 6, cpu))
-        out["scan_tiny"] = list(tc._scan_config(16, 3, 1, cpu))
+        out["scan_1k"] = list(cs.scan_config(4096, 2, 384, cpu))
+        out["scan_4k"] = list(cs.scan_config(4096, 8, 96, cpu))
+        out["scan_64k"] = list(cs.scan_config(4096, 128, 6, cpu))
+        out["scan_64k_lrpe"] = list(cs.scan_config(8192, 128, 6, cpu))
+        out["scan_tiny"] = list(cs.scan_config(16, 3, 1, cpu))
         # chunks per segment: N = 1K (NC = 32, BH = 384: one segment), 4K (NC = 128, BH = 96), 64K (NC = 2048, BH = 6),
         # many heads but 128 chunks (not one segment)
-        out["seg_1k"] = tc.segment_chunks(32, 384, cpu)
-        out["seg_4k"] = tc.segment_chunks(128, 96, cpu)
-        out["seg_64k"] = tc.segment_chunks(2048, 6, cpu)
-        out["seg_many_heads_long"] = tc.segment_chunks(128, 384, cpu)
-        out["fwd_64"] = tc._warps(64, 64, False)
-        out["bwd_zpass_64"] = tc._warps(64, 64, False, backward=True, zpass=True)
-        out["bwd_lean_64"] = tc._warps(64, 64, False, backward=True)
-        out["fwd_128"] = tc._warps(128, 128, False)
-        out["bwd_lean_128"] = tc._warps(128, 128, False, backward=True)
-        TUNING["c_warps"] = 2
-        out["bwd_zpass_c_warps_2"] = tc._warps(64, 64, False, backward=True, zpass=True)
-        TUNING["c_bwd_warps"] = 4
-        out["bwd_zpass_c_bwd_warps_4"] = tc._warps(64, 64, False, backward=True, zpass=True)
-        out["fwd_c_bwd_warps_4"] = tc._warps(64, 64, False)
+        out["seg_1k"] = ck.segment_chunks(32, 384, cpu)
+        out["seg_4k"] = ck.segment_chunks(128, 96, cpu)
+        out["seg_64k"] = ck.segment_chunks(2048, 6, cpu)
+        out["seg_many_heads_long"] = ck.segment_chunks(128, 384, cpu)
+        out["chunk"] = ck.chunk_size(64, 64)
+        default = CausalLaunch()
+        out["fwd_64"] = ck._warps(64, 64, False, default)
+        out["bwd_64"] = ck._warps(64, 64, True, default)
+        out["fwd_128"] = ck._warps(128, 128, False, default)
+        out["bwd_128"] = ck._warps(128, 128, True, default)
+        out["fwd_num_warps_2"] = ck._warps(64, 64, False, CausalLaunch(num_warps=2))
+        out["bwd_num_warps_2"] = ck._warps(64, 64, True, CausalLaunch(num_warps=2))
+        out["bwd_bwd_num_warps_4"] = ck._warps(64, 64, True, CausalLaunch(bwd_num_warps=4))
+        out["fwd_bwd_num_warps_4"] = ck._warps(64, 64, False, CausalLaunch(bwd_num_warps=4))
     finally:
-        tc.interpreting, tc.num_sms = gpu, sms
-        TUNING.update(saved_tuning)
-    out["interpreter_bwd_zpass"] = tc._warps(64, 64, False, backward=True, zpass=True)
-    out["zpass_default"] = tc.zpass_enabled()
-    try:
-        TUNING["c_zpass"] = 2
-        tc.zpass_enabled()
-        out["c_zpass_2"] = "accepted"
-    except ValueError as exc:
-        out["c_zpass_2"] = "ValueError" if "c_zpass" in str(exc) else str(exc)
-    finally:
-        TUNING.update(saved_tuning)
+        for m, interp, sms in saved:
+            m.interpreting, m.num_sms = interp, sms
+    out["interpreter_bwd"] = ck._warps(64, 64, True, CausalLaunch())
+    out["interpreter_chunk"] = ck.chunk_size(64, 64)
     return out
 
 
 def _prefill_in_pieces() -> Dict[str, float]:
     """Causal prefill in two pieces (state carried) and token-by-token decode equal one full pass (with padding)."""
-    from lightnet.kernels.triton_ops import additive_attention_triton as f
+    from lightnet.kernels.api import triton_attention as f
 
     g = torch.Generator().manual_seed(5)
     q, k = (torch.randn(2, 29, 2, 16, generator=g) for _ in range(2))
@@ -291,7 +270,7 @@ def _prefill_in_pieces() -> Dict[str, float]:
 
 def _unsupported_gradients() -> Dict[str, float]:
     """Gradients the Triton path does not provide raise a clear error (0.0 = raised with the right message)."""
-    from lightnet.kernels.triton_ops import additive_attention_triton as f
+    from lightnet.kernels.api import triton_attention as f
 
     q = torch.randn(1, 5, 1, 16, requires_grad=True)
     out = {}
@@ -310,21 +289,21 @@ def _unsupported_gradients() -> Dict[str, float]:
 
 def _splits_agree() -> Dict[str, float]:
     """The fused single-range kernel and the split + merge path give the same forward."""
-    from lightnet.kernels import triton_noncausal as tn
+    from lightnet.kernels.noncausal import NonCausalLaunch, noncausal_forward
 
     g = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(2, 70, 2, 16, generator=g) for _ in range(3))
-    one = tn.noncausal_forward(q, k, v, 1.0, None, None, None, splits=1)
-    many = tn.noncausal_forward(q, k, v, 1.0, None, None, None, splits=4)
+    one = noncausal_forward(q, k, v, 1.0, None, None, None, launch=NonCausalLaunch(splits=1))
+    many = noncausal_forward(q, k, v, 1.0, None, None, None, launch=NonCausalLaunch(splits=4))
     return {n: _rel(b, a) for n, a, b in zip(("o", "S", "z"), one, many)}
 
 
 def _trig_table_agrees() -> Dict[str, float]:
-    """MD-LRPE with the precomputed cos / sin table (``TUNING["nc_trig_table"] = 1``) gives the forward and the
-    gradients of the in-kernel cos / sin path, fused (one range) and split (4 ranges, partial states), with a mask
-    and an initial state."""
-    from lightnet.kernels import triton_noncausal as tn
-    from lightnet.kernels.triton_common import TUNING
+    """MD-LRPE with the precomputed cos / sin table (the default up to D = 64) gives the forward and the gradients of
+    the in-kernel cos / sin path (D = 128's), fused (one range) and split (4 ranges, partial states), with a mask and
+    an initial state (``NonCausalLaunch(trig_table=...)`` picks the form)."""
+    from lightnet.kernels.noncausal import NonCausalLaunch
+    from lightnet.kernels.noncausal import kernels as tn
 
     g = torch.Generator().manual_seed(5)
     B, N, H, D, E = 2, 70, 2, 16, 8
@@ -337,47 +316,14 @@ def _trig_table_agrees() -> Dict[str, float]:
     out = {}
     for splits in (1, 4):
         runs = []
-        for flag in (0, 1):
-            TUNING["nc_trig_table"] = flag
-            try:
-                o, S, z = tn.noncausal_forward(q, k, v, 0.5, mask, theta, init, splits=splits)
-                grads = tn.noncausal_backward(do, None, None, q, k, v, S, z, 0.5, mask, theta, splits=splits)
-            finally:
-                TUNING["nc_trig_table"] = None
+        for flag in (False, True):
+            launch = NonCausalLaunch(splits=splits, trig_table=flag)
+            o, S, z = tn.noncausal_forward(q, k, v, 0.5, mask, theta, init, launch=launch)
+            grads = tn.noncausal_backward(do, None, None, q, k, v, S, z, 0.5, mask, theta, launch=launch)
             runs.append((o, S, z, *grads))
         for name, a, b in zip(("o", "S", "z", "dq", "dk", "dv"), *runs):
             out[f"{name}_splits{splits}"] = _rel(b, a)
     out["table_shape_ok"] = 0.0 if tuple(tn.trig_table(theta).shape) == (N, 2 * D) else 1.0
-    return out
-
-
-def _split_second_pass_agrees() -> Dict[str, float]:
-    """One-range problems with the second pass split over token blocks (``TUNING["nc_split_out"] = 1``: the output
-    and dk / dv launched per block) give the fused kernels' forward and gradients, incl. the final-state gradients,
-    with MD-LRPE, a mask and an initial state."""
-    from lightnet.kernels import triton_noncausal as tn
-    from lightnet.kernels.triton_common import TUNING
-
-    g = torch.Generator().manual_seed(9)
-    B, N, H, D, E = 2, 70, 2, 16, 8
-    q, k = (torch.randn(B, N, H, D, generator=g) for _ in range(2))
-    v, do = (torch.randn(B, N, H, E, generator=g) for _ in range(2))
-    theta = torch.rand(N, D, generator=g) * 6.0
-    mask = torch.zeros(B, N, dtype=torch.bool)
-    mask[0, 50:] = True
-    init = (torch.randn(B, H, 2 * D, E, generator=g).abs() * 0.1, torch.randn(B, H, D, generator=g))
-    dS, dz = torch.randn(B, H, 2 * D, E, generator=g), torch.randn(B, H, D, generator=g)
-    runs = []
-    for flag in (None, 1):
-        TUNING["nc_split_out"] = flag
-        try:
-            o, S, z = tn.noncausal_forward(q, k, v, 0.5, mask, theta, init, splits=1)
-            grads = tn.noncausal_backward(do, dS, dz, q, k, v, S, z, 0.5, mask, theta, splits=1)
-        finally:
-            TUNING["nc_split_out"] = None
-        runs.append((o, S, z, *grads))
-    out = {name: _rel(b, a) for name, a, b in zip(("o", "S", "z", "dq", "dk", "dv"), *runs)}
-    out["split_taken"] = 0.0 if tn.split_second_pass(1, N, 16) is False else 1.0  # flag off again: not taken
     return out
 
 
@@ -409,13 +355,12 @@ def _mixer_q_silu_in_kernel() -> Dict[str, float]:
 
 
 def _recompute_state_agrees() -> Dict[str, float]:
-    """``TUNING["nc_recompute_state"] = 1``: the backward rebuilds ``S`` from k and v instead of keeping it. Forward and
-    gradients equal the kept-state path (one range and split ranges, padding, MD-LRPE, query SiLU in the kernels),
-    autograd keeps exactly one ``[B, H, D', E]`` fp32 state less, and with an initial state ``S`` is still kept
-    (the flag does not apply). Values: relative errors, and 0.0 / 1.0 for the byte checks (0.0 = holds)."""
+    """``additive_attention(..., recompute_state=True)``: the backward rebuilds ``S`` from k and v instead of keeping
+    it. Forward and gradients equal the kept-state path (one range and split ranges, padding, MD-LRPE, query SiLU in
+    the kernels), autograd keeps exactly one ``[B, H, D', E]`` fp32 state less, and with an initial state ``S`` is
+    still kept (the flag does not apply). Values: relative errors, and 0.0 / 1.0 for the byte checks (0.0 = holds)."""
     from tests._saved_bytes import saved_bytes
-    from lightnet.kernels.triton_common import TUNING
-    from lightnet.kernels.triton_ops import additive_attention_triton
+    from lightnet.kernels import additive_attention
 
     out: Dict[str, float] = {}
     g = torch.Generator().manual_seed(11)
@@ -427,16 +372,12 @@ def _recompute_state_agrees() -> Dict[str, float]:
         state = (torch.randn(B, H, 2 * D, D, generator=g), torch.randn(B, H, D, generator=g)) if init else None
         do = torch.randn(B, N, H, D, generator=g)
         runs = []
-        for flag in (None, 1):
-            TUNING["nc_recompute_state"] = flag
-            try:
-                inputs = [t.clone().requires_grad_() for t in (q, k, v)]
-                (o, _), nbytes = saved_bytes(lambda: additive_attention_triton(
-                    *inputs, scale=0.5, key_padding_mask=mask, lrpe_theta=theta, initial_state=state,
-                    q_activation="silu"))
-                grads = torch.autograd.grad((o * do).sum(), inputs)
-            finally:
-                TUNING["nc_recompute_state"] = None
+        for flag in (False, True):
+            inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+            o, nbytes = saved_bytes(lambda: additive_attention(
+                *inputs, scale=0.5, key_padding_mask=mask, lrpe_theta=theta, initial_state=state,
+                q_activation="silu", backend="triton", recompute_state=flag))
+            grads = torch.autograd.grad((o * do).sum(), inputs)
             runs.append((o, *grads, nbytes))
         tag = f"N{N}" + ("_init" if init else "")
         for name, a, b in zip(("o", "dq", "dk", "dv"), runs[0][:4], runs[1][:4]):
@@ -448,12 +389,11 @@ def _recompute_state_agrees() -> Dict[str, float]:
 
 def _worker() -> None:
     report = {}
-    jobs = {name: (lambda a=args: _compare(**a)) for name, (args, _) in {**CASES, **LEAN_CASES}.items()}
-    jobs["c_zpass_flags_cover_lean"] = _zpass_flags_cover_lean
-    jobs["c_tuning_defaults"] = _causal_tuning_defaults
+    jobs = {name: (lambda a=args: _compare(**a)) for name, (args, _) in CASES.items()}
+    jobs["c_flags_mark_wide_chunks"] = _flags_mark_wide_chunks
+    jobs["c_launch_defaults"] = _causal_launch_defaults
     jobs["nc_splits_agree"] = _splits_agree
     jobs["nc_trig_table_agrees"] = _trig_table_agrees
-    jobs["nc_split_second_pass_agrees"] = _split_second_pass_agrees
     jobs["c_prefill_in_pieces"] = _prefill_in_pieces
     jobs["unsupported_gradients"] = _unsupported_gradients
     jobs["mixer_q_silu_in_kernel"] = _mixer_q_silu_in_kernel
@@ -468,7 +408,7 @@ def _worker() -> None:
 
 @pytest.fixture(scope="module")
 def report() -> Dict[str, object]:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
     proc = subprocess.run(
@@ -490,31 +430,24 @@ def test_kernel_matches_reference(report, name):
     _assert_close(errs, CASES[name][1])
 
 
-@pytest.mark.parametrize("name", list(LEAN_CASES))
-def test_causal_lean_path_matches_reference(report, name):
-    errs = report[name]
-    assert isinstance(errs, dict), errs
-    _assert_close(errs, LEAN_CASES[name][1])
-
-
-def test_causal_default_is_zpass_and_its_flags_cover_the_lean_flags(report):
-    got = report["c_zpass_flags_cover_lean"]
-    assert got == {"default_is_zpass": 0.0, "lean_ran": 0.0, "superset": 0.0, "some_flagged": 0.0}, got
+def test_causal_flags_mark_the_chunks_that_need_the_exact_path(report):
+    got = report["c_flags_mark_wide_chunks"]
+    assert got == {"calm_unflagged": 0.0, "spike_chunk_flagged": 0.0, "saved_layout": 0.0}, got
 
 
 def test_causal_launch_defaults(report):
-    """8 backward warps on the zpass path only (measured on an H200), 4 forward up to D = 64, 8 for wider tiles;
-    ``c_bwd_warps`` over ``c_warps`` over the heuristic; always 4 under the interpreter; ``c_zpass = 2`` is gone.
-    Segment scans: BLOCK_J = segments rounded up to a power of two (2..32), BLOCK_X fills 4,096 elements but keeps
-    ≥ 4 programs per SM (132 SMs) and ≥ 32 elements. Segments: one per (batch, head) when BH ≥ 2 · SMs and NC ≤ 64,
-    else ~4 programs per SM, at most 16 chunks."""
-    assert report["c_tuning_defaults"] == {
+    """Chunks of 32; 8 backward warps at every width, 4 forward up to D = 64, 8 for wider tiles; a CausalLaunch's
+    ``num_warps`` sets the forward launches, ``bwd_num_warps`` the backward ones; always 4 warps and chunks of 16
+    under the interpreter. Segment scans: BLOCK_J = segments rounded up to a power of two (2..32), BLOCK_X fills 4,096
+    elements but keeps ≥ 4 programs per SM (132 SMs) and ≥ 32 elements. Segments: one per (batch, head) when
+    BH ≥ 2 · SMs and NC ≤ 64, else ~4 programs per SM, at most 16 chunks."""
+    assert report["c_launch_defaults"] == {
         "scan_1k": [2, 2048], "scan_4k": [8, 512], "scan_64k": [32, 32], "scan_64k_lrpe": [32, 64],
-        "scan_tiny": [4, 32], "seg_1k": 32, "seg_4k": 16, "seg_64k": 16, "seg_many_heads_long": 16,
-        "fwd_64": 4, "bwd_zpass_64": 8, "bwd_lean_64": 4, "fwd_128": 8, "bwd_lean_128": 8,
-        "bwd_zpass_c_warps_2": 2, "bwd_zpass_c_bwd_warps_4": 4, "fwd_c_bwd_warps_4": 2,
-        "interpreter_bwd_zpass": 4, "zpass_default": True, "c_zpass_2": "ValueError",
-    }, report["c_tuning_defaults"]
+        "scan_tiny": [4, 32], "seg_1k": 32, "seg_4k": 16, "seg_64k": 16, "seg_many_heads_long": 16, "chunk": 32,
+        "fwd_64": 4, "bwd_64": 8, "fwd_128": 8, "bwd_128": 8,
+        "fwd_num_warps_2": 2, "bwd_num_warps_2": 8, "bwd_bwd_num_warps_4": 4, "fwd_bwd_num_warps_4": 4,
+        "interpreter_bwd": 4, "interpreter_chunk": 16,
+    }, report["c_launch_defaults"]
 
 
 def _check_job(report, name: str, tol: float, count: Optional[int] = None) -> None:
@@ -531,10 +464,6 @@ def test_noncausal_split_and_fused_paths_agree(report):
 
 def test_noncausal_lrpe_trig_table_matches_in_kernel_cos_sin(report):
     _check_job(report, "nc_trig_table_agrees", 1e-5, count=13)
-
-
-def test_noncausal_split_second_pass_matches_fused(report):
-    _check_job(report, "nc_split_second_pass_agrees", 1e-5, count=7)
 
 
 def test_causal_prefill_in_pieces_and_decode_match_one_pass(report):

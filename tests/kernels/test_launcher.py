@@ -1,4 +1,4 @@
-"""The lean launch path (``lightnet.kernels.triton_common.Launcher``) with a stand-in kernel: no GPU needed.
+"""The lean launch path (``lightnet.kernels.triton_utils.Launcher``) with a stand-in kernel: no GPU needed.
 
 A real launch needs CUDA, so these tests give ``Launcher`` an object with the interface of a ``@triton.jit`` function
 (``arg_names``, ``kernel[grid](*args, **meta)`` returning the compiled kernel) and stub the CUDA device / stream
@@ -14,8 +14,8 @@ from typing import List
 import pytest
 import torch
 
-from lightnet.kernels import triton_common
-from lightnet.kernels.triton_common import Launcher
+from lightnet.kernels import triton_utils
+from lightnet.kernels.triton_utils import Launcher
 
 
 class _Compiled:
@@ -64,8 +64,7 @@ class _Stream:
 def fake_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: _Stream())
-    monkeypatch.setattr(triton_common, "_INTERPRETING", False)
-    monkeypatch.delenv("LIGHTNET_TRITON_FAST_LAUNCH", raising=False)
+    monkeypatch.setattr(triton_utils, "_INTERPRETING", False)
 
 
 def test_second_launch_calls_the_compiled_kernel_with_constexprs_last(fake_cuda) -> None:
@@ -129,10 +128,11 @@ def test_incompatible_triton_falls_back_to_its_own_launch_path(fake_cuda) -> Non
     assert launch.enabled is False
 
 
-def test_switch_off_by_environment(fake_cuda, monkeypatch) -> None:
-    monkeypatch.setenv("LIGHTNET_TRITON_FAST_LAUNCH", "0")
+def test_interpreter_uses_tritons_own_path(monkeypatch) -> None:
+    """Under the interpreter every launch goes through Triton (which interprets it)."""
+    monkeypatch.setattr(triton_utils, "_INTERPRETING", True)
     kernel = _Kernel()
     launch = Launcher(kernel)
     for _ in range(3):
         launch[(1,)](torch.zeros(64), 64, 0.5, BLOCK=16, num_warps=4)
-    assert len(kernel.triton_launches) == 3
+    assert len(kernel.triton_launches) == 3 and launch.enabled is False

@@ -1,18 +1,20 @@
-"""Shared pieces of the Triton kernels: device-side helpers and launch heuristics.
+"""Pieces shared by the Triton ops (non-causal, causal, decode): device helpers, launch helpers, host helpers.
 
-Conventions used by every kernel in this package:
+Conventions used by every kernel of :mod:`lightnet.kernels`:
     * tensors are loaded in their storage dtype (bf16 / fp16 / fp32) and converted to fp32 right after the load;
     * every normalisation statistic (max, log-sum-exp, running state) lives in fp32;
     * matrix products go through :func:`mm`, whose operand precision is picked by ``DOT``
       (``DOT_BF16`` for bf16 inputs, ``DOT_TF32`` for fp16 inputs, ``DOT_IEEE`` for fp32 inputs);
     * padded / out-of-range keys get the finite logit ``NEG_BIG`` *and* a zero weight, so an empty set of keys
       never produces NaN (the same convention as :mod:`lightnet.kernels.reference`).
+
+Shapes: ``B`` batch, ``N`` tokens, ``H`` heads, ``D`` key width, ``E`` value width, ``D' = 2D`` with MD-LRPE (cosine
+and sine halves of the state) else ``D``. A state is ``(S [B, H, D', E], z [B, H, D])`` fp32.
 """
 from __future__ import annotations
 
 import functools
 import os
-
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -20,57 +22,6 @@ import triton
 import triton.language as tl
 
 NEG_BIG = tl.constexpr(-1.0e30)
-
-# Launch-parameter overrides for tuning sweeps (``benchmarks/sweep_kernels.py``); None = built-in heuristic.
-TUNING = {
-    "nc_block_n": None, "nc_warps": None, "nc_bwd_warps": None, "nc_splits_per_sm": None, "nc_stages": None,
-    "nc_two_pass": None,
-    # MD-LRPE launches read a precomputed [N, 2D] cos | sin table: None / 1 = yes (default, run J3), 0 = cos / sin of
-    # the angles computed in every tile
-    "nc_trig_table": None,
-    "nc_split_out": None,  # 1: one-range problems run the output / dk-dv pass per token block (run J3: slower)
-    # non-causal calls of at most this many tokens (no initial state) run as two fused-by-inductor GEMMs while
-    # torch.compile traces (lightnet.kernels.gemm_noncausal); None / 0 = never (run J7: 0.48-0.91x the kernels' speed)
-    "nc_gemm_max_tokens": None,
-    # 1: the non-causal backward recomputes the final state S [B, H, D', E] (fp32) from k and v instead of keeping it
-    # from the forward (no initial state): 4 · D' · E / N bytes per token and head less between forward and
-    # backward (1 003 B per token and block for LightNet-S at 196 tokens) for one more pass over k and v in the
-    # backward; None / 0 = keep S (default until timed on a GPU). Read while torch.compile traces and passed to the
-    # op as an argument, so compiled graphs (and the compile caches) follow it
-    "nc_recompute_state": None,
-    "nc_min_blocks": None, "c_chunk": None, "c_warps": None, "c_segment": None,
-    "c_scan_j": None, "c_scan_x": None,
-    "c_bwd_warps": None,  # causal backward launches; None = c_warps if set, else 8 on the zpass path, else heuristic
-    # causal: None = 1 (default, lightnet.kernels.triton_causal_zpass: in-chunk z once in F1, saved, 4·D B per token
-    # and head more for the backward); 0 = the memory-lean path (z recomputed per chunk); no other value
-    "c_zpass": None,
-    # causal chunk-walk launches: Triton's num_stages (software pipelining of their loops); None = Triton's default
-    "c_stages": None,
-}
-TUNING_ENV = "LIGHTNET_TRITON_TUNING"
-
-
-def tuning_from_env(spec: Optional[str] = None) -> Dict[str, int]:
-    """Apply ``LIGHTNET_TRITON_TUNING`` (or ``spec``): comma-separated ``key=int`` pairs of :data:`TUNING`, e.g.
-    ``nc_warps=4,nc_block_n=64``, so that a benchmark process can run another launch configuration than the built-in
-    heuristic. Read once at import; an unknown key or a non-integer value raises ``ValueError``. Returns the
-    applied values."""
-    spec = os.environ.get(TUNING_ENV, "") if spec is None else spec
-    applied: Dict[str, int] = {}
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        key, sep, value = (x.strip() for x in item.partition("="))
-        if not sep or key not in TUNING:
-            raise ValueError(f"{TUNING_ENV}: malformed or unknown entry {item!r}; expected key=int with key in "
-                             f"{sorted(TUNING)}")
-        try:
-            applied[key] = int(value)
-        except ValueError:
-            raise ValueError(f"{TUNING_ENV}: {key} must be an integer, got {value!r}") from None
-    TUNING.update(applied)
-    return applied
-
-
-tuning_from_env()
 DOT_BF16, DOT_IEEE, DOT_TF32 = 0, 1, 2
 
 
@@ -144,15 +95,15 @@ class Launcher:
     holds everything Triton specialises on: the device, the constexprs and launch options, each tensor's dtype and
     16-byte alignment, and each integer's divisibility by 16, being 1, and needing 64 bits. The kernel's runtime
     parameters must come first and its constexpr parameters last (true of every kernel in this package). Falls back
-    to Triton's own path under the interpreter, when ``LIGHTNET_TRITON_FAST_LAUNCH=0``, or if the compiled kernel
-    cannot be called this way on the installed Triton version. Triton's launch hooks are called as Triton does.
+    to Triton's own path under the interpreter, or for good once the compiled kernel cannot be called this way on
+    the installed Triton version. Triton's launch hooks are called as Triton does.
     """
 
     def __init__(self, kernel) -> None:
         self.kernel = kernel
         self.names = list(kernel.arg_names)
         self.compiled: Dict[tuple, object] = {}
-        self.enabled = os.environ.get("LIGHTNET_TRITON_FAST_LAUNCH", "1") != "0" and not _INTERPRETING
+        self.enabled = not _INTERPRETING
 
     def __getitem__(self, grid):
         if not self.enabled:
@@ -186,6 +137,46 @@ class Launcher:
         except (AttributeError, TypeError, KeyError):  # another Triton version: use its own path from now on
             self.enabled = False
             self.kernel[grid](*args, **meta)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# host helpers of the custom ops (each op takes ``S0`` / ``z0`` as two optional tensors)
+
+
+def contiguous_all(*ts: Optional[torch.Tensor]) -> Tuple[Optional[torch.Tensor], ...]:
+    """Each tensor contiguous (None stays None). The entry points already pass contiguous tensors; this covers a
+    compiled graph whose layout pass hands an op other strides (free when already contiguous)."""
+    return tuple(None if t is None else t.contiguous() for t in ts)
+
+
+def initial_state_arg(
+    S0: Optional[torch.Tensor], z0: Optional[torch.Tensor]
+) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """The kernels' ``initial_state`` argument from an op's two optional tensors (given together or not at all)."""
+    if (S0 is None) != (z0 is None):
+        raise ValueError("lightnet custom op: S0 and z0 must be given together")
+    return None if S0 is None else (S0, z0)
+
+
+def empty_output_and_state(
+    q: torch.Tensor, v: torch.Tensor, theta: Optional[torch.Tensor]
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Uninitialised ``(o [B, N, H, E] in q's dtype, S [B, H, D', E] fp32, z [B, H, D] fp32)`` for ``q [B, N, H, D]``,
+    ``v [B, N, H, E]`` (the shapes the ops return; their fake functions use it)."""
+    B, N, H, D = q.shape
+    E = v.shape[-1]
+    DP = 2 * D if theta is not None else D
+    o = q.new_empty((B, N, H, E))
+    return o, q.new_empty((B, H, DP, E), dtype=torch.float32), q.new_empty((B, H, D), dtype=torch.float32)
+
+
+def zeros_output_grad(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``dO`` when only the final state was used: ``[B, N, H, E]`` zeros in q's dtype."""
+    return q.new_zeros((*q.shape[:3], v.shape[-1]))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# device helpers
 
 
 @triton.jit

@@ -2,7 +2,8 @@
 
 Per (batch, head):  k̂ = softmax over tokens of k (per channel),  S = k̂ᵀ V  ``[D', E]``,  o_n = scale · q̄_n S,
 with the cosine MD-LRPE (``q̄ = [q cos θ, q sin θ]``, ``k̄ = [k̂ cos θ, k̂ sin θ]``, ``D' = 2D``) applied in
-registers from the ``[N, D]`` angle table.
+registers from the ``[N, D]`` angle table: read as a precomputed ``[N, 2D]`` cos | sin table for ``D <= 64``,
+as the angles (cos and sin computed in every tile) for wider heads, whose table tiles would not fit shared memory.
 
 Work split: the tokens of every (batch, head) are cut into ``splits`` contiguous ranges, one program per range.
     forward   pass 1  online max / sum of exp(k) and Σ exp(k − m) vᵀ per range → partial states
@@ -11,7 +12,9 @@ Work split: the tokens of every (batch, head) are cut into ``splits`` contiguous
     backward  pass 1  dq = scale · dO S̄ᵀ (folded back through the rotation), partial dS = Σ q̄ᵀ dO
               (sum)   dS = scale · Σ partials + dS_out
               pass 2  dv = k̄ dS, dk = k̂ ⊙ (fold(v dSᵀ) + g_z), g_z = dz_out − fold(rowsum(S ⊙ dS))
-With ``splits == 1`` (short sequences, many heads) each direction is one fused kernel.
+With ``splits == 1`` (short sequences, many heads) each direction is one fused kernel; with few ranges the output
+and dk / dv passes merge the partials themselves (``MAX_INLINE_PARTIALS``). Launch parameters come from heuristics
+by shape (:func:`_launch_config`, :func:`choose_splits`) unless a :class:`NonCausalLaunch` sets them.
 The query activation can be applied in the kernels (``q_silu``: q is the raw query, the passes that read q use
 ``silu(q)`` and dq is the raw query's gradient), so no activated copy of q is written or kept for the backward.
 Bytes moved: forward reads k, v, q and writes o; backward reads q, dO, k, v and writes dq, dk, dv (11 tensor
@@ -22,33 +25,22 @@ projection); other layouts are copied first (:func:`kernel_layout`). o, dq, dk, 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
 
-from .triton_common import (
-    Launcher,
-    cdiv,
-    problem_shape,
-    DOT_BF16,
-    DOT_TF32,
-    load_state,
-    store_state,
-    NEG_BIG,
-    TUNING,
-    block_size,
-    dot_mode,
-    interpreting,
-    load_keep,
-    load_rows,
-    mm,
-    num_sms,
-    store_rows,
+from ..triton_utils import (
+    DOT_BF16, DOT_TF32, NEG_BIG, Launcher, block_size, cdiv, dot_mode, interpreting, load_keep, load_rows, load_state,
+    mm, num_sms, problem_shape, store_rows, store_state,
 )
 
-__all__ = ["noncausal_forward", "noncausal_backward", "noncausal_state", "choose_splits", "kernel_layout", "in_kernel_layout"]
+__all__ = [
+    "NonCausalLaunch", "noncausal_forward", "noncausal_backward", "noncausal_state", "choose_splits",
+    "kernel_layout", "in_kernel_layout",
+]
 
 # Up to this many ranges per (batch, head), the output pass merges the partial states itself and the dk/dv pass
 # sums the partial state gradients itself (each reads them from L2); beyond it one extra launch does that.
@@ -75,84 +67,41 @@ def _cos_sin(THETA, rows, offs_d, D, valid, TRIG: tl.constexpr):
 
 
 @triton.jit
-def _range_max(
-    K, MASK, k_base, mask_base, start, end, stride_kn, D,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HAS_MASK: tl.constexpr,
-):
-    """Per-channel max of the kept key logits over tokens ``[start, end)`` (``NEG_BIG`` where none is kept).
-
-    The tile-wise maximum is taken element by element in registers; the one reduction over tokens (across warps)
-    happens once at the end, not once per tile.
-    """
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    mx = tl.full([BLOCK_N, BLOCK_D], NEG_BIG, tl.float32)
-    for n0 in range(start, end, BLOCK_N):
-        rows = n0 + offs_n
-        valid = rows < end
-        keep = load_keep(MASK, mask_base, rows, valid, HAS_MASK)
-        kb = load_rows(K + k_base, rows, offs_d, stride_kn, valid, D, 0.0)
-        mx = tl.maximum(mx, tl.where(keep[:, None], kb, NEG_BIG))
-    return tl.max(mx, 0)
-
-
-@triton.jit
 def _accumulate_state(
     K, V, THETA, MASK, k_base, v_base, mask_base, start, end, stride_kn, stride_vn, D, E,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
-    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, TWO_PASS: tl.constexpr, TRIG: tl.constexpr,
+    HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, DOT: tl.constexpr, TRIG: tl.constexpr,
 ):
     """Max / sum / state over tokens ``[start, end)``: returns ``(m [BD], l [BD], Sc, Ss [BD, BE])``.
 
-    ``Sc`` (and ``Ss`` with LRPE) hold ``Σ exp(k − m) (cos θ | sin θ) vᵀ`` relative to the max ``m``.
-    ``TWO_PASS``: a first sweep over the range's keys finds ``m`` (the second read of k mostly hits L2), so the
-    accumulation sweep has no reduction over tokens and no rescaling per tile (``l`` is summed element-wise and
-    reduced once). Otherwise one sweep with an online max (a max and a sum across warps per tile).
+    ``Sc`` (and ``Ss`` with LRPE) hold ``Σ exp(k − m) (cos θ | sin θ) vᵀ`` relative to the max ``m``, found with an
+    online max in one sweep (the state is rescaled by ``exp(m_old − m_new)`` whenever a tile raises it).
     """
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_e = tl.arange(0, BLOCK_E)
     Sc = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
     Ss = tl.zeros([BLOCK_D, BLOCK_E], tl.float32)
-    if TWO_PASS:
-        m = _range_max(K, MASK, k_base, mask_base, start, end, stride_kn, D, BLOCK_N, BLOCK_D, HAS_MASK)
-        lacc = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
-        for n0 in range(start, end, BLOCK_N):
-            rows = n0 + offs_n
-            valid = rows < end
-            keep = load_keep(MASK, mask_base, rows, valid, HAS_MASK)
-            kb = load_rows(K + k_base, rows, offs_d, stride_kn, valid, D, 0.0)
-            p = tl.where(keep[:, None], tl.exp(kb - m[None, :]), 0.0)
-            lacc += p
-            vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
-            if HAS_LRPE:
-                c, sn = _cos_sin(THETA, rows, offs_d, D, valid, TRIG)
-                Sc += mm(tl.trans(p * c), vb, DOT)
-                Ss += mm(tl.trans(p * sn), vb, DOT)
-            else:
-                Sc += mm(tl.trans(p), vb, DOT)
-        l = tl.sum(lacc, 0)
-    else:
-        m = tl.full([BLOCK_D], NEG_BIG, tl.float32)
-        l = tl.zeros([BLOCK_D], tl.float32)
-        for n0 in range(start, end, BLOCK_N):
-            rows = n0 + offs_n
-            valid = rows < end
-            keep = load_keep(MASK, mask_base, rows, valid, HAS_MASK)
-            kb = load_rows(K + k_base, rows, offs_d, stride_kn, valid, D, 0.0)
-            kb = tl.where(keep[:, None], kb, NEG_BIG)
-            m_new = tl.maximum(m, tl.max(kb, 0))
-            alpha = tl.exp(m - m_new)
-            p = tl.where(keep[:, None], tl.exp(kb - m_new[None, :]), 0.0)
-            l = l * alpha + tl.sum(p, 0)
-            vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
-            if HAS_LRPE:
-                c, sn = _cos_sin(THETA, rows, offs_d, D, valid, TRIG)
-                Sc = Sc * alpha[:, None] + mm(tl.trans(p * c), vb, DOT)
-                Ss = Ss * alpha[:, None] + mm(tl.trans(p * sn), vb, DOT)
-            else:
-                Sc = Sc * alpha[:, None] + mm(tl.trans(p), vb, DOT)
-            m = m_new
+    m = tl.full([BLOCK_D], NEG_BIG, tl.float32)
+    l = tl.zeros([BLOCK_D], tl.float32)
+    for n0 in range(start, end, BLOCK_N):
+        rows = n0 + offs_n
+        valid = rows < end
+        keep = load_keep(MASK, mask_base, rows, valid, HAS_MASK)
+        kb = load_rows(K + k_base, rows, offs_d, stride_kn, valid, D, 0.0)
+        kb = tl.where(keep[:, None], kb, NEG_BIG)
+        m_new = tl.maximum(m, tl.max(kb, 0))
+        alpha = tl.exp(m - m_new)
+        p = tl.where(keep[:, None], tl.exp(kb - m_new[None, :]), 0.0)
+        l = l * alpha + tl.sum(p, 0)
+        vb = load_rows(V + v_base, rows, offs_e, stride_vn, valid, E, 0.0)
+        if HAS_LRPE:
+            c, sn = _cos_sin(THETA, rows, offs_d, D, valid, TRIG)
+            Sc = Sc * alpha[:, None] + mm(tl.trans(p * c), vb, DOT)
+            Ss = Ss * alpha[:, None] + mm(tl.trans(p * sn), vb, DOT)
+        else:
+            Sc = Sc * alpha[:, None] + mm(tl.trans(p), vb, DOT)
+        m = m_new
     return m, l, Sc, Ss
 
 
@@ -257,7 +206,7 @@ def _nc_fwd_kernel(
     tokens_per_split, splits, scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
     HAS_LRPE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, FUSED: tl.constexpr,
-    DOT: tl.constexpr, TWO_PASS: tl.constexpr, TRIG: tl.constexpr, OUTPUT: tl.constexpr, Q_SILU: tl.constexpr,
+    DOT: tl.constexpr, TRIG: tl.constexpr, OUTPUT: tl.constexpr, Q_SILU: tl.constexpr,
 ):
     """Pass 1 over one token range; with ``FUSED`` (one range) also the merge and (``OUTPUT``) pass 2.
 
@@ -274,7 +223,7 @@ def _nc_fwd_kernel(
     end = tl.minimum(start + tokens_per_split, N)
     m, l, Sc, Ss = _accumulate_state(
         K, V, THETA, MASK, k_base, v_base, mask_base, start, end, stride_kn, stride_vn, D, E,
-        BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, TWO_PASS, TRIG,
+        BLOCK_N, BLOCK_D, BLOCK_E, HAS_LRPE, HAS_MASK, DOT, TRIG,
     )
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < D
@@ -582,90 +531,99 @@ def kernel_layout(t: torch.Tensor) -> torch.Tensor:
     """``t [B, N, H, X]`` itself if :func:`in_kernel_layout`, else a contiguous copy."""
     return t if in_kernel_layout(t) else t.contiguous()
 
+
+
 _LAUNCH = {fn.__name__: Launcher(fn) for fn in (
     _nc_fwd_kernel, _nc_merge_kernel, _nc_out_kernel, _nc_bwd_dq_kernel, _nc_bwd_dkdv_kernel)}
 
 
-def _launch_config(D: int, E: int, lrpe: bool, dtype: torch.dtype, backward: bool = False) -> Tuple[int, Dict[str, int]]:
+@dataclass(frozen=True)
+class NonCausalLaunch:
+    """Launch parameters of the non-causal kernels, for experiments that vary them; ``None`` = the heuristic.
+
+    Attributes:
+        block_n: tokens per tile of the token loops (``BLOCK_N``).
+        num_warps: warps of the forward launches (pass 1, merge excepted, and the output pass).
+        bwd_num_warps: warps of the backward launches.
+        num_stages: Triton's software-pipelining stages of the token loops (both directions).
+        splits: token ranges per (batch, head); 1 runs each direction as one fused kernel.
+        trig_table: MD-LRPE reads a precomputed ``[N, 2D]`` cos | sin table (True) or computes cos / sin of the
+            angles in every tile (False).
+        max_inline_partials: up to this many ranges the output pass merges the partial states and the dk / dv pass
+            sums the partial state gradients itself; beyond it a separate launch (or sum) does it.
+    """
+
+    block_n: Optional[int] = None
+    num_warps: Optional[int] = None
+    bwd_num_warps: Optional[int] = None
+    num_stages: Optional[int] = None
+    splits: Optional[int] = None
+    trig_table: Optional[bool] = None
+    max_inline_partials: Optional[int] = None
+
+
+_HEURISTIC = NonCausalLaunch()
+
+
+def _launch_config(
+    D: int, E: int, lrpe: bool, dtype: torch.dtype, backward: bool = False, launch: NonCausalLaunch = _HEURISTIC,
+) -> Tuple[int, Dict[str, int]]:
     """``(BLOCK_N, launch options)`` for the token loops of the forward (or, ``backward``, the backward) launches;
-    one config under the interpreter.
+    one config under the interpreter. Values set in ``launch`` replace the heuristic's.
 
     Warps by state width (``width`` = fp32 values of one state, ``2 · D · E`` with MD-LRPE's cos / sin halves):
-
-    * up to ``64 · 64`` (D = E = 64 without LRPE): 4 warps both ways (GPU time from CUDA graphs on an H100: 4 warps
-      with Triton's default 3 stages was the fastest of the swept configurations, ``benchmarks/sweep_kernels.py``);
-    * up to ``2 · 64 · 64`` (D = E = 64 with LRPE, what every vision and DiT model runs): 4 warps forward, 16 warps
-      backward. Run I3 (H200, ``benchmarks/sweep_lrpe.py``, bf16, 6 heads, GPU time, forward / backward ms at
-      128 × 196 | 256 × 256 | 8 × 4096 tokens): 4 warps 0.336 / 1.036 | 0.702 / 2.019 | 0.319 / 1.018, 8 warps
-      0.379 / 0.509 | 0.757 / 1.139 | 0.441 / 0.580, 16 warps 0.501 / 0.314 | 1.006 / 0.629 | 0.598 / 0.402. At 4
-      warps the sm_90 build of the fused backward spills (255 registers and a 952-byte stack,
-      ``benchmarks/smem_report.py --noncausal``): the backward is 2.5-3.3x faster at 16 warps;
-    * wider: 8 warps (they would spill at 4).
+    up to ``64 · 64`` (D = E = 64 without LRPE) 4 warps both ways; up to ``2 · 64 · 64`` (D = E = 64 with LRPE, what
+    the vision and DiT models run) 4 warps forward and 16 backward (with 4 warps the sm_90 build of the fused backward
+    spills registers); wider 8 warps (they would spill at 4). Plain states of the same width as LRPE's at
+    ``D = E = 64`` (``D · E = 8192``) follow the LRPE rule.
 
     fp32 / fp16 inputs (fp32 operand tiles) with MD-LRPE states of ``2 · 64 · 128`` values or more (D · E ≥ 8192,
     e.g. D = 128, E = 64) and all states of ``2 · 128 · 128`` use one pipeline stage: with Triton's default 3 the
-    fused backward asks for 262,144 B (fp32, D = 128, E = 64) / 266,240 B (fp16, D = 64, E = 128) of shared memory,
-    more than the 232,448 B an sm_90 block may use (``benchmarks/smem_report.py --noncausal --dtype fp32 --dims
-    32,64,128 --evs 32,64,128 --lrpe both``). Only the widths with D ≠ E reach this from the API; the models use
-    D = E. The 16-warp backward rule was measured with LRPE at D = E = 64; plain states of the same width
-    (D · E = 8192) follow it untimed.
-
-    ``TUNING["nc_warps"]`` overrides both directions, ``TUNING["nc_bwd_warps"]`` the backward only.
+    fused backward asks for more shared memory than the 232,448 B an sm_90 block may use.
     """
     if interpreting():
-        return 16, {"num_warps": 4}
-    width = (2 if lrpe else 1) * block_size(D) * block_size(E)
-    block_n = 32 if width >= 2 * 128 * 128 else 64
-    if width <= 64 * 64:
-        warps = 4
-    elif width <= 2 * 64 * 64:
-        warps = 16 if backward else 4
+        block_n, warps, opts = 16, 4, {}
     else:
-        warps = 8
-    if backward and TUNING["nc_bwd_warps"]:
-        warps = TUNING["nc_bwd_warps"]
-    elif TUNING["nc_warps"]:
-        warps = TUNING["nc_warps"]
-    opts = {"num_warps": warps}
-    if dot_mode(dtype) != DOT_BF16 and (width >= 2 * 128 * 128 or (lrpe and width >= 2 * 64 * 128)):
-        opts["num_stages"] = 1
-    if TUNING["nc_stages"]:
-        opts["num_stages"] = TUNING["nc_stages"]
-    return TUNING["nc_block_n"] or block_n, opts
+        width = (2 if lrpe else 1) * block_size(D) * block_size(E)
+        block_n = 32 if width >= 2 * 128 * 128 else 64
+        if width <= 64 * 64:
+            warps = 4
+        elif width <= 2 * 64 * 64:
+            warps = 16 if backward else 4
+        else:
+            warps = 8
+        opts = {}
+        if dot_mode(dtype) != DOT_BF16 and (width >= 2 * 128 * 128 or (lrpe and width >= 2 * 64 * 128)):
+            opts["num_stages"] = 1
+    warps = (launch.bwd_num_warps if backward else launch.num_warps) or warps
+    opts = {"num_warps": warps, **opts}
+    if launch.num_stages:
+        opts["num_stages"] = launch.num_stages
+    return launch.block_n or block_n, opts
 
 
 def _inline_dkdv_only(D: int, E: int, lrpe: bool, dtype: torch.dtype) -> bool:
-    """fp16 inputs (fp32 tf32 operand tiles) with MD-LRPE states of ``2 · 128 · 128`` values: the dk / dv launch that
-    reads an already-summed state gradient asks for 278,528 B of shared memory on sm_90 (limit 232,448 B; the one
-    that sums at most ``MAX_INLINE_PARTIALS`` partials itself fits with 204,800 B), found offline with
-    ``benchmarks/smem_report.py --noncausal --dtype fp16 --dims 128 --evs 128 --shape 2,20000,2 --lrpe on``. Such
-    problems are split into at most ``MAX_INLINE_PARTIALS`` ranges in the backward (bf16 and fp32 fit either way)."""
+    """fp16 inputs (tf32 products of fp32 operand tiles) with MD-LRPE states of ``2 · 128 · 128`` values: the dk / dv
+    launch that reads an already-summed state gradient needs more shared memory than sm_90 allows (232,448 B), the
+    one that sums at most ``MAX_INLINE_PARTIALS`` partials itself fits. Such problems are split into at most that many
+    ranges in the backward (bf16 and fp32 fit either way)."""
     width = (2 if lrpe else 1) * block_size(D) * block_size(E)
     return not interpreting() and dot_mode(dtype) == DOT_TF32 and lrpe and width >= 2 * 128 * 128
 
 
-def split_second_pass(n_splits: int, N: int, block_n: int) -> bool:
-    """Whether a one-range (fused) problem runs its second pass — the output in the forward, dk / dv in the
-    backward — as a separate launch with one program per token block (``TUNING["nc_split_out"]``; off: run J3 found
-    it 1.03x at 196 tokens with in-kernel cos / sin and 27 % slower with the cos / sin table, the default). The first pass stays one serial program per (batch, head); the second needs
-    only the finished state, so it can spread over ``⌈N / BLOCK_N⌉`` times more programs."""
-    return n_splits == 1 and N > block_n and bool(TUNING["nc_split_out"])
-
-
-# Widest key head dim D for which the MD-LRPE launches read the cos / sin table. Offline (``smem_report.py
-# --noncausal --lrpe on``, sm_90, 2026-12-04) every D <= 64 fits with the table for fp32 / fp16 / bf16 and E <= 128 at
-# 196-16,384 tokens, while D = 128 (a [BLOCK_N, 256] fp32 table tile) asks 233-287 KB of shared memory in the fused /
-# dk-dv backward for most E (limit 232,448 B); D = 128 keeps the in-kernel cos / sin, which fits.
+# Widest key head dim D for which the MD-LRPE launches read the cos / sin table: up to D = 64 the table fits the
+# sm_90 shared memory (fp32 / fp16 / bf16, E <= 128); at D = 128 a [BLOCK_N, 256] fp32 table tile makes the fused /
+# dk-dv backward ask more than the 232,448 B a block may use, so D = 128 computes cos / sin in the kernels.
 TRIG_TABLE_MAX_D = 64
 
 
-def use_trig_table(lrpe: bool, D: int) -> bool:
-    """Whether the MD-LRPE launches read a precomputed cos / sin table instead of computing cos and sin of the
-    angles in every tile: ``TUNING["nc_trig_table"]`` None (default) or 1 = yes, 0 = no, and only for key head dims
-    ``D <= TRIG_TABLE_MAX_D`` (shared memory). Run J3 (H200) measured the table 1.8-2.3x faster forward + backward
-    than in-kernel cos / sin at 196-16,384 tokens (D = E = 64)."""
-    flag = TUNING["nc_trig_table"]
-    return lrpe and D <= TRIG_TABLE_MAX_D and (flag is None or bool(flag))
+def use_trig_table(lrpe: bool, D: int, launch: NonCausalLaunch = _HEURISTIC) -> bool:
+    """Whether the MD-LRPE launches read a precomputed cos / sin table (the faster form) instead of computing cos and
+    sin of the angles in every tile: for key head dims ``D <= TRIG_TABLE_MAX_D`` (shared memory), or as
+    ``launch.trig_table`` says."""
+    if not lrpe:
+        return False
+    return D <= TRIG_TABLE_MAX_D if launch.trig_table is None else bool(launch.trig_table)
 
 
 def trig_table(theta: torch.Tensor) -> torch.Tensor:
@@ -674,58 +632,55 @@ def trig_table(theta: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.cos(theta), torch.sin(theta)], dim=-1).contiguous()
 
 
-def lrpe_operand(theta: Optional[torch.Tensor], lrpe: bool, D: int) -> Tuple[Optional[torch.Tensor], bool]:
+def lrpe_operand(
+    theta: torch.Tensor, lrpe: bool, D: int, launch: NonCausalLaunch = _HEURISTIC
+) -> Tuple[torch.Tensor, bool]:
     """``(THETA, TRIG)`` for a launch: the cos / sin table when :func:`use_trig_table`, else the angles as given."""
-    trig = use_trig_table(lrpe, D)
+    trig = use_trig_table(lrpe, D, launch)
     return (trig_table(theta) if trig else theta), trig
 
 
-def two_pass_max() -> bool:
-    """Whether the forward finds each range's key maximum in a separate sweep (see ``_accumulate_state``)."""
-    return bool(TUNING["nc_two_pass"]) if TUNING["nc_two_pass"] is not None else False
-
-
 def choose_splits(N: int, BH: int, device: torch.device, block_n: int, splits: Optional[int] = None) -> Tuple[int, int]:
-    """``(splits, tokens_per_split)``: enough programs to fill the GPU, each range a multiple of ``block_n``
-    and long enough (≥ 16 blocks) that its partial state is cheap next to its token traffic."""
+    """``(splits, tokens_per_split)``: enough programs to fill the GPU (4 per SM), each range a multiple of
+    ``block_n`` and long enough (≥ 16 blocks, 2 under the interpreter) that its partial state is cheap next to its
+    token traffic; ``splits`` given: that many ranges (fewer if the blocks run out)."""
     if splits is None:
-        target = (TUNING["nc_splits_per_sm"] or 4) * num_sms(device)
-        min_tokens = (TUNING["nc_min_blocks"] or 16) * block_n if not interpreting() else 2 * block_n
+        target = 4 * num_sms(device)
+        min_tokens = 16 * block_n if not interpreting() else 2 * block_n
         splits = max(1, min(cdiv(target, BH), cdiv(N, min_tokens)))
     tokens = cdiv(cdiv(N, splits), block_n) * block_n
     return cdiv(N, tokens), tokens
 
 
+def _max_inline(launch: NonCausalLaunch) -> int:
+    return MAX_INLINE_PARTIALS if launch.max_inline_partials is None else launch.max_inline_partials
+
+
 def noncausal_forward(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    scale: float,
-    key_padding_mask: Optional[torch.Tensor],
-    lrpe_theta: Optional[torch.Tensor],
-    initial_state: Optional[Tuple[torch.Tensor, torch.Tensor]],
-    splits: Optional[int] = None,
-    q_silu: bool = False,
-    output: bool = True,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, key_padding_mask: Optional[torch.Tensor],
+    lrpe_theta: Optional[torch.Tensor], initial_state: Optional[Tuple[torch.Tensor, torch.Tensor]], *,
+    q_silu: bool = False, output: bool = True, launch: Optional[NonCausalLaunch] = None,
 ) -> Tuple[Optional[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """``(o [B,N,H,E] in q's dtype, S [B,H,D',E] fp32, z [B,H,D] fp32)``; with ``output=False`` only the state
-    ``(None, S, z)`` (pass 1 and the merge; ``q`` is then only read for its shape: :func:`noncausal_state`).
+    """``(o [B, N, H, E] in q's dtype, S [B, H, D', E] fp32, z [B, H, D] fp32)`` of ``q, k [B, N, H, D]``,
+    ``v [B, N, H, E]``; with ``output=False`` only the state ``(None, S, z)`` (pass 1 and the merge; ``q`` is then
+    only read for its shape: :func:`noncausal_state`).
 
     ``q``, ``k``, ``v`` are read in place when :func:`in_kernel_layout` (any batch / token strides), else copied;
-    the mask, angle table and initial state must be contiguous. ``q_silu``: ``q`` is the raw query and the kernels
-    apply ``silu`` to it as they load it (no activated copy is written or kept for the backward).
+    the mask ``[B, N]`` bool, angle table ``[N, D]`` fp32 and initial state ``(S0 [B, H, D', E], z0 [B, H, D])``
+    fp32 must be contiguous. ``q_silu``: ``q`` is the raw query and the kernels apply ``silu`` to it as they load it
+    (no activated copy is written or kept for the backward). ``launch``: :class:`NonCausalLaunch` (None: heuristics).
     """
+    launch = launch or _HEURISTIC
     q, k, v = (kernel_layout(t) for t in (q, k, v))
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
-    BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype)
-    n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
-    theta, trig = lrpe_operand(theta, lrpe, D)
+    BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype, launch=launch)
+    n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, launch.splits)
+    theta, trig = lrpe_operand(theta, lrpe, D, launch)
     o = torch.empty((B, N, H, E), device=q.device, dtype=q.dtype) if output else q  # q: a never-written pointer
     S = torch.empty((B, H, DP, E), device=q.device, dtype=torch.float32)
     z = torch.empty((B, H, D), device=q.device, dtype=torch.float32)
     S0, z0 = initial_state if initial_state is not None else (S, z)
     fused = n_splits == 1
-    split_out = output and split_second_pass(n_splits, N, BLOCK_N)
     if fused:
         PM = PL = PS = z
     else:  # one workspace for the partial maxima, sums and states of every range
@@ -738,107 +693,88 @@ def noncausal_forward(
         N, H, D, E, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         o.stride(0), o.stride(1), tps, n_splits, scale,
         BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
-        HAS_INIT=has_init, FUSED=fused, DOT=dot, TWO_PASS=two_pass_max(), TRIG=trig,
-        OUTPUT=output and not split_out, Q_SILU=q_silu, **opts,
+        HAS_INIT=has_init, FUSED=fused, DOT=dot, TRIG=trig, OUTPUT=output, Q_SILU=q_silu, **opts,
     )
-
-    def output_pass(ranges: int, tokens: int, merge: bool) -> None:
-        """o = scale · q̄ S over ``ranges`` token ranges of ``tokens`` each (``merge``: from the partial states)."""
-        _LAUNCH["_nc_out_kernel"][(ranges, B * H)](
-            q, o, theta, S, PM, PL, PS, S0, z0, z, N, H, D, E, q.stride(0), q.stride(1), o.stride(0), o.stride(1),
-            tokens, n_splits, scale, BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_INIT=has_init,
-            MERGE=merge, DOT=dot, TRIG=trig, Q_SILU=q_silu, **opts,
-        )
-
-    if split_out:  # the output pass over token blocks, reading the finished S
-        output_pass(cdiv(N, BLOCK_N), BLOCK_N, False)
     if not fused:
-        merge_inline = output and n_splits <= MAX_INLINE_PARTIALS
+        merge_inline = output and n_splits <= _max_inline(launch)
         if not merge_inline:
             BS, BX = (4, 64) if interpreting() else (16, 256)
             _LAUNCH["_nc_merge_kernel"][(B * H, cdiv(DP * E, BX))](
                 PM, PL, PS, S0, z0, S, z, D, E, DP * E, n_splits,
                 BLOCK_S=BS, BLOCK_X=BX, HAS_INIT=has_init, num_warps=4,
             )
-        if output:
-            output_pass(n_splits, tps, merge_inline)
+        if output:  # the output pass over the ranges (merging the partial states itself when few)
+            _LAUNCH["_nc_out_kernel"][(n_splits, B * H)](
+                q, o, theta, S, PM, PL, PS, S0, z0, z, N, H, D, E, q.stride(0), q.stride(1), o.stride(0),
+                o.stride(1), tps, n_splits, scale, BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe,
+                HAS_INIT=has_init, MERGE=merge_inline, DOT=dot, TRIG=trig, Q_SILU=q_silu, **opts,
+            )
     return (o if output else None), S, z
 
 
 def noncausal_state(
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_padding_mask: Optional[torch.Tensor],
-    lrpe_theta: Optional[torch.Tensor],
+    k: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor], lrpe_theta: Optional[torch.Tensor], *,
+    launch: Optional[NonCausalLaunch] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The final state ``(S [B, H, D', E] fp32, z [B, H, D] fp32)`` of the order-free scan without the output pass
-    (no initial state): what the backward recomputes when the forward's ``S`` was not kept
-    (``TUNING["nc_recompute_state"]``). The same launches as :func:`noncausal_forward`'s state part, so ``S`` equals
-    the forward's up to the order of the merge's fp32 sums (split problems)."""
-    _, S, z = noncausal_forward(k, k, v, 1.0, key_padding_mask, lrpe_theta, None, output=False)
+    """The final state ``(S [B, H, D', E] fp32, z [B, H, D] fp32)`` of the order-free scan of ``k [B, N, H, D]``,
+    ``v [B, N, H, E]`` without the output pass (no initial state): what the backward recomputes when the forward's
+    ``S`` was not kept (``recompute_state``). The same launches as :func:`noncausal_forward`'s state part, so ``S``
+    equals the forward's up to the order of the merge's fp32 sums (split problems)."""
+    _, S, z = noncausal_forward(k, k, v, 1.0, key_padding_mask, lrpe_theta, None, output=False, launch=launch)
     return S, z
 
 
 def noncausal_backward(
-    do: torch.Tensor,
-    dS_out: Optional[torch.Tensor],
-    dz_out: Optional[torch.Tensor],
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    S: Optional[torch.Tensor],
-    z: torch.Tensor,
-    scale: float,
-    key_padding_mask: Optional[torch.Tensor],
-    lrpe_theta: Optional[torch.Tensor],
-    splits: Optional[int] = None,
-    q_silu: bool = False,
+    do: torch.Tensor, dS_out: Optional[torch.Tensor], dz_out: Optional[torch.Tensor], q: torch.Tensor,
+    k: torch.Tensor, v: torch.Tensor, S: Optional[torch.Tensor], z: torch.Tensor, scale: float,
+    key_padding_mask: Optional[torch.Tensor], lrpe_theta: Optional[torch.Tensor], *, q_silu: bool = False,
+    launch: Optional[NonCausalLaunch] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(dq, dk, dv)`` given ``dO`` and the (optional) gradients ``dS_out``, ``dz_out`` of the final state.
+    """``(dq, dk, dv)`` given ``dO [B, N, H, E]`` and the (optional) gradients ``dS_out [B, H, D', E]``,
+    ``dz_out [B, H, D]`` of the final state ``(S, z)`` the forward returned.
 
     ``q``, ``k``, ``v``, ``do`` are read in place when :func:`in_kernel_layout`, else copied; ``dq``, ``dk``,
     ``dv`` are new contiguous tensors. ``q_silu`` as in :func:`noncausal_forward` (``dq`` is the raw query's).
     ``S = None``: the state is recomputed first (:func:`noncausal_state`; the forward had no initial state).
     """
+    launch = launch or _HEURISTIC
     if S is None:
-        S, _ = noncausal_state(kernel_layout(k), kernel_layout(v), key_padding_mask, lrpe_theta)
+        S, _ = noncausal_state(kernel_layout(k), kernel_layout(v), key_padding_mask, lrpe_theta, launch=launch)
     B, N, H, D, E, lrpe, DP, BD, BE, mask, theta = problem_shape(q, v, key_padding_mask, lrpe_theta)
-    BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype, backward=True)
-    n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, splits)
-    if n_splits > MAX_INLINE_PARTIALS and _inline_dkdv_only(D, E, lrpe, q.dtype):
-        n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, MAX_INLINE_PARTIALS)
-    theta, trig = lrpe_operand(theta, lrpe, D)
+    BLOCK_N, opts = _launch_config(D, E, lrpe, q.dtype, backward=True, launch=launch)
+    n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, launch.splits)
+    max_inline = _max_inline(launch)
+    if n_splits > max_inline and _inline_dkdv_only(D, E, lrpe, q.dtype):
+        n_splits, tps = choose_splits(N, B * H, q.device, BLOCK_N, max_inline)
+    theta, trig = lrpe_operand(theta, lrpe, D, launch)
     q, k, v, do = (kernel_layout(t) for t in (q, k, v, do))
     dq = torch.empty(q.shape, device=q.device, dtype=q.dtype)  # contiguous, whatever the inputs' strides
     dk = torch.empty(k.shape, device=k.device, dtype=k.dtype)
     dv = torch.empty(v.shape, device=v.device, dtype=v.dtype)
-    split_dkdv = split_second_pass(n_splits, N, BLOCK_N)
-    fused = n_splits == 1 and not split_dkdv
+    fused = n_splits == 1
     dot = dot_mode(q.dtype)
     common = dict(BLOCK_N=BLOCK_N, BLOCK_D=BD, BLOCK_E=BE, HAS_LRPE=lrpe, HAS_MASK=key_padding_mask is not None,
                   DOT=dot, TRIG=trig, **opts)
+    dS_arg = dS_out if dS_out is not None else S  # never-read pointers when absent
+    dz_arg = dz_out if dz_out is not None else z
     PDS = S if fused else torch.empty((B * H, n_splits, DP, E), device=q.device, dtype=torch.float32)
     _LAUNCH["_nc_bwd_dq_kernel"][(n_splits, B * H)](
-        q, k, v, do, dq, dk, dv, theta, mask, S, z,
-        dS_out if dS_out is not None else S, dz_out if dz_out is not None else z, PDS,
+        q, k, v, do, dq, dk, dv, theta, mask, S, z, dS_arg, dz_arg, PDS,
         N, H, D, E, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), tps, n_splits, scale,
         HAS_DS=dS_out is not None, HAS_DZ=dz_out is not None, FUSED=fused, Q_SILU=q_silu, **common,
     )
     if not fused:
-        sum_inline = n_splits <= MAX_INLINE_PARTIALS
+        sum_inline = n_splits <= max_inline
         dS = S
         if not sum_inline:
             dS = PDS.sum(1).view(B, H, DP, E).mul_(scale)
             if dS_out is not None:
                 dS += dS_out
-        # split_dkdv: one partial state gradient (the whole sequence), dk / dv over token blocks
-        grid_s, dkdv_tps = (cdiv(N, BLOCK_N), BLOCK_N) if split_dkdv else (n_splits, tps)
-        _LAUNCH["_nc_bwd_dkdv_kernel"][(grid_s, B * H)](
-            k, v, dk, dv, theta, mask, S, z, dS, PDS, dS_out if dS_out is not None else S,
-            dz_out if dz_out is not None else z,
+        _LAUNCH["_nc_bwd_dkdv_kernel"][(n_splits, B * H)](
+            k, v, dk, dv, theta, mask, S, z, dS, PDS, dS_arg, dz_arg,
             N, H, D, E, k.stride(0), k.stride(1), v.stride(0), v.stride(1), dk.stride(0), dk.stride(1),
-            dv.stride(0), dv.stride(1), dkdv_tps, n_splits, scale,
+            dv.stride(0), dv.stride(1), tps, n_splits, scale,
             HAS_DS=dS_out is not None, HAS_DZ=dz_out is not None, SUM_PARTIALS=sum_inline, **common,
         )
     return dq, dk, dv
