@@ -66,7 +66,7 @@ __all__ = [
 #: ``model_type`` of the HF classes (``"lightnet"`` is registered by fla; the plain API writes ``"lightnet_yoso"``).
 HF_MODEL_TYPE = "lightnet-yoso"
 
-_LIGHTNET_FIELDS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(LightNetLMConfig))
+_LM_CONFIG_FIELDS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(LightNetLMConfig))
 #: fields of ours that ``PretrainedConfig`` itself also knows; they go through its ``__init__``
 _SHARED_WITH_HF = ("tie_word_embeddings", "pad_token_id", "bos_token_id", "eos_token_id", "num_labels")
 
@@ -105,13 +105,13 @@ class LightNetHFConfig(_HFConfigBase):
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs = rename_legacy_keys(kwargs, "LightNetHFConfig")
-        ours = {k: kwargs.pop(k) for k in list(kwargs) if k in _LIGHTNET_FIELDS}
+        ours = {k: kwargs.pop(k) for k in list(kwargs) if k in _LM_CONFIG_FIELDS}
         if "num_labels" not in ours and kwargs.get("id2label"):
             ours["num_labels"] = len(kwargs["id2label"])  # config.json stores id2label, not num_labels
         foreign = {k: kwargs[k] for k in kwargs if k not in _hf_config_keys()}
         lm = LightNetLMConfig.from_dict({**ours, **foreign})  # raises on unknown keys / bad values
         values = dataclasses.asdict(lm)
-        for name in _LIGHTNET_FIELDS:
+        for name in _LM_CONFIG_FIELDS:
             if name not in _SHARED_WITH_HF:
                 setattr(self, name, values[name])
         kwargs.pop("model_type", None)
@@ -130,7 +130,7 @@ class LightNetHFConfig(_HFConfigBase):
 
     def to_lightnet_config(self) -> LightNetLMConfig:
         """The plain :class:`LightNetLMConfig` with the same field values (validated)."""
-        return LightNetLMConfig.from_dict({name: getattr(self, name) for name in _LIGHTNET_FIELDS})
+        return LightNetLMConfig.from_dict({name: getattr(self, name) for name in _LM_CONFIG_FIELDS})
 
     @classmethod
     def from_lightnet_config(cls, config: LightNetLMConfig, **kwargs: Any) -> "LightNetHFConfig":
