@@ -83,8 +83,6 @@ def test_no_experiment_switches_in_the_kernels() -> None:
     assert not _switches(KERNELS)
 
 
-@pytest.mark.xfail(strict=False, reason="lightnet/layers/tpe.py still has TPE_TUNING / LIGHTNET_TPE_DIRECT_MAX_LEN "
-                   "(its owner removes them in the same redesign); drop this mark once they are gone")
 def test_no_experiment_switches_in_the_package() -> None:
     assert not _switches(PACKAGE)
 

@@ -8,6 +8,8 @@ returned final state ``(S, z)``; errors are norm-relative against the fp64 refer
 """
 from __future__ import annotations
 
+import contextlib
+
 import importlib.util
 import json
 import os
@@ -328,22 +330,31 @@ def _trig_table_agrees() -> Dict[str, float]:
 
 
 def _mixer_q_silu_in_kernel() -> Dict[str, float]:
-    """``LightNetAttention`` with the query's SiLU in the kernels (``fuse_q_act=True``, the default) against the
-    activation applied before the call: outputs and gradients agree, and the storage autograd keeps for the backward
-    shrinks by exactly one activated query ``[B, N, C]``."""
+    """``LightNetAttention`` passes its query's SiLU to the kernels (``q_activation='silu'``) against the same mixer
+    with the activation applied before the call (the mixer's kernel call wrapped to do so): outputs and gradients
+    agree, and the storage autograd keeps for the backward shrinks by exactly one activated query ``[B, N, C]``."""
+    from unittest import mock
+
     from tests._saved_bytes import saved_bytes
-    from lightnet.layers import LightNetAttention
+    from lightnet.kernels import additive_attention
+    from lightnet.layers import LightNetAttention, mixer as mixer_module
+
+    def silu_before_the_call(q, k, v, *, q_activation=None, **kwargs):
+        if q_activation == "silu":
+            q, q_activation = torch.nn.functional.silu(q), None
+        return additive_attention(q, k, v, q_activation=q_activation, **kwargs)
 
     torch.manual_seed(0)
     B, N, C = 2, 49, 32
     mixer = LightNetAttention(C, 2, num_axes=2, backend="triton")
     x = torch.randn(B, N, C)
     runs = []
-    for fuse in (True, False):
-        mixer.fuse_q_act = fuse
-        xi = x.clone().requires_grad_()
-        y, nbytes = saved_bytes(lambda: mixer(xi, grid_shape=(7, 7)))
-        y.square().sum().backward()
+    for in_kernel in (True, False):
+        patch = mock.patch.object(mixer_module, "additive_attention", silu_before_the_call) if not in_kernel else None
+        with patch or contextlib.nullcontext():
+            xi = x.clone().requires_grad_()
+            y, nbytes = saved_bytes(lambda: mixer(xi, grid_shape=(7, 7)))
+            y.square().sum().backward()
         grads = [xi.grad] + [p.grad.clone() for p in mixer.parameters()]
         mixer.zero_grad()
         runs.append((y.detach(), grads, nbytes))
