@@ -19,3 +19,32 @@ set_hypothesis_home_dir(_HYPOTHESIS_HOME)
 
 def pytest_unconfigure(config) -> None:
     shutil.rmtree(_HYPOTHESIS_HOME, ignore_errors=True)
+
+
+# Tests write only to tmp_path: a run folder or hypothesis store that appears in the repository root during the session
+# fails the session, naming what appeared (e.g. a trainer called without run.output_dir / run.run_dir in tmp_path).
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+_WATCHED = ("runs", ".hypothesis")
+_BEFORE = {name: set((_REPO_ROOT / name).iterdir()) if (_REPO_ROOT / name).is_dir() else None for name in _WATCHED}
+
+
+def _new_in_repo_root() -> list[str]:
+    new = []
+    for name, before in _BEFORE.items():
+        path = _REPO_ROOT / name
+        if not path.exists():
+            continue
+        if before is None:
+            new.append(f"{name}/")
+        else:
+            new += [str(p.relative_to(_REPO_ROOT)) for p in path.iterdir() if p not in before]
+    return new
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    new = _new_in_repo_root()
+    if new:
+        import sys
+
+        print(f"\ntests wrote into the repository root (tests must write only to tmp_path): {new}", file=sys.stderr)
+        session.exitstatus = 1

@@ -28,6 +28,7 @@ passed to ``loss_fn`` is the prepared (possibly DDP-wrapped, autocast) model.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import signal
@@ -64,6 +65,7 @@ from .distributed_state import (
     save_model_file,
 )
 from .data import EpochBatchSampler, SeededDataset, make_loader
+from .progress import progress_bar
 from .rng import capture_rng_state, derive_seed, restore_rng_state, seed_everything
 from .run_log import RunLogger
 from .schema import OptimConfig, RunConfig, SchedConfig
@@ -81,6 +83,8 @@ __all__ = [
     "resolve_resume",
     "start_run",
 ]
+
+logger = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.nn.Module, Any], "tuple[torch.Tensor, Mapping[str, float]]"]
 EvalFn = Callable[[torch.nn.Module], "Mapping[str, float]"]
@@ -164,29 +168,32 @@ def _reset_single_process_state() -> None:
         AcceleratorState._reset_state()
 
 
-def create_run_dir(run: RunConfig, name: str, is_main: bool = True) -> Path:
-    """``run.run_dir`` if set, else ``<run.output_dir>/<YYYYmmdd-HHMMSS>-<name>`` (created on the main process)."""
+def create_run_dir(run: RunConfig, name: str, is_main: bool = True, create: bool = True) -> Path:
+    """``run.run_dir`` if set, else ``<run.output_dir>/<YYYYmmdd-HHMMSS>-<name>`` (created on the main process
+    when ``create``)."""
     if run.run_dir:
         path = Path(run.run_dir)
     else:
         path = Path(run.output_dir) / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{name}"
-    if is_main:
+    if is_main and create:
         path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def start_run(run: RunConfig, name: str, run_dir: str | Path | None = None):
-    """``(accelerator, run_path)``: the accelerator for ``run`` and the run folder, agreed by all processes.
+    """``(accelerator, run_path)``: the accelerator for ``run`` and the run folder's path, agreed by all processes.
 
     ``run_dir`` (e.g. the folder of a resumed run) overrides ``run.run_dir``; otherwise a new
-    ``<run.output_dir>/<timestamp>-<name>`` is created by the main process and broadcast to the others.
+    ``<run.output_dir>/<timestamp>-<name>`` is named by the main process and broadcast to the others. The folder
+    itself is created by :class:`Trainer` once the model, data, optimizer and scheduler are built, so a bad config
+    leaves no empty run folder behind.
     """
     from accelerate.utils import broadcast_object_list
 
     accelerator = make_accelerator(run)
     if run_dir is not None:
         run.run_dir = str(run_dir)
-    path = [str(create_run_dir(run, name, is_main=accelerator.is_main_process))]
+    path = [str(create_run_dir(run, name, is_main=accelerator.is_main_process, create=False))]
     if accelerator.num_processes > 1:
         broadcast_object_list(path)
     return accelerator, Path(path[0])
@@ -237,12 +244,36 @@ def build_optimizer(model: torch.nn.Module, optim: OptimConfig, global_batch: in
         raise ValueError(f"cannot create optimizer optim.opt={optim.opt!r}: {e}") from e
 
 
+WARMUP_CAP = 0.1  # a warm-up as long as the run is scaled to this fraction of the run
+
+
+def effective_warmup_epochs(sched: SchedConfig, epochs: int) -> float:
+    """``sched.warmup_epochs``, or ``WARMUP_CAP * epochs`` (with a logged WARNING) when the warm-up would last the
+    whole run (``warmup_epochs >= epochs``), where the learning rate would only rise and never decay (e.g. a recipe
+    with ``warmup_epochs: 1`` run with ``run.epochs=1``). Set ``sched.warmup_epochs`` below ``run.epochs`` to choose
+    the warm-up yourself."""
+    warmup = float(sched.warmup_epochs)
+    if warmup < 0:
+        raise ValueError(f"sched.warmup_epochs must be >= 0, got {sched.warmup_epochs}")
+    if epochs > 0 and warmup >= epochs:
+        scaled = WARMUP_CAP * epochs
+        logger.warning("sched.warmup_epochs=%g is not shorter than run.epochs=%d: the learning rate would only warm up "
+                       "and never decay; the warm-up is scaled to %g epochs (%d%% of the run). Set "
+                       "sched.warmup_epochs below run.epochs to choose it yourself.",
+                       sched.warmup_epochs, epochs, scaled, round(100 * WARMUP_CAP))
+        return scaled
+    return warmup
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, sched: SchedConfig, epochs: int, updates_per_epoch: int):
-    """``timm.scheduler.create_scheduler_v2`` stepped per optimizer update (``step_on_epochs=False``)."""
+    """``timm.scheduler.create_scheduler_v2`` stepped per optimizer update (``step_on_epochs=False``).
+
+    A warm-up not shorter than the run is scaled to a tenth of it (see :func:`effective_warmup_epochs`).
+    """
     from timm.scheduler import create_scheduler_v2
 
     scheduler, _ = create_scheduler_v2(
-        optimizer, sched=sched.sched, num_epochs=epochs, warmup_epochs=sched.warmup_epochs,
+        optimizer, sched=sched.sched, num_epochs=epochs, warmup_epochs=effective_warmup_epochs(sched, epochs),
         warmup_lr=sched.warmup_lr, min_lr=sched.min_lr, cooldown_epochs=sched.cooldown_epochs,
         decay_rate=sched.decay_rate, decay_milestones=list(sched.decay_milestones),
         step_on_epochs=False, updates_per_epoch=max(1, updates_per_epoch), **sched.kwargs)
@@ -326,6 +357,10 @@ class Trainer:
         self.scheduler = build_scheduler(optimizer, sched, run.epochs, self.updates_per_epoch)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.clip_grad = optim.clip_grad
+        # Everything above validates the config (batch size, optimizer, scheduler); only now is the run folder made.
+        if accelerator.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", keep_last=run.keep_last)
         self.logger = RunLogger(self.run_dir, enabled=accelerator.is_main_process, tensorboard=run.tensorboard)
         # Training randomness (dropout, drop-path, mixup) differs per process but is reproducible.
@@ -559,8 +594,6 @@ class Trainer:
             return self._fit(resume_from)
 
     def _fit(self, resume_from: str | Path | None) -> TrainResult:
-        from tqdm.auto import tqdm
-
         t0 = time.time()
         self._last_saved = -1
         if self.acc.is_main_process and self.config is not None:
@@ -571,9 +604,8 @@ class Trainer:
                        f"batch {self.state.batch_in_epoch})")
         run, st = self.run, self.state
         total = self.total_steps if run.max_steps is None else min(self.total_steps, run.max_steps)
-        bar = tqdm(total=total, initial=min(st.step, total), desc="train", dynamic_ncols=True,
-                   mininterval=0.5 if sys.stderr.isatty() else 15.0,
-                   disable=not (self.acc.is_main_process and run.progress))
+        bar = progress_bar(total, "train", initial=min(st.step, total),
+                           disable=not (self.acc.is_main_process and run.progress))
         stop_reason: str | None = None
         metrics: dict[str, float] = {}
         metrics_step = -1

@@ -13,14 +13,17 @@ Output conventions (see ``docs/models.md``):
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import pickle
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import PatchEmbed, resample_patch_embed, trunc_normal_
+from timm.layers import PatchEmbed, resample_patch_embed, to_2tuple, trunc_normal_
 from timm.models import (
     build_model_with_cfg,
     clean_state_dict,
@@ -35,6 +38,8 @@ from ..layers import GLU, MDTPE, LightNetAttention, LightNetBlock, MixerConfig, 
 from ..state_dict import diff_state_dicts
 
 __all__ = ["LightNet", "checkpoint_filter_fn"]
+
+_logger = logging.getLogger(__name__)
 
 # FX (timm's feature extraction / its fx tests): the layers validate shapes and derive tables from the grid size in
 # Python, so they are traced as leaf modules rather than symbolically.
@@ -87,6 +92,7 @@ def check_image_input(
     if C != in_chans:
         raise ValueError(f"LightNet: expected {in_chans} input channels, got {C} (input shape {tuple(x.shape)})")
     if not dynamic_img_size:
+        # (the nominal size itself is checked for patch divisibility at construction / set_input_size)
         if (H, W) != tuple(img_size):
             raise ValueError(
                 f"LightNet: expected image size {tuple(img_size)}, got {(H, W)}; create the model with "
@@ -96,6 +102,19 @@ def check_image_input(
         raise ValueError(
             f"LightNet: image size {(H, W)} is not divisible by the patch size {tuple(patch_size)}; "
             "resize/crop the input or create the model with dynamic_img_pad=True"
+        )
+
+
+def check_patch_divisible(img_size: Tuple[int, int], patch_size: Tuple[int, int], dynamic_img_pad: bool) -> None:
+    """Raise a ``ValueError`` when the nominal ``img_size`` is not a multiple of ``patch_size`` (the patch convolution
+    would silently drop the remainder rows/columns), unless ``dynamic_img_pad`` zero-pads images to a multiple."""
+    if dynamic_img_pad:
+        return
+    if img_size[0] % patch_size[0] or img_size[1] % patch_size[1]:
+        raise ValueError(
+            f"LightNet: image size {tuple(img_size)} is not divisible by the patch size {tuple(patch_size)} (the "
+            f"remainder pixels would be dropped); use a multiple of the patch, or create the model with "
+            f"dynamic_img_pad=True to zero-pad every image to one"
         )
 
 
@@ -126,7 +145,8 @@ class LightNet(nn.Module):
         proj_drop_rate: dropout inside the mixer output and the GLU.
         drop_path_rate: stochastic depth, increasing linearly to this rate over the blocks.
         dynamic_img_size: accept any image size divisible by the patch (nothing is resampled).
-        dynamic_img_pad: zero-pad images to a patch multiple (implies any size works).
+        dynamic_img_pad: zero-pad images (bottom/right) to a patch multiple (implies any size works). Without it an
+            ``img_size`` (or an input, with ``dynamic_img_size``) not divisible by the patch raises ``ValueError``.
         norm: ``'rmsnorm'`` or ``'layernorm'`` (blocks and the final norm).
         use_tpe: MD-TPE after the patch embedding.
         tpe_num_decays: exponentials per side and channel of the MD-TPE kernels.
@@ -226,6 +246,7 @@ class LightNet(nn.Module):
                 strict_img_size=not self.dynamic_img_size,
                 dynamic_img_pad=dynamic_img_pad,
             )
+            check_patch_divisible(self.patch_embed.img_size, self.patch_embed.patch_size, dynamic_img_pad)
             self.tpe = (MDTPE(embed_dim, num_axes=2, causal=False, num_decays=tpe_num_decays,
                               kernel_norm=tpe_kernel_norm) if use_tpe else None)
             mixer = MixerConfig(
@@ -306,6 +327,9 @@ class LightNet(nn.Module):
         MD-TPE and MD-LRPE are relative encodings: nothing else is resampled; their references for other sizes
         (``tpe_match_mass``, ``lrpe_interpolate``) move to the new nominal grid.
         """
+        new_img = self.patch_embed.img_size if img_size is None else to_2tuple(img_size)
+        new_patch = self.patch_embed.patch_size if patch_size is None else to_2tuple(patch_size)
+        check_patch_divisible(tuple(new_img), tuple(new_patch), self.dynamic_img_pad)
         self.patch_embed.set_input_size(img_size=img_size, patch_size=patch_size)
         reduction = self.patch_embed.feat_ratio()
         for info in self.feature_info:
@@ -494,6 +518,13 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LightNet) -> Dict[st
         )
     head_w = sd.get("head.weight")
     cfg_classes = getattr(model, "pretrained_cfg", {}).get("num_classes")
+    if head_w is not None and cfg_classes is not None and model.num_classes != cfg_classes:
+        _logger.warning(
+            "LightNet: the classifier head of the pretrained file (head.weight, head.bias: %d classes) is not loaded "
+            "and is re-initialised, because num_classes=%d differs from the pretrained cfg's num_classes=%d (timm's "
+            "rule). To keep the file's head, create the model with num_classes=%d and "
+            "pretrained_cfg_overlay=dict(file=..., num_classes=%d).",
+            head_w.shape[0], model.num_classes, cfg_classes, head_w.shape[0], head_w.shape[0])
     if (
         head_w is not None and isinstance(model.head, nn.Linear) and head_w.shape != model.head.weight.shape
         and model.num_classes == cfg_classes
@@ -543,14 +574,28 @@ def _create_lightnet(variant: str, pretrained: bool = False, **kwargs: Any) -> L
     if pretrained and file and not os.path.isfile(file):
         raise FileNotFoundError(f"{variant}: pretrained weights file not found: {file}")
     out_indices = kwargs.pop("out_indices", 3)
-    return build_model_with_cfg(
-        LightNet,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-        **kwargs,
-    )
+    try:
+        return build_model_with_cfg(
+            LightNet,
+            variant,
+            pretrained,
+            pretrained_filter_fn=checkpoint_filter_fn,
+            feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
+            **kwargs,
+        )
+    except _UNREADABLE_FILE_ERRORS as e:
+        if not (pretrained and file):
+            raise
+        # timm reports an unreadable file with the loader's own message (e.g. safetensors' "incomplete metadata"),
+        # which does not name the file
+        raise ValueError(
+            f"{variant}: cannot load the pretrained weights file {file} (truncated, or not a safetensors / "
+            f"torch.save checkpoint?): {type(e).__name__}: {e}"
+        ) from e
+
+
+# what loading a damaged or foreign file raises inside timm (ValueErrors of checkpoint_filter_fn pass through)
+_UNREADABLE_FILE_ERRORS = (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError, KeyError)
 
 
 @register_model

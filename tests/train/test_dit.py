@@ -264,6 +264,11 @@ def test_train_dit_errors(tmp_path, capsys):
     assert train_main(["-c", "dit_digits", "model.preset=LightNet-DiT-M/2", f"run.output_dir={tmp_path}"]) == 2
     assert "unknown model.preset" in capsys.readouterr().err
     assert train_main(["-c", "dit_digits", "model.presett=x"]) == 2
+    # a bad model argument is refused before any run folder is made
+    runs = tmp_path / "bad_kwargs_runs"
+    assert train_main(["-c", "dit_digits", "model.kwargs.foo=1", f"run.output_dir={runs}"]) == 2
+    assert "foo" in capsys.readouterr().err
+    assert not runs.exists() or not any(runs.iterdir())
 
 
 def test_train_dit_on_imagefolder_rgb(tmp_path):

@@ -104,6 +104,10 @@ def test_eval_cli_matches_training_and_runs_at_other_resolution(reference_run: P
     assert eval_main(["--checkpoint", str(reference_run), "--img-size", "16", "--json", str(out)]) == 0
     m16 = json.loads(out.read_text())
     assert m16["img_size"] == 16 and 0.0 <= m16["eval_top1"] <= 100.0 and m16["eval_top5"] >= m16["eval_top1"]
+    # an image size not divisible by the patch (2) is refused, not cropped
+    assert eval_main(["--checkpoint", str(reference_run), "--img-size", "9"]) == 2
+    err = capsys.readouterr().err
+    assert "(9, 9) is not divisible by the patch size (2, 2)" in err and "dynamic_img_pad" in err
     assert eval_main(["--checkpoint", str(tmp_path / "nothing")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     # the same weights into another architecture size: refused with the mismatching keys named
@@ -225,6 +229,52 @@ def test_cli_lists_commands(capsys):
 def test_train_cli_bad_input(tmp_path: Path, capsys, override: str, message: str):
     assert train_main([*TINY, f"run.run_dir={tmp_path / 'r'}", override]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.batch_size=-4", "batch_size must be positive, got -4"),
+    ("model=nonexistent_model", "unknown model 'nonexistent_model'"),
+])
+def test_bad_config_leaves_no_run_folder(tmp_path: Path, capsys, override: str, message: str):
+    runs = tmp_path / "runs"
+    assert train_main([*TINY, f"run.output_dir={runs}", override]) == 2
+    assert message in capsys.readouterr().err
+    assert not runs.exists() or not any(runs.iterdir()), list(runs.iterdir())
+
+
+def test_warmup_as_long_as_the_run_is_scaled_with_a_warning(caplog):
+    from lightnet.train.engine import WARMUP_CAP, build_scheduler, effective_warmup_epochs
+
+    with caplog.at_level("WARNING", logger="lightnet.train.engine"):
+        assert effective_warmup_epochs(SchedConfig(warmup_epochs=1), epochs=1) == pytest.approx(WARMUP_CAP)
+    assert "sched.warmup_epochs=1 is not shorter than run.epochs=1" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lightnet.train.engine"):
+        assert effective_warmup_epochs(SchedConfig(warmup_epochs=2), epochs=10) == 2
+    assert not caplog.records
+    # the scheduler of a 1-epoch run with warmup_epochs=1 decays: the last update's LR is below the peak
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_scheduler(opt, SchedConfig(warmup_epochs=1, warmup_lr=1e-6, min_lr=1e-5), 1, 100)
+    lrs = [sched._get_lr(t)[0] for t in range(100)]
+    assert max(lrs) == pytest.approx(1.0, rel=0.05) and lrs[-1] < 0.01 and lrs.index(max(lrs)) <= 11
+
+
+def test_progress_in_a_redirected_log_is_one_line_per_n_steps():
+    import io
+
+    from lightnet.train.progress import LineProgress, progress_bar
+
+    log = io.StringIO()
+    bar = progress_bar(total=10, desc="train", stream=log, every=4)
+    assert isinstance(bar, LineProgress)
+    for step in range(10):
+        bar.update(1)
+        bar.set_postfix(loss=f"{step:.1f}")
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue()
+    assert [line.split()[1] for line in lines] == ["4/10", "8/10", "10/10"]
+    assert lines[0].startswith("train: 4/10 (40%)") and lines[-1].endswith("loss=8.0")
 
 
 def test_resume_without_checkpoint_is_clear(tmp_path: Path, capsys):

@@ -88,13 +88,17 @@ def test_timm_pretrained_file_truncated_random_and_foreign(tmp_path):
     good = tmp_path / "good.safetensors"
     save_file({k: v.contiguous() for k, v in tiny_vit().state_dict().items()}, str(good))
     truncate(good)
-    with pytest.raises(Exception) as info:
+    with raises(ValueError, str(good), "truncated") as info:
         tiny_vit(pretrained=True, pretrained_cfg_overlay=dict(file=str(good)))
     assert "deserializ" in str(info.value).lower() or "metadata" in str(info.value).lower()
     rnd = tmp_path / "random.pth"
     rnd.write_bytes(os.urandom(4096))
-    with pytest.raises(Exception):
+    with raises(ValueError, str(rnd), "cannot load the pretrained weights file"):
         tiny_vit(pretrained=True, pretrained_cfg_overlay=dict(file=str(rnd)))
+    not_safetensors = tmp_path / "text.safetensors"
+    not_safetensors.write_text("this is not a checkpoint")
+    with raises(ValueError, str(not_safetensors)):
+        tiny_vit(pretrained=True, pretrained_cfg_overlay=dict(file=str(not_safetensors)))
     # a checkpoint of another architecture (a torchvision-style CNN state dict): the filter names the keys
     foreign = tmp_path / "cnn.safetensors"
     cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Linear(8, 3))
@@ -106,3 +110,40 @@ def test_timm_pretrained_file_truncated_random_and_foreign(tmp_path):
     save_file({k: v.contiguous() for k, v in tiny_vit(embed_dim=96, num_heads=2).state_dict().items()}, str(bigger))
     with raises(ValueError, "shape mismatches"):
         tiny_vit(pretrained=True, pretrained_cfg_overlay=dict(file=str(bigger)))
+
+
+def test_timm_pretrained_file_with_other_num_classes_warns_about_the_head(tmp_path, caplog):
+    torch.manual_seed(0)
+    source = tiny_vit()  # 3 classes
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    with caplog.at_level("WARNING", logger="lightnet.vision.lightnet_vit"):
+        fresh = timm.create_model("test_lightnet", img_size=32, num_classes=5, pretrained=True,
+                                  pretrained_cfg_overlay=dict(file=str(path)))
+    assert fresh.head.weight.shape == (5, 64)
+    text = caplog.text
+    assert "re-initialised" in text and "head.weight" in text and "num_classes=3" in text
+    assert "pretrained_cfg_overlay=dict(file=..., num_classes=3)" in text
+    # following the advice keeps the head, and says nothing
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lightnet.vision.lightnet_vit"):
+        kept = timm.create_model("test_lightnet", img_size=32, num_classes=3, pretrained=True,
+                                 pretrained_cfg_overlay=dict(file=str(path), num_classes=3))
+    assert torch.equal(kept.head.weight, source.head.weight) and "re-initialised" not in caplog.text
+
+
+def test_img_size_not_divisible_by_the_patch_raises_or_pads():
+    with raises(ValueError, "(18, 18) is not divisible by the patch size (4, 4)", "dynamic_img_pad"):
+        timm.create_model("test_lightnet", img_size=18, patch_size=4)
+    with raises(ValueError, "not divisible"):
+        timm.create_model("test_lightnet", img_size=16, patch_size=4).set_input_size(img_size=18)
+    with raises(ValueError, "(18, 18) is not divisible"):
+        timm.create_model("test_lightnet", img_size=16, patch_size=4, dynamic_img_size=True)(torch.randn(1, 3, 18, 18))
+    # dynamic_img_pad: the image is zero-padded to 20 x 20 (a 5 x 5 grid), no pixel dropped: the last row matters
+    torch.manual_seed(0)
+    padded = timm.create_model("test_lightnet", img_size=18, patch_size=4, dynamic_img_pad=True).eval()
+    x = torch.randn(1, 3, 18, 18)
+    assert padded.forward_features(x).shape == (1, 5, 5, 64)
+    y = x.clone()
+    y[..., -1, :] += 1.0
+    assert not torch.allclose(padded(x), padded(y))
