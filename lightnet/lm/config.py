@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,33 @@ CONFIG_NAME = "config.json"
 _BOOKKEEPING = ("model_type", "architectures")
 
 
+def _unknown_keys_error(unknown: List[str], known: Any) -> ValueError:
+    """``ValueError`` naming each unknown key with its closest known key (``'num_haeds' (did you mean 'num_heads'?)``)."""
+    hints = []
+    for k in unknown:
+        close = difflib.get_close_matches(k, sorted(known), n=1)
+        hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ValueError(f"LightNetLMConfig: unknown config key(s) {', '.join(hints)}; known keys: {sorted(known)}")
+
+
+def _reject_unknown_keywords(cls: type) -> type:
+    """Wrap the dataclass ``__init__`` so that an unknown keyword raises :func:`_unknown_keys_error`'s ``ValueError``
+    (with a "did you mean" hint) instead of Python's plain ``TypeError``."""
+    init = cls.__init__
+    known = frozenset(f.name for f in dataclasses.fields(cls))
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        unknown = [k for k in kwargs if k not in known]
+        if unknown:
+            raise _unknown_keys_error(unknown, known)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+@_reject_unknown_keywords
 @dataclass
 class LightNetLMConfig:
     """Hyper-parameters of a LightNet language model.
@@ -141,11 +169,7 @@ class LightNetLMConfig:
             raise ValueError(f"LightNetLMConfig: config is for model_type {model_type!r}, expected {MODEL_TYPE!r}")
         unknown = [k for k in data if k not in known and k not in _BOOKKEEPING]
         if unknown:
-            hints = []
-            for k in unknown:
-                close = difflib.get_close_matches(k, sorted(known), n=1)
-                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ValueError(f"LightNetLMConfig: unknown config key(s) {', '.join(hints)}; known keys: {sorted(known)}")
+            raise _unknown_keys_error(unknown, known)
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_dict(self, architectures: Optional[List[str]] = None) -> Dict[str, Any]:

@@ -213,6 +213,9 @@ def test_config_json_round_trip_and_unknown_keys(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"unknown config key.*'num_haeds'.*did you mean 'num_heads'"):
         LightNetLMConfig.load(tmp_path)
+    # the constructor gives the same ValueError as the loaders, not Python's TypeError
+    with pytest.raises(ValueError, match=r"unknown config key.*'num_haeds' \(did you mean 'num_heads'\?\)"):
+        LightNetLMConfig(num_haeds=2)
     with pytest.raises(ValueError, match="divisible"):
         LightNetLMConfig(dim=30, num_heads=4)
 
