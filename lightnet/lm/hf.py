@@ -307,7 +307,7 @@ class LightNetHFForCausalLM(LightNetHFPreTrainedModel, GenerationMixin):
             input_ids = input_ids[:, past_key_values.seen_tokens:]
         inputs: Dict[str, Any] = {
             "input_ids": input_ids.contiguous(), "attention_mask": attention_mask,
-            "past_key_values": past_key_values, "use_cache": use_cache,
+            _CACHE_FIELD: past_key_values, "use_cache": use_cache,
         }
         for key, value in kwargs.items():
             if key not in _GENERATION_ONLY_KWARGS:
@@ -392,7 +392,7 @@ class LightNetHFForCausalLM(LightNetHFPreTrainedModel, GenerationMixin):
             out = (logits,) + ((cache,) if use_cache else ()) + ((hidden_states,) if hidden_states else ())
             return ((loss,) + out) if loss is not None else out
         return CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=cache if use_cache else None, hidden_states=hidden_states
+            loss=loss, logits=logits, hidden_states=hidden_states, **{_CACHE_FIELD: cache if use_cache else None}
         )
 
 
@@ -436,6 +436,9 @@ class LightNetHFForMaskedLM(LightNetHFPreTrainedModel):
 
 
 #: bookkeeping of ``generate`` that is not a ``forward`` argument
+#: the name of the recurrent state in the installed transformers' outputs and generation inputs: ``cache`` in later
+#: 5.x releases (where ``past_key_values`` still works but logs a deprecation), ``past_key_values`` before
+_CACHE_FIELD = "cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
 _GENERATION_ONLY_KWARGS = ("next_sequence_length", "is_first_iteration", "cache_position", "position_ids")
 #: arguments ``transformers`` may pass that LightNet does not need: positions are implicit (relative encodings)
 _POSITION_KWARGS = ("position_ids", "cache_position")

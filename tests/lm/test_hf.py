@@ -227,6 +227,35 @@ def test_hf_generate_continues_from_a_user_cache():
     assert torch.equal(hf.generate(ids, past_key_values=cache, max_new_tokens=5, do_sample=False), plain)
 
 
+def test_hf_generate_logs_no_cache_deprecation():
+    """generate (greedy, beam search) and forward use the installed transformers' name for the state (``cache`` in
+    later 5.x), so transformers logs no ``past_key_values/cache_params are deprecated`` message."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    handler = Collect(level=logging.WARNING)
+    hf_logger = hf_logging.get_logger("transformers")
+    hf_logger.addHandler(handler)
+    hf_logging.warning_once.cache_clear()  # a message logged once earlier in the session would be suppressed
+    try:
+        hf = _causal(seed=3)
+        ids = _ids(N=5)
+        hf.generate(ids, max_new_tokens=3, do_sample=False)
+        hf.generate(ids, max_new_tokens=3, num_beams=2, do_sample=False)
+        out = hf(ids, use_cache=True)
+        assert isinstance(getattr(out, H._CACHE_FIELD), H.LightNetHFCache)
+    finally:
+        hf_logger.removeHandler(handler)
+    assert not [r for r in records if "deprecated" in r], records
+
+
 def test_beam_search_reorders_the_recurrent_state():
     hf = _causal(seed=2)
     ids = _ids(N=7)
