@@ -13,6 +13,8 @@ training-size only) this pipeline:
 from __future__ import annotations
 
 import inspect
+import json
+from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -66,6 +68,25 @@ class LightNetDiTPipeline(DiffusionPipeline):
         self.register_to_config(class_names=list(class_names) if class_names is not None else None)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+
+    # ------------------------------------------------------------------ saving / loading
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """diffusers' ``save_pretrained`` plus a two-line custom-pipeline file, so that the folder also loads through
+        ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` (see :func:`_write_loader_module`)."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        _write_loader_module(Path(save_directory))
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """diffusers' ``load_config``, with the ``[module, class]`` pair that :meth:`save_pretrained` writes as
+        ``_class_name`` read back as this class's name, so ``LightNetDiTPipeline.from_pretrained`` loads the class
+        it was called on (no custom-code step, no ``trust_remote_code``)."""
+        out = super().load_config(*args, **kwargs)
+        config = out[0] if isinstance(out, tuple) else out
+        name = config.get("_class_name")
+        if isinstance(name, (list, tuple)) and len(name) == 2 and name[0] == LOADER_MODULE:
+            config["_class_name"] = name[1]
+        return out
 
     @property
     def num_classes(self) -> int:
@@ -207,3 +228,31 @@ class LightNetDiTPipeline(DiffusionPipeline):
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
+
+
+#: the custom-pipeline file :meth:`LightNetDiTPipeline.save_pretrained` writes next to ``model_index.json``
+LOADER_MODULE = "lightnet_dit_pipeline"
+_LOADER_SOURCE = '''"""This folder holds a LightNet LightNetDiTPipeline (pip package lightnet-yoso).
+
+Load it with:
+    from lightnet.generation import LightNetDiTPipeline
+    pipe = LightNetDiTPipeline.from_pretrained(folder)
+
+DiffusionPipeline.from_pretrained(folder) loads it too when given trust_remote_code=True: diffusers then runs this
+file, which only imports the pipeline class from the installed lightnet package (no other code, nothing downloaded).
+"""
+from lightnet.generation.pipeline import LightNetDiTPipeline  # noqa: F401
+'''
+
+
+def _write_loader_module(folder: Path) -> None:
+    """Write ``lightnet_dit_pipeline.py`` and point ``model_index.json``'s ``_class_name`` at it
+    (``["lightnet_dit_pipeline", "LightNetDiTPipeline"]``, diffusers' convention for a pipeline defined outside
+    diffusers), so that ``DiffusionPipeline.from_pretrained(folder)`` raises diffusers' custom-code error naming that
+    file (whose docstring says to use ``LightNetDiTPipeline.from_pretrained``) instead of ``AttributeError: module
+    diffusers has no attribute LightNetDiTPipeline``, and loads with ``trust_remote_code=True``."""
+    index = folder / "model_index.json"
+    config = json.loads(index.read_text())
+    config["_class_name"] = [LOADER_MODULE, LightNetDiTPipeline.__name__]
+    index.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (folder / f"{LOADER_MODULE}.py").write_text(_LOADER_SOURCE)

@@ -189,3 +189,45 @@ def test_pipeline_errors():
         pipe(None, num_inference_steps=1)
     with pytest.raises(ValueError, match="without class_names"):
         pipe.get_label_ids("cat")
+
+
+def test_saved_folder_loads_through_diffusion_pipeline(tmp_path):
+    """``DiffusionPipeline.from_pretrained(folder)``: diffusers' custom-code error names the folder's two-line
+    loader file (which says to use ``LightNetDiTPipeline.from_pretrained``); with ``trust_remote_code=True`` it loads
+    the same pipeline. Run in a child process so diffusers' module cache (HF_HOME) lives in tmp_path."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests._subprocess_env import subprocess_env
+
+    pipe = LightNetDiTPipeline(pixel_model(num_classes=3), DDPMScheduler(num_train_timesteps=20))
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(tmp_path / "pipe")
+    assert json.loads((tmp_path / "pipe" / "model_index.json").read_text())["_class_name"] == [
+        "lightnet_dit_pipeline", "LightNetDiTPipeline"]
+    assert "LightNetDiTPipeline.from_pretrained(folder)" in (tmp_path / "pipe" / "lightnet_dit_pipeline.py").read_text()
+    loaded = LightNetDiTPipeline.from_pretrained(tmp_path / "pipe")  # no trust_remote_code needed
+    loaded.set_progress_bar_config(disable=True)
+    assert torch.equal(run(pipe, [0, 2]), run(loaded, [0, 2]))
+    code = textwrap.dedent(f"""
+        import torch
+        from diffusers import DiffusionPipeline
+        from lightnet.generation import LightNetDiTPipeline
+        folder = {str(tmp_path / "pipe")!r}
+        try:
+            DiffusionPipeline.from_pretrained(folder)
+            raise SystemExit("loaded without trust_remote_code")
+        except ValueError as e:
+            assert "lightnet_dit_pipeline.py" in str(e) and "trust_remote_code" in str(e), e
+        pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+        assert type(pipe) is LightNetDiTPipeline, type(pipe)
+        pipe.set_progress_bar_config(disable=True)
+        torch.save(pipe([0, 2], num_inference_steps=3, output_type="pt",
+                        generator=torch.Generator().manual_seed(0)).images, {str(tmp_path / "images.pt")!r})
+    """)
+    env = dict(subprocess_env(), HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert torch.equal(torch.load(tmp_path / "images.pt", weights_only=True), run(pipe, [0, 2]))
