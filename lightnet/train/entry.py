@@ -19,6 +19,7 @@ stopped the run after checkpointing (``train_fn`` returns the :class:`~lightnet.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 from pathlib import Path
@@ -28,7 +29,26 @@ from .checkpoint import CheckpointError
 from .config import ConfigError, build_config, config_to_dict, load_yaml
 from .datasets import DatasetError
 
-__all__ = ["run_trainer_cli", "trainer_parser", "resolve_cli_config"]
+__all__ = ["HelpFormatter", "plain_text", "run_trainer_cli", "trainer_parser", "resolve_cli_config"]
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` of the ``lightnet`` commands: every option's default listed (unless its help already says what the
+    default is), descriptions and epilogs as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is argparse.SUPPRESS or action.required or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
+
+
+def plain_text(rst: str) -> str:
+    """A docstring paragraph as terminal text: RST literals (````x````), emphasis (``*x*``, ``**x**``) and roles
+    (``:class:`x```) unmarked."""
+    rst = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", rst)
+    rst = re.sub(r"``([^`]+)``", r"\1", rst)
+    return re.sub(r"\*{1,2}([^*\s][^*]*)\*{1,2}", r"\1", rst)
 
 TrainFn = Callable[..., Any]
 

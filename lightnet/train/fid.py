@@ -214,23 +214,26 @@ def fid_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lightnet fid``."""
     from .sample import AUTOCAST_DTYPES, SCHEDULERS, load_pipeline, sample_images, set_scheduler
 
-    p = argparse.ArgumentParser(prog="lightnet fid", description=__doc__.split("\n\n")[0] + " See docs/generation.md.")
+    from .entry import HelpFormatter, plain_text
+
+    p = argparse.ArgumentParser(prog="lightnet fid", formatter_class=HelpFormatter,
+                                description=plain_text(__doc__.split("\n\n")[0]) + " See docs/generation.md.")
     p.add_argument("--pipeline", "-p", nargs="+", required=True, help="one or more saved pipeline folders")
     p.add_argument("--dataset", default="fashion_mnist", help="dataset the generators were trained on")
     p.add_argument("--root", default=None, help="dataset root (fashion_mnist idx folder / imagefolder tree)")
-    p.add_argument("--img-size", type=int, default=32)
+    p.add_argument("--img-size", type=int, default=32, help="image side the pipelines sample and the classifier sees")
     p.add_argument("--num-samples", type=int, default=2000, help="generated images per pipeline (and real images)")
     p.add_argument("--classifier", default=None,
                    help="folder of a cached FID classifier (trained and written there if missing)")
-    p.add_argument("--classifier-epochs", type=int, default=3)
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--guidance", type=float, default=1.5)
-    p.add_argument("--scheduler", default="ddim", choices=sorted(SCHEDULERS))
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classifier-epochs", type=int, default=3, help="epochs of the FID classifier (when trained)")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps")
+    p.add_argument("--guidance", type=float, default=1.5, help="classifier-free guidance scale (<= 1: off)")
+    p.add_argument("--scheduler", default="ddim", choices=sorted(SCHEDULERS), help="sampling scheduler")
+    p.add_argument("--batch-size", type=int, default=500, help="images per sampling batch")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--autocast", default="no", choices=["no", *AUTOCAST_DTYPES],
                    help="sample under torch.autocast in this dtype (meant for GPUs; recorded in the results)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     try:

@@ -103,21 +103,23 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lightnet sample``."""
     from torchvision.utils import save_image
 
-    p = argparse.ArgumentParser(prog="lightnet sample",
+    from .entry import HelpFormatter
+
+    p = argparse.ArgumentParser(prog="lightnet sample", formatter_class=HelpFormatter,
                                 description="Sample images from a saved LightNet-DiT pipeline folder.")
     p.add_argument("--pipeline", "-p", required=True, help="pipeline folder (RUN_DIR/pipeline of lightnet train-dit)")
     p.add_argument("--labels", type=int, nargs="*", default=None, help="class labels to sample (default: all classes)")
     p.add_argument("--per-class", type=int, default=8, help="images per class when --labels is not given")
     p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (<= 1: off)")
     p.add_argument("--steps", type=int, default=50, help="sampling steps")
-    p.add_argument("--scheduler", default="ddim", choices=sorted(SCHEDULERS))
-    p.add_argument("--height", type=int, default=None)
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--scheduler", default="ddim", choices=sorted(SCHEDULERS), help="sampling scheduler")
+    p.add_argument("--height", type=int, default=None, help="image height in pixels (default: the training size)")
+    p.add_argument("--width", type=int, default=None, help="image width in pixels (default: the training size)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--batch-size", type=int, default=256, help="images per sampling batch")
     p.add_argument("--autocast", default="no", choices=["no", *AUTOCAST_DTYPES],
                    help="run the transformer under torch.autocast in this dtype (meant for GPUs)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.add_argument("--out", default="samples", help="output folder (grid.png and images/)")
     args = p.parse_args(argv)
     try:

@@ -326,3 +326,16 @@ def test_compiled_dit_training_saves_a_plain_pipeline(tmp_path):
     assert summary["step"] == 4 and math.isfinite(summary["eval_loss"])
     pipe = LightNetDiTPipeline.from_pretrained(run_dir / "pipeline")
     assert not any("_orig_mod" in k for k in pipe.transformer.state_dict())
+
+
+@pytest.mark.parametrize("command", ["sample", "fid"])
+def test_sample_and_fid_help_is_plain_text_with_defaults(command, capsys):
+    from lightnet.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as info:
+        cli_main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and "*proxy*" not in out and ":class:" not in out
+    assert "(default: 50)" in out and "(default: ddim)" in out  # --steps, --scheduler
+    assert out.count("(default:") >= 6
