@@ -166,3 +166,63 @@ def test_presets_mirror_dit_grid():
     assert model.config.out_channels == 8 and model.config.patch_size == 8 and len(model.transformer_blocks) == 12
     n_params = sum(p.numel() for p in model.parameters())
     assert 25e6 < n_params < 40e6  # DiT-S is 33M
+
+
+# ---------------------------------------------------------------------------- diffusers model-tester style checks
+# The checks of diffusers' ModelTesterMixin (determinism, from_config, save/load, output shape, gradient
+# checkpointing), on tiny_model(): its adaLN / output layers are randomised, so an equality check compares real
+# outputs, not the zeros of the adaLN-Zero initialisation.
+def _inputs(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(hidden_states=torch.randn(2, 4, 8, 8, generator=g), timestep=torch.tensor([3, 700]),
+                class_labels=torch.tensor([1, 10]))
+
+
+def test_mixin_checks_use_a_non_zero_model():
+    out = tiny_model()(**_inputs()).sample
+    assert out.abs().mean() > 1e-3  # a zero-initialised model would make every equality below trivial
+
+
+def test_mixin_determinism_and_output_shape():
+    model = tiny_model()
+    with torch.no_grad():
+        first, second = model(**_inputs()).sample, model(**_inputs()).sample
+    assert first.shape == _inputs()["hidden_states"].shape
+    assert torch.equal(first, second)
+    assert not torch.equal(first, model(**_inputs(seed=1)).sample)
+
+
+def test_mixin_from_config_builds_the_same_architecture():
+    model = tiny_model(out_channels=8)
+    clone = LightNetDiTModel.from_config(model.config).eval()
+    assert dict(clone.config) == dict(model.config)
+    assert {n: p.shape for n, p in clone.state_dict().items()} == {n: p.shape for n, p in model.state_dict().items()}
+    assert clone.load_state_dict(model.state_dict()) is not None
+    with torch.no_grad():
+        assert torch.equal(clone(**_inputs()).sample, model(**_inputs()).sample)
+
+
+@pytest.mark.parametrize("safe_serialization", [True, False])
+def test_mixin_save_load_round_trip(tmp_path, safe_serialization):
+    model = tiny_model()
+    model.save_pretrained(tmp_path, safe_serialization=safe_serialization)
+    loaded = LightNetDiTModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(model(**_inputs()).sample, loaded(**_inputs()).sample)
+
+
+def test_mixin_gradient_checkpointing_matches_in_train_mode_with_dropout_off():
+    model = tiny_model().train()
+    model.embedding.class_embedder.dropout_prob = 0.0
+    grads = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+        model.zero_grad()
+        model(**_inputs()).sample.square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert model.is_gradient_checkpointing
+    nonzero = [n for n, g in grads[0].items() if g.abs().max() > 0]
+    assert len(nonzero) == len(grads[0])  # randomised adaLN: every parameter has a non-zero gradient
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-4, atol=1e-6, msg=n)
