@@ -431,8 +431,9 @@ def test_checkpoint_unwrapping_unchanged_by_timm_clean_state_dict(prefix, contai
 def test_pretrained_rejects_pickled_objects(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": _fresh_state(), "extra": pickle.PicklingError("not a tensor")}, path)
-    with pytest.raises((pickle.UnpicklingError, RuntimeError), match="(?i)weights.only"):
+    with pytest.raises(ValueError, match="(?i)weights.only") as info:  # the loader's error, with the file named
         timm.create_model("test_lightnet", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    assert str(path) in str(info.value) and isinstance(info.value.__cause__, (pickle.UnpicklingError, RuntimeError))
 
 
 def test_checkpoint_of_another_architecture_is_named(tmp_path):
