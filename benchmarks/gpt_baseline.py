@@ -47,12 +47,13 @@ def _rope(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor
 
 
 class KVCache:
-    """Pre-allocated keys/values of every layer: ``[B, H, max_len, D]`` each, filled up to ``length``."""
+    """Pre-allocated keys/values of every layer: ``[B, H, max_len, D]`` each, filled up to ``length`` (zeros after it:
+    the static decode step attends over the whole buffer with a mask, and masked values must be finite)."""
 
     def __init__(self, depth: int, batch: int, heads: int, head_dim: int, max_len: int, device, dtype) -> None:
         shape = (batch, heads, max_len, head_dim)
-        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(depth)]
-        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(depth)]
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(depth)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(depth)]
         self.length = 0
         self.max_len = max_len
 
@@ -67,9 +68,12 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, layer: int = 0, cache: Optional[KVCache] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layer: int = 0, cache: Optional[KVCache] = None,
+                position: Optional[torch.Tensor] = None) -> torch.Tensor:
         B, N, C = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [B, H, N, D] each
+        if position is not None:
+            return self.proj(self._static_step(q, k, v, layer, cache, position).transpose(1, 2).reshape(B, N, C))
         start = 0 if cache is None else cache.length
         pos = torch.arange(start, start + N, device=x.device)
         q, k = _rope(q, pos, self.rope_base), _rope(k, pos, self.rope_base)
@@ -93,6 +97,18 @@ class Attention(nn.Module):
                 o = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
         return self.proj(o.transpose(1, 2).reshape(B, N, C))
 
+    def _static_step(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, cache: KVCache,
+                     position: torch.Tensor) -> torch.Tensor:
+        """One token at ``position`` (0-dim long tensor on the device), the static-cache form a CUDA graph captures
+        (as Hugging Face's static cache does): k, v written at ``position``, attention over the whole pre-allocated
+        ``[B, H, max_len, D]`` buffer with the keys after ``position`` masked out; no host value changes per step."""
+        pos = position.view(1)
+        q, k = _rope(q, pos, self.rope_base), _rope(k, pos, self.rope_base)
+        cache.k[layer].index_copy_(2, pos, k)
+        cache.v[layer].index_copy_(2, pos, v)
+        visible = (torch.arange(cache.max_len, device=q.device) <= position)[None, None, None]  # [1, 1, 1, max_len]
+        return F.scaled_dot_product_attention(q, cache.k[layer], cache.v[layer], attn_mask=visible)
+
 
 class Block(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
@@ -102,8 +118,9 @@ class Block(nn.Module):
         self.norm2 = RMSNorm(cfg.dim)
         self.mlp = GLU(cfg.dim, cfg.mlp_ratio)
 
-    def forward(self, x: torch.Tensor, layer: int = 0, cache: Optional[KVCache] = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), layer, cache)
+    def forward(self, x: torch.Tensor, layer: int = 0, cache: Optional[KVCache] = None,
+                position: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), layer, cache, position)
         return x + self.mlp(self.norm2(x))
 
 
@@ -158,4 +175,13 @@ class GPTBaseline(nn.Module):
     @torch.no_grad()
     def decode_step(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
         return self(token[:, None], cache, last_only=True)[:, -1].float()
+
+    @torch.no_grad()
+    def static_decode_step(self, token: torch.Tensor, cache: KVCache, position: torch.Tensor) -> torch.Tensor:
+        """:meth:`decode_step` at a device ``position`` (0-dim long) over the whole static cache: capture-safe
+        (``cache.length`` is not read or advanced; the caller advances ``position``). ``[B]`` → logits ``[B, V]``."""
+        x = self.embed(token[:, None])
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, i, cache, position)
+        return self.lm_head(self.norm(x))[:, -1].float()
 

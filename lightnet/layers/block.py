@@ -72,7 +72,7 @@ class LightNetBlock(nn.Module):
         key_padding_mask: Optional[torch.Tensor] = None,
         state: Optional[State] = None,
         return_state: bool = False,
-        position_offset: int = 0,
+        position_offset: Union[int, torch.Tensor] = 0,
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, State]]:
         mixed = self.attn(
             self.norm1(x), grid_shape, key_padding_mask,

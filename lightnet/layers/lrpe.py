@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import collections
 import weakref
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -55,10 +55,12 @@ def _fixed_freqs(head_dim: int, num_axes: int, base: float) -> torch.Tensor:
     return freqs
 
 
-def grid_coordinates(grid_shape: Sequence[int], device: Optional[torch.device] = None, offset: int = 0) -> torch.Tensor:
+def grid_coordinates(grid_shape: Sequence[int], device: Optional[torch.device] = None,
+                     offset: Union[int, torch.Tensor] = 0) -> torch.Tensor:
     """Row-major integer coordinates of every cell of ``grid_shape``: ``[prod(grid), len(grid)]`` (fp32).
 
-    ``offset`` shifts the first axis (used by 1-D causal decoding, where token ``t`` sits at ``offset + t``).
+    ``offset`` shifts the first axis (used by 1-D causal decoding, where token ``t`` sits at ``offset + t``): an int,
+    or a 0-dim integer tensor on ``device`` (the CUDA-graph decoder's position, so no host value changes per step).
     """
     axes = [torch.arange(s, device=device, dtype=torch.float32) for s in grid_shape]
     axes[0] = axes[0] + offset
@@ -130,7 +132,7 @@ class MDLRPE(nn.Module):
         self,
         grid_shape: Sequence[int],
         num_prefix_tokens: Optional[int] = None,
-        offset: int = 0,
+        offset: Union[int, torch.Tensor] = 0,
         cache: bool = False,
     ) -> torch.Tensor:
         """Angle table ``θ``: ``[P + prod(grid_shape), D]`` fp32 (prefix rows are zero).
@@ -149,9 +151,11 @@ class MDLRPE(nn.Module):
             return self._cached_angles(grid_shape, P, scale)
         return self._compute_angles(grid_shape, P, offset, scale)
 
-    def _cacheable(self, offset: int) -> bool:
+    def _cacheable(self, offset: Union[int, torch.Tensor]) -> bool:
         """Whether the table is a pure function of the settings (fixed schedule, eager, real device, offset 0)."""
         f = self.freqs
+        if isinstance(offset, torch.Tensor):  # a position on the device: never read on the host (no sync)
+            return False
         if self.learnable or offset != 0 or f.requires_grad or f.device.type == "meta":
             return False
         if torch.compiler.is_compiling():  # traced graphs compute the table (no Python-side state under tracing)
@@ -184,7 +188,7 @@ class MDLRPE(nn.Module):
             _TABLES.popitem(last=False)
         return theta
 
-    def _compute_angles(self, grid_shape: Tuple[int, ...], P: int, offset: int,
+    def _compute_angles(self, grid_shape: Tuple[int, ...], P: int, offset: Union[int, torch.Tensor],
                         scale: Optional[Tuple[float, ...]] = None) -> torch.Tensor:
         """``[P + prod(grid_shape), D]`` fp32 from the current ``freqs`` (no cache); ``scale``: per-axis coordinate
         factors (position interpolation)."""

@@ -148,7 +148,7 @@ class LightNetAttention(nn.Module):
         key_padding_mask: Optional[torch.Tensor] = None,
         state: Optional[State] = None,
         return_state: bool = False,
-        position_offset: int = 0,
+        position_offset: Union[int, torch.Tensor] = 0,
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, State]]:
         """Mix tokens.
 
@@ -158,7 +158,8 @@ class LightNetAttention(nn.Module):
             key_padding_mask: ``[B, N]`` bool, True = padding.
             state: recurrent state ``(S, z)`` from a previous chunk (causal decoding / chunked prefill).
             return_state: also return the final state.
-            position_offset: index of the first token along axis 0 (for LRPE during decoding).
+            position_offset: index of the first token along axis 0 (for LRPE during decoding): an int, or a 0-dim
+                integer tensor on x's device (read on the device only: what a captured CUDA-graph decode step uses).
         """
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"LightNetAttention: expected [B, N, {self.dim}], got {tuple(x.shape)}")

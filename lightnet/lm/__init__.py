@@ -1,7 +1,8 @@
 """LightNet language models: causal LM with constant-memory decoding, masked LM, sequence classification."""
 from .cache import LightNetCache
 from .config import MODEL_TYPE, LightNetLMConfig
-from .generation import generate, left_pad, sample_next_token
+from .generation import filter_logits, generate, left_pad, sample_next_token
+from .graphs import GraphedDecoder
 from .masking import MLMCollator, mask_tokens
 from .modeling import (
     CausalLMOutput,
@@ -17,6 +18,7 @@ from .tokenizer import ByteTokenizer, decode_ids, encode_text
 
 __all__ = [
     "ByteTokenizer",
+    "GraphedDecoder",
     "CausalLMOutput",
     "LightNetCache",
     "LightNetForCausalLM",
@@ -31,6 +33,7 @@ __all__ = [
     "SequenceClassifierOutput",
     "decode_ids",
     "encode_text",
+    "filter_logits",
     "generate",
     "left_pad",
     "mask_tokens",

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import torch
 
@@ -18,7 +18,8 @@ class LightNetCache:
     Attributes:
         layer_states: one ``(S [B, H, 2D, D], z [B, H, D])`` fp32 pair per block (``2D`` with LRPE).
         tpe_state: causal TPE state ``[B, C, J]`` fp32 (``None`` without TPE).
-        seen_tokens: positions consumed so far, left padding included; the LRPE position of the next token.
+        seen_tokens: positions consumed so far, left padding included; the LRPE position of the next token (an int;
+            a 0-dim long tensor on the device inside :class:`~lightnet.lm.graphs.GraphedDecoder`'s captured step).
 
     The size depends on batch, width and depth only — never on ``seen_tokens``. Left padding needs no bookkeeping
     here: padded positions add nothing to any state, and LRPE/TPE depend on relative offsets only, so a row that
@@ -27,7 +28,7 @@ class LightNetCache:
 
     layer_states: List[Optional[State]] = field(default_factory=list)
     tpe_state: Optional[torch.Tensor] = None
-    seen_tokens: int = 0
+    seen_tokens: Union[int, torch.Tensor] = 0
 
     def tensors(self) -> List[torch.Tensor]:
         out = [t for st in self.layer_states if st is not None for t in st]

@@ -13,7 +13,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-__all__ = ["generate", "left_pad", "sample_next_token"]
+__all__ = ["filter_logits", "generate", "left_pad", "sample_next_token"]
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int, device: Union[str, torch.device] = "cpu") -> Tuple[torch.Tensor, torch.Tensor]:
@@ -44,6 +44,18 @@ def sample_next_token(
     """Pick one token per row from ``logits [B, V]``: argmax, or a sample after temperature / top-k / top-p."""
     if not do_sample:
         return logits.argmax(dim=-1)
+    probs = torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def filter_logits(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None
+) -> torch.Tensor:
+    """Sampling logits ``[B, V]`` fp32: divided by ``temperature``, ``-inf`` outside the top-k / the top-p nucleus.
+
+    Device ops only, whose shapes depend on ``[B, V]`` and the settings alone (no host sync): the CUDA-graph decoder
+    captures it.
+    """
     logits = logits.float() / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
@@ -55,8 +67,7 @@ def sample_next_token(
         drop_sorted = before >= top_p  # the best token always stays (before = 0)
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return logits
 
 
 def _stop_ids(eos_token_id: Union[None, int, Iterable[int]]) -> List[int]:
@@ -83,6 +94,7 @@ def generate(
     generator: Optional[torch.Generator] = None,
     seed: Optional[int] = None,
     prefill_chunk_size: Optional[int] = 4096,
+    cuda_graph: bool = False,
 ) -> torch.Tensor:
     """Generate up to ``max_new_tokens`` tokens after each prompt.
 
@@ -99,6 +111,10 @@ def generate(
         pad_token_id: id for padding (defaults to ``config.pad_token_id``).
         generator / seed: randomness for sampling (``seed`` builds a fresh generator: same seed, same output).
         prefill_chunk_size: prompt tokens consumed per parallel chunk (bounds prefill memory for long prompts).
+        cuda_graph: decode with one captured CUDA-graph step replayed per token
+            (:class:`~lightnet.lm.graphs.GraphedDecoder`; CUDA models only, a ``RuntimeError`` otherwise). Greedy
+            output is the same tokens; sampling draws from the same distribution with the Gumbel-max trick (other
+            draws for one seed than the eager loop's ``torch.multinomial``).
     Returns:
         ``[B, N + T]`` long tensor: the (padded) prompt followed by ``T ≤ max_new_tokens`` generated tokens.
     """
@@ -145,10 +161,19 @@ def generate(
         generator = torch.Generator(device=device).manual_seed(int(seed))
     stop = torch.tensor(_stop_ids(eos_token_id), device=device, dtype=torch.long)
 
+    decoder = None
+    if cuda_graph:
+        from .graphs import GraphedDecoder
+
+        decoder = GraphedDecoder(model, input_ids.shape[0], do_sample=do_sample, temperature=temperature, top_k=top_k,
+                                 top_p=top_p, eos_token_id=eos_token_id, pad_token_id=pad_id)
     was_training = model.training
     model.eval()
     try:
         logits, cache = model.prefill(input_ids, attention_mask, chunk_size=prefill_chunk_size)
+        if decoder is not None:
+            new = decoder.decode(logits, cache, max_new_tokens, generator)
+            return torch.cat([input_ids, new], dim=1)
         B = input_ids.shape[0]
         finished = torch.zeros(B, dtype=torch.bool, device=device)
         out: List[torch.Tensor] = []

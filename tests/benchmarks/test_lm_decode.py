@@ -19,6 +19,10 @@ def test_smoke_decodes_both_models_at_every_context(tmp_path: Path) -> None:
     cache = {r["context"]: r["state_mib"] for r in rows if r["model"] == "gpt"}
     assert state[16] == state[64] and cache[64] > cache[16]  # constant state, growing KV cache
     assert "| 64 |" in (tmp_path / "lm_decode.md").read_text()
+    # --cuda-graph is on with --smoke: the static-buffer steps (run eagerly on the CPU) give the eager loop's tokens
+    static = [r for r in rows if r["mode"] == "static"]
+    assert {(r["model"], r["context"]) for r in static} == {(m, L) for m in ("lightnet", "gpt") for L in (16, 64)}
+    assert all(r["tokens_match"] == 1.0 for r in static)
 
 
 def test_gpt_cached_decoding_equals_the_full_forward() -> None:
@@ -31,3 +35,18 @@ def test_gpt_cached_decoding_equals_the_full_forward() -> None:
     errs = [float((m.prefill(ids[:, :25], cache, chunk_size=10) - full[:, 24]).abs().max())]
     errs += [float((m.decode_step(ids[:, t], cache) - full[:, t]).abs().max()) for t in range(25, 40)]
     assert max(errs) < 1e-4
+
+
+def test_gpt_static_decode_step_equals_the_cached_step() -> None:
+    torch.manual_seed(0)
+    m = GPTBaseline(GPTConfig(dim=32, depth=2, num_heads=2)).eval()
+    ids = torch.randint(0, 256, (2, 30))
+    a, b = m.new_cache(2, 48, "cpu", torch.float32), m.new_cache(2, 48, "cpu", torch.float32)
+    m.prefill(ids[:, :20], a, chunk_size=8)
+    m.prefill(ids[:, :20], b, chunk_size=8)
+    position = torch.tensor(20)
+    for t in range(20, 30):
+        want = m.decode_step(ids[:, t], a)
+        got = m.static_decode_step(ids[:, t], b, position)
+        position += 1
+        assert float((got - want).abs().max()) < 1e-5
