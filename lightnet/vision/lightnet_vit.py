@@ -38,7 +38,7 @@ from ..layers import GLU, MDTPE, LightNetAttention, LightNetBlock, MixerConfig, 
 from ..state_dict import diff_state_dicts
 from .backbone import POOL_TYPES, global_pool_tokens, take_indices, vit_init_weights
 
-__all__ = ["LightNet", "checkpoint_filter_fn"]
+__all__ = ["LightNet", "checkpoint_filter_fn", "unwrap_checkpoint"]
 
 _logger = logging.getLogger(__name__)
 
@@ -426,7 +426,7 @@ class LightNet(nn.Module):
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
 
 
-def _unwrap(checkpoint_dict: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+def unwrap_checkpoint(checkpoint_dict: Dict[str, Any]) -> Dict[str, torch.Tensor]:
     """Training checkpoint → plain state dict: the first container of ``_WRAPPER_KEYS`` (EMA weights preferred, as
     timm's ``load_state_dict`` does for files), then timm's ``clean_state_dict`` (``module.`` / ``_orig_mod.`` wrapper
     prefixes) until no key changes, so that stacked wrappers (``module.module.``) are stripped too."""
@@ -442,6 +442,9 @@ def _unwrap(checkpoint_dict: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         sd = cleaned
 
 
+_unwrap = unwrap_checkpoint  # earlier private name
+
+
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LightNet) -> Dict[str, torch.Tensor]:
     """Prepare a checkpoint for :class:`LightNet` (timm's ``pretrained_filter_fn``).
 
@@ -452,7 +455,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LightNet) -> Dict[st
     """
     if not isinstance(state_dict, dict):
         raise ValueError(f"LightNet checkpoint: expected a dict of tensors, got {type(state_dict).__name__}")
-    sd = _unwrap(state_dict)
+    sd = unwrap_checkpoint(state_dict)
     own = model.state_dict()
     pe_key = "patch_embed.proj.weight"
     if pe_key in sd and pe_key in own and sd[pe_key].shape[-2:] != own[pe_key].shape[-2:]:
