@@ -1,6 +1,6 @@
 """LightNet: You Only Scan Once.
 
-``import lightnet`` registers the ``lightnet_*`` image models with timm (``timm.create_model('lightnet_small')``)
+``import lightnet`` registers the ``lightnet_*`` image and video models with timm (``timm.create_model('lightnet_small')``)
 without importing timm itself: if timm is already imported they are registered now, otherwise right after timm's
 first import (a one-shot import hook on the top-level ``timm`` module; see ``docs/models.md``). So
 ``import lightnet.kernels`` / ``lightnet.layers`` pull in neither timm nor diffusers, and both ``import lightnet;
@@ -18,13 +18,15 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("kernels", "layers", "vision", "generation", "lm", "train")
+_SUBPACKAGES = ("kernels", "layers", "vision", "video", "generation", "lm", "train")
 
 
 def _register_timm_models() -> None:
-    """Import :mod:`lightnet.vision`, whose ``@register_model`` functions add the models to timm's registry."""
+    """Import :mod:`lightnet.vision` and :mod:`lightnet.video`, whose ``@register_model`` functions add the models to
+    timm's registry."""
     try:
         importlib.import_module("lightnet.vision")
+        importlib.import_module("lightnet.video")
     except Exception as e:  # never break the user's `import timm` because of us
         warnings.warn(f"lightnet: could not register the lightnet_* timm models ({type(e).__name__}: {e})",
                       RuntimeWarning, stacklevel=2)

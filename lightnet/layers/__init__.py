@@ -7,6 +7,7 @@ from .lrpe import MDLRPE, grid_coordinates
 from .mixer import LightNetAttention
 from .mlp import GLU
 from .norm import RMSNorm
+from .patch import TubeletEmbed, check_clip_divisible
 from .tpe import DIRECT_MAX_LEN, MDTPE, toeplitz_direct, toeplitz_fft, toeplitz_product
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "MDTPE",
     "MixerConfig",
     "RMSNorm",
+    "TubeletEmbed",
+    "check_clip_divisible",
     "check_mixer_options",
     "grid_coordinates",
     "make_norm",

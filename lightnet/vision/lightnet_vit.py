@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import PatchEmbed, resample_patch_embed, to_2tuple, trunc_normal_
+from timm.layers import PatchEmbed, resample_patch_embed, to_2tuple
 from timm.models import (
     build_model_with_cfg,
     clean_state_dict,
@@ -36,8 +36,9 @@ from timm.models import (
 
 from ..layers import GLU, MDTPE, LightNetAttention, LightNetBlock, MixerConfig, RMSNorm, make_norm, rename_legacy_keys
 from ..state_dict import diff_state_dicts
+from .backbone import POOL_TYPES, global_pool_tokens, take_indices, vit_init_weights
 
-__all__ = ["LightNet", "checkpoint_filter_fn"]
+__all__ = ["LightNet", "checkpoint_filter_fn", "unwrap_checkpoint"]
 
 _logger = logging.getLogger(__name__)
 
@@ -46,34 +47,8 @@ _logger = logging.getLogger(__name__)
 for _leaf in (LightNetAttention, MDTPE, GLU, RMSNorm):
     register_notrace_module(_leaf)
 
-_POOL_TYPES = ("", "avg", "max", "avgmax")
+_POOL_TYPES = POOL_TYPES
 _INTERMEDIATE_FORMATS = ("NCHW", "NHWC", "NLC")
-
-
-def _take_indices(num_blocks: int, indices: Optional[Union[int, Sequence[int]]]) -> Tuple[List[int], int]:
-    """Absolute block indices to return and the largest one.
-
-    ``None`` → all blocks; an int ``n`` → the last ``n`` blocks; a sequence → those indices (negative from the end).
-    The selection of timm's ``feature_take_indices``, which is not used: it lives in the private
-    ``timm.models._features`` and reports bad indices with an ``AssertionError`` (``torch._assert``) and an empty
-    list with ``max()``'s error, where these are ``ValueError`` s naming the model's block count.
-    """
-    if indices is None:
-        indices = num_blocks
-    if isinstance(indices, int):
-        if not 0 < indices <= num_blocks:
-            raise ValueError(f"LightNet: asked for the last {indices} blocks, the model has {num_blocks}")
-        taken = list(range(num_blocks - indices, num_blocks))
-    else:
-        taken = []
-        for i in indices:
-            j = num_blocks + i if i < 0 else i
-            if not 0 <= j < num_blocks:
-                raise ValueError(f"LightNet: block index {i} is out of range for {num_blocks} blocks")
-            taken.append(j)
-        if not taken:
-            raise ValueError("LightNet: empty list of block indices")
-    return taken, max(taken)
 
 
 @register_notrace_function
@@ -116,14 +91,6 @@ def check_patch_divisible(img_size: Tuple[int, int], patch_size: Tuple[int, int]
             f"remainder pixels would be dropped); use a multiple of the patch, or create the model with "
             f"dynamic_img_pad=True to zero-pad every image to one"
         )
-
-
-def _init_weights(module: nn.Module, name: str = "") -> None:
-    """ViT-style init: truncated normal (std 0.02) on every Linear, zero biases. Other modules keep their own init."""
-    if isinstance(module, nn.Linear):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 class LightNet(nn.Module):
@@ -269,7 +236,7 @@ class LightNet(nn.Module):
         self.feature_info = [dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=reduction) for i in range(depth)]
 
         if weight_init != "skip":
-            named_apply(_init_weights, self)
+            named_apply(vit_init_weights, self)
         if dtype is not None:
             self.to(dtype=dtype)
             self.init_non_persistent_buffers()  # keep the MD-LRPE frequency tables in fp32
@@ -312,7 +279,7 @@ class LightNet(nn.Module):
         ref = self.norm.weight if getattr(self.norm, "weight", None) is not None else self.patch_embed.proj.weight
         if num_classes > 0:
             self.head = nn.Linear(self.embed_dim, num_classes, device=ref.device, dtype=ref.dtype)
-            _init_weights(self.head)
+            vit_init_weights(self.head)
         else:
             self.head = nn.Identity()
         self.head.train(self.training)
@@ -376,14 +343,7 @@ class LightNet(nn.Module):
     def pool(self, x: torch.Tensor, pool_type: Optional[str] = None) -> torch.Tensor:
         """Global pool over all token axes: ``[B, H, W, C]`` or ``[B, N, C]`` → ``[B, C]`` (identity for ``''``)."""
         pool_type = self.global_pool if pool_type is None else pool_type
-        if not pool_type:
-            return x
-        x = x.flatten(1, -2)  # [B, N, C]
-        if pool_type == "avg":
-            return x.mean(dim=1)
-        if pool_type == "max":
-            return x.amax(dim=1)
-        return 0.5 * (x.mean(dim=1) + x.amax(dim=1))  # avgmax
+        return global_pool_tokens(x, pool_type)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Features from :meth:`forward_features` → logits ``[B, num_classes]`` (``pre_logits``: pooled ``[B, C]``)."""
@@ -421,7 +381,7 @@ class LightNet(nn.Module):
         fmt = str(getattr(output_fmt, "value", output_fmt))
         if fmt not in _INTERMEDIATE_FORMATS:
             raise ValueError(f"LightNet: output_fmt must be one of {_INTERMEDIATE_FORMATS}, got {output_fmt!r}")
-        take, max_index = _take_indices(len(self.blocks), indices)
+        take, max_index = take_indices(len(self.blocks), indices)
         x = self._embed(x)
         B, H, W, C = x.shape
         grid = (H, W)
@@ -453,7 +413,7 @@ class LightNet(nn.Module):
 
         Returns the absolute indices kept.
         """
-        take, max_index = _take_indices(len(self.blocks), indices)
+        take, max_index = take_indices(len(self.blocks), indices)
         self.blocks = self.blocks[: max_index + 1]
         if prune_norm:
             self.norm = nn.Identity()
@@ -466,7 +426,7 @@ class LightNet(nn.Module):
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
 
 
-def _unwrap(checkpoint_dict: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+def unwrap_checkpoint(checkpoint_dict: Dict[str, Any]) -> Dict[str, torch.Tensor]:
     """Training checkpoint → plain state dict: the first container of ``_WRAPPER_KEYS`` (EMA weights preferred, as
     timm's ``load_state_dict`` does for files), then timm's ``clean_state_dict`` (``module.`` / ``_orig_mod.`` wrapper
     prefixes) until no key changes, so that stacked wrappers (``module.module.``) are stripped too."""
@@ -482,6 +442,9 @@ def _unwrap(checkpoint_dict: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         sd = cleaned
 
 
+_unwrap = unwrap_checkpoint  # earlier private name
+
+
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LightNet) -> Dict[str, torch.Tensor]:
     """Prepare a checkpoint for :class:`LightNet` (timm's ``pretrained_filter_fn``).
 
@@ -492,7 +455,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LightNet) -> Dict[st
     """
     if not isinstance(state_dict, dict):
         raise ValueError(f"LightNet checkpoint: expected a dict of tensors, got {type(state_dict).__name__}")
-    sd = _unwrap(state_dict)
+    sd = unwrap_checkpoint(state_dict)
     own = model.state_dict()
     pe_key = "patch_embed.proj.weight"
     if pe_key in sd and pe_key in own and sd[pe_key].shape[-2:] != own[pe_key].shape[-2:]:
