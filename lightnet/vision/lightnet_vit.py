@@ -34,7 +34,9 @@ from timm.models import (
     register_notrace_module,
 )
 
+from ..distributed import is_sequence_parallel, sequence_max, sequence_mean, shard_tokens
 from ..layers import GLU, MDTPE, LightNetAttention, LightNetBlock, MixerConfig, RMSNorm, make_norm, rename_legacy_keys
+from ..layers import set_sequence_parallel_group as _set_mixers_group
 from ..state_dict import diff_state_dicts
 
 __all__ = ["LightNet", "checkpoint_filter_fn"]
@@ -229,6 +231,7 @@ class LightNet(nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.global_pool = global_pool
+        self.sequence_parallel_group = None  # set_sequence_parallel_group
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
         self.num_prefix_tokens = 0
         self.dynamic_img_size = dynamic_img_size or dynamic_img_pad
@@ -297,6 +300,20 @@ class LightNet(nn.Module):
         self.grad_checkpointing = enable
 
     @torch.jit.ignore
+    def set_sequence_parallel_group(self, group: Optional[Any]) -> None:
+        """Split every image's tokens over the ranks of ``group`` (a ``torch.distributed`` process group; None: no
+        split, the default). Every rank of the group is given the same images; the patch embedding and MD-TPE run
+        on the full token grid (MD-TPE is a global convolution), then each rank keeps its contiguous slice of the
+        row-major tokens (:func:`lightnet.distributed.shard_tokens`) for the blocks, whose mixers exchange only
+        their states. :meth:`forward_features` then returns this rank's tokens ``[B, n_local, C]`` and the pooling
+        reduces over the group, so every rank returns the full logits. Averaging the parameter gradients over the
+        group (``DistributedDataParallel`` does) gives the unsplit model's gradients. ``docs/distributed.md``."""
+        self.sequence_parallel_group = group
+        _set_mixers_group(self, group)
+
+    def _split(self) -> bool:
+        return is_sequence_parallel(self.sequence_parallel_group)
+
     def get_classifier(self) -> nn.Module:
         return self.head
 
@@ -361,17 +378,21 @@ class LightNet(nn.Module):
         return block(x, grid)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image ``[B, C_in, H, W]`` → normalised feature map ``[B, H/p, W/p, C]`` (NHWC, unpooled)."""
+        """Image ``[B, C_in, H, W]`` → normalised feature map ``[B, H/p, W/p, C]`` (NHWC, unpooled); with a
+        sequence-parallel group (:meth:`set_sequence_parallel_group`) this rank's tokens ``[B, n_local, C]``."""
         x = self._embed(x)
         B, H, W, C = x.shape
         grid = (H, W)
         x = x.reshape(B, H * W, C)
         if self.tpe is not None:
             x = self.tpe(x, grid)
+        split = self._split()
+        if split:
+            x = shard_tokens(x, self.sequence_parallel_group)
         for block in self.blocks:
             x = self._run_block(block, x, grid)
         x = self.norm(x)
-        return x.reshape(B, H, W, C)
+        return x if split else x.reshape(B, H, W, C)
 
     def pool(self, x: torch.Tensor, pool_type: Optional[str] = None) -> torch.Tensor:
         """Global pool over all token axes: ``[B, H, W, C]`` or ``[B, N, C]`` → ``[B, C]`` (identity for ``''``)."""
@@ -379,6 +400,13 @@ class LightNet(nn.Module):
         if not pool_type:
             return x
         x = x.flatten(1, -2)  # [B, N, C]
+        if self._split():  # this rank's tokens: reduce over the group
+            group = self.sequence_parallel_group
+            if pool_type == "avg":
+                return sequence_mean(x, group)
+            if pool_type == "max":
+                return sequence_max(x, group)
+            return 0.5 * (sequence_mean(x, group) + sequence_max(x, group))
         if pool_type == "avg":
             return x.mean(dim=1)
         if pool_type == "max":
@@ -421,6 +449,9 @@ class LightNet(nn.Module):
         fmt = str(getattr(output_fmt, "value", output_fmt))
         if fmt not in _INTERMEDIATE_FORMATS:
             raise ValueError(f"LightNet: output_fmt must be one of {_INTERMEDIATE_FORMATS}, got {output_fmt!r}")
+        if self._split():
+            raise ValueError("LightNet: forward_intermediates returns full feature maps; it does not run with a "
+                             "sequence-parallel group (set_sequence_parallel_group(None) first)")
         take, max_index = _take_indices(len(self.blocks), indices)
         x = self._embed(x)
         B, H, W, C = x.shape
