@@ -7,9 +7,6 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from lightnet.lm import LightNetForCausalLM, LightNetLMConfig
-from lightnet.vision.lightnet_vit import LightNet
-
 from ._spawn import rel_err, run_in_processes
 
 TOL = 1e-5
@@ -42,6 +39,8 @@ def _compare(model_fn, loss_fn, rank: int, world: int) -> None:
 
 
 def _vision_worker(rank: int, world: int, pool: str) -> None:
+    from lightnet.vision.lightnet_vit import LightNet  # imported in the worker: each process imports only its model
+
     def model_fn():
         return LightNet(img_size=(12, 20), patch_size=4, in_chans=3, num_classes=3, global_pool=pool, embed_dim=16,
                         depth=2, num_heads=2, attn_backend="torch")  # 3 x 5 = 15 tokens: uneven slices
@@ -57,6 +56,8 @@ def _vision_worker(rank: int, world: int, pool: str) -> None:
 
 
 def _lm_worker(rank: int, world: int) -> None:
+    from lightnet.lm import LightNetForCausalLM, LightNetLMConfig
+
     def model_fn():
         cfg = LightNetLMConfig(vocab_size=260, dim=16, depth=2, num_heads=2, attn_backend="torch")
         return LightNetForCausalLM(cfg)
