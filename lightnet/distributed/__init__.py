@@ -7,6 +7,7 @@ Each rank holds a contiguous slice of the token axis (rank order = sequence orde
 """
 from .attention import sequence_parallel_attention
 from .comm import all_gather_states, all_reduce_sum, group_rank, group_size, is_sequence_parallel
+from .reduce import sequence_length, sequence_max, sequence_mean
 from .shard import shard_bounds, shard_sizes, shard_tokens
 
 __all__ = [
@@ -15,6 +16,9 @@ __all__ = [
     "group_rank",
     "group_size",
     "is_sequence_parallel",
+    "sequence_length",
+    "sequence_max",
+    "sequence_mean",
     "sequence_parallel_attention",
     "shard_bounds",
     "shard_sizes",

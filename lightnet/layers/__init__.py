@@ -4,7 +4,7 @@ from .block import LightNetBlock, make_norm
 from .config import LEGACY_NAMES, MixerConfig, check_mixer_options, rename_legacy_keys
 from .drop import DropPath
 from .lrpe import MDLRPE, grid_coordinates
-from .mixer import LightNetAttention
+from .mixer import LightNetAttention, set_sequence_parallel_group
 from .mlp import GLU
 from .norm import RMSNorm
 from .patch import TubeletEmbed, check_clip_divisible
@@ -16,6 +16,7 @@ __all__ = [
     "GLU",
     "LEGACY_NAMES",
     "LightNetAttention",
+    "set_sequence_parallel_group",
     "LightNetBlock",
     "MDLRPE",
     "MDTPE",

@@ -9,11 +9,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from ..distributed import is_sequence_parallel, sequence_parallel_attention, shard_bounds
 from ..kernels import BACKENDS, State, additive_attention
 from .lrpe import MDLRPE
 from .norm import RMSNorm
 
-__all__ = ["LightNetAttention", "check_choice", "resolve_scale"]
+__all__ = ["LightNetAttention", "check_choice", "resolve_scale", "set_sequence_parallel_group"]
 
 _GATE_ACTS = {"sigmoid": torch.sigmoid, "silu": F.silu, "none": None}
 _RECOMPUTE = ("compiled", "always", "never")
@@ -75,7 +76,15 @@ class LightNetAttention(nn.Module):
 
     With ``q_act='silu'`` the kernels apply the activation as they load q (``q_activation='silu'``), so no activated
     copy of q is kept for the backward.
+
+    Sequence parallelism: with ``sequence_parallel_group`` set (a ``torch.distributed`` process group of more than one
+    rank; :func:`set_sequence_parallel_group` sets it on every mixer of a model), ``x`` holds this rank's contiguous
+    slice of the tokens (the split of :func:`lightnet.distributed.shard_bounds`), ``grid_shape`` is the **global**
+    grid, and the mixer runs :func:`lightnet.distributed.sequence_parallel_attention` with the MD-LRPE angles of the
+    slice's global positions.
     """
+
+    sequence_parallel_group = None  # a torch.distributed ProcessGroup while the sequence is split (not a parameter)
 
     def __init__(
         self,
@@ -125,6 +134,19 @@ class LightNetAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
+    def _slice(self, n_local: int, grid_shape: Optional[Sequence[int]]) -> Tuple[Tuple[int, ...], int, int]:
+        """Under sequence parallelism: the global grid and this rank's token bounds ``(start, stop)``."""
+        if grid_shape is None:
+            raise ValueError("LightNetAttention: a sequence-parallel mixer needs the global grid_shape "
+                             "(the local slice does not tell the sequence length)")
+        total = self.num_prefix_tokens + math.prod(int(s) for s in grid_shape)
+        grid = self._grid(total, grid_shape)
+        start, stop = shard_bounds(total, self.sequence_parallel_group)
+        if n_local != stop - start:
+            raise ValueError(f"LightNetAttention: this rank holds {n_local} tokens but its slice of the {total}-token "
+                             f"sequence is [{start}, {stop}) (split with lightnet.distributed.shard_tokens)")
+        return grid, start, stop
+
     def _grid(self, N: int, grid_shape: Optional[Sequence[int]]) -> Tuple[int, ...]:
         P = self.num_prefix_tokens
         if grid_shape is None:
@@ -165,24 +187,39 @@ class LightNetAttention(nn.Module):
             raise ValueError(f"LightNetAttention: expected [B, N, {self.dim}], got {tuple(x.shape)}")
         B, N, C = x.shape
         H, D = self.num_heads, self.head_dim
-        grid = self._grid(N, grid_shape)
+        split = is_sequence_parallel(self.sequence_parallel_group)
+        if split:
+            if state is not None or return_state:
+                raise ValueError("LightNetAttention: state / return_state (decoding) are not supported with a "
+                                 "sequence-parallel group; clear it with set_sequence_parallel_group(model, None)")
+            grid, start, stop = self._slice(N, grid_shape)
+        else:
+            grid = self._grid(N, grid_shape)
         q, k, v = self.qkv(x).view(B, N, 3, H, D).unbind(dim=2)  # each [B, N, H, D]
         kernel_q_act = "silu" if self.q_act == "silu" else None  # applied by the kernels as they load q
         if kernel_q_act is None and _Q_ACTS[self.q_act] is not None:
             q = _Q_ACTS[self.q_act](q)
         theta = None if self.lrpe is None else self.lrpe.angles(grid, offset=position_offset, cache=True).to(x.device)
-        out = additive_attention(
-            q, k, v,
-            causal=self.causal,
-            scale=self.scale,
-            key_padding_mask=key_padding_mask,
-            lrpe_theta=theta,
-            initial_state=state,
-            output_final_state=return_state,
-            backend=self.backend,
-            q_activation=kernel_q_act,
-        )
-        o, new_state = out if return_state else (out, None)
+        if split:
+            o = sequence_parallel_attention(
+                q, k, v, group=self.sequence_parallel_group, causal=self.causal, scale=self.scale,
+                key_padding_mask=key_padding_mask, lrpe_theta=None if theta is None else theta[start:stop],
+                q_activation=kernel_q_act, backend=self.backend,
+            )
+            new_state = None
+        else:
+            out = additive_attention(
+                q, k, v,
+                causal=self.causal,
+                scale=self.scale,
+                key_padding_mask=key_padding_mask,
+                lrpe_theta=theta,
+                initial_state=state,
+                output_final_state=return_state,
+                backend=self.backend,
+                q_activation=kernel_q_act,
+            )
+            o, new_state = out if return_state else (out, None)
         gate_hidden = None if self.gate is None else self.gate[0](x)  # [B, N, r]
         if self._recompute_now(o, x):
             o = checkpoint(self._normed_and_gated, o, gate_hidden, use_reentrant=False)
@@ -213,3 +250,11 @@ class LightNetAttention(nn.Module):
             f"dim={self.dim}, heads={self.num_heads}, causal={self.causal}, scale={self.scale:g}, "
             f"q_act={self.q_act}, gate_act={self.gate_act}"
         )
+
+
+def set_sequence_parallel_group(module: nn.Module, group: Optional[object]) -> None:
+    """Set the sequence-parallel process group of every :class:`LightNetAttention` inside ``module`` (None: the whole
+    sequence on every rank again). The models' ``set_sequence_parallel_group`` methods call this."""
+    for m in module.modules():
+        if isinstance(m, LightNetAttention):
+            m.sequence_parallel_group = group

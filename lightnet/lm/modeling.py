@@ -24,7 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..hub import resolve_pretrained_dir
-from ..layers import MDTPE, LightNetBlock, make_norm
+from ..distributed import all_reduce_sum, is_sequence_parallel, shard_bounds
+from ..layers import MDTPE, LightNetBlock, make_norm, set_sequence_parallel_group
 from ..state_dict import diff_state_dicts
 from .cache import LightNetCache
 from .config import CONFIG_NAME, LightNetLMConfig
@@ -122,6 +123,7 @@ class LightNetModel(nn.Module):
             for i in range(c.depth)
         )
         self.norm = make_norm(c.norm, c.dim)
+        self.sequence_parallel_group = None  # LightNetForCausalLM.set_sequence_parallel_group
 
     def forward(
         self,
@@ -150,7 +152,8 @@ class LightNetModel(nn.Module):
         cache: Optional[LightNetCache] = None,
         use_cache: bool = False,
     ) -> Tuple[torch.Tensor, Optional[LightNetCache]]:
-        """:meth:`forward` without input validation (no host sync; the decode loop's path). ``pad``: True = padding."""
+        """:meth:`forward` without input validation (no host sync; the decode loop's path). ``pad``: True = padding.
+        With a sequence-parallel group the hidden states are this rank's slice ``[B, n_local, C]``."""
         streaming = use_cache or cache is not None
         if streaming and not self.config.causal:
             raise ValueError("cache/use_cache need a causal model (config.causal=True); bidirectional models see the whole input at once")
@@ -158,6 +161,10 @@ class LightNetModel(nn.Module):
         if cache is not None and cache.layer_states and cache.batch_size != B:
             raise ValueError(f"cache holds {cache.batch_size} rows but input_ids has {B}")
         offset = cache.seen_tokens if cache is not None else 0
+        split = is_sequence_parallel(self.sequence_parallel_group)
+        if split and streaming:
+            raise ValueError("cache/use_cache (decoding) do not run with a sequence-parallel group; "
+                             "call set_sequence_parallel_group(None) first")
         x = self.embed(input_ids)
         if pad is not None:
             x = x.masked_fill(pad[..., None], 0.0)  # padding must not leak through the TPE
@@ -168,6 +175,15 @@ class LightNetModel(nn.Module):
                 x, new_tpe = self.tpe(x, (N,), state=None if cache is None else cache.tpe_state, return_state=True)
             else:
                 x = self.tpe(x, (N,))
+        if split:  # the embedding and TPE ran on the whole sequence; the blocks see this rank's slice
+            start, stop = shard_bounds(N, self.sequence_parallel_group)
+            x = x[:, start:stop]
+            pad = None if pad is None else pad[:, start:stop]
+            if pad is not None and not bool(pad.any()):
+                pad = None
+            grid: Optional[Tuple[int]] = (N,)
+        else:
+            grid = None
         states: List[Any] = []
         for i, block in enumerate(self.blocks):
             if streaming:
@@ -175,7 +191,7 @@ class LightNetModel(nn.Module):
                 x, st = block(x, None, key_padding_mask=pad, state=prev, return_state=True, position_offset=offset)
                 states.append(st)
             else:
-                x = block(x, None, key_padding_mask=pad)
+                x = block(x, grid, key_padding_mask=pad)
         x = self.norm(x)
         new_cache = LightNetCache(states, new_tpe, offset + N) if streaming else None
         return x, new_cache
@@ -323,6 +339,18 @@ def _token_loss(
     return total / (num_items.to(total.device) if torch.is_tensor(num_items) else num_items)
 
 
+def _split_token_loss(logits: torch.Tensor, target: torch.Tensor, group: Any) -> torch.Tensor:
+    """The whole sequence's mean next-token loss from this rank's ``logits [B, n_local, V]`` (its slice of the
+    positions) and the full shifted ``target [B, N − 1]``; the same value on every rank of ``group`` (the summed
+    losses are all-reduced, the count is taken from the full target)."""
+    N = target.shape[1] + 1
+    start, stop = shard_bounds(N, group)
+    full = torch.cat([target, target.new_full((target.shape[0], 1), IGNORE_INDEX)], dim=1)  # position N−1: no target
+    count = int((target != IGNORE_INDEX).sum())
+    local = _token_loss(logits, full[:, start:stop], num_items=max(count, 1))
+    return all_reduce_sum(local, group)
+
+
 class LightNetForCausalLM(LightNetPreTrainedModel):
     """Causal LightNet LM with constant-memory recurrent decoding.
 
@@ -346,6 +374,18 @@ class LightNetForCausalLM(LightNetPreTrainedModel):
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed.weight
 
+    def set_sequence_parallel_group(self, group: Optional[Any]) -> None:
+        """Split every sequence over the ranks of ``group`` (a ``torch.distributed`` process group; None: no split,
+        the default). Every rank of the group is given the same ``input_ids`` / ``attention_mask`` / ``labels`` (the
+        ids are small next to the activations); the embedding and the 1-D TPE run on the whole sequence, then each
+        rank keeps its contiguous slice (:func:`lightnet.distributed.shard_bounds`) for the blocks, whose mixers
+        pass the causal state between the ranks. ``logits`` / hidden states are then this rank's slice
+        ``[B, n_local, ·]``, the loss is the whole sequence's (the same on every rank), and averaging the parameter
+        gradients over the group (``DistributedDataParallel`` does) gives the unsplit model's gradients. Decoding
+        (``cache`` / :meth:`generate`) does not run split. ``docs/distributed.md``."""
+        self.model.sequence_parallel_group = group
+        set_sequence_parallel_group(self, group)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -364,7 +404,11 @@ class LightNetForCausalLM(LightNetPreTrainedModel):
             target = labels[:, 1:]
             if attention_mask is not None:
                 target = target.masked_fill(attention_mask[:, 1:] == 0, IGNORE_INDEX)
-            loss = _token_loss(logits[:, :-1], target)
+            group = self.model.sequence_parallel_group
+            if is_sequence_parallel(group):
+                loss = _split_token_loss(logits, target, group)
+            else:
+                loss = _token_loss(logits[:, :-1], target)
         return CausalLMOutput(logits, loss, new_cache, hidden if return_hidden_states else None)
 
     @torch.no_grad()

@@ -30,6 +30,7 @@ from .checkpoint import CheckpointError, find_latest, load_model_weights
 from .config import ConfigError, apply_overrides, config_from_dict, load_yaml
 from .data import EpochBatchSampler, SeededDataset, make_loader
 from .datasets import DatasetError, DatasetInfo, build_image_dataset
+from .parallel import ParallelConfig, ParallelLayout, parallel_layout
 from .schema import OptimConfig, RunConfig, SchedConfig
 
 __all__ = ["AugConfig", "ClassifyConfig", "DataConfig", "build_classifier", "evaluate_classifier", "eval_main",
@@ -92,6 +93,7 @@ class ClassifyConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
 
 # --------------------------------------------------------------------------- model / data
@@ -180,18 +182,20 @@ def _loss_and_mixup(cfg: ClassifyConfig, num_classes: int):
 
 
 # --------------------------------------------------------------------------- evaluation
-def evaluate_classifier(model: torch.nn.Module, dataset, batch_size: int, accelerator, num_workers: int = 0
-                        ) -> dict[str, float]:
+def evaluate_classifier(model: torch.nn.Module, dataset, batch_size: int, accelerator, num_workers: int = 0,
+                        layout: ParallelLayout | None = None) -> dict[str, float]:
     """Top-1/top-5 accuracy (in %) and mean cross-entropy of ``model`` on ``dataset``, over all processes.
 
-    The dataset is dealt to processes without padding, so every sample counts exactly once.
+    The dataset is dealt to the data-parallel ranks without padding, so every sample counts exactly once (the
+    processes of a sequence group, ``layout``, see the same samples and count them once).
     Returns ``{"eval_loss", "eval_top1", "eval_top5", "eval_samples"}``.
     """
     model = accelerator.unwrap_model(model, keep_torch_compile=False)  # eager: other batch shapes, eval mode
     was_training = model.training
     model.eval()
-    sampler = EpochBatchSampler(len(dataset), batch_size, rank=accelerator.process_index,
-                                world_size=accelerator.num_processes, shuffle=False, drop_last=False)
+    layout = layout or ParallelLayout(accelerator.process_index, accelerator.num_processes)
+    sampler = EpochBatchSampler(len(dataset), batch_size, rank=layout.data_rank,
+                                world_size=layout.data_world, shuffle=False, drop_last=False)
     loader = make_loader(SeededDataset(dataset), sampler, num_workers=num_workers)
     sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # loss, top1, top5, n
     with torch.no_grad(), accelerator.autocast():
@@ -205,7 +209,7 @@ def evaluate_classifier(model: torch.nn.Module, dataset, batch_size: int, accele
                                  hit[:, 0].sum().double(), hit.any(-1).sum().double(),
                                  torch.tensor(float(len(y)), dtype=torch.float64, device=sums.device)])
     if accelerator.num_processes > 1:
-        sums = accelerator.reduce(sums, reduction="sum")
+        sums = accelerator.reduce(sums, reduction="sum") / layout.sequence_world
     model.train(was_training)
     n = max(sums[3].item(), 1.0)
     return {"eval_loss": sums[0].item() / n, "eval_top1": 100.0 * sums[1].item() / n,
@@ -222,10 +226,16 @@ def train(cfg: ClassifyConfig, resume_from: str | Path | None = None, run_dir: s
     from .rng import seed_everything
 
     accelerator, run_path = start_run(cfg.run, cfg.name, run_dir)
+    layout = parallel_layout(accelerator, cfg.parallel)
 
     train_ds, eval_ds, info, in_chans = _datasets(cfg)
     seed_everything(cfg.run.seed)
     model = build_classifier(cfg, info.num_classes, in_chans)
+    if layout.group is not None:
+        if not hasattr(model, "set_sequence_parallel_group"):
+            raise ValueError(f"parallel.sequence={cfg.parallel.sequence}: model {cfg.model} cannot split its tokens "
+                             "(no set_sequence_parallel_group; the lightnet_* models can)")
+        model.set_sequence_parallel_group(layout.group)
     mixup, criterion = _loss_and_mixup(cfg, info.num_classes)
     criterion = criterion.to(accelerator.device)
     n_params = sum(p.numel() for p in model.parameters())
@@ -241,17 +251,19 @@ def train(cfg: ClassifyConfig, resume_from: str | Path | None = None, run_dir: s
         return criterion(logits, y), {"train_top1": acc}
 
     def eval_fn(model: torch.nn.Module) -> dict[str, float]:
-        return evaluate_classifier(model, eval_ds, cfg.data.eval_batch_size, accelerator, cfg.data.num_workers)
+        return evaluate_classifier(model, eval_ds, cfg.data.eval_batch_size, accelerator, cfg.data.num_workers,
+                                   layout=layout)
 
     trainer = Trainer(cfg.run, accelerator, model, dataset=train_ds, batch_size=cfg.data.batch_size, loss_fn=loss_fn,
                       optim=cfg.optim, sched=cfg.sched, run_dir=run_path, config=cfg, evaluate_fn=eval_fn,
-                      num_workers=cfg.data.num_workers)
+                      num_workers=cfg.data.num_workers, layout=layout)
     trainer.print(f"run folder: {run_path}")
     trainer.print(f"model {cfg.model}: {n_params / 1e6:.3f}M parameters; dataset {info.name}: {len(train_ds)} train / "
                   f"{len(eval_ds)} {cfg.data.eval_split} images, {info.num_classes} classes, {in_chans}ch at "
                   f"{cfg.data.img_size}px; {trainer.total_steps} steps ({cfg.run.epochs} epochs x "
                   f"{trainer.updates_per_epoch}), global batch {trainer.global_batch}, device {accelerator.device}, "
-                  f"{accelerator.num_processes} process(es), precision {accelerator.mixed_precision}")
+                  f"{accelerator.num_processes} process(es) (data {layout.data_world} x sequence {layout.sequence_world}), "
+                  f"precision {accelerator.mixed_precision}")
     result = trainer.fit(resume_from=resume_from)
     m = result.metrics
     if m and not result.interrupted:

@@ -67,6 +67,7 @@ from .distributed_state import (
 from .data import EpochBatchSampler, SeededDataset, make_loader
 from .progress import progress_bar
 from .rng import capture_rng_state, derive_seed, restore_rng_state, seed_everything
+from .parallel import ParallelLayout
 from .run_log import RunLogger
 from .schema import OptimConfig, RunConfig, SchedConfig
 
@@ -329,6 +330,8 @@ class Trainer:
             stored as ``<name>.safetensors`` in the checkpoint.
         num_workers: data-loader workers.
         collate_fn: batch collation.
+        layout: data × sequence parallelism (:func:`lightnet.train.parallel.parallel_layout`); default: every
+            process is a data-parallel rank.
         batch_items: ``batch -> number of samples`` for throughput (default: length of the first tensor).
     """
 
@@ -336,23 +339,25 @@ class Trainer:
                  loss_fn: LossFn, optim: OptimConfig, sched: SchedConfig, run_dir: str | Path, config: Any = None,
                  evaluate_fn: EvalFn | None = None, extra_modules: Mapping[str, torch.nn.Module] | None = None,
                  num_workers: int = 0, collate_fn: Callable | None = None,
-                 batch_items: Callable[[Any], int] | None = None) -> None:
+                 batch_items: Callable[[Any], int] | None = None, layout: ParallelLayout | None = None) -> None:
         self.run, self.acc = run, accelerator
+        # data × sequence parallelism: the processes of one sequence group get the same batches (parallel.py)
+        self.layout = layout or ParallelLayout(accelerator.process_index, accelerator.num_processes)
         self.run_dir = Path(run_dir)
         self.config = config
         self.loss_fn, self.evaluate_fn = loss_fn, evaluate_fn
         self.extra_modules = dict(extra_modules or {})
         self.batch_items = batch_items or _default_batch_items
         self.state = TrainState()
-        self.sampler = EpochBatchSampler(len(dataset), batch_size, seed=run.seed, rank=accelerator.process_index,
-                                         world_size=accelerator.num_processes, shuffle=True, drop_last=True)
+        self.sampler = EpochBatchSampler(len(dataset), batch_size, seed=run.seed, rank=self.layout.data_rank,
+                                         world_size=self.layout.data_world, shuffle=True, drop_last=True)
         if self.sampler.batches_per_epoch < run.grad_accum_steps:
             raise ValueError(f"one epoch has {self.sampler.batches_per_epoch} batches, fewer than "
                              f"run.grad_accum_steps={run.grad_accum_steps}")
         self.loader = make_loader(SeededDataset(dataset, seed=run.seed), self.sampler, num_workers=num_workers,
                                   collate_fn=collate_fn, pin_memory=accelerator.device.type == "cuda")
         self.updates_per_epoch = self.sampler.batches_per_epoch // run.grad_accum_steps
-        self.global_batch = batch_size * accelerator.num_processes * run.grad_accum_steps
+        self.global_batch = batch_size * self.layout.data_world * run.grad_accum_steps
         optimizer = build_optimizer(model, optim, self.global_batch)
         self.scheduler = build_scheduler(optimizer, sched, run.epochs, self.updates_per_epoch)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
@@ -363,8 +368,9 @@ class Trainer:
         accelerator.wait_for_everyone()
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", keep_last=run.keep_last)
         self.logger = RunLogger(self.run_dir, enabled=accelerator.is_main_process, tensorboard=run.tensorboard)
-        # Training randomness (dropout, drop-path, mixup) differs per process but is reproducible.
-        seed_everything(derive_seed(run.seed, accelerator.process_index, 0x7A11))
+        # Training randomness (dropout, drop-path, mixup) differs per data-parallel rank but is reproducible; the
+        # processes of one sequence group share a stream (the same mixup of the same batch).
+        seed_everything(derive_seed(run.seed, self.layout.data_rank, 0x7A11))
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -471,7 +477,7 @@ class Trainer:
             restore_rng_state(safe_torch_load(rng_file))
         else:
             self.print(f"warning: {rng_file.name} missing; random state re-seeded (resume is not bitwise)")
-            seed_everything(derive_seed(self.run.seed, self.acc.process_index, self.state.step))
+            seed_everything(derive_seed(self.run.seed, self.layout.data_rank, self.state.step))
         self._last_saved = self.state.step
         self.logger.truncate_after(self.state.step)
 
@@ -631,7 +637,7 @@ class Trainer:
                 if run.log_every and st.step % run.log_every == 0:
                     dt = max(time.time() - window_t, 1e-9)
                     self.logger.log_step(st.step, {"epoch": st.epoch + 1, "loss": loss, "lr": lr,
-                                                   "samples_per_s": window_samples * self.acc.num_processes / dt,
+                                                   "samples_per_s": window_samples * self.layout.data_world / dt,
                                                    **step_metrics})
                     window_t, window_samples = time.time(), 0
                 if run.eval_every_steps and st.step % run.eval_every_steps == 0:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict
 
-from timm.models import register_model
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import generate_default_cfgs, register_model
 
 from .model import LightNetVideo
 
@@ -29,6 +30,34 @@ def create_video_model(name: str, **kwargs: Any) -> LightNetVideo:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown LightNet video model {name!r}{hint}; choose one of {list(VIDEO_MODELS)}")
     return LightNetVideo(**{**VIDEO_MODELS[name], **kwargs})
+
+
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    """timm pretrained config of an (untrained) video model: ``input_size`` is ``(C, T, H, W)``."""
+    return {
+        "url": "",
+        "num_classes": 400,
+        "input_size": (3, 16, 224, 224),
+        "fixed_input_size": False,  # any T, H, W that are multiples of the tubelet
+        "interpolation": "bicubic",
+        "crop_pct": 0.875,
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "patch_embed.proj",
+        "classifier": "head",
+        "license": "apache-2.0",
+        "paper_ids": "arXiv:2405.21022",
+        **kwargs,
+    }
+
+
+#: read by timm's ``register_model`` (``timm.get_pretrained_cfg(name)``, ``model.pretrained_cfg``)
+default_cfgs = generate_default_cfgs({
+    "lightnet_video_tiny.untrained": _cfg(),
+    "lightnet_video_small.untrained": _cfg(),
+    "lightnet_video_base.untrained": _cfg(),
+    "test_lightnet_video.untrained": _cfg(input_size=(3, 4, 32, 32), num_classes=10),
+})
 
 
 def _timm_entrypoint(name: str) -> Callable[..., LightNetVideo]:

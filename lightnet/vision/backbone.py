@@ -8,6 +8,8 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
+from ..distributed import sequence_max, sequence_mean
+
 __all__ = ["POOL_TYPES", "global_pool_tokens", "take_indices", "vit_init_weights"]
 
 #: the ``global_pool`` choices of the LightNet backbones
@@ -48,15 +50,25 @@ def vit_init_weights(module: nn.Module, name: str = "") -> None:
             nn.init.zeros_(module.bias)
 
 
-def global_pool_tokens(x: torch.Tensor, pool_type: str) -> torch.Tensor:
-    """Pool over all token axes: ``[B, *grid, C]`` or ``[B, N, C]`` → ``[B, C]`` (identity for ``''``)."""
+def global_pool_tokens(x: torch.Tensor, pool_type: str, group: Optional[object] = None) -> torch.Tensor:
+    """Pool over all token axes: ``[B, *grid, C]`` or ``[B, N, C]`` → ``[B, C]`` (identity for ``''``).
+
+    With a sequence-parallel ``group`` (a ``torch.distributed`` process group), ``x`` holds this rank's tokens and
+    the mean / max are reduced over the group, so every rank returns the pool of the whole sequence.
+    """
+    if pool_type not in POOL_TYPES:
+        raise ValueError(f"LightNet: global_pool must be one of {POOL_TYPES}, got {pool_type!r}")
     if not pool_type:
         return x
     x = x.flatten(1, -2)  # [B, N, C]
+    if group is not None:
+        if pool_type == "avg":
+            return sequence_mean(x, group)
+        if pool_type == "max":
+            return sequence_max(x, group)
+        return 0.5 * (sequence_mean(x, group) + sequence_max(x, group))
     if pool_type == "avg":
         return x.mean(dim=1)
     if pool_type == "max":
         return x.amax(dim=1)
-    if pool_type == "avgmax":
-        return 0.5 * (x.mean(dim=1) + x.amax(dim=1))
-    raise ValueError(f"LightNet: global_pool must be one of {POOL_TYPES}, got {pool_type!r}")
+    return 0.5 * (x.mean(dim=1) + x.amax(dim=1))  # avgmax

@@ -34,7 +34,9 @@ from timm.models import (
     register_notrace_module,
 )
 
+from ..distributed import is_sequence_parallel, shard_tokens
 from ..layers import GLU, MDTPE, LightNetAttention, LightNetBlock, MixerConfig, RMSNorm, make_norm, rename_legacy_keys
+from ..layers import set_sequence_parallel_group as _set_mixers_group
 from ..state_dict import diff_state_dicts
 from .backbone import POOL_TYPES, global_pool_tokens, take_indices, vit_init_weights
 
@@ -196,6 +198,7 @@ class LightNet(nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.global_pool = global_pool
+        self.sequence_parallel_group = None  # set_sequence_parallel_group
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
         self.num_prefix_tokens = 0
         self.dynamic_img_size = dynamic_img_size or dynamic_img_pad
@@ -264,6 +267,20 @@ class LightNet(nn.Module):
         self.grad_checkpointing = enable
 
     @torch.jit.ignore
+    def set_sequence_parallel_group(self, group: Optional[Any]) -> None:
+        """Split every image's tokens over the ranks of ``group`` (a ``torch.distributed`` process group; None: no
+        split, the default). Every rank of the group is given the same images; the patch embedding and MD-TPE run
+        on the full token grid (MD-TPE is a global convolution), then each rank keeps its contiguous slice of the
+        row-major tokens (:func:`lightnet.distributed.shard_tokens`) for the blocks, whose mixers exchange only
+        their states. :meth:`forward_features` then returns this rank's tokens ``[B, n_local, C]`` and the pooling
+        reduces over the group, so every rank returns the full logits. Averaging the parameter gradients over the
+        group (``DistributedDataParallel`` does) gives the unsplit model's gradients. ``docs/distributed.md``."""
+        self.sequence_parallel_group = group
+        _set_mixers_group(self, group)
+
+    def _split(self) -> bool:
+        return is_sequence_parallel(self.sequence_parallel_group)
+
     def get_classifier(self) -> nn.Module:
         return self.head
 
@@ -328,22 +345,26 @@ class LightNet(nn.Module):
         return block(x, grid)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image ``[B, C_in, H, W]`` → normalised feature map ``[B, H/p, W/p, C]`` (NHWC, unpooled)."""
+        """Image ``[B, C_in, H, W]`` → normalised feature map ``[B, H/p, W/p, C]`` (NHWC, unpooled); with a
+        sequence-parallel group (:meth:`set_sequence_parallel_group`) this rank's tokens ``[B, n_local, C]``."""
         x = self._embed(x)
         B, H, W, C = x.shape
         grid = (H, W)
         x = x.reshape(B, H * W, C)
         if self.tpe is not None:
             x = self.tpe(x, grid)
+        split = self._split()
+        if split:
+            x = shard_tokens(x, self.sequence_parallel_group)
         for block in self.blocks:
             x = self._run_block(block, x, grid)
         x = self.norm(x)
-        return x.reshape(B, H, W, C)
+        return x if split else x.reshape(B, H, W, C)
 
     def pool(self, x: torch.Tensor, pool_type: Optional[str] = None) -> torch.Tensor:
         """Global pool over all token axes: ``[B, H, W, C]`` or ``[B, N, C]`` → ``[B, C]`` (identity for ``''``)."""
         pool_type = self.global_pool if pool_type is None else pool_type
-        return global_pool_tokens(x, pool_type)
+        return global_pool_tokens(x, pool_type, self.sequence_parallel_group if self._split() else None)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Features from :meth:`forward_features` → logits ``[B, num_classes]`` (``pre_logits``: pooled ``[B, C]``)."""
@@ -381,6 +402,9 @@ class LightNet(nn.Module):
         fmt = str(getattr(output_fmt, "value", output_fmt))
         if fmt not in _INTERMEDIATE_FORMATS:
             raise ValueError(f"LightNet: output_fmt must be one of {_INTERMEDIATE_FORMATS}, got {output_fmt!r}")
+        if self._split():
+            raise ValueError("LightNet: forward_intermediates returns full feature maps; it does not run with a "
+                             "sequence-parallel group (set_sequence_parallel_group(None) first)")
         take, max_index = take_indices(len(self.blocks), indices)
         x = self._embed(x)
         B, H, W, C = x.shape

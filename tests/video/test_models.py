@@ -85,6 +85,9 @@ def test_named_sizes_and_timm_registry():
     assert {"lightnet_video_tiny", "lightnet_video_small", "lightnet_video_base"} <= set(timm.list_models("lightnet_video*"))
     m = timm.create_model("lightnet_video_tiny", pretrained=False, num_classes=7, depth=1, attn_backend="torch")
     assert isinstance(m, LightNetVideo) and m.embed_dim == 192 and m.num_classes == 7
+    for name in timm.list_models("*lightnet_video*"):  # every video model has a timm pretrained config
+        cfg = timm.get_pretrained_cfg(name)
+        assert cfg is not None and cfg.architecture == name and len(cfg.input_size) == 4
     with pytest.raises(ValueError, match="from_pretrained"):
         timm.create_model("lightnet_video_tiny", pretrained=True)
     assert create_video_model("lightnet_video_base", depth=1).embed_dim == 768
