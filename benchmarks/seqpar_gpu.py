@@ -1,168 +1,89 @@
-"""Sequence parallelism (LASP) on GPUs: one image split over R ranks — training-step time and peak memory per rank
-vs image size, and the split loss against the unsplit one.
+"""Sequence parallelism on several GPUs (NCCL): time and peak memory per rank of one split mixer call, fwd + bwd.
 
-For every rank count R of ``--ranks`` and image size of ``--img-sizes``, R processes (one GPU each, NCCL; keep
-``NCCL_NVLS_ENABLE=0``, set here) train a LightNet classifier (LightNet-S width by default) split over their group
-(``model.set_sequence_parallel_group``): forward + backward under bf16 autocast, batch ``--batch``, the kernels'
-default backend. Reported per row: median step time, the largest peak memory over the ranks
-(``torch.cuda.max_memory_allocated``), the loss and its relative difference to the R = 1 row of the same size
-(bf16: expect ~1e-3, not fp32's 1e-5). A size that does not fit is an ``OOM`` row, not a failure.
+Launch with torchrun, one process per GPU (NVLink multicast off)::
 
-With fewer GPUs than ranks (a one-GPU machine) the ranks share the GPUs through gloo (a dry run of the plumbing;
-its times are not a claim), or pass ``--ranks 1``. ``--dry-run`` is the small one-GPU check.
+    NCCL_NVLS_ENABLE=0 torchrun --nproc_per_node 2 benchmarks/seqpar_gpu.py --out $OUT/seqpar
+    NCCL_NVLS_ENABLE=0 torchrun --nproc_per_node 1 benchmarks/seqpar_gpu.py --out $OUT/seqpar_1   # the unsplit op
 
-    python benchmarks/seqpar_gpu.py --out $OUT/seqpar                  # 2+ GPUs: ranks 1 2 4 8 that fit
-    python benchmarks/seqpar_gpu.py --dry-run --out $OUT/seqpar        # one GPU: 1 rank NCCL, 2 ranks gloo, 256 px
-    python benchmarks/seqpar_gpu.py --smoke --device cpu --out $OUT    # CPU, gloo, seconds
+Rows: non-causal and causal, bf16, ``lightnet_small`` head shape (6 heads of 64) with MD-LRPE, batch ``--batch``,
+global length N; ms per fwd + bwd (median of ``--iters``) and peak memory per rank. ``--smoke`` runs on the CPU
+(gloo; under torchrun or as a single process).
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import List, Optional, Sequence
 
-os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # NVLink multicast off (the lent machines' rule)
+import torch
+import torch.distributed as dist
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-if not __package__:  # run as a file: the repository root replaces this folder on the path (no shadowed packages)
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-from benchmarks.common import (  # noqa: E402
-    Row, cell, environment, log, md_table, parser, peak_gib, reset_peak, time_calls, write_result,
-)
+from benchmarks.common import environment, log, md_table, parser, peak_gib, reset_peak, time_calls, write_result  # noqa: E402
+
+HEADS, HEAD_DIM = 6, 64
 
 
-def _step(model, images, labels, device):
-    def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = torch.nn.functional.cross_entropy(model(images), labels)
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        return loss
-    return step
-
-
-def measure(rank: int, world: int, size: int, args, device: torch.device) -> Row:
-    from lightnet.vision.lightnet_vit import LightNet
-    torch.manual_seed(0)
-    model = LightNet(img_size=size, patch_size=args.patch, num_classes=1000, embed_dim=args.dim, depth=args.depth,
-                     num_heads=args.heads, attn_backend=args.attn_backend).to(device)
-    if world > 1:
-        model.set_sequence_parallel_group(dist.group.WORLD)
-    g = torch.Generator().manual_seed(1)
-    images = torch.randn(args.batch, 3, size, size, generator=g).to(device)
-    labels = torch.randint(0, 1000, (args.batch,), generator=g).to(device)
-    step = _step(model, images, labels, device)
-    reset_peak(device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"), torch.no_grad():
-        loss = torch.nn.functional.cross_entropy(model(images), labels).item()
-    _, median = time_calls(step, device, args.warmup, args.iters)
-    return dict(img_size=size, tokens=(size // args.patch) ** 2, ranks=world, loss=loss, step_ms=median * 1e3,
-                peak_gib=peak_gib(device), status="ok")
-
-
-def _worker(rank: int, world: int, backend: str, init_file: str, result_file: str, args) -> None:
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    if args.device == "cuda":
-        torch.cuda.set_device(rank % torch.cuda.device_count())
-        device = torch.device("cuda", torch.cuda.current_device())
-    else:
-        device = torch.device("cpu")
-    dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=world)
-    rows = []
-    try:
-        for size in args.img_sizes:
-            try:
-                row = measure(rank, world, size, args, device)
-            except torch.OutOfMemoryError:
-                row = dict(img_size=size, tokens=(size // args.patch) ** 2, ranks=world, status="OOM")
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            every = [None] * world
-            dist.all_gather_object(every, row)
-            if any(r["status"] != "ok" for r in every):
-                row = next(r for r in every if r["status"] != "ok")
-            else:
-                row = dict(row, peak_gib=max(r["peak_gib"] for r in every), step_ms=max(r["step_ms"] for r in every))
-            row["backend"] = backend
-            if rank == 0:
-                rows.append(row)
-                log(row)
-    finally:
-        if rank == 0:
-            Path(result_file).write_text(json.dumps(rows))
-        dist.destroy_process_group()
-
-
-def run_ranks(world: int, args) -> List[Row]:
-    gpus = torch.cuda.device_count() if args.device == "cuda" else 0
-    backend = "nccl" if args.device == "cuda" and gpus >= world else "gloo"
-    with tempfile.TemporaryDirectory() as tmp:
-        result = os.path.join(tmp, "rows.json")
-        try:
-            mp.spawn(_worker, args=(world, backend, os.path.join(tmp, "init"), result, args), nprocs=world,
-                     join=True)
-        except Exception as e:  # e.g. gloo without CUDA collectives on a shared GPU: a row that says so
-            print(f"ranks={world} ({backend}) failed: {type(e).__name__}: {str(e)[-800:]}", file=sys.stderr)
-            if not Path(result).exists():
-                return [dict(img_size=s, tokens=(s // args.patch) ** 2, ranks=world, backend=backend,
-                             status="failed") for s in args.img_sizes]
-        return json.loads(Path(result).read_text())
-
-
-def markdown(rows: List[Row]) -> str:
-    lines = []
-    for r in rows:
-        one = next((o for o in rows if o["img_size"] == r["img_size"] and o["ranks"] == 1
-                    and o.get("status") == "ok"), None)
-        diff = (f"{abs(r['loss'] - one['loss']) / abs(one['loss']):.1e}"
-                if one is not None and r.get("status") == "ok" else "—")
-        lines.append([f"{r['img_size']} px", r["tokens"], r["ranks"], r["backend"], cell(r, "step_ms", ".1f"),
-                      cell(r, "peak_gib", ".2f"), diff])
-    return md_table(["image", "tokens", "ranks", "backend", "step ms", "peak GiB/rank", "loss rel. diff vs 1 rank"],
-                    lines)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv=None) -> int:
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
     p = parser(__doc__)
-    p.add_argument("--ranks", nargs="+", type=int, default=None,
-                   help="rank counts (default: 1 and every power of two up to the visible GPUs)")
-    p.add_argument("--img-sizes", nargs="+", type=int, default=[1024, 2048, 4096])
-    p.add_argument("--patch", type=int, default=16)
-    p.add_argument("--dim", type=int, default=384)
-    p.add_argument("--depth", type=int, default=12)
-    p.add_argument("--heads", type=int, default=6)
+    p.add_argument("--lengths", type=int, nargs="+", default=[16384, 65536, 262144, 1048576])
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--iters", type=int, default=5)
-    p.add_argument("--attn-backend", default="auto")
-    p.add_argument("--dry-run", action="store_true", help="one GPU: 1 rank (NCCL) and 2 ranks (gloo) at 256 px")
+    p.add_argument("--iters", type=int, default=10)
     args = p.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("seqpar_gpu: no CUDA device (use --device cpu for the plumbing)")
-    if args.smoke or args.device == "cpu":
-        args.device = "cpu" if args.smoke else args.device
-        args.attn_backend = "torch"
     if args.smoke:
-        args.ranks, args.img_sizes, args.patch, args.dim, args.depth, args.heads = [1, 2], [32], 8, 32, 1, 2
-        args.warmup, args.iters = 1, 1
-    elif args.dry_run:
-        args.ranks, args.img_sizes, args.depth = args.ranks or [1, 2], [256], 2
-    if args.ranks is None:
-        gpus = torch.cuda.device_count() if args.device == "cuda" else 1
-        args.ranks = [r for r in (1, 2, 4, 8) if r <= max(gpus, 1)]
-    rows: List[Row] = []
-    for world in sorted(set(args.ranks)):
-        rows += run_ranks(world, args)
-    rows.sort(key=lambda r: (r["img_size"], r["ranks"]))
-    device = torch.device("cuda", 0) if args.device == "cuda" else torch.device("cpu")
-    write_result(args.out, "seqpar_gpu", environment(device), args, rows, markdown(rows))
-    return 0 if all(r.get("status") in ("ok", "OOM") for r in rows) or args.dry_run else 1
+        args.device, args.lengths, args.iters = "cpu", [64], 2
+    device = torch.device(args.device)
+    if not dist.is_initialized():
+        if "RANK" in os.environ:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        else:  # a plain single process: a world of one
+            import tempfile
+
+            dist.init_process_group("gloo", init_method=f"file://{tempfile.mktemp()}", rank=0, world_size=1)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    from lightnet.distributed import sequence_parallel_attention, shard_bounds
+    from lightnet.layers.lrpe import MDLRPE
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    rows = []
+    for causal in (False, True):
+        for N in args.lengths:
+            start, stop = shard_bounds(N)
+            g = torch.Generator(device="cpu").manual_seed(rank)
+            q, k, v = (torch.randn(args.batch, stop - start, HEADS, HEAD_DIM, generator=g).to(device, dtype)
+                       .requires_grad_(True) for _ in range(3))
+            theta = MDLRPE(HEAD_DIM, num_axes=1).angles((N,))[start:stop].to(device)
+
+            def step():
+                o = sequence_parallel_attention(q, k, v, causal=causal, lrpe_theta=theta, q_activation="silu")
+                o.float().sum().backward()
+
+            row = {"mode": "causal" if causal else "non-causal", "N": N, "world": world, "batch": args.batch}
+            try:
+                reset_peak(device)
+                first_s, median_s = time_calls(step, device, warmup=2, iters=args.iters)
+                row.update(status="ok", ms=median_s * 1e3, first_ms=first_s * 1e3, peak_gib=peak_gib(device))
+            except torch.OutOfMemoryError:
+                row.update(status="OOM")
+                q = k = v = None
+                torch.cuda.empty_cache()
+            dist.barrier()
+            if rank == 0:
+                log(row)
+            rows.append(row)
+    if rank == 0:
+        lines = [[r["mode"], r["N"], r["world"], f"{r['ms']:.2f}" if r["status"] == "ok" else r["status"],
+                  f"{r['peak_gib']:.2f}" if r["status"] == "ok" else "—"] for r in rows]
+        md = md_table(["mode", "N", "ranks", "ms fwd + bwd", "peak GiB / rank"], lines)
+        write_result(args.out, f"seqpar_gpu_{world}", environment(device), args, rows, md)
+    dist.destroy_process_group()
+    return 0
 
 
 if __name__ == "__main__":
