@@ -662,12 +662,12 @@ def _grad_slots(
     final state ``(S, z)`` (z also collects ``−rowsum(S ⊙ dS)``); the other slots are filled by B1."""
     LG = torch.empty((BH, NSEG + 1, DP, E), device=dev, dtype=torch.float32)
     LZ = torch.empty((BH, NSEG + 1, D), device=dev, dtype=torch.float32)
-    if dS_out is not None:
-        LG[:, NSEG] = dS_out.reshape(BH, DP, E)
-        gz = -(S * dS_out).sum(-1).reshape(BH, -1, D).sum(1)
-    else:
+    if dS_out is None:  # the usual training call: the final state is unused (two fills, no zeros + copy)
         LG[:, NSEG] = 0
-        gz = torch.zeros((BH, D), device=dev, dtype=torch.float32)
+        LZ[:, NSEG] = 0 if dz_out is None else dz_out.reshape(BH, D)
+        return LG, LZ
+    LG[:, NSEG] = dS_out.reshape(BH, DP, E)
+    gz = -(S * dS_out).sum(-1).reshape(BH, -1, D).sum(1)
     if dz_out is not None:
         gz = gz + dz_out.reshape(BH, D)
     LZ[:, NSEG] = gz
