@@ -21,6 +21,8 @@ vision-eager  ~4 min  the same, eager and torch.compile default mode
 dit           ~8 min  LightNet-DiT-B/2 vs DiT-B/2: training step and denoising step at 256 / 512 px, eager + compiled
 dit-1024      ~6 min  the same at 1024 px
 lm            ~4 min  LightNet LM vs GPT + KV cache decode tokens/s and memory, L = 1K, 8K, 64K
+lm-graph      ~6 min  the same, eager and CUDA-graph decode steps (GraphedDecoder; GPT static KV cache), L = 1K..64K
+block-profile ~8 min  µs per token per piece: LightNet block vs ViT block, N = 196..16384, 32K tokens/step, eager + compiled (timm)
 memory        ~8 min  GPU peak training memory LightNet-S vs ViT-S (224 / 1024 px, compiled), saved bytes with CUDA kernels
 scan-speed    ~3 min  experiments: training step LightNet vs 2-scan at the Fashion-MNIST shape
 scan-1024     ~9 min  experiments: LightNet-S vs 2- / 4-scan at 1024 px on fla's chunk_gla (autotuning included)
@@ -60,6 +62,8 @@ case $PART in
   dit) run $PY benchmarks/models.py dit --compile-mode eager reduce-overhead --sizes 256 512 --batches 32 8 --out "$D" ;;
   dit-1024) run $PY benchmarks/models.py dit --compile-mode eager reduce-overhead --sizes 1024 --batches 2 --out "$D" ;;
   lm) run $PY benchmarks/lm_decode.py --out "$D" ;;
+  lm-graph) run $PY benchmarks/lm_decode.py --cuda-graph --contexts 1024 4096 16384 65536 --out "$D" ;;
+  block-profile) run $PY benchmarks/block_profile.py --out "$D" "$@" ;;
   memory)
     PART_S=$((PART_S * 2 / 3)) run $PY benchmarks/memory.py peak --sizes 224 1024 --batches 128 8 --fullgraph --out "$D"
     PART_S=$((PART_S / 3)) run $PY benchmarks/memory.py saved --device cuda --img-size 224 1024 --batch 8 --compile \

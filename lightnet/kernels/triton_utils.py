@@ -13,9 +13,11 @@ and sine halves of the state) else ``D``. A state is ``(S [B, H, D', E], z [B, H
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import os
-from typing import Dict, Optional, Tuple
+from typing import Counter, Dict, Iterator, Optional, Tuple
 
 import torch
 import triton
@@ -86,6 +88,39 @@ def _cuda_sms(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
+_LAUNCH_COUNTS: Optional[Counter] = None  # set while count_launches() is active
+_IN_LAUNCH = False
+
+
+@contextlib.contextmanager
+def count_launches() -> Iterator[Counter]:
+    """Count the Triton kernel launches made through :class:`Launcher` inside the block: yields a
+    ``Counter`` {kernel name: launches} filled as they happen (``benchmarks/launches.py`` reads it)."""
+    global _LAUNCH_COUNTS
+    outer, _LAUNCH_COUNTS = _LAUNCH_COUNTS, collections.Counter()
+    try:
+        yield _LAUNCH_COUNTS
+    finally:
+        _LAUNCH_COUNTS = outer
+
+
+def in_launch() -> bool:
+    """True while a counted launch runs (so an op counter can skip what the Triton interpreter does on the host)."""
+    return _IN_LAUNCH
+
+
+def _counted(name: str, fn):
+    def run(*args, **kwargs):
+        global _IN_LAUNCH
+        _LAUNCH_COUNTS[name] += 1
+        _IN_LAUNCH = True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _IN_LAUNCH = False
+    return run
+
+
 class Launcher:
     """``Launcher(kernel)[grid](*runtime_args, **constexprs_and_options)``: a lean launch of a ``@triton.jit`` kernel.
 
@@ -106,9 +141,8 @@ class Launcher:
         self.enabled = not _INTERPRETING
 
     def __getitem__(self, grid):
-        if not self.enabled:
-            return self.kernel[grid]
-        return functools.partial(self._launch, grid)
+        fn = self.kernel[grid] if not self.enabled else functools.partial(self._launch, grid)
+        return fn if _LAUNCH_COUNTS is None else _counted(self.kernel.__name__, fn)
 
     def _launch(self, grid, *args, **meta) -> None:
         key = [torch.cuda.current_device(), *meta.values()]

@@ -532,23 +532,26 @@ def chunk_size(D: int, E: int, launch: CausalLaunch = _HEURISTIC) -> int:
     return 16 if interpreting() else 32
 
 
-def segment_chunks(NC: int, BH: int, device: torch.device, segment: Optional[int] = None) -> int:
+def segment_chunks(NC: int, BH: int, device: torch.device, segment: Optional[int] = None,
+                   sms: Optional[int] = None) -> int:
     """Chunks per segment (one program walks a segment's chunks in order) for ``NC`` chunks of ``BH`` (batch, head)
     rows.
 
     ``segment`` given: that many; 2 under the interpreter (so small tests cross segment borders). On a GPU one
     segment per (batch, head) when the heads alone give two programs per SM and there are at most 64 chunks (F1's
     state, the scans F2 / B2 and their tensors are skipped), else about four programs per SM:
-    ``clamp(ceil(NC · BH / (4 · SMs)), 1, 16)``. Never more than ``NC``.
+    ``clamp(ceil(NC · BH / (4 · SMs)), 1, 16)``. Never more than ``NC``. ``sms``: the GPU rule for a GPU of that many
+    SMs, whatever the device (what ``benchmarks/launches.py`` counts on the CPU).
     """
+    n_sms = sms or (None if interpreting() else num_sms(device))
     if segment:
         seg = int(segment)
-    elif interpreting():
+    elif n_sms is None:
         seg = 2
-    elif BH >= 2 * num_sms(device) and NC <= 64:
+    elif BH >= 2 * n_sms and NC <= 64:
         seg = NC
     else:
-        seg = min(16, cdiv(NC * BH, 4 * num_sms(device)))
+        seg = min(16, cdiv(NC * BH, 4 * n_sms))
     return max(1, min(seg, NC))
 
 
@@ -659,12 +662,12 @@ def _grad_slots(
     final state ``(S, z)`` (z also collects ``−rowsum(S ⊙ dS)``); the other slots are filled by B1."""
     LG = torch.empty((BH, NSEG + 1, DP, E), device=dev, dtype=torch.float32)
     LZ = torch.empty((BH, NSEG + 1, D), device=dev, dtype=torch.float32)
-    if dS_out is not None:
-        LG[:, NSEG] = dS_out.reshape(BH, DP, E)
-        gz = -(S * dS_out).sum(-1).reshape(BH, -1, D).sum(1)
-    else:
+    if dS_out is None:  # the usual training call: the final state is unused (two fills, no zeros + copy)
         LG[:, NSEG] = 0
-        gz = torch.zeros((BH, D), device=dev, dtype=torch.float32)
+        LZ[:, NSEG] = 0 if dz_out is None else dz_out.reshape(BH, D)
+        return LG, LZ
+    LG[:, NSEG] = dS_out.reshape(BH, DP, E)
+    gz = -(S * dS_out).sum(-1).reshape(BH, -1, D).sum(1)
     if dz_out is not None:
         gz = gz + dz_out.reshape(BH, D)
     LZ[:, NSEG] = gz

@@ -640,13 +640,15 @@ def lrpe_operand(
     return (trig_table(theta) if trig else theta), trig
 
 
-def choose_splits(N: int, BH: int, device: torch.device, block_n: int, splits: Optional[int] = None) -> Tuple[int, int]:
+def choose_splits(N: int, BH: int, device: torch.device, block_n: int, splits: Optional[int] = None,
+                  sms: Optional[int] = None) -> Tuple[int, int]:
     """``(splits, tokens_per_split)``: enough programs to fill the GPU (4 per SM), each range a multiple of
     ``block_n`` and long enough (≥ 16 blocks, 2 under the interpreter) that its partial state is cheap next to its
-    token traffic; ``splits`` given: that many ranges (fewer if the blocks run out)."""
+    token traffic; ``splits`` given: that many ranges (fewer if the blocks run out). ``sms``: the GPU rule for a GPU
+    of that many SMs, whatever the device (what ``benchmarks/launches.py`` counts on the CPU)."""
     if splits is None:
-        target = 4 * num_sms(device)
-        min_tokens = 16 * block_n if not interpreting() else 2 * block_n
+        target = 4 * (sms or num_sms(device))
+        min_tokens = 16 * block_n if sms or not interpreting() else 2 * block_n
         splits = max(1, min(cdiv(target, BH), cdiv(N, min_tokens)))
     tokens = cdiv(cdiv(N, splits), block_n) * block_n
     return cdiv(N, tokens), tokens
