@@ -100,3 +100,19 @@ def test_direction_label_beats_chance(tmp_path: Path):
         f"run.run_dir={tmp_path / 'run'}", "run.plot=false"])
     result = train(cfg)
     assert result.metrics["eval_top1"] > 50.0, result.metrics
+
+
+def test_faster_label_is_the_class_of_the_faster_of_two_items():
+    cfg = MovingClipConfig(**{**SMALL.__dict__, "label": "faster", "num_items": 2, "canvas": 24, "max_speed": 1,
+                              "items": "digits"})
+    ds = MovingFashionMNIST(cfg, "train", seed=0)
+    assert ds.num_classes == 10 and len(ds) == 64
+    seen = set()
+    for i in range(16):
+        frames, labels = ds.clip_and_labels(i)
+        assert frames.shape == (4, 1, 24, 24) and 0 <= labels["faster"] < 10
+        seen.add(labels["faster"])
+        assert ds[i][1] == labels["faster"]
+    assert len(seen) > 3  # not a constant label
+    with pytest.raises(DatasetError, match="needs num_items 2"):
+        MovingFashionMNIST(MovingClipConfig(**{**SMALL.__dict__, "label": "faster"}))
