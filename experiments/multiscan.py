@@ -218,13 +218,17 @@ def scan_orders(
     row-major (the layout of the model's ``[B, N, C]`` sequence); prefix tokens lead every scan.
 
     * 1: row-major forward;  2: + row-major reversed;
-    * 4: + the transposed ("column-major": last axis slowest) order, forward and reversed (needs ≥ 2 grid axes).
+    * 4: + the transposed ("column-major": last axis slowest) order, forward and reversed (needs ≥ 2 grid axes);
+    * 6 (3-D grids ``(T, H, W)``, the video baseline): ± along each axis — for each axis, the order in which it is
+      the fastest (W: row-major; H: ``(T, W, H)``; T: ``(H, W, T)``), forward and reversed.
     """
     grid_shape = tuple(int(s) for s in grid_shape)
-    if num_directions not in (1, 2, 4):
-        raise ValueError(f"scan_orders: num_directions must be 1, 2 or 4, got {num_directions}")
+    if num_directions not in (1, 2, 4, 6):
+        raise ValueError(f"scan_orders: num_directions must be 1, 2, 4 or 6, got {num_directions}")
     if num_directions == 4 and len(grid_shape) < 2:
         raise ValueError(f"scan_orders: 4 directions need a grid with at least 2 axes, got {grid_shape}")
+    if num_directions == 6 and len(grid_shape) != 3:
+        raise ValueError(f"scan_orders: 6 directions need a 3-axis grid (T, H, W), got {grid_shape}")
     M = math.prod(grid_shape)
     idx = torch.arange(M, device=device).reshape(grid_shape)
     row = idx.reshape(-1)
@@ -232,6 +236,11 @@ def scan_orders(
     if num_directions == 4:
         col = idx.permute(*reversed(range(idx.dim()))).reshape(-1)
         orders += [col, col.flip(0)]
+    if num_directions == 6:
+        for fastest in (1, 0):  # H fastest, then T fastest (W fastest is row-major, above)
+            others = [a for a in range(3) if a != fastest]
+            order = idx.permute(*others, fastest).reshape(-1)
+            orders += [order, order.flip(0)]
     P = num_prefix_tokens
     if P:
         prefix = torch.arange(P, device=device)
@@ -342,7 +351,7 @@ class MultiScanDecayAttention(LightNetAttention):
     Args:
         dim: width ``C``.
         num_heads: heads ``H``.
-        num_directions: 1 (causal row-major scan), 2 (Vim) or 4 (VMamba).
+        num_directions: 1 (causal row-major scan), 2 (Vim), 4 (VMamba) or 6 (± along T, H, W of a video grid).
         num_axes: grid dimensionality (``grid_shape`` must have this many axes).
         decay: ``'gla'`` (per-channel, low-rank sigmoid gate) or ``'mamba2'`` (per-head ``exp(−softplus)``-style).
         decay_rank: rank of the GLA decay projection.
@@ -381,10 +390,12 @@ class MultiScanDecayAttention(LightNetAttention):
         backend: str = "auto",
         recompute: bool = True,
     ) -> None:
-        if num_directions not in (1, 2, 4):
-            raise ValueError(f"MultiScanDecayAttention: num_directions must be 1, 2 or 4, got {num_directions}")
+        if num_directions not in (1, 2, 4, 6):
+            raise ValueError(f"MultiScanDecayAttention: num_directions must be 1, 2, 4 or 6, got {num_directions}")
         if num_directions == 4 and num_axes < 2:
             raise ValueError("MultiScanDecayAttention: 4 directions need num_axes >= 2")
+        if num_directions == 6 and num_axes != 3:
+            raise ValueError("MultiScanDecayAttention: 6 directions need num_axes == 3 (T, H, W)")
         if decay not in _DECAY_FORMS:
             raise ValueError(f"MultiScanDecayAttention: unknown decay {decay!r}; choose one of {_DECAY_FORMS}")
         if backend not in _BACKENDS:

@@ -130,8 +130,24 @@ def test_scan_orders_2d():
         assert sorted(o.tolist()) == list(range(24))
     with pytest.raises(ValueError, match="at least 2 axes"):
         scan_orders((6,), 4)
-    with pytest.raises(ValueError, match="1, 2 or 4"):
+    with pytest.raises(ValueError, match="1, 2, 4 or 6"):
         scan_orders((2, 3), 3)
+
+
+def test_scan_orders_3d_six_directions():
+    """± along W (row-major), H and T: in each pair the named axis varies fastest."""
+    orders = scan_orders((2, 2, 3), 6)  # (T, H, W), index = 6t + 3h + w
+    assert len(orders) == 6
+    assert orders[0].tolist() == list(range(12)) and orders[1].tolist() == list(range(11, -1, -1))
+    assert orders[2].tolist()[:4] == [0, 3, 1, 4]  # H fastest: (t0 w0 h0), (t0 w0 h1), (t0 w1 h0), ...
+    assert orders[4].tolist()[:4] == [0, 6, 1, 7]  # T fastest
+    assert orders[3].tolist() == orders[2].flip(0).tolist() and orders[5].tolist() == orders[4].flip(0).tolist()
+    for o in orders:
+        assert sorted(o.tolist()) == list(range(12))
+    with pytest.raises(ValueError, match="3-axis grid"):
+        scan_orders((3, 4), 6)
+    with pytest.raises(ValueError, match="num_axes == 3"):
+        MultiScanDecayAttention(8, 2, num_directions=6, num_axes=2)
 
 
 def test_multiscan_equals_sum_of_scans_in_each_order():

@@ -43,9 +43,10 @@ class LightNetDiTBlock(nn.Module):
         norm_eps: epsilon of the (affine-free) LayerNorms.
         mixer: the token mixer's options (:class:`~lightnet.layers.MixerConfig`, how the model passes them); without
             it ``attn_kwargs`` are the mixer's keyword arguments.
+        num_axes: token-grid axes of the MD-LRPE (2 images ``(h, w)``, 3 video ``(t, h, w)``).
         **attn_kwargs: forwarded to :class:`LightNetAttention` (``lrpe_base``, ``gate_rank``, ``backend``, ...).
 
-    Shapes: ``forward(x [B, N, D], c [B, D], grid_shape (h, w))`` → ``[B, N, D]``.
+    Shapes: ``forward(x [B, N, D], c [B, D], grid_shape (h, w) or (t, h, w))`` → ``[B, N, D]``.
     """
 
     def __init__(
@@ -57,14 +58,15 @@ class LightNetDiTBlock(nn.Module):
         norm_eps: float = 1e-6,
         *,
         mixer: Optional[MixerConfig] = None,
+        num_axes: int = 2,
         **attn_kwargs: Any,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=norm_eps)
         if mixer is None:
-            self.attn = LightNetAttention(dim, num_heads, causal=False, num_axes=2, **attn_kwargs)
+            self.attn = LightNetAttention(dim, num_heads, causal=False, num_axes=num_axes, **attn_kwargs)
         else:
-            self.attn = mixer.build(dim, num_heads, causal=False, num_axes=2, **attn_kwargs)
+            self.attn = mixer.build(dim, num_heads, causal=False, num_axes=num_axes, **attn_kwargs)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=norm_eps)
         self.mlp = make_channel_mixer(mlp_type, dim, mlp_ratio)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
@@ -77,13 +79,15 @@ class LightNetDiTBlock(nn.Module):
 
 
 class AdaLNFinalLayer(nn.Module):
-    """Final adaLN modulation and linear map to patch pixels: ``[B, N, D]`` → ``[B, N, p·p·C_out]``."""
+    """Final adaLN modulation and linear map to patch pixels: ``[B, N, D]`` → ``[B, N, t·p·p·C_out]`` (``t`` =
+    ``temporal_patch_size``, 1 for images)."""
 
-    def __init__(self, dim: int, patch_size: int, out_channels: int, norm_eps: float = 1e-6) -> None:
+    def __init__(self, dim: int, patch_size: int, out_channels: int, norm_eps: float = 1e-6,
+                 temporal_patch_size: int = 1) -> None:
         super().__init__()
         self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=norm_eps)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
-        self.linear = nn.Linear(dim, patch_size * patch_size * out_channels)
+        self.linear = nn.Linear(dim, temporal_patch_size * patch_size * patch_size * out_channels)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)

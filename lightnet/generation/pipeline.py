@@ -146,6 +146,37 @@ class LightNetDiTPipeline(DiffusionPipeline):
             raise ValueError(f"class labels {bad.tolist()} out of range: this model has classes 0..{self.num_classes - 1}")
         return labels
 
+    def _denoise(self, latents: torch.Tensor, labels: Optional[torch.Tensor], guidance_scale: float,
+                 num_inference_steps: int, generator: Union[torch.Generator, List[torch.Generator], None]
+                 ) -> torch.Tensor:
+        """The sampling loop: noise ``latents`` (``[B, C, h, w]`` or ``[B, C, T, h, w]``, already scaled by the
+        scheduler's ``init_noise_sigma``) → final latents, with classifier-free guidance when ``labels`` are given and
+        ``guidance_scale > 1``."""
+        device = latents.device
+        B, channels = latents.shape[0], self.transformer.config.in_channels
+        null = torch.full((B,), self.num_classes, device=device, dtype=torch.long)
+        y = null if labels is None else labels.to(device)
+        use_cfg = guidance_scale > 1 and labels is not None
+        y_in = torch.cat([y, null]) if use_cfg else y
+        # schedulers that sample noise in step() (DDPM, DDIM with eta > 0, SDE solvers) take the generator
+        step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        for t in self.progress_bar(self.scheduler.timesteps):
+            model_in = torch.cat([latents, latents]) if use_cfg else latents
+            model_in = self.scheduler.scale_model_input(model_in, t)
+            t_in = torch.as_tensor(t, device=device).reshape(-1).expand(model_in.shape[0])
+            out = self.transformer(model_in, timestep=t_in, class_labels=y_in).sample
+            eps = out[:, :channels]
+            if use_cfg:
+                cond, uncond = eps.chunk(2)
+                eps = uncond + guidance_scale * (cond - uncond)
+            # with learned sigma (out_channels = 2 x in_channels) the variance half is dropped: schedulers use
+            # their own fixed variance, as in diffusers' DiTPipeline
+            latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+
+        return latents
+
     @torch.no_grad()
     def __call__(
         self,
@@ -177,6 +208,9 @@ class LightNetDiTPipeline(DiffusionPipeline):
         if output_type not in _OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {_OUTPUT_TYPES}, got {output_type!r}")
         self._check_components()
+        if getattr(self.transformer.config, "num_frames", None) is not None:
+            raise ValueError("the transformer is a video model (config.num_frames is set); sample clips with "
+                             "LightNetVideoDiTPipeline")
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
         labels = self._labels(class_labels, batch_size)
@@ -191,26 +225,7 @@ class LightNetDiTPipeline(DiffusionPipeline):
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
         latents = latents.to(device=device, dtype=self.transformer.dtype) * self.scheduler.init_noise_sigma
 
-        null = torch.full((B,), self.num_classes, device=device, dtype=torch.long)
-        y = null if labels is None else labels.to(device)
-        use_cfg = guidance_scale > 1 and labels is not None
-        y_in = torch.cat([y, null]) if use_cfg else y
-        # schedulers that sample noise in step() (DDPM, DDIM with eta > 0, SDE solvers) take the generator
-        step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
-
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        for t in self.progress_bar(self.scheduler.timesteps):
-            model_in = torch.cat([latents, latents]) if use_cfg else latents
-            model_in = self.scheduler.scale_model_input(model_in, t)
-            t_in = torch.as_tensor(t, device=device).reshape(-1).expand(model_in.shape[0])
-            out = self.transformer(model_in, timestep=t_in, class_labels=y_in).sample
-            eps = out[:, :channels]
-            if use_cfg:
-                cond, uncond = eps.chunk(2)
-                eps = uncond + guidance_scale * (cond - uncond)
-            # with learned sigma (out_channels = 2 x in_channels) the variance half is dropped: schedulers use
-            # their own fixed variance, as in diffusers' DiTPipeline
-            latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+        latents = self._denoise(latents, labels, guidance_scale, num_inference_steps, generator)
 
         if output_type == "latent":
             images = latents

@@ -9,6 +9,12 @@ embedding has ``num_classes + 1`` rows, the last being the null class used for c
 Structure (DiT, Peebles & Xie 2023, with the token mixer replaced): patchify → MD-TPE (relative 2-D Toeplitz
 position mixing) → ``num_layers`` adaLN-Zero blocks (non-causal LightNet attention with 2-D MD-LRPE, GLU or MLP) →
 final adaLN layer → unpatchify. No absolute position table, so any ``H × W`` divisible by the patch works.
+
+Video: with ``num_frames`` set, the model takes clips ``[B, C, T, H, W]`` (torchvision / diffusers video layout): a
+tubelet patchify (``temporal_patch_size × p × p``, :class:`~lightnet.layers.TubeletEmbed`), 3-D MD-TPE and 3-D
+MD-LRPE over ``(T', H', W')`` in the same blocks with the same timestep / class conditioning (one scan over the whole
+clip), and a 3-D unpatchify. Any ``T, H, W`` divisible by the tubelet works; ``num_frames`` is the pipelines' default
+length. Without it (the default) the model is the image model, unchanged.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ..layers import MDTPE, MixerConfig, rename_legacy_keys
+from ..layers import MDTPE, MixerConfig, TubeletEmbed, check_clip_divisible, rename_legacy_keys
 from .blocks import AdaLNFinalLayer, LightNetDiTBlock
 from .embeddings import PatchEmbed2d, TimestepClassEmbedding
 
@@ -74,12 +80,17 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
         attn_backend: kernel backend of :func:`lightnet.kernels.additive_attention` (``'auto'``, ``'torch'``,
             ``'triton'``). A ``config.json`` written before the rename, with ``attention_backend``, loads unchanged
             (:func:`~lightnet.layers.rename_legacy_keys`).
+        num_frames: ``None`` (default) = image model (``[B, C, H, W]``); an int = video model taking clips
+            ``[B, C, T, H, W]`` with 3-D positional encodings; the value is the training clip length (the pipelines'
+            default), any multiple of ``temporal_patch_size`` works.
+        temporal_patch_size: frames per tubelet ``t`` of a video model (1 = per-frame patches).
 
     The mixer options (``use_lrpe``, ``lrpe_base``, ``gate_rank``, ``q_act``, ``attn_backend``) have the names and
     defaults of :class:`~lightnet.layers.MixerConfig`, which every block receives.
 
     Shapes: ``forward(hidden_states [B, C_in, H, W], timestep [B] or scalar, class_labels [B])`` →
-    ``Transformer2DModelOutput(sample=[B, C_out, H, W])``.
+    ``Transformer2DModelOutput(sample=[B, C_out, H, W])``; a video model maps ``[B, C_in, T, H, W]`` to
+    ``[B, C_out, T, H, W]``.
     """
 
     _supports_gradient_checkpointing = True
@@ -109,6 +120,8 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
         norm_eps: float = 1e-6,
         attn_backend: str = "auto",
         class_embed_init_std: float = 1.0,
+        num_frames: Optional[int] = None,
+        temporal_patch_size: int = 1,
     ) -> None:
         super().__init__()
         if patch_size < 1:
@@ -119,6 +132,13 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
             )
         if not class_embed_init_std > 0:
             raise ValueError(f"LightNetDiTModel: class_embed_init_std must be > 0, got {class_embed_init_std}")
+        if temporal_patch_size < 1:
+            raise ValueError(f"LightNetDiTModel: temporal_patch_size must be >= 1, got {temporal_patch_size}")
+        if num_frames is not None and (num_frames < 1 or num_frames % temporal_patch_size):
+            raise ValueError(f"LightNetDiTModel: num_frames {num_frames} must be a positive multiple of "
+                             f"temporal_patch_size {temporal_patch_size}")
+        if num_frames is None and temporal_patch_size != 1:
+            raise ValueError("LightNetDiTModel: temporal_patch_size needs a video model (set num_frames)")
         if sample_size % patch_size != 0:
             raise ValueError(f"LightNetDiTModel: sample_size {sample_size} is not divisible by patch_size {patch_size}")
         if out_channels is None:  # pipelines read config.out_channels as an int
@@ -132,16 +152,23 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
         self.out_channels = out_channels
         self.gradient_checkpointing = False
 
-        self.patch_embed = PatchEmbed2d(in_channels, hidden_size, patch_size)
-        self.tpe = MDTPE(hidden_size, num_axes=2, num_decays=tpe_num_decays) if use_tpe else None
+        self.is_video = num_frames is not None
+        num_axes = 3 if self.is_video else 2
+        if self.is_video:
+            self.patch_embed = TubeletEmbed(in_channels, hidden_size, (temporal_patch_size, patch_size, patch_size))
+        else:
+            self.patch_embed = PatchEmbed2d(in_channels, hidden_size, patch_size)
+        self.tpe = MDTPE(hidden_size, num_axes=num_axes, num_decays=tpe_num_decays) if use_tpe else None
         self.embedding = TimestepClassEmbedding(hidden_size, num_classes, class_dropout_prob)
         mixer = MixerConfig(use_lrpe=use_lrpe, lrpe_base=lrpe_base, gate_rank=gate_rank, q_act=q_act,
                             attn_backend=attn_backend)
         self.transformer_blocks = nn.ModuleList(
-            LightNetDiTBlock(hidden_size, num_attention_heads, mlp_type, mlp_ratio, norm_eps, mixer=mixer)
+            LightNetDiTBlock(hidden_size, num_attention_heads, mlp_type, mlp_ratio, norm_eps, mixer=mixer,
+                             num_axes=num_axes)
             for _ in range(num_layers)
         )
-        self.final_layer = AdaLNFinalLayer(hidden_size, patch_size, self.out_channels, norm_eps)
+        self.final_layer = AdaLNFinalLayer(hidden_size, patch_size, self.out_channels, norm_eps,
+                                           temporal_patch_size=temporal_patch_size)
         self.initialize_weights()
 
     @classmethod
@@ -210,13 +237,22 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
 
     def _check_inputs(self, x: torch.Tensor) -> None:
         cfg = self.config
-        if x.dim() != 4:
-            raise ValueError(f"LightNetDiTModel: hidden_states must be [B, C, H, W], got shape {tuple(x.shape)}")
+        if self.is_video:
+            if x.dim() != 5:
+                raise ValueError(f"LightNetDiTModel: this is a video model (num_frames={cfg.num_frames}); "
+                                 f"hidden_states must be [B, C, T, H, W], got shape {tuple(x.shape)}")
+        elif x.dim() != 4:
+            hint = " (a clip? create the model with num_frames=T for video)" if x.dim() == 5 else ""
+            raise ValueError(f"LightNetDiTModel: hidden_states must be [B, C, H, W], got shape {tuple(x.shape)}{hint}")
         if x.shape[1] != cfg.in_channels:
             raise ValueError(
                 f"LightNetDiTModel: hidden_states has {x.shape[1]} channels but the model expects in_channels="
                 f"{cfg.in_channels} (latent channels of the VAE, or image channels in pixel space)"
             )
+        if self.is_video:
+            check_clip_divisible("LightNetDiTModel", tuple(x.shape[2:]),
+                                 (cfg.temporal_patch_size, cfg.patch_size, cfg.patch_size))
+            return
         H, W = x.shape[-2:]
         if H % cfg.patch_size or W % cfg.patch_size:
             raise ValueError(
@@ -255,13 +291,27 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
                     )
         return t, y
 
-    def unpatchify(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """``[B, h·w, p·p·C]`` → ``[B, C, h·p, w·p]``."""
+    def unpatchify(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        """``[B, h·w, p·p·C]`` → ``[B, C, h·p, w·p]``; video: ``[B, t·h·w, k·p·p·C]`` → ``[B, C, t·k, h·p, w·p]``
+        (``k`` = ``temporal_patch_size``)."""
         p, C = self.config.patch_size, self.out_channels
+        if self.is_video:
+            k = self.config.temporal_patch_size
+            t, h, w = grid
+            x = x.reshape(x.shape[0], t, h, w, k, p, p, C)
+            x = torch.einsum("nthwkpqc->nctkhpwq", x)
+            return x.reshape(x.shape[0], C, t * k, h * p, w * p)
         h, w = grid
         x = x.reshape(x.shape[0], h, w, p, p, C)
         x = torch.einsum("nhwpqc->nchpwq", x)
         return x.reshape(x.shape[0], C, h * p, w * p)
+
+    def _patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Input → tokens ``[B, N, D]`` (row-major over the grid) and the grid ``(h, w)`` or ``(t, h, w)``."""
+        if not self.is_video:
+            return self.patch_embed(x)
+        x = self.patch_embed(x)  # [B, t, h, w, D]
+        return x.flatten(1, 3), tuple(x.shape[1:4])
 
     def forward(
         self,
@@ -273,7 +323,8 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
         """Predict noise (and, with learned sigma, the variance interpolation) for noisy ``hidden_states``.
 
         Args:
-            hidden_states: ``[B, C_in, H, W]`` noisy latents or images (``H``, ``W`` divisible by the patch).
+            hidden_states: ``[B, C_in, H, W]`` noisy latents or images (``H``, ``W`` divisible by the patch); a video
+                model takes ``[B, C_in, T, H, W]`` (divisible by the tubelet).
             timestep: ``[B]`` or a scalar diffusion step.
             class_labels: ``[B]`` long in ``0..num_classes`` (``num_classes`` = null class); ``None`` = all null.
             return_dict: return ``Transformer2DModelOutput`` (True) or a 1-tuple.
@@ -281,7 +332,7 @@ class LightNetDiTModel(ModelMixin, ConfigMixin):
         self._check_inputs(hidden_states)
         B = hidden_states.shape[0]
         t, y = self._prepare_conditions(B, timestep, class_labels, hidden_states.device)
-        x, grid = self.patch_embed(hidden_states)  # [B, N, D]
+        x, grid = self._patchify(hidden_states)  # [B, N, D]
         if self.tpe is not None:
             x = self.tpe(x, grid)
         c = self.embedding(t, y, dtype=x.dtype)  # [B, D]

@@ -30,6 +30,7 @@ from .checkpoint import CheckpointError, find_latest, load_model_weights
 from .config import ConfigError, apply_overrides, config_from_dict, load_yaml
 from .data import EpochBatchSampler, SeededDataset, make_loader
 from .datasets import DatasetError, DatasetInfo, build_image_dataset
+from .moving_fashion_mnist import MovingClipConfig, build_moving_dataset
 from .parallel import ParallelConfig, ParallelLayout, parallel_layout
 from .schema import OptimConfig, RunConfig, SchedConfig
 
@@ -43,7 +44,7 @@ DEFAULT_RECIPE = "digits"
 class DataConfig:
     """Dataset, input size and loader settings."""
 
-    dataset: str = "digits"  # digits | fashion_mnist | imagefolder
+    dataset: str = "digits"  # digits | fashion_mnist | imagefolder | moving_fashion_mnist (clips, video models)
     root: Optional[str] = None  # imagefolder root (train/ and val/ inside); optional for fashion_mnist
     eval_split: str = "test"  # held-out split (imagefolder: looks for this, val, validation, test)
     img_size: int = 16  # model input side; images are resized/cropped to it
@@ -53,6 +54,12 @@ class DataConfig:
     num_workers: int = 0
     mean: Optional[list[float]] = None  # default: the dataset's statistics
     std: Optional[list[float]] = None
+    moving: MovingClipConfig = field(default_factory=MovingClipConfig)  # clips of moving_fashion_mnist (label: ...)
+
+
+def is_video_dataset(name: str) -> bool:
+    """True for the clip datasets (``[C, T, H, W]`` samples, no image transforms)."""
+    return name.lower().replace("-", "_") == "moving_fashion_mnist"
 
 
 @dataclass
@@ -105,6 +112,7 @@ def build_classifier(cfg: ClassifyConfig, num_classes: int, in_chans: int) -> to
     """
     import timm
 
+    import lightnet.video  # noqa: F401  (registers the lightnet_video_* models with timm)
     import lightnet.vision  # noqa: F401  (registers the lightnet_* models with timm)
 
     if not timm.is_model(cfg.model):
@@ -114,6 +122,9 @@ def build_classifier(cfg: ClassifyConfig, num_classes: int, in_chans: int) -> to
         raise ValueError(f"unknown model {cfg.model!r}" + (f"; did you mean {close}?" if close else "")
                          + (f" LightNet models: {lightnets}" if lightnets else ""))
     kwargs = dict(cfg.model_kwargs)
+    if is_video_dataset(cfg.data.dataset):
+        kwargs.setdefault("img_size", cfg.data.moving.canvas)
+        kwargs.setdefault("num_frames", cfg.data.moving.num_frames)
     kwargs.setdefault("img_size", cfg.data.img_size)
     if cfg.drop_path is not None:
         kwargs["drop_path_rate"] = cfg.drop_path
@@ -153,6 +164,11 @@ def _transform(cfg: ClassifyConfig, info: DatasetInfo, in_chans: int, training: 
 
 def _datasets(cfg: ClassifyConfig, eval_only: bool = False, eval_img_size: int | None = None):
     """Returns ``(train_ds or None, eval_ds, info, in_chans)``."""
+    if is_video_dataset(cfg.data.dataset):
+        seed = cfg.run.seed
+        eval_ds, info = build_moving_dataset(cfg.data.moving, cfg.data.eval_split, seed, cfg.data.root)
+        train_ds = None if eval_only else build_moving_dataset(cfg.data.moving, "train", seed, cfg.data.root)[0]
+        return train_ds, eval_ds, info, 1
     _, info = build_image_dataset(cfg.data.dataset, cfg.data.eval_split, cfg.data.root, None, cfg.data.in_chans)
     in_chans = cfg.data.in_chans or info.in_chans
     train_ds = None
