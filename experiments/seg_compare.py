@@ -25,8 +25,8 @@ from typing import List, Optional
 import torch
 
 ENCODERS = {"lightnet": "lightnet_tiny", "vit": "vit_small_patch16_224"}
-# the study's budget: 128-px canvases, 50 updates per epoch x 4 epochs, 64 evaluation canvases
-DEFAULT_SET = ["data.train_size=800", "data.eval_size=64", "run.epochs=4", "run.progress=false",
+# the study's budget: 128-px canvases, 40 updates per epoch x 4 epochs, 64 evaluation canvases
+DEFAULT_SET = ["data.train_size=640", "data.eval_size=64", "run.epochs=4", "run.progress=false",
                "run.tensorboard=false", "run.threads=1"]
 
 
