@@ -18,6 +18,7 @@ kernels       ~8 min  non-causal / causal fwd+bwd vs compiled reference, SDPA, f
 kernels-lrpe  ~3 min  non-causal with / without MD-LRPE at the vision models' shapes (224..2048 px)
 vision        ~8 min  lightnet_small vs vit_small: training img/s 224..2048 px + latency, torch.compile reduce-overhead
 vision-eager  ~4 min  the same, eager and torch.compile default mode
+seg           ~5 min  smp DPT on LightNet-S vs ViT-S encoders: training step img/s + memory at 512 / 1024 px, eager + compiled (carry the segmentation-models-pytorch wheel)
 dit           ~8 min  LightNet-DiT-B/2 vs DiT-B/2: training step and denoising step at 256 / 512 px, eager + compiled
 dit-1024      ~6 min  the same at 1024 px
 lm            ~4 min  LightNet LM vs GPT + KV cache decode tokens/s and memory, L = 1K, 8K, 64K
@@ -59,6 +60,7 @@ case $PART in
   kernels-lrpe) run $PY benchmarks/kernels.py --no-check --lrpe --shapes 128x196 32x1024 8x4096 2x16384 --out "$D" ;;
   vision) run $PY benchmarks/models.py vision --compile-mode reduce-overhead --fullgraph --out "$D" "$@" ;;
   vision-eager) run $PY benchmarks/models.py vision --compile-mode eager default --out "$D" "$@" ;;
+  seg) run $PY benchmarks/models.py seg --compile-mode eager default --out "$D" "$@" ;;
   dit) run $PY benchmarks/models.py dit --compile-mode eager reduce-overhead --sizes 256 512 --batches 32 8 --out "$D" ;;
   dit-1024) run $PY benchmarks/models.py dit --compile-mode eager reduce-overhead --sizes 1024 --batches 2 --out "$D" ;;
   lm) run $PY benchmarks/lm_decode.py --out "$D" ;;

@@ -7,6 +7,9 @@ mode, each model compiled the same way with static shapes).
 ``dit``: LightNet-DiT-B/2 vs diffusers' ``DiTTransformer2DModel`` B/2 on SD-VAE latents (image / 8, 4 channels,
 learned sigma, 1000 classes): a training step (ε-MSE, AdamW, bf16) and one denoising step with classifier-free
 guidance (batch 2, inference mode) at 256 / 512 / 1024 px.
+``seg``: smp's DPT decoder (its default widths, 11 classes) on ``lightnet_small`` vs ``vit_small_patch16_224``
+encoders (:func:`lightnet.vision.segmentation.create_segmentation_model`, same decoder for both): a training step
+(per-pixel cross-entropy, AdamW, bf16 autocast) and its peak memory at 512 / 1024 px (1,024 / 4,096 tokens).
 ``stats``: parameters and forward FLOPs (``torch.utils.flop_counter``, batch 1; ViT's attention products counted
 through timm's explicit attention; norms, activations and MD-TPE's FFT not counted), CPU.
 ``--profile`` adds, per model and size, the GPU time of one training step by kernel category (torch.profiler).
@@ -14,6 +17,7 @@ through timm's explicit attention; norms, activations and MD-TPE's FFT not count
     python benchmarks/models.py vision --compile-mode reduce-overhead --fullgraph --out $OUT/vision
     python benchmarks/models.py vision --compile-mode eager default --out $OUT/vision_eager
     python benchmarks/models.py dit --compile-mode reduce-overhead --out $OUT/dit
+    python benchmarks/models.py seg --compile-mode eager default --out $OUT/seg
     python benchmarks/models.py stats --img-size 224 512 1024
     python benchmarks/models.py vision --smoke                      # CPU, seconds (also: dit --smoke)
 """
@@ -36,6 +40,7 @@ from benchmarks.common import (  # noqa: E402
 )
 
 VISION = ("lightnet_small", "vit_small_patch16_224")
+SEG_CLASSES = 11
 DIT = ("LightNet-DiT-B/2", "DiT-B/2")
 STATS_MODELS = ("lightnet_tiny", "vit_tiny_patch16_224", "lightnet_small", "vit_small_patch16_224", "lightnet_base",
                 "vit_base_patch16_224", "lightnet_small_patch8", "vit_small_patch8_224")
@@ -160,6 +165,26 @@ def dit_loss(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.
     return F.mse_loss(out[:, :LATENT_CHANNELS].float(), x.float())
 
 
+def run_seg(args, device: torch.device) -> List[Row]:
+    from lightnet.vision.segmentation import create_segmentation_model
+
+    rows = []
+    for mode in args.compile_mode:
+        for size, batch in zip(args.sizes, args.batches):
+            g = torch.Generator(device=device).manual_seed(size)
+            x = torch.randn(batch, 3, size, size, device=device, generator=g)
+            y = torch.randint(0, SEG_CLASSES, (batch, size, size), device=device, generator=g)
+            for name in args.models:
+                build = lambda name=name: create_segmentation_model(  # noqa: E731
+                    name, SEG_CLASSES, 3, encoder_kwargs=args.model_kwargs, decoder_kwargs=args.decoder_kwargs)
+                row = measure(dict(kind="train", model=name, size=size, batch=batch, mode=mode), build,
+                              lambda m, md: train_step(m, md, (x, y), lambda m_, x_, y_: F.cross_entropy(
+                                  m_(x_).float(), y_), device), device, args, True)
+                row["img_per_s"] = batch / row["ms"] * 1e3 if row["status"] == "ok" else float("nan")
+                rows.append(row)
+    return rows
+
+
 def run_dit(args, device: torch.device) -> List[Row]:
     rows = []
     for mode in args.compile_mode:
@@ -218,7 +243,8 @@ def render(rows: List[Row], args) -> str:
                               ratio(a.get("ms", float("nan")), b.get("ms", float("nan"))), *speed,
                               cell(a, "peak_gib", ".2f"), cell(b, "peak_gib", ".2f"),
                               ratio(a.get("peak_gib", float("nan")), b.get("peak_gib", float("nan")))))
-            speed_head = [f"{ours} img/s", f"{peer} img/s", "speed ratio"] if kind == "train" and args.part == "vision" else []
+            speed_head = ([f"{ours} img/s", f"{peer} img/s", "speed ratio"]
+                          if kind == "train" and args.part in ("vision", "seg") else [])
             parts.append(f"### {kind} step, {mode}, bf16 autocast\n\n" + md_table(
                 ["image px", "batch", f"{ours} ms", f"{peer} ms", "time ratio", *speed_head, f"{ours} GiB",
                  f"{peer} GiB", "memory ratio"], lines))
@@ -234,7 +260,7 @@ def render(rows: List[Row], args) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = parser(__doc__)
-    p.add_argument("part", choices=("vision", "dit", "stats"))
+    p.add_argument("part", choices=("vision", "seg", "dit", "stats"))
     p.add_argument("--models", nargs=2, default=None, help="LightNet model, then its peer")
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="image sizes (px)")
     p.add_argument("--batches", type=int, nargs="+", default=None, help="training batch per size")
@@ -249,13 +275,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--profile", action="store_true", help="GPU time of one step by kernel category")
     args = p.parse_args(argv)
-    vision = args.part == "vision"
-    args.models = args.models or (list(VISION) if vision else list(DIT) if args.part == "dit" else list(STATS_MODELS))
-    args.sizes = args.sizes or ([224, 512, 1024, 2048] if vision else [256, 512, 1024])
-    args.batches = args.batches or ([128, 32, 8, 2] if vision else [32, 8, 2])
+    vision, seg = args.part == "vision", args.part == "seg"
+    args.models = args.models or (list(VISION) if vision or seg else list(DIT) if args.part == "dit"
+                                  else list(STATS_MODELS))
+    args.sizes = args.sizes or ([224, 512, 1024, 2048] if vision else [512, 1024] if seg else [256, 512, 1024])
+    args.batches = args.batches or ([128, 32, 8, 2] if vision else [16, 4] if seg else [32, 8, 2])
     args.compile_mode = args.compile_mode or (["eager"] if args.smoke else ["eager", "default"])
-    args.model_kwargs = {}
-    if args.smoke:  # small models (2 blocks) at a tiny size: the script's plumbing, not its numbers
+    args.model_kwargs, args.decoder_kwargs = {}, {}
+    if args.smoke and seg:  # 4 narrow blocks (DPT reads 4), a narrow decoder, 64 px
+        args.model_kwargs = dict(depth=4, embed_dim=64, num_heads=2)
+        args.decoder_kwargs = dict(decoder_intermediate_channels=(16, 32, 32, 32), decoder_fusion_channels=16)
+        args.device, args.warmup, args.iters = "cpu", 1, 1
+        args.sizes, args.batches = [64], [2]
+    elif args.smoke:  # small models (2 blocks) at a tiny size: the script's plumbing, not its numbers
         args.model_kwargs = dict(depth=2) if vision else dict(num_layers=2, hidden_size=64, num_attention_heads=2)
         args.device, args.warmup, args.iters, args.latency_batches = "cpu", 1, 1, [1]
         args.sizes, args.batches, args.img_size = [32 if vision else 64], [2], [32]
@@ -273,7 +305,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     env = environment(device)
-    rows = run_stats(args) if args.part == "stats" else run_vision(args, device) if vision else run_dit(args, device)
+    rows = (run_stats(args) if args.part == "stats" else run_vision(args, device) if vision
+            else run_seg(args, device) if seg else run_dit(args, device))
     write_result(args.out, f"models_{args.part}", env, args, rows, render(rows, args))
     return 0 if all(r.get("status", "ok") in ("ok", "OOM") for r in rows) else 1
 

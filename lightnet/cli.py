@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train-dit": ("lightnet.train.dit", "train_main", "train a diffusion transformer (default recipe: dit_digits)"),
     "sample": ("lightnet.train.sample", "sample_main", "sample a PNG grid + images from a saved diffusion pipeline"),
     "fid": ("lightnet.train.fid", "fid_main", "FID proxy (own classifier's features) of diffusion pipelines"),
+    "train-seg": ("lightnet.train.segment", "train_main", "train a segmentation model, timm encoder + smp DPT (default recipe: seg_fashion_mosaic)"),
     "train-lm": ("lightnet.train.lm", "train_main", "train a causal or masked LightNet LM (default recipe: lm_causal_pydoc)"),
 }
 

@@ -561,6 +561,9 @@ def _create_lightnet(variant: str, pretrained: bool = False, **kwargs: Any) -> L
     if pretrained and file and not os.path.isfile(file):
         raise FileNotFoundError(f"{variant}: pretrained weights file not found: {file}")
     out_indices = kwargs.pop("out_indices", 3)
+    if kwargs.get("dynamic_img_size") or kwargs.get("dynamic_img_pad"):
+        # the cfg tells users (and smp's TimmViTEncoder.is_fixed_input_size) whether other sizes are accepted
+        kwargs["pretrained_cfg_overlay"] = {**overlay, "fixed_input_size": False}
     try:
         return build_model_with_cfg(
             LightNet,

@@ -53,3 +53,11 @@ def test_stats_count_parameters_and_flops(tmp_path: Path) -> None:
 ])
 def test_profile_categorizes_kernel_names(name: str, category: str) -> None:
     assert models.categorize(name) == category
+
+
+def test_seg_trains_both_encoders_with_the_same_decoder(tmp_path: Path) -> None:
+    pytest.importorskip("segmentation_models_pytorch")
+    rows = _rows(tmp_path, "seg")
+    assert {(r["kind"], r["model"], r["size"]) for r in rows} == {("train", m, 64) for m in models.VISION}
+    assert all(r["status"] == "ok" and r["ms"] > 0 and r["img_per_s"] > 0 for r in rows)
+    assert "speed ratio" in (tmp_path / "models_seg.md").read_text()
