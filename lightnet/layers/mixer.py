@@ -2,24 +2,41 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..kernels import BACKENDS, State, additive_attention
+from ..kernels import BACKENDS, State, additive_attention, additive_attention_torch
 from .lrpe import MDLRPE
 from .norm import RMSNorm
 
 __all__ = ["LightNetAttention", "check_choice", "resolve_scale"]
 
-_GATE_ACTS = {"sigmoid": torch.sigmoid, "silu": F.silu, "none": None}
+_GATE_ACTS = ("sigmoid", "silu", "none")
 _RECOMPUTE = ("compiled", "always", "never")
-_Q_ACTS = {"silu": F.silu, "identity": None, "relu": F.relu, "elu1": lambda x: F.elu(x) + 1}
+_Q_ACTS = ("silu", "identity", "relu", "elu1")
 #: the choices of each named option (checked by :class:`LightNetAttention` and :class:`~lightnet.layers.MixerConfig`)
 CHOICES = {"q_act": tuple(_Q_ACTS), "gate_act": tuple(_GATE_ACTS), "recompute_output": _RECOMPUTE, "backend": BACKENDS}
+
+
+def _query_activation(name: str, q: torch.Tensor) -> torch.Tensor:
+    """The query activation ``name`` (one of :data:`_Q_ACTS`) applied to ``q`` (functions rather than a table of
+    callables, so that TorchScript compiles them)."""
+    if name == "silu":
+        return F.silu(q)
+    if name == "relu":
+        return F.relu(q)
+    if name == "elu1":
+        return F.elu(q) + 1
+    return q  # identity
+
+
+def _gate_activation(name: str, g: torch.Tensor) -> torch.Tensor:
+    """The output-gate activation ``name`` (``'sigmoid'`` or ``'silu'``) applied to the gate logits ``g``."""
+    return F.silu(g) if name == "silu" else torch.sigmoid(g)
 
 
 def check_choice(owner: str, name: str, value: object, choices: Sequence[object]) -> None:
@@ -125,26 +142,29 @@ class LightNetAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def _grid(self, N: int, grid_shape: Optional[Sequence[int]]) -> Tuple[int, ...]:
+    def _grid(self, N: int, grid_shape: Optional[List[int]]) -> List[int]:
+        """The token grid (a list of axis lengths) for ``N`` tokens: ``grid_shape`` checked, or the 1-D default."""
         P = self.num_prefix_tokens
         if grid_shape is None:
             if self.num_axes != 1:
                 raise ValueError(f"LightNetAttention: grid_shape is required for {self.num_axes}-D inputs")
-            return (N - P,)
-        grid_shape = tuple(int(s) for s in grid_shape)
-        if len(grid_shape) != self.num_axes:
-            raise ValueError(f"LightNetAttention: grid_shape {grid_shape} has {len(grid_shape)} axes, expected {self.num_axes}")
-        if P + math.prod(grid_shape) != N:
-            raise ValueError(
-                f"LightNetAttention: grid_shape {grid_shape} (+{P} prefix tokens) describes "
-                f"{P + math.prod(grid_shape)} tokens but the input has {N}"
-            )
-        return grid_shape
+            return [N - P]
+        grid = [int(s) for s in grid_shape]
+        if not torch.jit.is_scripting():
+            if len(grid) != self.num_axes:
+                raise ValueError(f"LightNetAttention: grid_shape {tuple(grid)} has {len(grid)} axes, expected "
+                                 f"{self.num_axes}")
+            if P + math.prod(grid) != N:
+                raise ValueError(
+                    f"LightNetAttention: grid_shape {tuple(grid)} (+{P} prefix tokens) describes "
+                    f"{P + math.prod(grid)} tokens but the input has {N}"
+                )
+        return grid
 
     def forward(
         self,
         x: torch.Tensor,
-        grid_shape: Optional[Sequence[int]] = None,
+        grid_shape: Optional[List[int]] = None,
         key_padding_mask: Optional[torch.Tensor] = None,
         state: Optional[State] = None,
         return_state: bool = False,
@@ -154,41 +174,61 @@ class LightNetAttention(nn.Module):
 
         Args:
             x: ``[B, N, C]``.
-            grid_shape: token grid (``N = P + prod(grid_shape)``); defaults to a 1-D sequence.
+            grid_shape: token grid, a list or tuple (``N = P + prod(grid_shape)``); defaults to a 1-D sequence.
             key_padding_mask: ``[B, N]`` bool, True = padding.
             state: recurrent state ``(S, z)`` from a previous chunk (causal decoding / chunked prefill).
             return_state: also return the final state.
             position_offset: index of the first token along axis 0 (for LRPE during decoding).
+
+        Under TorchScript the PyTorch reference of the recurrence runs (no Triton, no angle-table cache, no input
+        validation beyond the shapes the ops check themselves).
         """
-        if x.dim() != 3 or x.shape[-1] != self.dim:
+        if not torch.jit.is_scripting() and (x.dim() != 3 or x.shape[-1] != self.dim):
             raise ValueError(f"LightNetAttention: expected [B, N, {self.dim}], got {tuple(x.shape)}")
         B, N, C = x.shape
         H, D = self.num_heads, self.head_dim
         grid = self._grid(N, grid_shape)
         q, k, v = self.qkv(x).view(B, N, 3, H, D).unbind(dim=2)  # each [B, N, H, D]
-        kernel_q_act = "silu" if self.q_act == "silu" else None  # applied by the kernels as they load q
-        if kernel_q_act is None and _Q_ACTS[self.q_act] is not None:
-            q = _Q_ACTS[self.q_act](q)
-        theta = None if self.lrpe is None else self.lrpe.angles(grid, offset=position_offset, cache=True).to(x.device)
-        out = additive_attention(
-            q, k, v,
-            causal=self.causal,
-            scale=self.scale,
-            key_padding_mask=key_padding_mask,
-            lrpe_theta=theta,
-            initial_state=state,
-            output_final_state=return_state,
-            backend=self.backend,
-            q_activation=kernel_q_act,
-        )
-        o, new_state = out if return_state else (out, None)
-        gate_hidden = None if self.gate is None else self.gate[0](x)  # [B, N, r]
-        if self._recompute_now(o, x):
+        kernel_q_act: Optional[str] = "silu" if self.q_act == "silu" else None  # applied by the kernels as they load q
+        if kernel_q_act is None:
+            q = _query_activation(self.q_act, q)
+        theta: Optional[torch.Tensor] = None
+        if self.lrpe is not None:
+            theta = self.lrpe.angles(grid, offset=position_offset, cache=True).to(x.device)
+        new_state: Optional[State] = None
+        if torch.jit.is_scripting():
+            q_in = F.silu(q) if self.q_act == "silu" else q
+            o, new_state = additive_attention_torch(
+                q_in, k, v, causal=self.causal, scale=self.scale, key_padding_mask=key_padding_mask,
+                lrpe_theta=theta, initial_state=state,
+            )
+            o = o.to(q.dtype)
+        else:
+            out = additive_attention(
+                q, k, v,
+                causal=self.causal,
+                scale=self.scale,
+                key_padding_mask=key_padding_mask,
+                lrpe_theta=theta,
+                initial_state=state,
+                output_final_state=return_state,
+                backend=self.backend,
+                q_activation=kernel_q_act,
+            )
+            o, new_state = out if return_state else (out, None)
+        gate_hidden: Optional[torch.Tensor] = None
+        if self.gate is not None:
+            gate_hidden = self.gate[0](x)  # [B, N, r]
+        if torch.jit.is_scripting():
+            o = self._normed_and_gated(o, gate_hidden)
+        elif self._recompute_now(o, x):
             o = checkpoint(self._normed_and_gated, o, gate_hidden, use_reentrant=False)
         else:
             o = self._normed_and_gated(o, gate_hidden)
         o = self.proj_drop(self.proj(o))
-        return (o, new_state) if return_state else o
+        if return_state and new_state is not None:
+            return o, new_state
+        return o
 
     def _recompute_now(self, *inputs: torch.Tensor) -> bool:
         """Whether this forward checkpoints the output norm and gate (``recompute_output``; only when autograd will
@@ -203,8 +243,8 @@ class LightNetAttention(nn.Module):
         """``out_norm(o) · act(W_g2 gate_hidden)``: ``o [B, N, H, E]``, ``gate_hidden [B, N, r]`` → ``[B, N, C]``."""
         B, N = o.shape[:2]
         o = self.out_norm(o).reshape(B, N, self.dim)
-        if gate_hidden is not None:
-            o = o * _GATE_ACTS[self.gate_act](self.gate[1](gate_hidden))
+        if self.gate is not None and gate_hidden is not None:
+            o = o * _gate_activation(self.gate_act, self.gate[1](gate_hidden))
         return o
 
     def extra_repr(self) -> str:
