@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .grid import reference_grid_or_none
+from .grid import reference_grid_or_none, tracing
 
 __all__ = ["MDLRPE", "clear_lrpe_cache", "grid_coordinates"]
 
@@ -121,7 +121,7 @@ class MDLRPE(nn.Module):
         if ref is None:
             return None
         refs = [int(r) for r in ref]
-        if refs == grid_shape or 0 in grid_shape:
+        if not tracing() and (refs == grid_shape or 0 in grid_shape):  # (tracing: factor 1 at the reference)
             return None
         return [refs[a] / grid_shape[a] for a in range(len(refs))]
 
@@ -144,7 +144,7 @@ class MDLRPE(nn.Module):
         not modify it in place. Without it (and under TorchScript) a fresh tensor is computed (differentiable for
         learnable frequencies).
         """
-        grid = [int(s) for s in grid_shape]
+        grid = list(grid_shape)  # (no int(): sizes stay symbolic under torch.export)
         if not torch.jit.is_scripting():
             if len(grid) != self.num_axes:
                 raise ValueError(f"MDLRPE: grid_shape {tuple(grid)} has {len(grid)} axes, expected {self.num_axes}")
@@ -199,7 +199,7 @@ class MDLRPE(nn.Module):
         factors (position interpolation)."""
         coords = grid_coordinates(grid_shape, device=self.freqs.device, offset=offset)  # [M, A]
         if scale is not None:
-            coords = coords * torch.tensor(scale, device=coords.device, dtype=coords.dtype)
+            coords = torch.stack([coords[:, a] * scale[a] for a in range(len(scale))], dim=-1)
         theta = coords @ self.freqs.float()  # [M, D]
         if P:
             theta = torch.cat([theta.new_zeros(P, self.head_dim), theta], dim=0)

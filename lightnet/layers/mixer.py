@@ -149,7 +149,7 @@ class LightNetAttention(nn.Module):
             if self.num_axes != 1:
                 raise ValueError(f"LightNetAttention: grid_shape is required for {self.num_axes}-D inputs")
             return [N - P]
-        grid = [int(s) for s in grid_shape]
+        grid = list(grid_shape)  # (no int(): sizes stay symbolic under torch.export)
         if not torch.jit.is_scripting():
             if len(grid) != self.num_axes:
                 raise ValueError(f"LightNetAttention: grid_shape {tuple(grid)} has {len(grid)} axes, expected "

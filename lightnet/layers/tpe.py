@@ -26,7 +26,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .grid import reference_grid_or_none
+from .grid import reference_grid_or_none, tracing
 
 __all__ = ["DIRECT_MAX_LEN", "MDTPE", "toeplitz_direct", "toeplitz_fft", "toeplitz_product"]
 
@@ -48,9 +48,18 @@ def toeplitz_product(x: torch.Tensor, kernel: torch.Tensor, direct_max_len: int 
     if not torch.jit.is_scripting():
         _check_toeplitz_args("toeplitz_product", x, kernel)
         _check_direct_max_len("toeplitz_product", direct_max_len)
-    if x.shape[1] <= direct_max_len:
+    if _exporting() or x.shape[1] <= direct_max_len:
         return _toeplitz_direct(x, kernel)
     return toeplitz_fft(x, kernel)
+
+
+def _exporting() -> bool:
+    """While ``torch.export`` traces, every axis takes the direct product (a choice by length would tie the exported
+    program to one side of ``direct_max_len``; ONNX has no FFT of this form either)."""
+    if torch.jit.is_scripting():
+        return False
+    else:
+        return torch.compiler.is_exporting()
 
 
 def _fft_size(n: int) -> int:
@@ -218,7 +227,8 @@ class _AxisToeplitz(nn.Module):
     @staticmethod
     def _side(logit: torch.Tensor, weight: torch.Tensor, n: int) -> torch.Tensor:
         """``Σ_j w_j λ_j^r`` for r = 1 … n−1: ``[n − 1, C]``."""
-        r = torch.arange(1, n, device=logit.device, dtype=torch.float32)[:, None, None]  # [n−1, 1, 1]
+        # [n−1, 1, 1] (an integer arange, cast: a float one makes torch.export guard on a symbolic n)
+        r = torch.arange(1, n, device=logit.device).float()[:, None, None]
         log_lam = torch.nn.functional.logsigmoid(logit.float())[None]  # [1, C, J]
         return (torch.exp(r * log_lam) * weight.float()[None]).sum(-1)
 
@@ -227,7 +237,8 @@ class _AxisToeplitz(nn.Module):
         over the ``2n − 1`` offsets, whatever ``n``). With a ``reference`` length other than ``n``, the kernel is
         rescaled per channel to the total |mass| it has at that length (mass matching, see :class:`MDTPE`)."""
         t = self._kernel_at(n)
-        if reference is not None and reference != n:
+        # (while tracing, also at the reference length, where the factor is 1: no guard on a symbolic n)
+        if reference is not None and (tracing() or reference != n):
             target = self._kernel_at(reference).abs().sum(0)
             t = t * (target / t.abs().sum(0).clamp_min(1e-12))[None]
         return t
@@ -340,7 +351,7 @@ class MDTPE(nn.Module):
             refs = [int(r) for r in ref]
         kernels: List[torch.Tensor] = []
         for a, axis in enumerate(self.axes):
-            kernels.append(axis.kernel(int(grid_shape[a]), refs[a]))
+            kernels.append(axis.kernel(grid_shape[a], refs[a]))
         return kernels
 
     def forward(
@@ -352,7 +363,7 @@ class MDTPE(nn.Module):
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """Mix ``x [B, N, C]`` along every grid axis (``grid_shape``: a list or tuple of axis lengths);
         ``state``/``return_state`` for a causal 1-axis TPE only."""
-        grid_shape = [int(s) for s in grid_shape]
+        grid_shape = list(grid_shape)  # (no int(): sizes stay symbolic under torch.export)
         streaming = state is not None or return_state
         if not torch.jit.is_scripting():
             self._check_forward_args(x, grid_shape, state, streaming)
