@@ -74,7 +74,7 @@ class LightNetDiTPipeline(DiffusionPipeline):
         """diffusers' ``save_pretrained`` plus a two-line custom-pipeline file, so that the folder also loads through
         ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` (see :func:`_write_loader_module`)."""
         super().save_pretrained(save_directory, *args, **kwargs)
-        _write_loader_module(Path(save_directory))
+        _write_loader_module(Path(save_directory), type(self).__name__)
 
     @classmethod
     def load_config(cls, *args, **kwargs):
@@ -247,27 +247,36 @@ class LightNetDiTPipeline(DiffusionPipeline):
 
 #: the custom-pipeline file :meth:`LightNetDiTPipeline.save_pretrained` writes next to ``model_index.json``
 LOADER_MODULE = "lightnet_dit_pipeline"
-_LOADER_SOURCE = '''"""This folder holds a LightNet LightNetDiTPipeline (pip package lightnet-yoso).
+_LOADER_TEMPLATE = '''"""This folder holds a LightNet {name} (pip package lightnet-yoso).
 
 Load it with:
-    from lightnet.generation import LightNetDiTPipeline
-    pipe = LightNetDiTPipeline.from_pretrained(folder)
+    from lightnet.generation import {name}
+    pipe = {name}.from_pretrained(folder)
 
 DiffusionPipeline.from_pretrained(folder) loads it too when given trust_remote_code=True: diffusers then runs this
 file, which only imports the pipeline class from the installed lightnet package (no other code, nothing downloaded).
 """
-from lightnet.generation.pipeline import LightNetDiTPipeline  # noqa: F401
+from lightnet.generation import {name}  # noqa: F401
 '''
 
 
-def _write_loader_module(folder: Path) -> None:
+def saved_pipeline_class_name(folder: Path) -> str:
+    """The pipeline class name recorded in ``folder/model_index.json`` (``_class_name``, either a plain name or the
+    ``[module, class]`` pair :meth:`LightNetDiTPipeline.save_pretrained` writes)."""
+    name = json.loads((Path(folder) / "model_index.json").read_text()).get("_class_name")
+    if isinstance(name, (list, tuple)) and len(name) == 2:
+        return str(name[1])
+    return str(name)
+
+
+def _write_loader_module(folder: Path, class_name: str) -> None:
     """Write ``lightnet_dit_pipeline.py`` and point ``model_index.json``'s ``_class_name`` at it
-    (``["lightnet_dit_pipeline", "LightNetDiTPipeline"]``, diffusers' convention for a pipeline defined outside
-    diffusers), so that ``DiffusionPipeline.from_pretrained(folder)`` raises diffusers' custom-code error naming that
-    file (whose docstring says to use ``LightNetDiTPipeline.from_pretrained``) instead of ``AttributeError: module
-    diffusers has no attribute LightNetDiTPipeline``, and loads with ``trust_remote_code=True``."""
+    (``["lightnet_dit_pipeline", class_name]``, diffusers' convention for a pipeline defined outside diffusers), so
+    that ``DiffusionPipeline.from_pretrained(folder)`` raises diffusers' custom-code error naming that file (whose
+    docstring says to use ``<class_name>.from_pretrained``) instead of ``AttributeError: module diffusers has no
+    attribute LightNetDiTPipeline``, and loads with ``trust_remote_code=True``."""
     index = folder / "model_index.json"
     config = json.loads(index.read_text())
-    config["_class_name"] = [LOADER_MODULE, LightNetDiTPipeline.__name__]
+    config["_class_name"] = [LOADER_MODULE, class_name]
     index.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    (folder / f"{LOADER_MODULE}.py").write_text(_LOADER_SOURCE)
+    (folder / f"{LOADER_MODULE}.py").write_text(_LOADER_TEMPLATE.format(name=class_name))

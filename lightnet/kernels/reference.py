@@ -36,7 +36,6 @@ __all__ = [
     "causal_attention_recurrent_torch",
 ]
 
-_NEG_INF = float("-inf")  # log-normaliser of an empty state
 
 # query activations ``additive_attention(q_activation=...)`` accepts (None: q as given); every backend checks with
 # :func:`check_query_activation`
@@ -80,7 +79,7 @@ def _masked_logits(
     if key_padding_mask is None:
         return kf, None
     pad = key_padding_mask[:, :, None, None]
-    return kf.masked_fill(pad, _PAD_LOGIT), (~pad).to(kf.dtype)
+    return kf.masked_fill(pad, -1e30), (~pad).to(kf.dtype)  # -1e30: _PAD_LOGIT (TorchScript reads no float globals)
 
 
 def _safe_exp_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -98,14 +97,13 @@ def _start_state(initial_state: Optional[State], kf: torch.Tensor, E: int, theta
         return S.to(kf.dtype), z.to(kf.dtype)
     B, _, H, D = kf.shape
     Dp = 2 * D if theta is not None else D
-    return kf.new_zeros((B, H, Dp, E)), kf.new_full((B, H, D), _NEG_INF)
+    return kf.new_zeros((B, H, Dp, E)), kf.new_full((B, H, D), float("-inf"))
 
 
 def noncausal_attention_torch(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    *,
     scale: float = 1.0,
     key_padding_mask: Optional[torch.Tensor] = None,
     lrpe_theta: Optional[torch.Tensor] = None,
@@ -134,7 +132,6 @@ def causal_attention_recurrent_torch(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    *,
     scale: float = 1.0,
     key_padding_mask: Optional[torch.Tensor] = None,
     lrpe_theta: Optional[torch.Tensor] = None,
@@ -169,7 +166,6 @@ def causal_attention_chunked_torch(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    *,
     scale: float = 1.0,
     key_padding_mask: Optional[torch.Tensor] = None,
     lrpe_theta: Optional[torch.Tensor] = None,
@@ -200,7 +196,7 @@ def causal_attention_chunked_torch(
         o = torch.einsum("bchd,bhde->bche", q_inter, S)
         # intra-chunk: exact pairwise weights exp(k_s − z_t), s ≤ t
         future = torch.ones(C, C, dtype=torch.bool, device=k.device).triu(1)[None, :, :, None, None]
-        w = torch.exp((kc[:, None] - zc[:, :, None]).masked_fill(future, _NEG_INF))  # [B, Ct, Cs, H, D]
+        w = torch.exp((kc[:, None] - zc[:, :, None]).masked_fill(future, float("-inf")))  # [B, Ct, Cs, H, D]
         if keep is not None:
             w = w * keep[:, None, start:end]
         if th is None:
@@ -226,7 +222,6 @@ def additive_attention_torch(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    *,
     causal: bool = False,
     scale: float = 1.0,
     key_padding_mask: Optional[torch.Tensor] = None,
@@ -235,9 +230,11 @@ def additive_attention_torch(
     chunk_size: int = 32,
 ) -> Tuple[torch.Tensor, State]:
     """Reference entry point (no validation; see :func:`lightnet.kernels.additive_attention`)."""
-    common = dict(scale=scale, key_padding_mask=key_padding_mask, lrpe_theta=lrpe_theta, initial_state=initial_state)
     if not causal:
-        return noncausal_attention_torch(q, k, v, **common)
+        return noncausal_attention_torch(q, k, v, scale=scale, key_padding_mask=key_padding_mask,
+                                         lrpe_theta=lrpe_theta, initial_state=initial_state)
     if q.shape[1] == 1:
-        return causal_attention_recurrent_torch(q, k, v, **common)
-    return causal_attention_chunked_torch(q, k, v, chunk_size=chunk_size, **common)
+        return causal_attention_recurrent_torch(q, k, v, scale=scale, key_padding_mask=key_padding_mask,
+                                                lrpe_theta=lrpe_theta, initial_state=initial_state)
+    return causal_attention_chunked_torch(q, k, v, scale=scale, key_padding_mask=key_padding_mask,
+                                          lrpe_theta=lrpe_theta, initial_state=initial_state, chunk_size=chunk_size)

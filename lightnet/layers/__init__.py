@@ -1,6 +1,6 @@
 """LightNet layers: token mixer and its shared options, positional encodings (MD-LRPE, MD-TPE), channel mixer,
 blocks."""
-from .block import LightNetBlock, make_norm
+from .block import LightNetBlock, make_norm, split_state, tensor_output
 from .config import LEGACY_NAMES, MixerConfig, check_mixer_options, rename_legacy_keys
 from .drop import DropPath
 from .lrpe import MDLRPE, grid_coordinates
@@ -28,6 +28,8 @@ __all__ = [
     "grid_coordinates",
     "make_norm",
     "rename_legacy_keys",
+    "split_state",
+    "tensor_output",
     "toeplitz_fft",
     "toeplitz_direct",
     "toeplitz_product",

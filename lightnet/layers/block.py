@@ -1,7 +1,7 @@
 """LightNet block: pre-norm token mixer and GLU channel mixer, each with a residual and drop-path."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -13,7 +13,31 @@ from .mixer import LightNetAttention
 from .mlp import GLU
 from .norm import RMSNorm
 
-__all__ = ["LightNetBlock", "make_norm"]
+__all__ = ["LightNetBlock", "make_norm", "split_state", "tensor_output"]
+
+
+def split_state(
+    out: Union[torch.Tensor, Tuple[torch.Tensor, State]], return_state: bool
+) -> Tuple[torch.Tensor, Optional[State]]:
+    """A layer's output ``out`` (a tensor, or ``(tensor, state)`` when it was called with ``return_state=True``) as
+    ``(tensor, state or None)``. Decided by ``return_state`` in eager code and FX tracing (where ``out`` is a proxy),
+    by the output's type under TorchScript (which needs the narrowing)."""
+    if torch.jit.is_scripting():
+        if isinstance(out, torch.Tensor):
+            return out, None
+        return out[0], out[1]
+    if return_state:
+        return out[0], out[1]
+    return out, None
+
+
+def tensor_output(out: Union[torch.Tensor, Tuple[torch.Tensor, Any]]) -> torch.Tensor:
+    """The output of a layer called without ``return_state`` (a block, a mixer, :class:`~lightnet.layers.MDTPE`),
+    typed as the tensor it is, for TorchScript (where the layers are annotated ``Tensor | (Tensor, state)``)."""
+    if torch.jit.is_scripting():
+        assert isinstance(out, torch.Tensor), "called with return_state=True"
+        return out
+    return out
 
 
 def make_norm(kind: str, dim: int, eps: float = 1e-6) -> nn.Module:
@@ -68,17 +92,21 @@ class LightNetBlock(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        grid_shape: Optional[Sequence[int]] = None,
+        grid_shape: Optional[List[int]] = None,
         key_padding_mask: Optional[torch.Tensor] = None,
         state: Optional[State] = None,
         return_state: bool = False,
         position_offset: Union[int, torch.Tensor] = 0,
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, State]]:
-        mixed = self.attn(
+        """``x [B, N, C]`` → ``[B, N, C]`` (with ``return_state``: and the mixer's final state); ``grid_shape`` a
+        list or tuple (see :class:`~lightnet.layers.LightNetAttention`)."""
+        out = self.attn(
             self.norm1(x), grid_shape, key_padding_mask,
             state=state, return_state=return_state, position_offset=position_offset,
         )
-        mixed, new_state = mixed if return_state else (mixed, None)
+        mixed, new_state = split_state(out, return_state)
         x = x + self.drop_path1(mixed)
         x = x + self.drop_path2(self.mlp(self.norm2(x)))
-        return (x, new_state) if return_state else x
+        if return_state and new_state is not None:
+            return x, new_state
+        return x

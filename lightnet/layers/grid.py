@@ -3,7 +3,18 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple
 
-__all__ = ["reference_grid_or_none"]
+import torch
+
+__all__ = ["reference_grid_or_none", "tracing"]
+
+
+def tracing() -> bool:
+    """True while ``torch.compile`` / ``torch.export`` trace (sizes may be symbolic: no ``int()`` of them and no
+    branch on their values), False in eager code and in TorchScript."""
+    if torch.jit.is_scripting():
+        return False
+    else:
+        return torch.compiler.is_compiling()
 
 
 def reference_grid_or_none(owner: str, grid_shape: Optional[Sequence[int]], num_axes: int) -> Optional[Tuple[int, ...]]:

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import collections
 import weakref
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from .grid import reference_grid_or_none
+from .grid import reference_grid_or_none, tracing
 
 __all__ = ["MDLRPE", "clear_lrpe_cache", "grid_coordinates"]
 
@@ -55,16 +55,20 @@ def _fixed_freqs(head_dim: int, num_axes: int, base: float) -> torch.Tensor:
     return freqs
 
 
-def grid_coordinates(grid_shape: Sequence[int], device: Optional[torch.device] = None,
+def grid_coordinates(grid_shape: List[int], device: Optional[torch.device] = None,
                      offset: Union[int, torch.Tensor] = 0) -> torch.Tensor:
     """Row-major integer coordinates of every cell of ``grid_shape``: ``[prod(grid), len(grid)]`` (fp32).
 
     ``offset`` shifts the first axis (used by 1-D causal decoding, where token ``t`` sits at ``offset + t``): an int,
     or a 0-dim integer tensor on ``device`` (the CUDA-graph decoder's position, so no host value changes per step).
+    ``grid_shape``: a list or tuple of axis lengths.
     """
     axes = [torch.arange(s, device=device, dtype=torch.float32) for s in grid_shape]
-    axes[0] = axes[0] + offset
-    mesh = torch.meshgrid(*axes, indexing="ij")
+    if isinstance(offset, torch.Tensor):
+        axes[0] = axes[0] + offset.to(torch.float32)
+    else:
+        axes[0] = axes[0] + offset
+    mesh = torch.meshgrid(axes, indexing="ij")
     return torch.stack([m.reshape(-1) for m in mesh], dim=-1)
 
 
@@ -116,12 +120,15 @@ class MDLRPE(nn.Module):
         """Set (or clear, with None) the grid whose coordinate range every other grid is scaled into."""
         self.reference_grid = reference_grid_or_none("MDLRPE", grid_shape, self.num_axes)
 
-    def _coordinate_scale(self, grid_shape: Tuple[int, ...]) -> Optional[Tuple[float, ...]]:
+    def _coordinate_scale(self, grid_shape: List[int]) -> Optional[List[float]]:
         """Per-axis factor ``reference / grid`` (None at the reference grid, without one, or for an empty axis)."""
         ref = self.reference_grid
-        if ref is None or grid_shape == ref or any(s == 0 for s in grid_shape):
+        if ref is None:
             return None
-        return tuple(r / s for r, s in zip(ref, grid_shape))
+        refs = [int(r) for r in ref]
+        if not tracing() and (refs == grid_shape or 0 in grid_shape):  # (tracing: factor 1 at the reference)
+            return None
+        return [refs[a] / grid_shape[a] for a in range(len(refs))]
 
     def init_non_persistent_buffers(self) -> None:
         """Recreate the fixed frequency table (timm's meta-device init hook)."""
@@ -130,26 +137,30 @@ class MDLRPE(nn.Module):
 
     def angles(
         self,
-        grid_shape: Sequence[int],
+        grid_shape: List[int],
         num_prefix_tokens: Optional[int] = None,
         offset: Union[int, torch.Tensor] = 0,
         cache: bool = False,
     ) -> torch.Tensor:
-        """Angle table ``θ``: ``[P + prod(grid_shape), D]`` fp32 (prefix rows are zero).
+        """Angle table ``θ``: ``[P + prod(grid_shape), D]`` fp32 (prefix rows are zero); ``grid_shape`` a list or
+        tuple.
 
         ``cache=True`` returns a shared cached table when that is safe (see the module docstring); the caller must
-        not modify it in place. Without it a fresh tensor is computed (differentiable for learnable frequencies).
+        not modify it in place. Without it (and under TorchScript) a fresh tensor is computed (differentiable for
+        learnable frequencies).
         """
-        grid_shape = tuple(int(s) for s in grid_shape)
-        if len(grid_shape) != self.num_axes:
-            raise ValueError(f"MDLRPE: grid_shape {grid_shape} has {len(grid_shape)} axes, expected {self.num_axes}")
-        if any(s < 0 for s in grid_shape):
-            raise ValueError(f"MDLRPE: grid_shape {grid_shape} has a negative size")
+        grid = list(grid_shape)  # (no int(): sizes stay symbolic under torch.export)
+        if not torch.jit.is_scripting():
+            if len(grid) != self.num_axes:
+                raise ValueError(f"MDLRPE: grid_shape {tuple(grid)} has {len(grid)} axes, expected {self.num_axes}")
+            if any(s < 0 for s in grid):
+                raise ValueError(f"MDLRPE: grid_shape {tuple(grid)} has a negative size")
         P = self.num_prefix_tokens if num_prefix_tokens is None else int(num_prefix_tokens)
-        scale = self._coordinate_scale(grid_shape)
-        if cache and self._cacheable(offset):
-            return self._cached_angles(grid_shape, P, scale)
-        return self._compute_angles(grid_shape, P, offset, scale)
+        scale = self._coordinate_scale(grid)
+        if not torch.jit.is_scripting():
+            if cache and self._cacheable(offset):
+                return self._cached_angles(grid, P, scale)
+        return self._compute_angles(grid, P, offset, scale)
 
     def _cacheable(self, offset: Union[int, torch.Tensor]) -> bool:
         """Whether the table is a pure function of the settings (fixed schedule, eager, real device, offset 0)."""
@@ -172,10 +183,11 @@ class MDLRPE(nn.Module):
         _VERIFIED[id(f)] = (weakref.ref(f), f._version)
         return True
 
-    def _cached_angles(self, grid_shape: Tuple[int, ...], P: int, scale: Optional[Tuple[float, ...]]) -> torch.Tensor:
-        """The shared table for these settings (LRU of :data:`_MAX_TABLES` entries)."""
+    def _cached_angles(self, grid_shape: List[int], P: int, scale: Optional[List[float]]) -> torch.Tensor:
+        """The shared table for these settings (LRU of :data:`_MAX_TABLES` entries; eager only)."""
         f = self.freqs
-        key = (self.head_dim, self.num_axes, float(self.base), P, grid_shape, scale, f.device, f.dtype)
+        key = (self.head_dim, self.num_axes, float(self.base), P, tuple(grid_shape),
+               None if scale is None else tuple(scale), f.device, f.dtype)
         theta = _TABLES.get(key)
         if theta is not None:
             _TABLES.move_to_end(key)
@@ -188,24 +200,24 @@ class MDLRPE(nn.Module):
             _TABLES.popitem(last=False)
         return theta
 
-    def _compute_angles(self, grid_shape: Tuple[int, ...], P: int, offset: Union[int, torch.Tensor],
-                        scale: Optional[Tuple[float, ...]] = None) -> torch.Tensor:
+    def _compute_angles(self, grid_shape: List[int], P: int, offset: Union[int, torch.Tensor],
+                        scale: Optional[List[float]] = None) -> torch.Tensor:
         """``[P + prod(grid_shape), D]`` fp32 from the current ``freqs`` (no cache); ``scale``: per-axis coordinate
         factors (position interpolation)."""
         coords = grid_coordinates(grid_shape, device=self.freqs.device, offset=offset)  # [M, A]
         if scale is not None:
-            coords = coords * torch.tensor(scale, device=coords.device, dtype=coords.dtype)
+            coords = torch.stack([coords[:, a] * scale[a] for a in range(len(scale))], dim=-1)
         theta = coords @ self.freqs.float()  # [M, D]
         if P:
             theta = torch.cat([theta.new_zeros(P, self.head_dim), theta], dim=0)
         return theta
 
-    def forward(self, x: torch.Tensor, grid_shape: Sequence[int], num_prefix_tokens: Optional[int] = None) -> torch.Tensor:
-        """Apply the cosine map: ``[B, N, H, D]`` → ``[B, N, H, 2D]``."""
-        if x.dim() != 4 or x.shape[-1] != self.head_dim:
+    def forward(self, x: torch.Tensor, grid_shape: List[int], num_prefix_tokens: Optional[int] = None) -> torch.Tensor:
+        """Apply the cosine map: ``[B, N, H, D]`` → ``[B, N, H, 2D]`` (``grid_shape``: a list or tuple)."""
+        if not torch.jit.is_scripting() and (x.dim() != 4 or x.shape[-1] != self.head_dim):
             raise ValueError(f"MDLRPE: expected [B, N, H, {self.head_dim}], got {tuple(x.shape)}")
         theta = self.angles(grid_shape, num_prefix_tokens, cache=True)
-        if theta.shape[0] != x.shape[1]:
+        if not torch.jit.is_scripting() and theta.shape[0] != x.shape[1]:
             raise ValueError(f"MDLRPE: grid {tuple(grid_shape)} plus prefix gives {theta.shape[0]} tokens, input has {x.shape[1]}")
         t = theta[None, :, None, :]
         return torch.cat([x * torch.cos(t), x * torch.sin(t)], dim=-1)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -10,17 +10,34 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..distributed import is_sequence_parallel, sequence_parallel_attention, shard_bounds
-from ..kernels import BACKENDS, State, additive_attention
+from ..kernels import BACKENDS, State, additive_attention, additive_attention_torch
 from .lrpe import MDLRPE
 from .norm import RMSNorm
 
 __all__ = ["LightNetAttention", "check_choice", "resolve_scale", "set_sequence_parallel_group"]
 
-_GATE_ACTS = {"sigmoid": torch.sigmoid, "silu": F.silu, "none": None}
+_GATE_ACTS = ("sigmoid", "silu", "none")
 _RECOMPUTE = ("compiled", "always", "never")
-_Q_ACTS = {"silu": F.silu, "identity": None, "relu": F.relu, "elu1": lambda x: F.elu(x) + 1}
+_Q_ACTS = ("silu", "identity", "relu", "elu1")
 #: the choices of each named option (checked by :class:`LightNetAttention` and :class:`~lightnet.layers.MixerConfig`)
 CHOICES = {"q_act": tuple(_Q_ACTS), "gate_act": tuple(_GATE_ACTS), "recompute_output": _RECOMPUTE, "backend": BACKENDS}
+
+
+def _query_activation(name: str, q: torch.Tensor) -> torch.Tensor:
+    """The query activation ``name`` (one of :data:`_Q_ACTS`) applied to ``q`` (functions rather than a table of
+    callables, so that TorchScript compiles them)."""
+    if name == "silu":
+        return F.silu(q)
+    if name == "relu":
+        return F.relu(q)
+    if name == "elu1":
+        return F.elu(q) + 1
+    return q  # identity
+
+
+def _gate_activation(name: str, g: torch.Tensor) -> torch.Tensor:
+    """The output-gate activation ``name`` (``'sigmoid'`` or ``'silu'``) applied to the gate logits ``g``."""
+    return F.silu(g) if name == "silu" else torch.sigmoid(g)
 
 
 def check_choice(owner: str, name: str, value: object, choices: Sequence[object]) -> None:
@@ -134,12 +151,13 @@ class LightNetAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def _slice(self, n_local: int, grid_shape: Optional[Sequence[int]]) -> Tuple[Tuple[int, ...], int, int]:
+    @torch.jit.unused
+    def _slice(self, n_local: int, grid_shape: Optional[List[int]]) -> Tuple[List[int], int, int]:
         """Under sequence parallelism: the global grid and this rank's token bounds ``(start, stop)``."""
         if grid_shape is None:
             raise ValueError("LightNetAttention: a sequence-parallel mixer needs the global grid_shape "
                              "(the local slice does not tell the sequence length)")
-        total = self.num_prefix_tokens + math.prod(int(s) for s in grid_shape)
+        total = self.num_prefix_tokens + math.prod(grid_shape)
         grid = self._grid(total, grid_shape)
         start, stop = shard_bounds(total, self.sequence_parallel_group)
         if n_local != stop - start:
@@ -147,26 +165,40 @@ class LightNetAttention(nn.Module):
                              f"sequence is [{start}, {stop}) (split with lightnet.distributed.shard_tokens)")
         return grid, start, stop
 
-    def _grid(self, N: int, grid_shape: Optional[Sequence[int]]) -> Tuple[int, ...]:
+    @torch.jit.unused
+    def _split_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                         key_padding_mask: Optional[torch.Tensor], theta: Optional[torch.Tensor],
+                         kernel_q_act: Optional[str], start: int, stop: int) -> torch.Tensor:
+        """The recurrence over the whole sequence split across the group: this rank's ``[B, n, H, D]`` outputs."""
+        return sequence_parallel_attention(
+            q, k, v, group=self.sequence_parallel_group, causal=self.causal, scale=self.scale,
+            key_padding_mask=key_padding_mask, lrpe_theta=None if theta is None else theta[start:stop],
+            q_activation=kernel_q_act, backend=self.backend,
+        )
+
+    def _grid(self, N: int, grid_shape: Optional[List[int]]) -> List[int]:
+        """The token grid (a list of axis lengths) for ``N`` tokens: ``grid_shape`` checked, or the 1-D default."""
         P = self.num_prefix_tokens
         if grid_shape is None:
             if self.num_axes != 1:
                 raise ValueError(f"LightNetAttention: grid_shape is required for {self.num_axes}-D inputs")
-            return (N - P,)
-        grid_shape = tuple(int(s) for s in grid_shape)
-        if len(grid_shape) != self.num_axes:
-            raise ValueError(f"LightNetAttention: grid_shape {grid_shape} has {len(grid_shape)} axes, expected {self.num_axes}")
-        if P + math.prod(grid_shape) != N:
-            raise ValueError(
-                f"LightNetAttention: grid_shape {grid_shape} (+{P} prefix tokens) describes "
-                f"{P + math.prod(grid_shape)} tokens but the input has {N}"
-            )
-        return grid_shape
+            return [N - P]
+        grid = list(grid_shape)  # (no int(): sizes stay symbolic under torch.export)
+        if not torch.jit.is_scripting():
+            if len(grid) != self.num_axes:
+                raise ValueError(f"LightNetAttention: grid_shape {tuple(grid)} has {len(grid)} axes, expected "
+                                 f"{self.num_axes}")
+            if P + math.prod(grid) != N:
+                raise ValueError(
+                    f"LightNetAttention: grid_shape {tuple(grid)} (+{P} prefix tokens) describes "
+                    f"{P + math.prod(grid)} tokens but the input has {N}"
+                )
+        return grid
 
     def forward(
         self,
         x: torch.Tensor,
-        grid_shape: Optional[Sequence[int]] = None,
+        grid_shape: Optional[List[int]] = None,
         key_padding_mask: Optional[torch.Tensor] = None,
         state: Optional[State] = None,
         return_state: bool = False,
@@ -176,37 +208,50 @@ class LightNetAttention(nn.Module):
 
         Args:
             x: ``[B, N, C]``.
-            grid_shape: token grid (``N = P + prod(grid_shape)``); defaults to a 1-D sequence.
+            grid_shape: token grid, a list or tuple (``N = P + prod(grid_shape)``); defaults to a 1-D sequence.
             key_padding_mask: ``[B, N]`` bool, True = padding.
             state: recurrent state ``(S, z)`` from a previous chunk (causal decoding / chunked prefill).
             return_state: also return the final state.
             position_offset: index of the first token along axis 0 (for LRPE during decoding): an int, or a 0-dim
                 integer tensor on x's device (read on the device only: what a captured CUDA-graph decode step uses).
+
+        Under TorchScript the PyTorch reference of the recurrence runs (no Triton, no angle-table cache, no input
+        validation beyond the shapes the ops check themselves).
         """
-        if x.dim() != 3 or x.shape[-1] != self.dim:
+        if not torch.jit.is_scripting() and (x.dim() != 3 or x.shape[-1] != self.dim):
             raise ValueError(f"LightNetAttention: expected [B, N, {self.dim}], got {tuple(x.shape)}")
         B, N, C = x.shape
         H, D = self.num_heads, self.head_dim
-        split = is_sequence_parallel(self.sequence_parallel_group)
-        if split:
-            if state is not None or return_state:
-                raise ValueError("LightNetAttention: state / return_state (decoding) are not supported with a "
-                                 "sequence-parallel group; clear it with set_sequence_parallel_group(model, None)")
-            grid, start, stop = self._slice(N, grid_shape)
-        else:
+        split = False
+        start, stop = 0, N
+        if torch.jit.is_scripting():
             grid = self._grid(N, grid_shape)
+        else:
+            split = is_sequence_parallel(self.sequence_parallel_group)
+            if split:
+                if state is not None or return_state:
+                    raise ValueError("LightNetAttention: state / return_state (decoding) are not supported with a "
+                                     "sequence-parallel group; clear it with set_sequence_parallel_group(model, None)")
+                grid, start, stop = self._slice(N, grid_shape)
+            else:
+                grid = self._grid(N, grid_shape)
         q, k, v = self.qkv(x).view(B, N, 3, H, D).unbind(dim=2)  # each [B, N, H, D]
-        kernel_q_act = "silu" if self.q_act == "silu" else None  # applied by the kernels as they load q
-        if kernel_q_act is None and _Q_ACTS[self.q_act] is not None:
-            q = _Q_ACTS[self.q_act](q)
-        theta = None if self.lrpe is None else self.lrpe.angles(grid, offset=position_offset, cache=True).to(x.device)
-        if split:
-            o = sequence_parallel_attention(
-                q, k, v, group=self.sequence_parallel_group, causal=self.causal, scale=self.scale,
-                key_padding_mask=key_padding_mask, lrpe_theta=None if theta is None else theta[start:stop],
-                q_activation=kernel_q_act, backend=self.backend,
+        kernel_q_act: Optional[str] = "silu" if self.q_act == "silu" else None  # applied by the kernels as they load q
+        if kernel_q_act is None:
+            q = _query_activation(self.q_act, q)
+        theta: Optional[torch.Tensor] = None
+        if self.lrpe is not None:
+            theta = self.lrpe.angles(grid, offset=position_offset, cache=True).to(x.device)
+        new_state: Optional[State] = None
+        if torch.jit.is_scripting():
+            q_in = F.silu(q) if self.q_act == "silu" else q
+            o, new_state = additive_attention_torch(
+                q_in, k, v, causal=self.causal, scale=self.scale, key_padding_mask=key_padding_mask,
+                lrpe_theta=theta, initial_state=state,
             )
-            new_state = None
+            o = o.to(q.dtype)
+        elif split:
+            o = self._split_attention(q, k, v, key_padding_mask, theta, kernel_q_act, start, stop)
         else:
             out = additive_attention(
                 q, k, v,
@@ -220,13 +265,19 @@ class LightNetAttention(nn.Module):
                 q_activation=kernel_q_act,
             )
             o, new_state = out if return_state else (out, None)
-        gate_hidden = None if self.gate is None else self.gate[0](x)  # [B, N, r]
-        if self._recompute_now(o, x):
+        gate_hidden: Optional[torch.Tensor] = None
+        if self.gate is not None:
+            gate_hidden = self.gate[0](x)  # [B, N, r]
+        if torch.jit.is_scripting():
+            o = self._normed_and_gated(o, gate_hidden)
+        elif self._recompute_now(o, x):
             o = checkpoint(self._normed_and_gated, o, gate_hidden, use_reentrant=False)
         else:
             o = self._normed_and_gated(o, gate_hidden)
         o = self.proj_drop(self.proj(o))
-        return (o, new_state) if return_state else o
+        if return_state and new_state is not None:
+            return o, new_state
+        return o
 
     def _recompute_now(self, *inputs: torch.Tensor) -> bool:
         """Whether this forward checkpoints the output norm and gate (``recompute_output``; only when autograd will
@@ -241,8 +292,8 @@ class LightNetAttention(nn.Module):
         """``out_norm(o) · act(W_g2 gate_hidden)``: ``o [B, N, H, E]``, ``gate_hidden [B, N, r]`` → ``[B, N, C]``."""
         B, N = o.shape[:2]
         o = self.out_norm(o).reshape(B, N, self.dim)
-        if gate_hidden is not None:
-            o = o * _GATE_ACTS[self.gate_act](self.gate[1](gate_hidden))
+        if self.gate is not None and gate_hidden is not None:
+            o = o * _gate_activation(self.gate_act, self.gate[1](gate_hidden))
         return o
 
     def extra_repr(self) -> str:

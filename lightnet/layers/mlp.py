@@ -7,7 +7,19 @@ from torch.nn import functional as F
 
 __all__ = ["GLU", "SiluGatedProduct"]
 
-_ACTS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu, "sigmoid": torch.sigmoid}
+_ACTS = ("silu", "gelu", "relu", "sigmoid")
+
+
+def _activation(name: str, x: torch.Tensor) -> torch.Tensor:
+    """The GLU activation ``name`` (one of :data:`_ACTS`) applied to ``x`` (a function rather than a table of
+    callables, so that TorchScript compiles it)."""
+    if name == "silu":
+        return F.silu(x)
+    if name == "gelu":
+        return F.gelu(x)
+    if name == "relu":
+        return F.relu(x)
+    return torch.sigmoid(x)
 
 
 class SiluGatedProduct(torch.autograd.Function):
@@ -60,11 +72,11 @@ class GLU(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.fc1.in_features:
+        if not torch.jit.is_scripting() and x.shape[-1] != self.fc1.in_features:
             raise ValueError(f"GLU: expected [..., {self.fc1.in_features}], got {tuple(x.shape)}")
         up, gate = self.fc1(x).chunk(2, dim=-1)
-        if self.act_name == "silu" and torch.is_grad_enabled():
-            hidden = SiluGatedProduct.apply(gate, up)
+        if not torch.jit.is_scripting() and self.act_name == "silu" and torch.is_grad_enabled():
+            hidden = SiluGatedProduct.apply(gate, up)  # (TorchScript: autograd's composite below)
         else:
-            hidden = _ACTS[self.act_name](gate) * up
+            hidden = _activation(self.act_name, gate) * up
         return self.drop(self.fc2(self.drop(hidden)))

@@ -28,10 +28,11 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim)) if elementwise_affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.dim:
-            raise ValueError(f"RMSNorm: expected [..., {self.dim}], got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(f"RMSNorm: expected a floating tensor, got {x.dtype}")
+        if not torch.jit.is_scripting():
+            if x.shape[-1] != self.dim:
+                raise ValueError(f"RMSNorm: expected [..., {self.dim}], got {tuple(x.shape)}")
+            if not x.is_floating_point():
+                raise TypeError(f"RMSNorm: expected a floating tensor, got {x.dtype}")
         w = self.weight
         xin = x
         if x.dtype == torch.float64 or (w is not None and w.dtype != x.dtype):

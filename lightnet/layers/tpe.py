@@ -26,7 +26,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .grid import reference_grid_or_none
+from .grid import reference_grid_or_none, tracing
 
 __all__ = ["DIRECT_MAX_LEN", "MDTPE", "toeplitz_direct", "toeplitz_fft", "toeplitz_product"]
 
@@ -45,10 +45,30 @@ def toeplitz_product(x: torch.Tensor, kernel: torch.Tensor, direct_max_len: int 
     """Depthwise Toeplitz product along dim 1 (``x [B, n, C]``, ``kernel [2n − 1, C]`` → ``[B, n, C]`` fp32): the
     direct form (:func:`toeplitz_direct`) for ``n <= direct_max_len``, else the FFT (:func:`toeplitz_fft`;
     ``direct_max_len=0``: always the FFT)."""
-    _check_toeplitz_args("toeplitz_product", x, kernel)
-    if x.shape[1] <= _check_direct_max_len("toeplitz_product", direct_max_len):
+    if not torch.jit.is_scripting():
+        _check_toeplitz_args("toeplitz_product", x, kernel)
+        _check_direct_max_len("toeplitz_product", direct_max_len)
+    if _exporting() or x.shape[1] <= direct_max_len:
         return _toeplitz_direct(x, kernel)
     return toeplitz_fft(x, kernel)
+
+
+def _exporting() -> bool:
+    """While ``torch.export`` traces, every axis takes the direct product (a choice by length would tie the exported
+    program to one side of ``direct_max_len``; ONNX has no FFT of this form either)."""
+    if torch.jit.is_scripting():
+        return False
+    else:
+        return torch.compiler.is_exporting()
+
+
+def _fft_size(n: int) -> int:
+    """The FFT length for a Toeplitz product over ``n`` tokens: the smallest power of two above ``2n − 1`` (no
+    circular wrap; ``1 << (2n − 1).bit_length()``)."""
+    size = 1
+    while size <= 2 * n - 1:
+        size *= 2
+    return size
 
 
 def _check_toeplitz_args(name: str, x: torch.Tensor, kernel: torch.Tensor) -> None:
@@ -75,8 +95,9 @@ def _toeplitz_direct(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     idx = torch.arange(n, device=kernel.device)
     T = kernel.float()[idx[:, None] - idx[None, :] + n - 1]  # [n, n, C]: T[i, j] = t(i − j)
     xf = x.float()
-    if torch.compiler.is_compiling():
-        return (xf[:, None, :, :] * T[None]).sum(2)
+    if not torch.jit.is_scripting():
+        if torch.compiler.is_compiling():
+            return (xf[:, None, :, :] * T[None]).sum(2)
     return torch.einsum("bjc,ijc->bic", xf, T)
 
 
@@ -98,6 +119,8 @@ def toeplitz_fft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     inductor cannot generate Triton kernels for the complex tensors of the FFT product (``KeyError: 'complex64'`` in
     its code generation). Without a gradient elsewhere the product is traced.
     """
+    if torch.jit.is_scripting():  # TorchScript: autograd through the FFT (custom ops are not scripted)
+        return _toeplitz_fft(x, kernel)
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or kernel.requires_grad)
     if needs_grad or (x.is_cuda and torch.compiler.is_compiling()):
         return _toeplitz_fft_op(x, kernel)
@@ -135,7 +158,7 @@ def _toeplitz_fft_grads(
     dx = _toeplitz_fft(grad, kernel.flip(0)).to(x.dtype)
     if x.numel() == 0:
         return dx, torch.zeros_like(kernel)
-    size = 1 << (2 * n - 1).bit_length()
+    size = _fft_size(n)
     G = torch.fft.rfft(grad.float(), n=size, dim=1)
     X = torch.fft.rfft(x.float(), n=size, dim=1)
     corr = torch.fft.irfft((G * X.conj()).sum(0), n=size, dim=0)  # [size, C]: index r mod size holds dt(r)
@@ -164,7 +187,7 @@ def _toeplitz_fft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     n = x.shape[1]
     if x.numel() == 0:  # empty batch or sequence (FFT libraries reject zero-sized transforms)
         return torch.zeros(x.shape, dtype=torch.float32, device=x.device)
-    size = 1 << (2 * n - 1).bit_length()  # power of two ≥ 2n−1 (no circular wrap)
+    size = _fft_size(n)  # power of two ≥ 2n−1 (no circular wrap)
     # circular layout: t(r) at index r mod size
     k = torch.zeros(size, kernel.shape[1], dtype=torch.float32, device=x.device)
     k[:n] = kernel[n - 1 :]  # r = 0 … n−1
@@ -191,6 +214,10 @@ class _AxisToeplitz(nn.Module):
         logit = logit.to(self.w0.device)
         self.fwd_logit = nn.Parameter(logit.repeat(dim, 1))  # [C, J]
         self.fwd_weight = nn.Parameter(torch.randn(dim, num_decays) * init_std)
+        # (absent parameters are registered as None, so that TorchScript sees every attribute)
+        self.bwd_logit: Optional[nn.Parameter] = None
+        self.bwd_weight: Optional[nn.Parameter] = None
+        self.gain: Optional[nn.Parameter] = None
         if not causal:
             self.bwd_logit = nn.Parameter(logit.repeat(dim, 1))
             self.bwd_weight = nn.Parameter(torch.randn(dim, num_decays) * init_std)
@@ -200,7 +227,8 @@ class _AxisToeplitz(nn.Module):
     @staticmethod
     def _side(logit: torch.Tensor, weight: torch.Tensor, n: int) -> torch.Tensor:
         """``Σ_j w_j λ_j^r`` for r = 1 … n−1: ``[n − 1, C]``."""
-        r = torch.arange(1, n, device=logit.device, dtype=torch.float32)[:, None, None]  # [n−1, 1, 1]
+        # [n−1, 1, 1] (an integer arange, cast: a float one makes torch.export guard on a symbolic n)
+        r = torch.arange(1, n, device=logit.device).float()[:, None, None]
         log_lam = torch.nn.functional.logsigmoid(logit.float())[None]  # [1, C, J]
         return (torch.exp(r * log_lam) * weight.float()[None]).sum(-1)
 
@@ -208,14 +236,23 @@ class _AxisToeplitz(nn.Module):
         """``[2n − 1, C]``: t(r) for r = −(n−1) … n−1 (with ``kernel_norm='mass'``: scaled to total |mass| ``gain``
         over the ``2n − 1`` offsets, whatever ``n``). With a ``reference`` length other than ``n``, the kernel is
         rescaled per channel to the total |mass| it has at that length (mass matching, see :class:`MDTPE`)."""
-        pos = self._side(self.fwd_logit, self.fwd_weight, n)
-        neg = torch.zeros_like(pos) if self.causal else self._side(self.bwd_logit, self.bwd_weight, n)
-        t = torch.cat([neg.flip(0), self.w0.float()[None], pos], dim=0)
-        if self.kernel_norm == "mass":
-            t = t * (self.gain.float() / (t.abs().sum(0) + 1e-6))[None]
-        if reference is not None and reference != n:
-            target = self.kernel(reference).abs().sum(0)
+        t = self._kernel_at(n)
+        # (while tracing, also at the reference length, where the factor is 1: no guard on a symbolic n)
+        if reference is not None and (tracing() or reference != n):
+            target = self._kernel_at(reference).abs().sum(0)
             t = t * (target / t.abs().sum(0).clamp_min(1e-12))[None]
+        return t
+
+    def _kernel_at(self, n: int) -> torch.Tensor:
+        """``[2n − 1, C]``: the kernel at length ``n`` without mass matching."""
+        pos = self._side(self.fwd_logit, self.fwd_weight, n)
+        bwd_logit, bwd_weight, gain = self.bwd_logit, self.bwd_weight, self.gain
+        neg = torch.zeros_like(pos)  # causal: t(−r) = 0
+        if bwd_logit is not None and bwd_weight is not None:
+            neg = self._side(bwd_logit, bwd_weight, n)
+        t = torch.cat([neg.flip(0), self.w0.float()[None], pos], dim=0)
+        if gain is not None:  # kernel_norm == 'mass'
+            t = t * (gain.float() / (t.abs().sum(0) + 1e-6))[None]
         return t
 
     def step(self, x: torch.Tensor, h: Optional[torch.Tensor],
@@ -305,21 +342,59 @@ class MDTPE(nn.Module):
                              "on the length of the chunk)")
         self.reference_grid = ref
 
-    def axis_kernels(self, grid_shape: Sequence[int]) -> List[torch.Tensor]:
-        """The kernels ``[2 n_a − 1, C]`` applied along each axis of ``grid_shape`` (mass-matched to the reference
-        grid when one is set)."""
-        ref = self.reference_grid or (None,) * self.num_axes
-        return [axis.kernel(int(n), r) for axis, n, r in zip(self.axes, grid_shape, ref)]
+    def axis_kernels(self, grid_shape: List[int]) -> List[torch.Tensor]:
+        """The kernels ``[2 n_a − 1, C]`` applied along each axis of ``grid_shape`` (a list or tuple; mass-matched
+        to the reference grid when one is set)."""
+        refs: List[Optional[int]] = [None for _ in range(self.num_axes)]
+        ref = self.reference_grid
+        if ref is not None:
+            refs = [int(r) for r in ref]
+        kernels: List[torch.Tensor] = []
+        for a, axis in enumerate(self.axes):
+            kernels.append(axis.kernel(grid_shape[a], refs[a]))
+        return kernels
 
     def forward(
         self,
         x: torch.Tensor,
-        grid_shape: Sequence[int],
+        grid_shape: List[int],
         state: Optional[torch.Tensor] = None,
         return_state: bool = False,
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
-        """Mix ``x [B, N, C]`` along every grid axis; ``state``/``return_state`` for a causal 1-axis TPE only."""
-        grid_shape = tuple(int(s) for s in grid_shape)
+        """Mix ``x [B, N, C]`` along every grid axis (``grid_shape``: a list or tuple of axis lengths);
+        ``state``/``return_state`` for a causal 1-axis TPE only."""
+        grid_shape = list(grid_shape)  # (no int(): sizes stay symbolic under torch.export)
+        streaming = state is not None or return_state
+        if not torch.jit.is_scripting():
+            self._check_forward_args(x, grid_shape, state, streaming)
+        P = self.num_prefix_tokens
+        prefix, grid = x[:, :P], x[:, P:]
+        B, C = x.shape[0], self.dim
+        new_state: Optional[torch.Tensor] = None
+        if streaming:
+            mixed, new_state = self.axes[0].step(grid, state, self.direct_max_len)
+        else:
+            g = grid.reshape([B] + grid_shape + [C])
+            mixed = torch.zeros_like(g, dtype=torch.float32)
+            if g.numel():  # nothing to mix in an empty batch/grid
+                for a, kernel in enumerate(self.axis_kernels(grid_shape)):
+                    moved = g.movedim(a + 1, -2)  # [B, ..., n_a, C]
+                    flat = moved.reshape(-1, grid_shape[a], C)
+                    y = toeplitz_product(flat, kernel, self.direct_max_len).reshape(moved.shape)
+                    mixed = mixed + y.movedim(-2, a + 1)
+            mixed = mixed.reshape(B, grid.shape[1], C)
+        out = (grid.float() + mixed if self.residual else mixed).to(x.dtype)
+        out = torch.cat([prefix, out], dim=1) if P else out
+        if return_state and new_state is not None:
+            return out, new_state
+        return out
+
+    @torch.jit.unused
+    def _check_forward_args(
+        self, x: torch.Tensor, grid_shape: List[int], state: Optional[torch.Tensor], streaming: bool
+    ) -> None:
+        """A ValueError naming the problem for a bad input, grid or state (eager only)."""
+        grid_shape = tuple(grid_shape)
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"MDTPE: expected [B, N, {self.dim}], got {tuple(x.shape)}")
         if len(grid_shape) != self.num_axes:
@@ -329,7 +404,6 @@ class MDTPE(nn.Module):
         P = self.num_prefix_tokens
         if P + math.prod(grid_shape) != x.shape[1]:
             raise ValueError(f"MDTPE: grid {grid_shape} plus {P} prefix tokens != {x.shape[1]} tokens")
-        streaming = state is not None or return_state
         if streaming and not (self.num_axes == 1 and self.axes[0].causal):
             raise ValueError("MDTPE: state/return_state need a single causal axis (the LM case)")
         if state is not None:
@@ -337,24 +411,6 @@ class MDTPE(nn.Module):
             if not isinstance(state, torch.Tensor) or tuple(state.shape) != want:
                 got = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
                 raise ValueError(f"MDTPE: state must have shape [B, C, J] = {want}, got {got}")
-        prefix, grid = x[:, :P], x[:, P:]
-        B, C = x.shape[0], self.dim
-        if streaming:
-            mixed, new_state = self.axes[0].step(grid, state, self.direct_max_len)
-        else:
-            g = grid.reshape(B, *grid_shape, C)
-            mixed = torch.zeros_like(g, dtype=torch.float32)
-            kernels = self.axis_kernels(grid_shape) if g.numel() else []  # nothing to mix in an empty batch/grid
-            for a, kernel in enumerate(kernels):
-                moved = g.movedim(a + 1, -2)  # [B, ..., n_a, C]
-                lead = moved.shape[:-2]
-                flat = moved.reshape(-1, grid_shape[a], C)
-                y = toeplitz_product(flat, kernel, self.direct_max_len).reshape(*lead, grid_shape[a], C)
-                mixed = mixed + y.movedim(-2, a + 1)
-            mixed = mixed.reshape(B, grid.shape[1], C)
-        out = (grid.float() + mixed if self.residual else mixed).to(x.dtype)
-        out = torch.cat([prefix, out], dim=1) if P else out
-        return (out, new_state) if streaming and return_state else out
 
     def extra_repr(self) -> str:
         causal = [a.causal for a in self.axes]

@@ -41,15 +41,14 @@ def load_pipeline(path: str | Path, device: str | torch.device = "cpu"):
     """Load a :class:`~lightnet.generation.LightNetDiTPipeline` (or, for a video model, a
     :class:`~lightnet.generation.LightNetVideoDiTPipeline`) folder written by ``lightnet train-dit`` or
     ``save_pretrained``."""
-    import json
-
     from lightnet.generation import LightNetDiTPipeline, LightNetVideoDiTPipeline
+    from lightnet.generation.pipeline import saved_pipeline_class_name
 
     path = Path(path)
     if not (path / "model_index.json").is_file():
         raise FileNotFoundError(f"{path} is not a saved pipeline folder (no model_index.json); pass the 'pipeline' "
                                 f"folder of a train-dit run")
-    name = json.loads((path / "model_index.json").read_text()).get("_class_name")
+    name = saved_pipeline_class_name(path)
     cls = LightNetVideoDiTPipeline if name == LightNetVideoDiTPipeline.__name__ else LightNetDiTPipeline
     return cls.from_pretrained(path).to(device)
 

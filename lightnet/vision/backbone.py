@@ -10,7 +10,7 @@ from torch import nn
 
 from ..distributed import sequence_max, sequence_mean
 
-__all__ = ["POOL_TYPES", "global_pool_tokens", "take_indices", "vit_init_weights"]
+__all__ = ["POOL_TYPES", "global_pool_split_tokens", "global_pool_tokens", "take_indices", "vit_init_weights"]
 
 #: the ``global_pool`` choices of the LightNet backbones
 POOL_TYPES = ("", "avg", "max", "avgmax")
@@ -50,25 +50,34 @@ def vit_init_weights(module: nn.Module, name: str = "") -> None:
             nn.init.zeros_(module.bias)
 
 
-def global_pool_tokens(x: torch.Tensor, pool_type: str, group: Optional[object] = None) -> torch.Tensor:
+def global_pool_tokens(x: torch.Tensor, pool_type: str) -> torch.Tensor:
     """Pool over all token axes: ``[B, *grid, C]`` or ``[B, N, C]`` → ``[B, C]`` (identity for ``''``).
 
-    With a sequence-parallel ``group`` (a ``torch.distributed`` process group), ``x`` holds this rank's tokens and
-    the mean / max are reduced over the group, so every rank returns the pool of the whole sequence.
+    Written so that TorchScript compiles it (the scripted timm models call it).
     """
-    if pool_type not in POOL_TYPES:
-        raise ValueError(f"LightNet: global_pool must be one of {POOL_TYPES}, got {pool_type!r}")
-    if not pool_type:
+    if pool_type == "":
         return x
     x = x.flatten(1, -2)  # [B, N, C]
-    if group is not None:
-        if pool_type == "avg":
-            return sequence_mean(x, group)
-        if pool_type == "max":
-            return sequence_max(x, group)
-        return 0.5 * (sequence_mean(x, group) + sequence_max(x, group))
     if pool_type == "avg":
         return x.mean(dim=1)
     if pool_type == "max":
         return x.amax(dim=1)
-    return 0.5 * (x.mean(dim=1) + x.amax(dim=1))  # avgmax
+    if pool_type == "avgmax":
+        return 0.5 * (x.mean(dim=1) + x.amax(dim=1))
+    raise ValueError("LightNet: global_pool must be one of '', 'avg', 'max', 'avgmax', got '" + pool_type + "'")
+
+
+def global_pool_split_tokens(x: torch.Tensor, pool_type: str, group: object) -> torch.Tensor:
+    """:func:`global_pool_tokens` of a sequence split over a ``torch.distributed`` group: ``x`` ``[B, n_local, C]``
+    holds this rank's tokens; the mean / max are reduced over the group, so every rank returns the pool ``[B, C]`` of
+    the whole sequence."""
+    if pool_type == "":
+        return x
+    x = x.flatten(1, -2)
+    if pool_type == "avg":
+        return sequence_mean(x, group)
+    if pool_type == "max":
+        return sequence_max(x, group)
+    if pool_type == "avgmax":
+        return 0.5 * (sequence_mean(x, group) + sequence_max(x, group))
+    raise ValueError(f"LightNet: global_pool must be one of {POOL_TYPES}, got {pool_type!r}")

@@ -10,7 +10,6 @@ Output conventions (see ``docs/models.md``):
     * ``forward_intermediates`` / ``features_only=True`` return NCHW maps by default (``output_fmt='NHWC'``/``'NLC'``
       on request), one per block, reduction = patch size.
 """
-from __future__ import annotations
 
 import contextlib
 import logging
@@ -35,10 +34,12 @@ from timm.models import (
 )
 
 from ..distributed import is_sequence_parallel, shard_tokens
-from ..layers import GLU, MDTPE, LightNetAttention, LightNetBlock, MixerConfig, RMSNorm, make_norm, rename_legacy_keys
+from ..layers import (
+    GLU, MDTPE, LightNetAttention, LightNetBlock, MixerConfig, RMSNorm, make_norm, rename_legacy_keys, split_state, tensor_output,
+)
 from ..layers import set_sequence_parallel_group as _set_mixers_group
 from ..state_dict import diff_state_dicts
-from .backbone import POOL_TYPES, global_pool_tokens, take_indices, vit_init_weights
+from .backbone import POOL_TYPES, global_pool_split_tokens, global_pool_tokens, take_indices, vit_init_weights
 
 __all__ = ["LightNet", "checkpoint_filter_fn", "unwrap_checkpoint"]
 
@@ -48,6 +49,10 @@ _logger = logging.getLogger(__name__)
 # Python, so they are traced as leaf modules rather than symbolically.
 for _leaf in (LightNetAttention, MDTPE, GLU, RMSNorm):
     register_notrace_module(_leaf)
+# ... and the narrowing of a layer's ``Tensor | (Tensor, state)`` output stays one call in the graph, so that a traced
+# model still scripts (torch.jit.script of the GraphModule)
+register_notrace_function(split_state)
+register_notrace_function(tensor_output)
 
 _POOL_TYPES = POOL_TYPES
 _INTERMEDIATE_FORMATS = ("NCHW", "NHWC", "NLC")
@@ -62,7 +67,20 @@ def check_image_input(
     dynamic_img_size: bool,
     dynamic_img_pad: bool,
 ) -> None:
-    """Raise a ``ValueError`` naming the problem when ``x`` is not a valid image batch for the model."""
+    """Raise a ``ValueError`` naming the problem when ``x`` is not a valid image batch for the model (eager only:
+    nothing is checked in a TorchScript model)."""
+    if not torch.jit.is_scripting():
+        _check_image_input(x, in_chans, img_size, patch_size, dynamic_img_size, dynamic_img_pad)
+
+
+def _check_image_input(
+    x: torch.Tensor,
+    in_chans: int,
+    img_size: Tuple[int, int],
+    patch_size: Tuple[int, int],
+    dynamic_img_size: bool,
+    dynamic_img_pad: bool,
+) -> None:
     if x.dim() != 4:
         raise ValueError(f"LightNet: expected an image batch [B, C, H, W], got a rank-{x.dim()} tensor {tuple(x.shape)}")
     C, H, W = x.shape[1:]
@@ -225,7 +243,8 @@ class LightNet(nn.Module):
                 attn_recompute_output=attn_recompute_output,
             )
             dpr = [r.item() for r in torch.linspace(0, drop_path_rate, depth, device="cpu")]
-            self.blocks = nn.Sequential(*[
+            # a ModuleList (blocks take the grid shape; TorchScript would compile a Sequential's chained forward)
+            self.blocks = nn.ModuleList([
                 LightNetBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio, drop_path=dpr[i], norm=norm, mlp_act=mlp_act,
                               proj_drop=proj_drop_rate, mixer=mixer, num_axes=2)
                 for i in range(depth)
@@ -278,7 +297,9 @@ class LightNet(nn.Module):
         self.sequence_parallel_group = group
         _set_mixers_group(self, group)
 
+    @torch.jit.unused
     def _split(self) -> bool:
+        """Whether this model runs with a sequence-parallel group of more than one rank (eager only)."""
         return is_sequence_parallel(self.sequence_parallel_group)
 
     def get_classifier(self) -> nn.Module:
@@ -339,32 +360,44 @@ class LightNet(nn.Module):
         )
         return self.patch_embed(x)
 
-    def _run_block(self, block: nn.Module, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint(block, x, grid, use_reentrant=False)
-        return block(x, grid)
+    @torch.jit.unused
+    def _checkpointed_block(self, block: nn.Module, x: torch.Tensor, grid: List[int]) -> torch.Tensor:
+        """``block(x, grid)`` under non-reentrant activation checkpointing (eager only)."""
+        return checkpoint(block, x, grid, use_reentrant=False)
+
+    def _tpe(self, x: torch.Tensor, grid: List[int]) -> torch.Tensor:
+        """MD-TPE over the patch grid (identity without it): ``[B, H·W, C]`` → ``[B, H·W, C]``."""
+        if self.tpe is not None:
+            x = tensor_output(self.tpe(x, grid))
+        return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image ``[B, C_in, H, W]`` → normalised feature map ``[B, H/p, W/p, C]`` (NHWC, unpooled); with a
         sequence-parallel group (:meth:`set_sequence_parallel_group`) this rank's tokens ``[B, n_local, C]``."""
         x = self._embed(x)
         B, H, W, C = x.shape
-        grid = (H, W)
-        x = x.reshape(B, H * W, C)
-        if self.tpe is not None:
-            x = self.tpe(x, grid)
-        split = self._split()
-        if split:
-            x = shard_tokens(x, self.sequence_parallel_group)
+        grid = [H, W]
+        x = self._tpe(x.reshape(B, H * W, C), grid)
+        split = False
+        if not torch.jit.is_scripting():
+            split = self._split()
+            if split:
+                x = shard_tokens(x, self.sequence_parallel_group)
         for block in self.blocks:
-            x = self._run_block(block, x, grid)
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = self._checkpointed_block(block, x, grid)
+            else:
+                x = tensor_output(block(x, grid))
         x = self.norm(x)
         return x if split else x.reshape(B, H, W, C)
 
     def pool(self, x: torch.Tensor, pool_type: Optional[str] = None) -> torch.Tensor:
         """Global pool over all token axes: ``[B, H, W, C]`` or ``[B, N, C]`` → ``[B, C]`` (identity for ``''``)."""
         pool_type = self.global_pool if pool_type is None else pool_type
-        return global_pool_tokens(x, pool_type, self.sequence_parallel_group if self._split() else None)
+        if not torch.jit.is_scripting():
+            if self._split():
+                return global_pool_split_tokens(x, pool_type, self.sequence_parallel_group)
+        return global_pool_tokens(x, pool_type)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Features from :meth:`forward_features` → logits ``[B, num_classes]`` (``pre_logits``: pooled ``[B, C]``)."""
@@ -408,14 +441,12 @@ class LightNet(nn.Module):
         take, max_index = take_indices(len(self.blocks), indices)
         x = self._embed(x)
         B, H, W, C = x.shape
-        grid = (H, W)
-        x = x.reshape(B, H * W, C)
-        if self.tpe is not None:
-            x = self.tpe(x, grid)
+        grid = [H, W]
+        x = self._tpe(x.reshape(B, H * W, C), grid)
         blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[: max_index + 1]
         intermediates = []
         for i, block in enumerate(blocks):
-            x = self._run_block(block, x, grid)
+            x = self._checkpointed_block(block, x, grid) if self.grad_checkpointing else block(x, grid)  # eager only
             if i in take:
                 y = self.norm(x) if norm else x
                 if fmt == "NCHW":

@@ -132,6 +132,28 @@ def test_pipeline_bad_input_and_wrong_pipeline(tmp_path):
         LightNetVideoDiTPipeline(image, DDIMScheduler(num_train_timesteps=100))([1], num_inference_steps=1)
 
 
+def test_saved_video_pipeline_records_its_class(tmp_path):
+    """save_pretrained records LightNetVideoDiTPipeline (not the image pipeline) in model_index.json and the loader
+    file, so both lightnet's loaders and the custom-pipeline file give back the video pipeline."""
+    import json
+
+    from lightnet.train.sample import load_pipeline
+
+    pipe = _pipe()
+    pipe.save_pretrained(tmp_path / "pipe")
+    assert json.loads((tmp_path / "pipe" / "model_index.json").read_text())["_class_name"] == [
+        "lightnet_dit_pipeline", "LightNetVideoDiTPipeline"]
+    assert "from lightnet.generation import LightNetVideoDiTPipeline" in (
+        tmp_path / "pipe" / "lightnet_dit_pipeline.py").read_text()
+    assert type(LightNetVideoDiTPipeline.from_pretrained(tmp_path / "pipe")) is LightNetVideoDiTPipeline
+    loaded = load_pipeline(tmp_path / "pipe")
+    assert type(loaded) is LightNetVideoDiTPipeline
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    loaded.set_progress_bar_config(disable=True)
+    assert torch.equal(loaded([1], num_inference_steps=2, generator=g(), output_type="pt").frames,
+                       pipe([1], num_inference_steps=2, generator=g(), output_type="pt").frames)
+
+
 def test_sample_cli_writes_gifs_and_frame_grid(tmp_path, capsys):
     from PIL import Image
 

@@ -1,7 +1,8 @@
 """timm model checks for every registered LightNet vision model.
 
 Re-implements the checks of timm's own ``tests/test_models.py`` (forward + grad checkpointing, backward with a
-gradient on every parameter, default-cfg consistency, features_only, forward_intermediates, FX forward/backward)
+gradient on every parameter, default-cfg consistency, features_only, forward_intermediates, FX forward/backward,
+TorchScript and FX-then-TorchScript)
 for ``*lightnet*`` models, plus what timm's suite does not cover: dynamic image size, ``set_input_size``, local
 checkpoint loading through ``pretrained_cfg_overlay``, bad input, device/dtype construction and ``torch.compile``.
 
@@ -546,12 +547,64 @@ def test_timm_data_config():
 
 
 # ---------------------------------------------------------------------------- torchscript / fx / compile
-def test_torchscript_not_supported():
-    """Like timm's EXCLUDE_JIT_FILTERS models: the mixer is not scriptable (torch.compile / FX are the supported
-    graph paths). Strict: tells us if that ever changes."""
+def _scripted(module: torch.nn.Module) -> torch.jit.ScriptModule:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated; timm still checks it
+        return torch.jit.script(module)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_forward_torchscript(name):
+    """timm's TorchScript check (no model of ours is excused): the scripted model (the PyTorch reference path) runs
+    and equals eager within 1e-5."""
+    model = _make(name).eval()
+    scripted = _scripted(model)
+    x = torch.randn(2, *_input_size(name, model))
+    with torch.no_grad():
+        out, ref = scripted(x), model(x)
+    assert out.shape == (2, 1000) and torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_torchscript_dynamic_size_options_and_backward():
+    """A dynamic-size model scripts once and runs at several sizes (a padded one too); the scripted model
+    trains (gradients on every parameter equal eager's) and survives torch.jit.save / load."""
+    import io
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_lightnet", dynamic_img_pad=True, num_classes=5, gate_act="silu", q_act="relu",
+                              tpe_kernel_norm="mass")
+    scripted = _scripted(model.eval())
+    for hw in [(160, 160), (48, 80), (50, 37)]:
+        x = torch.randn(2, 3, *hw)
+        with torch.no_grad():
+            torch.testing.assert_close(scripted(x), model(x), rtol=1e-5, atol=1e-5)
+    x = torch.randn(2, 3, 64, 48)
+    model(x).square().sum().backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    scripted(x).square().sum().backward()
+    for n, p in model.named_parameters():
+        assert p.grad is not None, n
+        torch.testing.assert_close(p.grad, ref[n], rtol=1e-4, atol=1e-6, msg=n)
+    buffer = io.BytesIO()
+    torch.jit.save(scripted, buffer)
+    buffer.seek(0)
+    loaded = torch.jit.load(buffer)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), scripted(x))
+
+
+def test_model_forward_fx_torchscript():
+    """timm's fx-then-script check: the traced feature extractor scripts and equals eager."""
     model = timm.create_model("test_lightnet").eval()
-    with pytest.raises(Exception):
-        torch.jit.script(model)
+    scripted = _scripted(_fx_model(model, train=False))
+    x = torch.randn(2, 3, 160, 160)
+    with torch.no_grad():
+        out = torch.cat(tuple(scripted(x).values()))
+        torch.testing.assert_close(out, model(x), rtol=1e-5, atol=1e-5)
 
 
 def _fx_model(model, train: bool):
@@ -569,7 +622,7 @@ def _fx_model(model, train: bool):
 @pytest.mark.parametrize("name", ["test_lightnet", "lightnet_tiny"])
 def test_model_forward_fx(name):
     model = _make(name).eval()
-    x = torch.randn(1, *_input_size(name, model))
+    x = torch.randn(2, *_input_size(name, model))  # batch 2: a graph that indexed the batch would differ
     with torch.inference_mode():
         out = model(x)
         fx_out = torch.cat(tuple(_fx_model(model, train=False)(x).values()))
