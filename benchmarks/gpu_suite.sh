@@ -33,7 +33,6 @@ lm-quality    ~8 min  experiments: LM bits per byte LightNet vs GPT, one seed pe
 dit-quality   ~9 min  experiments: LightNet-DiT-S/2 vs DiT-S/2 on Fashion-MNIST, 424 steps + FID proxy, first seed of SEEDS
 multigpu      ~9 min  2 GPUs: DDP scaling, loss curves, FSDP2 resume (benchmarks/multigpu_check.py)
 seqpar        ~6 min  GPUs (ARGS = count, default 2): sequence-parallel mixer fwd+bwd ms and peak memory per rank, 1 vs N
-seqpar        ~6 min  sequence parallelism: one image over 1/2/4/8 GPUs (NCCL), step time + peak memory per rank; one GPU: dry run
 EOF
 }
 [ "${1:-list}" = list ] && { parts; exit 0; }
@@ -94,9 +93,6 @@ case $PART in
     s=${SEEDS%% *}
     run $PY experiments/dit_compare.py --data-root .data/fashion-mnist --seed "$s" --steps 424 --backend auto \
       --sample-autocast bf16 --out "$D/seed$s" --work /tmp/dit_work ;;
-  seqpar)
-    if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then NCCL_NVLS_ENABLE=0 run $PY benchmarks/seqpar_gpu.py --out "$D" "$@"
-    else NCCL_NVLS_ENABLE=0 run $PY benchmarks/seqpar_gpu.py --dry-run --out "$D" "$@"; fi ;;
   multigpu) NCCL_NVLS_ENABLE=0 run $PY benchmarks/multigpu_check.py --out "$D" --data .data/fashion-mnist \
       --corpus .data/pydoc --epochs 3 --iters 20 ;;
   seqpar)
