@@ -225,8 +225,9 @@ def compile_for_training(model: nn.Module, scope: Optional[str]) -> nn.Module:
     if scope != "blocks":
         raise ValueError(f"compile scope must be 'model' or 'blocks', got {scope!r}")
     blocks = getattr(model, "blocks", None)
-    if not isinstance(blocks, nn.Sequential) or len(blocks) == 0:
-        raise ValueError(f"--compile blocks: {type(model).__name__} has no nn.Sequential 'blocks' to compile")
+    if not isinstance(blocks, (nn.Sequential, nn.ModuleList)) or len(blocks) == 0:
+        raise ValueError(f"--compile blocks: {type(model).__name__} has no 'blocks' (nn.Sequential / nn.ModuleList) "
+                         "to compile")
     for block in blocks:
         parts = [getattr(block, name, None) for name in COMPILED_BLOCK_PARTS]
         if not all(isinstance(part, nn.Module) for part in parts):

@@ -189,7 +189,7 @@ def test_runner_warm_only_trains_nothing(tmp_path: Path, capsys):
     assert not list(tmp_path.rglob("*.csv")) and not list(tmp_path.rglob("*.json"))
 
 
-@pytest.mark.parametrize("scope", ["blocks", "model"])
+@pytest.mark.parametrize("scope", ["blocks", pytest.param("model", marks=pytest.mark.slow)])  # whole-model compile: ~30 s
 def test_runner_compiled_step_trains(tmp_path: Path, scope: str):
     """--compile [blocks|model]: the training step goes through torch.compile (inductor on the CPU) and still learns
     and logs. Per block: the two blocks (different drop-path rates) share the graphs of their norm, mixer and MLP
