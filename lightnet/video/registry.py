@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model
 
+from ..vision.lightnet_vit import pretrained_cfg
 from .model import LightNetVideo
 
 __all__ = ["VIDEO_MODELS", "create_video_model"]
@@ -34,21 +34,9 @@ def create_video_model(name: str, **kwargs: Any) -> LightNetVideo:
 
 def _cfg(**kwargs: Any) -> Dict[str, Any]:
     """timm pretrained config of an (untrained) video model: ``input_size`` is ``(C, T, H, W)``."""
-    return {
-        "url": "",
-        "num_classes": 400,
-        "input_size": (3, 16, 224, 224),
-        "fixed_input_size": False,  # any T, H, W that are multiples of the tubelet
-        "interpolation": "bicubic",
-        "crop_pct": 0.875,
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "patch_embed.proj",
-        "classifier": "head",
-        "license": "apache-2.0",
-        "paper_ids": "arXiv:2405.21022",
-        **kwargs,
-    }
+    video = dict(num_classes=400, input_size=(3, 16, 224, 224), pool_size=None, crop_pct=0.875,
+                 fixed_input_size=False)  # any T, H, W that are multiples of the tubelet
+    return pretrained_cfg(**{**video, **kwargs})
 
 
 #: read by timm's ``register_model`` (``timm.get_pretrained_cfg(name)``, ``model.pretrained_cfg``)

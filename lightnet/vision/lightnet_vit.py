@@ -556,7 +556,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LightNet) -> Dict[st
 
 
 # ---------------------------------------------------------------------- registry
-def _cfg(url: str = "", **kwargs: Any) -> Dict[str, Any]:
+def pretrained_cfg(url: str = "", **kwargs: Any) -> Dict[str, Any]:
+    """timm pretrained config of a LightNet model (the image models' defaults; ``kwargs`` override any key)."""
     return {
         "url": url,
         "num_classes": 1000,
@@ -577,11 +578,11 @@ def _cfg(url: str = "", **kwargs: Any) -> Dict[str, Any]:
 
 
 default_cfgs = generate_default_cfgs({
-    "lightnet_tiny.untrained": _cfg(),
-    "lightnet_small.untrained": _cfg(),
-    "lightnet_base.untrained": _cfg(),
-    "lightnet_small_patch8.untrained": _cfg(pool_size=(28, 28)),
-    "test_lightnet.untrained": _cfg(input_size=(3, 160, 160), pool_size=(10, 10), crop_pct=0.875),
+    "lightnet_tiny.untrained": pretrained_cfg(),
+    "lightnet_small.untrained": pretrained_cfg(),
+    "lightnet_base.untrained": pretrained_cfg(),
+    "lightnet_small_patch8.untrained": pretrained_cfg(pool_size=(28, 28)),
+    "test_lightnet.untrained": pretrained_cfg(input_size=(3, 160, 160), pool_size=(10, 10), crop_pct=0.875),
 })
 
 
