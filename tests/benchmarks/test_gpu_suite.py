@@ -20,5 +20,8 @@ def test_lists_parts_and_refuses_an_unknown_one() -> None:
     body = SCRIPT.read_text()
     branches = {b for case in re.findall(r"^\s+([\w|-]+)\)", body, re.M) for b in case.split("|")}
     assert set(names) <= branches
+    assert len(names) == len(set(names)), "a part is listed twice"
+    cases = [b for case in re.findall(r"^  ([\w|-]+)\)", body, re.M) for b in case.split("|")]
+    assert len(cases) == len(set(cases)), "a part has two branches (bash takes the first)"
     bad = subprocess.run(["bash", str(SCRIPT), "nonsense"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "unknown part 'nonsense'" in bad.stdout and "kernels" in bad.stdout

@@ -19,7 +19,7 @@ def test_smoke_checks_and_times_every_method(tmp_path: Path) -> None:
                      "eager_ref_causal", "sdpa_causal"}
     assert result["env"]["torch"] and result["args"]["smoke"]
     md = (tmp_path / "kernels.md").read_text()
-    assert "2 of 2 cases pass" in md and "| 1 | 32 | 16 |" in md
+    assert "2 of 2 cases run pass" in md and "| 1 | 32 | 16 |" in md
     assert (tmp_path / "kernels.png").stat().st_size > 1000
 
 
@@ -28,9 +28,15 @@ def test_render_marks_failures_and_missing_peers() -> None:
             dict(part="time", B=1, N=8, H=1, D=4, floor_ms=0.5, lightnet_noncausal_ms=2.0, lightnet_noncausal_gpu_ms=1.0,
                  compiled_ref_noncausal_gpu_ms=4.0, lightnet_causal_gpu_ms=2.0)]
     md = kernels.render(rows)
-    assert "0 of 1 cases pass" in md and "| a | 2.0e-03 | 0.001 | FAILED |" in md
+    assert "0 of 1 cases run pass" in md and "| a | 2.0e-03 | 0.001 | FAILED |" in md
     assert "| 1 | 8 | 4 | 0.500 | 1.000 (2.000) | 2.0 | 4.000 | — | 4.0× | — |" in md  # no SDPA row: '—'
     assert "| 1 | 8 | 4 | 2.000 (—) | — | — | — | — |" in md  # fla not installed: '—'
+
+
+def test_render_counts_cases_cut_by_the_budget_apart() -> None:
+    rows = [dict(part="check", case="a", tol=1e-3, max_err=1e-4, status="ok"),
+            dict(part="check", case="3 cases left out", cases=3, status="cut")]
+    assert "1 of 1 cases run pass (3 cut by the time budget)" in kernels.render(rows)
 
 
 def test_every_gpu_case_is_well_formed() -> None:
