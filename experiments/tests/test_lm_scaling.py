@@ -1,0 +1,42 @@
+"""experiments/lm_scaling.py: the tiny run writes one row per size x family, a table, fits and a plot; a second run
+skips finished rows; malformed sizes are refused; the power-law fit recovers a known law."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from experiments import lm_scaling
+
+
+def test_tiny_run_writes_rows_table_plot_and_resumes(tmp_path: Path):
+    out = tmp_path / "scaling"
+    lm_scaling.main(["--tiny", "--out", str(out), "--threads", "1"])
+    rows = lm_scaling.read_rows(out / "runs.csv")
+    assert {(r["size"], r["family"]) for r in rows} == {(s, f) for s in ("16x1x2", "32x1x2") for f in ("lightnet", "gpt")}
+    for r in rows:
+        assert float(r["flops"]) == pytest.approx(6 * int(r["non_embedding_params"]) * int(r["tokens"]))
+        assert 0 < float(r["val_bpb"]) < 9  # bytes: at most log2(259) bits before training
+    small = {r["family"]: r for r in rows if r["size"] == "16x1x2"}
+    assert small["lightnet"]["tokens"] == small["gpt"]["tokens"]  # the same tokens for both families
+    table = (out / "table.md").read_text()
+    assert "| 32x1x2 | lightnet |" in table and "Fits `bpb = a · C^(−b)`" in table
+    assert (out / "scaling.png").stat().st_size > 1000 and "lightnet" in (out / "fits.json").read_text()
+    lm_scaling.main(["--tiny", "--out", str(out), "--threads", "1"])
+    assert len(lm_scaling.read_rows(out / "runs.csv")) == len(rows)  # finished rows skipped
+
+
+@pytest.mark.parametrize("bad", ["64x2", "64x0x2", "64x2x3", "ax2x2"])
+def test_malformed_sizes_are_refused(bad: str):
+    with pytest.raises(ValueError, match="size"):
+        lm_scaling.parse_size(bad)
+
+
+def test_power_law_fit_recovers_a_known_law():
+    flops = [1e9, 1e10, 1e11, 1e12]
+    a, b = lm_scaling.fit_power_law(flops, [3.0 * c ** -0.07 for c in flops])
+    assert a == pytest.approx(3.0, rel=1e-9) and b == pytest.approx(0.07, rel=1e-9)
+    with pytest.raises(ValueError, match="two or more"):
+        lm_scaling.fit_power_law([1e9, 1e9], [2.0, 2.1])
+    assert math.isfinite(a)
