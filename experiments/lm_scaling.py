@@ -4,7 +4,8 @@ For each size ``DIMxDEPTHxHEADS`` both families (``lightnet.lm.LightNetForCausal
 ``benchmarks/gpt_baseline.py``'s GPT: same width / depth / heads / GLU / byte vocabulary) train on the same byte
 windows of the Python-docs corpus for ``--tokens-per-param`` × (LightNet's non-embedding parameters) tokens, with the
 optimizer and schedule of :mod:`experiments.lm_quality`; held-out bits per byte are measured on the same validation
-windows. Training compute is ``C = 6 · N · T`` (N: the family's own non-embedding parameters, T: tokens seen; the
+windows. ``--families`` adds LightNet variants (``'lightnet[use_tpe=false]'``, ``'lightnet[lr=0.004]'``) for
+ablations at the same budget. Training compute is ``C = 6 · N · T`` (N: the family's own non-embedding parameters, T: tokens seen; the
 attention's own FLOPs are left out, as in Kaplan et al.). A power law ``bpb = a · C^(−b)`` is fitted per family in
 log-log space.
 
@@ -36,6 +37,29 @@ from lightnet.lm.corpus import load_corpus
 FIELDS = ["size", "family", "seed", "params", "non_embedding_params", "steps", "tokens", "flops", "train_seconds",
           "last_loss", "val_bpb"]
 FAMILIES = ("lightnet", "gpt")
+#: optimizer settings a variant may change (everything else is a LightNetLMConfig field)
+_OPTIM_KEYS = ("lr", "warmup")
+
+
+def parse_variant(text: str) -> Dict[str, object]:
+    """``'use_tpe=false,lr=4e-3'`` → ``{'use_tpe': False, 'lr': 0.004}`` (values read as JSON, else kept as text);
+    every key must be a :class:`~lightnet.lm.LightNetLMConfig` field or one of :data:`_OPTIM_KEYS`."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(LightNetLMConfig)} | set(_OPTIM_KEYS)
+    out: Dict[str, object] = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise ValueError(f"variant item {item!r}: expected key=value with key a LightNetLMConfig field or one of "
+                             f"{_OPTIM_KEYS}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    if not out:
+        raise ValueError(f"empty variant {text!r}")
+    return out
 
 
 def parse_size(text: str) -> Tuple[int, int, int]:
@@ -55,14 +79,27 @@ def non_embedding_params(model: torch.nn.Module) -> int:
 
 
 def build(family: str, size: Tuple[int, int, int], seed: int, device: torch.device):
-    """``(model, loss_fn, logits_fn)`` of ``family`` at ``size``, initialised from ``seed``."""
+    """``(model, loss_fn, logits_fn)`` of ``family`` at ``size``, initialised from ``seed``: ``'gpt'``,
+    ``'lightnet'`` or a LightNet variant ``'lightnet[key=value,...]'`` (config fields; optimizer keys are the
+    trainer's)."""
     dim, depth, heads = size
     torch.manual_seed(seed)
-    if family == "lightnet":
-        model = LightNetForCausalLM(LightNetLMConfig(dim=dim, depth=depth, num_heads=heads)).to(device)
+    if family.startswith("lightnet"):
+        overrides = {k: v for k, v in variant_of(family).items() if k not in _OPTIM_KEYS}
+        config = LightNetLMConfig(**{"dim": dim, "depth": depth, "num_heads": heads, **overrides})
+        model = LightNetForCausalLM(config).to(device)
         return model, (lambda m, ids: m(ids, labels=ids).loss), (lambda m, ids: m(ids).logits)
     model = GPTBaseline(GPTConfig(dim=dim, depth=depth, num_heads=heads)).to(device)
     return model, (lambda m, ids: m.loss(ids)), (lambda m, ids: m(ids))
+
+
+def variant_of(family: str) -> Dict[str, object]:
+    """The overrides of ``'lightnet[...]'`` (``{}`` for the plain families)."""
+    if family.startswith("lightnet[") and family.endswith("]"):
+        return parse_variant(family[len("lightnet["):-1])
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}: 'lightnet', 'gpt' or 'lightnet[key=value,...]'")
+    return {}
 
 
 def fit_power_law(flops: Sequence[float], bpb: Sequence[float]) -> Tuple[float, float]:
@@ -96,8 +133,9 @@ def summarise(rows: List[Dict[str, str]]) -> Tuple[str, Dict[str, Tuple[float, f
     lines = ["| size | family | params | tokens | training FLOPs | seeds | val bits/byte |", "|---|---|---:|---:|---:|---:|---|"]
     fits: Dict[str, Tuple[float, float]] = {}
     sizes = list(dict.fromkeys(r["size"] for r in rows))
+    families = list(dict.fromkeys(r["family"] for r in rows))
     for size in sizes:
-        for family in FAMILIES:
+        for family in families:
             rs = [r for r in rows if r["size"] == size and r["family"] == family]
             if not rs:
                 continue
@@ -105,7 +143,7 @@ def summarise(rows: List[Dict[str, str]]) -> Tuple[str, Dict[str, Tuple[float, f
             spread = f" ± {statistics.stdev(vals):.4f}" if len(vals) > 1 else ""
             lines.append(f"| {size} | {family} | {int(rs[0]['params']):,} | {int(rs[0]['tokens']):,} | "
                          f"{float(rs[0]['flops']):.2e} | {len(rs)} | {statistics.fmean(vals):.4f}{spread} |")
-    for family in FAMILIES:
+    for family in families:
         rs = [r for r in rows if r["family"] == family]
         if len({r["size"] for r in rs}) >= 2:
             fits[family] = fit_power_law([float(r["flops"]) for r in rs], [float(r["val_bpb"]) for r in rs])
@@ -123,7 +161,8 @@ def plot(rows: List[Dict[str, str]], fits: Dict[str, Tuple[float, float]], path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for family, color in zip(FAMILIES, ("tab:blue", "tab:orange")):
+    families = list(dict.fromkeys(r["family"] for r in rows))
+    for family, color in zip(families, plt.rcParams["axes.prop_cycle"].by_key()["color"]):
         rs = [r for r in rows if r["family"] == family]
         if not rs:
             continue
@@ -159,12 +198,13 @@ def run(args: argparse.Namespace) -> List[Dict[str, str]]:
         steps = max(1, round(args.tokens_per_param * non_embedding_params(reference) / (args.batch * args.seq_len)))
         del reference
         for seed in args.seeds:
-            for family in FAMILIES:
+            for family in args.families:
                 if (size_text, family, str(seed)) in done:
                     print(f"[{size_text} {family} seed {seed}] done, skipped", flush=True)
                     continue
                 model, loss_fn, logits_fn = build(family, size, seed, device)
-                run_args = argparse.Namespace(**{**vars(args), "seed": seed})
+                optim = {k: v for k, v in variant_of(family).items() if k in _OPTIM_KEYS}
+                run_args = argparse.Namespace(**{**vars(args), "seed": seed, **optim})
                 t0 = time.time()
                 r = train(f"{size_text} {family} s{seed}", model, loss_fn, corpus.train, run_args, device, steps,
                           float("inf"))
@@ -194,6 +234,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--out", default="runs/lm_scaling")
     p.add_argument("--sizes", nargs="+", default=["64x2x2", "96x3x3", "128x4x4", "192x4x3"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--families", nargs="+", default=list(FAMILIES),
+                   help="'lightnet', 'gpt' and LightNet variants 'lightnet[key=value,...]' (LightNetLMConfig fields, "
+                        "lr, warmup), e.g. 'lightnet[use_tpe=false]' 'lightnet[lr=0.004]'")
     p.add_argument("--tokens-per-param", type=float, default=4.0,
                    help="training tokens per non-embedding LightNet parameter (the same tokens for both families)")
     p.add_argument("--seq-len", type=int, default=128)
@@ -210,6 +253,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         args.seq_len, args.batch, args.eval_bytes, args.warmup = 32, 4, 2000, 2
     for s in args.sizes:
         parse_size(s)
+    for f in args.families:
+        variant_of(f)
     if args.threads:
         torch.set_num_threads(args.threads)
     run(args)

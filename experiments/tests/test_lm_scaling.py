@@ -40,3 +40,20 @@ def test_power_law_fit_recovers_a_known_law():
     with pytest.raises(ValueError, match="two or more"):
         lm_scaling.fit_power_law([1e9, 1e9], [2.0, 2.1])
     assert math.isfinite(a)
+
+
+def test_variants_change_the_model_or_the_optimizer_and_bad_ones_are_refused(tmp_path: Path):
+    import torch
+
+    model, _, _ = lm_scaling.build("lightnet[use_tpe=false,gate_rank=0]", (16, 1, 2), 0, torch.device("cpu"))
+    assert model.config.use_tpe is False and model.config.gate_rank == 0
+    assert lm_scaling.variant_of("lightnet[lr=0.004]") == {"lr": 0.004}
+    for bad in ("lightnet[nope=1]", "lightnet[]", "transformer"):
+        with pytest.raises(ValueError):
+            lm_scaling.variant_of(bad)
+    out = tmp_path / "ablation"
+    lm_scaling.main(["--tiny", "--out", str(out), "--threads", "1", "--families", "lightnet", "lightnet[lr=0.02]"])
+    rows = lm_scaling.read_rows(out / "runs.csv")
+    assert {r["family"] for r in rows} == {"lightnet", "lightnet[lr=0.02]"}
+    by = {(r["size"], r["family"]): float(r["val_bpb"]) for r in rows}
+    assert by[("32x1x2", "lightnet")] != by[("32x1x2", "lightnet[lr=0.02]")]  # the learning rate reached the trainer
