@@ -37,7 +37,8 @@ from .rng import seed_everything
 from .schema import OptimConfig, RunConfig, SchedConfig
 
 __all__ = [
-    "LMDataConfig", "LMTrainConfig", "build_lm_model", "check_parallel", "evaluate_bpb", "lm_config", "train_lm", "train_main",
+    "LMDataConfig", "LMTrainConfig", "build_lm_model", "check_parallel", "evaluate_bpb", "lm_config", "train_lm",
+    "train_main",
 ]
 
 DEFAULT_RECIPE = "lm_causal_pydoc"
