@@ -12,6 +12,12 @@ Examples::
     lightnet train-lm -c lm_mlm_pydoc run.max_steps=200 model.dim=128
     lightnet train-lm data.paths=[my_texts/] run.mixed_precision=bf16
     lightnet train-lm --resume                          # newest run of this recipe
+    torchrun --nproc_per_node 4 -m lightnet.cli train-lm parallel.sequence=2   # 2 data x 2 sequence
+
+``parallel.sequence=S`` (causal task only, :mod:`lightnet.train.parallel`): the ``S`` processes of a sequence group
+are given the same windows and split every window's tokens (:meth:`LightNetForCausalLM.set_sequence_parallel_group`);
+the loss is the mean over all tokens of the whole window, the gradients are averaged over the data-parallel ranks.
+Validation runs split the same way; the final model is saved and sampled unsplit on the main process.
 """
 from __future__ import annotations
 
@@ -26,10 +32,14 @@ from ..lm import ByteTokenizer, LightNetForCausalLM, LightNetForMaskedLM, LightN
 from ..lm.corpus import CausalWindowDataset, MaskedWindowDataset, TextCorpus, eval_windows, load_corpus
 from ..lm.masking import mask_tokens
 from .engine import Trainer, start_run
+from .parallel import ParallelConfig, parallel_layout
 from .rng import seed_everything
 from .schema import OptimConfig, RunConfig, SchedConfig
 
-__all__ = ["LMDataConfig", "LMTrainConfig", "build_lm_model", "evaluate_bpb", "lm_config", "train_lm", "train_main"]
+__all__ = [
+    "LMDataConfig", "LMTrainConfig", "build_lm_model", "check_parallel", "evaluate_bpb", "lm_config", "train_lm",
+    "train_main",
+]
 
 DEFAULT_RECIPE = "lm_causal_pydoc"
 
@@ -62,6 +72,7 @@ class LMTrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     sample_prompt: str = "The Python "
     sample_tokens: int = 160
 
@@ -78,6 +89,18 @@ def lm_config(cfg: LMTrainConfig) -> LightNetLMConfig:
     return LightNetLMConfig.from_dict(fields)
 
 
+def check_parallel(cfg: LMTrainConfig) -> None:
+    """A ValueError for a ``parallel`` section this trainer cannot run (checked before any run folder is made):
+    only the causal LM splits its tokens (``parallel.sequence > 1``); whether ``sequence`` divides the process count
+    is checked at launch (:func:`lightnet.train.parallel.parallel_layout`)."""
+    seq = cfg.parallel.sequence
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        raise ValueError(f"parallel.sequence must be an integer >= 1, got {seq!r}")
+    if seq > 1 and cfg.task != "causal":
+        raise ValueError(f"parallel.sequence={seq} needs task=causal: only LightNetForCausalLM splits its tokens "
+                         f"over processes (task={cfg.task!r}); use parallel.sequence=1")
+
+
 def build_lm_model(cfg: LMTrainConfig) -> torch.nn.Module:
     """The model named by ``cfg.task`` with ``cfg.model`` fields."""
     config = lm_config(cfg)
@@ -88,7 +111,8 @@ def build_lm_model(cfg: LMTrainConfig) -> torch.nn.Module:
 def evaluate_bpb(model: torch.nn.Module, data: torch.Tensor, cfg: LMTrainConfig, device: torch.device) -> Dict[str, float]:
     """Validation bits per byte (causal) or masked-byte bits per byte and accuracy (MLM) on the held-out stream.
 
-    Deterministic: consecutive windows; MLM masks drawn from a fixed-seed generator.
+    Deterministic: consecutive windows; MLM masks drawn from a fixed-seed generator. Every process evaluates all
+    windows; a model split over a sequence group (``parallel.sequence``) needs every rank of the group to call this.
     """
     config = getattr(model, "config", None) or model.module.config  # DDP-wrapped models
     tok = ByteTokenizer()
@@ -103,10 +127,10 @@ def evaluate_bpb(model: torch.nn.Module, data: torch.Tensor, cfg: LMTrainConfig,
             if bos:
                 ids = torch.cat([torch.full((ids.shape[0], 1), config.bos_token_id), ids], dim=1)
             ids = ids.to(device)
-            logits = model(input_ids=ids).logits.float()
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
-            total_nats += float(nll)
-            total_bytes += ids[:, 1:].numel()
+            n = ids[:, 1:].numel()
+            # the mean next-byte loss over the whole window (under sequence parallelism the same on every rank)
+            total_nats += float(model(input_ids=ids, labels=ids).loss) * n
+            total_bytes += n
         else:
             corrupted, labels = mask_tokens(ids, config.mask_token_id, config.vocab_size, config.mlm_probability,
                                             generator=gen, random_token_range=(0, tok.num_bytes))
@@ -172,14 +196,19 @@ def train_lm(cfg: LMTrainConfig, resume_from: Optional[Union[str, Path]] = None,
     ``resume_from`` is a checkpoint folder; ``run_dir`` overrides where the run is written.
     """
     lm_config(cfg)  # fail on bad model keys before creating a run folder
+    check_parallel(cfg)
     accelerator, run_path = start_run(cfg.run, cfg.name, run_dir)
+    layout = parallel_layout(accelerator, cfg.parallel)
     seed_everything(cfg.run.seed)
     model = build_lm_model(cfg)
+    if layout.group is not None:
+        model.set_sequence_parallel_group(layout.group)
     corpus = load_corpus(cfg.data.paths, cfg.data.val_fraction)
     train_ds = _datasets(cfg, model.config, corpus)
     if accelerator.is_main_process:
         print(f"train-lm: {cfg.task} LightNet, {model.num_parameters() / 1e6:.2f} M parameters; {corpus.describe()}; "
-              f"run folder {run_path}")
+              f"{accelerator.num_processes} process(es) (data {layout.data_world} x sequence "
+              f"{layout.sequence_world}); run folder {run_path}")
     val = corpus.val
 
     def evaluate(m: torch.nn.Module) -> Dict[str, float]:
@@ -187,8 +216,10 @@ def train_lm(cfg: LMTrainConfig, resume_from: Optional[Union[str, Path]] = None,
 
     trainer = Trainer(cfg.run, accelerator, model, dataset=train_ds, batch_size=cfg.batch_size,
                       loss_fn=_loss_fn(cfg.task), optim=cfg.optim, sched=cfg.sched, run_dir=run_path, config=cfg,
-                      evaluate_fn=evaluate)
+                      evaluate_fn=evaluate, layout=layout)
     result = trainer.fit(resume_from=resume_from)
+    if layout.group is not None:  # the trained model is saved and sampled whole, on the main process alone
+        trainer.unwrapped().set_sequence_parallel_group(None)
     full_state = trainer.full_model_state() if trainer.sharded else None  # FSDP: a collective on every rank
     if accelerator.is_main_process:
         if full_state is None:

@@ -8,6 +8,11 @@ encodings are relative, so any clip whose ``T, H, W`` are multiples of the tubel
 
 Layout: clips are ``[B, C, T, H, W]`` (torchvision / PyTorchVideo). ``forward_features`` returns ``[B, T', H', W', D]``
 (``output_fmt == 'NTHWC'``), ``forward_intermediates`` ``[B, D, T', H', W']`` by default.
+
+Sequence parallelism (:meth:`LightNetVideo.set_sequence_parallel_group`, from
+:class:`~lightnet.vision.backbone.SequenceParallelBackbone`): the tubelet embedding and the 3-D MD-TPE run on the full
+grid on every rank, each rank keeps its slice of the ``T·H·W`` row-major tokens for the blocks, and the pooling reduces
+over the group (``docs/distributed.md``).
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from ..hub import resolve_pretrained_dir
 from ..layers import MDTPE, LightNetBlock, MixerConfig, TubeletEmbed, check_clip_divisible, make_norm
 from ..layers import rename_legacy_keys
 from ..state_dict import diff_state_dicts
-from ..vision.backbone import POOL_TYPES, global_pool_tokens, take_indices, vit_init_weights
+from ..vision.backbone import POOL_TYPES, SequenceParallelBackbone, take_indices, vit_init_weights
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "LightNetVideo"]
 
@@ -46,7 +51,7 @@ def _pair_size(value: Union[int, Sequence[int]], owner: str, what: str) -> Tuple
     return hw  # type: ignore[return-value]
 
 
-class LightNetVideo(nn.Module):
+class LightNetVideo(SequenceParallelBackbone, nn.Module):
     """Isotropic LightNet video classifier / backbone.
 
     Shapes: clip ``[B, in_chans, T, H, W]`` → tokens ``[B, T/t · H/p · W/p, D]`` → logits ``[B, num_classes]``.
@@ -132,6 +137,7 @@ class LightNetVideo(nn.Module):
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
         self.num_prefix_tokens = 0
         self.grad_checkpointing = False
+        self.sequence_parallel_group = None  # set_sequence_parallel_group
         self.grid_size = (num_frames // tubelet_size, img_hw[0] // patch_size, img_hw[1] // patch_size)
 
         factory = torch.device(device) if device is not None else contextlib.nullcontext()
@@ -228,15 +234,22 @@ class LightNetVideo(nn.Module):
         return x, (B, T, H, W, C)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Clip ``[B, C_in, T, H, W]`` → normalised features ``[B, T/t, H/p, W/p, D]`` (unpooled)."""
+        """Clip ``[B, C_in, T, H, W]`` → normalised features ``[B, T/t, H/p, W/p, D]`` (unpooled); with a
+        sequence-parallel group (:meth:`set_sequence_parallel_group`) this rank's tokens ``[B, n_local, D]``."""
         x, (B, T, H, W, C) = self._tokens(x)
+        split = False
+        if not torch.jit.is_scripting():
+            split = self._split()
+            if split:
+                x = self._shard(x)
         for block in self.blocks:
             x = self._run_block(block, x, (T, H, W))
-        return self.norm(x).reshape(B, T, H, W, C)
+        x = self.norm(x)
+        return x if split else x.reshape(B, T, H, W, C)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Features from :meth:`forward_features` → logits ``[B, num_classes]`` (``pre_logits``: pooled ``[B, D]``)."""
-        x = self.head_drop(global_pool_tokens(x, self.global_pool))
+        x = self.head_drop(self.pool(x))
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -266,6 +279,7 @@ class LightNetVideo(nn.Module):
         """
         if output_fmt not in _INTERMEDIATE_FORMATS:
             raise ValueError(f"LightNetVideo: output_fmt must be one of {_INTERMEDIATE_FORMATS}, got {output_fmt!r}")
+        self._refuse_split("LightNetVideo", "forward_intermediates")
         take, max_index = take_indices(len(self.blocks), indices)
         x, (B, T, H, W, C) = self._tokens(x)
         blocks = self.blocks[: max_index + 1] if stop_early else self.blocks

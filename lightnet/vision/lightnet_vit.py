@@ -33,13 +33,11 @@ from timm.models import (
     register_notrace_module,
 )
 
-from ..distributed import is_sequence_parallel, shard_tokens
 from ..layers import (
     GLU, MDTPE, LightNetAttention, LightNetBlock, MixerConfig, RMSNorm, make_norm, rename_legacy_keys, split_state, tensor_output,
 )
-from ..layers import set_sequence_parallel_group as _set_mixers_group
 from ..state_dict import diff_state_dicts
-from .backbone import POOL_TYPES, global_pool_split_tokens, global_pool_tokens, take_indices, vit_init_weights
+from .backbone import POOL_TYPES, SequenceParallelBackbone, take_indices, vit_init_weights
 
 __all__ = ["LightNet", "checkpoint_filter_fn", "unwrap_checkpoint"]
 
@@ -113,7 +111,7 @@ def check_patch_divisible(img_size: Tuple[int, int], patch_size: Tuple[int, int]
         )
 
 
-class LightNet(nn.Module):
+class LightNet(SequenceParallelBackbone, nn.Module):
     """Isotropic LightNet classifier / backbone.
 
     Shapes: image ``[B, in_chans, H, W]`` → tokens ``[B, H/p · W/p, C]`` → logits ``[B, num_classes]``.
@@ -285,23 +283,6 @@ class LightNet(nn.Module):
         """Recompute each block in the backward pass (per-block checkpoint; blocks take the grid shape)."""
         self.grad_checkpointing = enable
 
-    @torch.jit.ignore
-    def set_sequence_parallel_group(self, group: Optional[Any]) -> None:
-        """Split every image's tokens over the ranks of ``group`` (a ``torch.distributed`` process group; None: no
-        split, the default). Every rank of the group is given the same images; the patch embedding and MD-TPE run
-        on the full token grid (MD-TPE is a global convolution), then each rank keeps its contiguous slice of the
-        row-major tokens (:func:`lightnet.distributed.shard_tokens`) for the blocks, whose mixers exchange only
-        their states. :meth:`forward_features` then returns this rank's tokens ``[B, n_local, C]`` and the pooling
-        reduces over the group, so every rank returns the full logits. Averaging the parameter gradients over the
-        group (``DistributedDataParallel`` does) gives the unsplit model's gradients. ``docs/distributed.md``."""
-        self.sequence_parallel_group = group
-        _set_mixers_group(self, group)
-
-    @torch.jit.unused
-    def _split(self) -> bool:
-        """Whether this model runs with a sequence-parallel group of more than one rank (eager only)."""
-        return is_sequence_parallel(self.sequence_parallel_group)
-
     def get_classifier(self) -> nn.Module:
         return self.head
 
@@ -382,7 +363,7 @@ class LightNet(nn.Module):
         if not torch.jit.is_scripting():
             split = self._split()
             if split:
-                x = shard_tokens(x, self.sequence_parallel_group)
+                x = self._shard(x)
         for block in self.blocks:
             if self.grad_checkpointing and not torch.jit.is_scripting():
                 x = self._checkpointed_block(block, x, grid)
@@ -390,14 +371,6 @@ class LightNet(nn.Module):
                 x = tensor_output(block(x, grid))
         x = self.norm(x)
         return x if split else x.reshape(B, H, W, C)
-
-    def pool(self, x: torch.Tensor, pool_type: Optional[str] = None) -> torch.Tensor:
-        """Global pool over all token axes: ``[B, H, W, C]`` or ``[B, N, C]`` → ``[B, C]`` (identity for ``''``)."""
-        pool_type = self.global_pool if pool_type is None else pool_type
-        if not torch.jit.is_scripting():
-            if self._split():
-                return global_pool_split_tokens(x, pool_type, self.sequence_parallel_group)
-        return global_pool_tokens(x, pool_type)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Features from :meth:`forward_features` → logits ``[B, num_classes]`` (``pre_logits``: pooled ``[B, C]``)."""
@@ -435,9 +408,7 @@ class LightNet(nn.Module):
         fmt = str(getattr(output_fmt, "value", output_fmt))
         if fmt not in _INTERMEDIATE_FORMATS:
             raise ValueError(f"LightNet: output_fmt must be one of {_INTERMEDIATE_FORMATS}, got {output_fmt!r}")
-        if self._split():
-            raise ValueError("LightNet: forward_intermediates returns full feature maps; it does not run with a "
-                             "sequence-parallel group (set_sequence_parallel_group(None) first)")
+        self._refuse_split("LightNet", "forward_intermediates")
         take, max_index = take_indices(len(self.blocks), indices)
         x = self._embed(x)
         B, H, W, C = x.shape

@@ -1,5 +1,6 @@
-"""``parallel.sequence=2``: a short classification run whose images are split over 2 gloo processes (torchrun) logs
-the same losses and ends at the same weights as the unsplit single-process run (same global batch, no dropout)."""
+"""``parallel.sequence=2``: a short classification run whose images are split over 2 gloo processes (torchrun), and a
+short causal LM run (``train-lm``) whose windows are split likewise, log the same losses and end at the same weights as
+the unsplit single-process runs (same global batch, no dropout); bad ``parallel`` configs are refused."""
 from __future__ import annotations
 
 import csv
@@ -55,3 +56,63 @@ def test_two_sequence_ranks_match_the_unsplit_run(tmp_path):
     for k in w1:
         diff = (w1[k].double() - w2[k].double()).norm() / max(w1[k].double().norm(), 1e-12)
         assert diff <= 1e-4, (k, float(diff))
+
+
+# ---------------------------------------------------------------------------- train-lm
+LM_ARGS = ["name=sp_lm", "batch_size=4", "data.seq_len=33", "data.epoch_windows=12", "data.eval_max_bytes=256",
+           "data.val_fraction=0.3", "model.dim=16", "model.depth=2", "model.num_heads=2", "model.attn_backend=torch",
+           "optim.lr=3e-3", "sched.warmup_epochs=0", "run.epochs=1", "run.log_every=1", "run.progress=false",
+           "run.tensorboard=false", "run.plot=false", "run.threads=1", "sample_tokens=4"]
+
+
+def _corpus(tmp_path: Path) -> Path:
+    root = tmp_path / "texts"
+    root.mkdir()
+    for i in range(6):
+        (root / f"doc{i}.txt").write_text(f"Document {i}. " + "The quick brown fox jumps over the lazy dog. " * 8)
+    return root
+
+
+def test_lm_rejects_bad_parallel_configs(tmp_path):
+    from lightnet.train.lm import LMTrainConfig, train_lm
+    from lightnet.train.parallel import ParallelConfig
+
+    cfg = LMTrainConfig(task="mlm", model={"dim": 16, "depth": 1, "num_heads": 2}, parallel=ParallelConfig(sequence=2))
+    with pytest.raises(ValueError, match="parallel.sequence=2 needs task=causal"):
+        train_lm(cfg, run_dir=tmp_path / "mlm")
+    assert not (tmp_path / "mlm").exists()  # refused before any run folder is made
+    cfg = LMTrainConfig(model={"dim": 16, "depth": 1, "num_heads": 2}, parallel=ParallelConfig(sequence=0))
+    with pytest.raises(ValueError, match="integer >= 1"):
+        train_lm(cfg, run_dir=tmp_path / "zero")
+    cfg = LMTrainConfig(model={"dim": 16, "depth": 1, "num_heads": 2}, parallel=ParallelConfig(sequence=2))
+    cfg.run.progress = cfg.run.tensorboard = cfg.run.plot = False
+    with pytest.raises(ValueError, match="parallel.sequence=2 does not divide the 1"):
+        train_lm(cfg, run_dir=tmp_path / "one")  # one process cannot form a group of 2
+
+
+def _lm_run(tmp_path: Path, name: str, launcher):
+    root = _corpus(tmp_path) if not (tmp_path / "texts").exists() else tmp_path / "texts"
+    extra = ["parallel.sequence=2"] if launcher else []
+    return _run([sys.executable, *(launcher or []), "-m", "lightnet.cli", "train-lm", *LM_ARGS, *extra,
+                 f"data.paths=[{root}]", f"run.run_dir={tmp_path / name}"], tmp_path)
+
+
+@pytest.mark.slow
+def test_lm_two_sequence_ranks_match_the_unsplit_run(tmp_path):
+    _lm_run(tmp_path, "one", None)
+    out = _lm_run(tmp_path, "two", ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                                    str(free_port())])
+    assert "data 1 x sequence 2" in out
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(one) == len(two) == 3  # 12 windows / batch 4; 33 tokens a window: slices of 17 and 16
+    for a, b in zip(one, two):
+        assert abs(a - b) <= 1e-5 * abs(a), (one, two)
+    with open(tmp_path / "one" / "epochs.csv", newline="") as f1, open(tmp_path / "two" / "epochs.csv", newline="") as f2:
+        e1, e2 = float(next(csv.DictReader(f1))["eval_bpb"]), float(next(csv.DictReader(f2))["eval_bpb"])
+    assert abs(e1 - e2) <= 1e-5 * e1, (e1, e2)  # validation split the same way
+    w1 = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
+    w2 = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
+    for k in w1:
+        diff = (w1[k].double() - w2[k].double()).norm() / max(w1[k].double().norm(), 1e-12)
+        assert diff <= 1e-4, (k, float(diff))
+    assert "--- greedy ---" in (tmp_path / "two" / "samples.txt").read_text()  # sampled unsplit after training
