@@ -11,6 +11,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..distributed import is_sequence_parallel, sequence_parallel_attention, shard_bounds
 from ..kernels import BACKENDS, State, additive_attention, additive_attention_torch
+from .activation import apply_activation
 from .lrpe import MDLRPE
 from .norm import RMSNorm
 
@@ -21,23 +22,6 @@ _RECOMPUTE = ("compiled", "always", "never")
 _Q_ACTS = ("silu", "identity", "relu", "elu1")
 #: the choices of each named option (checked by :class:`LightNetAttention` and :class:`~lightnet.layers.MixerConfig`)
 CHOICES = {"q_act": tuple(_Q_ACTS), "gate_act": tuple(_GATE_ACTS), "recompute_output": _RECOMPUTE, "backend": BACKENDS}
-
-
-def _query_activation(name: str, q: torch.Tensor) -> torch.Tensor:
-    """The query activation ``name`` (one of :data:`_Q_ACTS`) applied to ``q`` (functions rather than a table of
-    callables, so that TorchScript compiles them)."""
-    if name == "silu":
-        return F.silu(q)
-    if name == "relu":
-        return F.relu(q)
-    if name == "elu1":
-        return F.elu(q) + 1
-    return q  # identity
-
-
-def _gate_activation(name: str, g: torch.Tensor) -> torch.Tensor:
-    """The output-gate activation ``name`` (``'sigmoid'`` or ``'silu'``) applied to the gate logits ``g``."""
-    return F.silu(g) if name == "silu" else torch.sigmoid(g)
 
 
 def check_choice(owner: str, name: str, value: object, choices: Sequence[object]) -> None:
@@ -238,7 +222,7 @@ class LightNetAttention(nn.Module):
         q, k, v = self.qkv(x).view(B, N, 3, H, D).unbind(dim=2)  # each [B, N, H, D]
         kernel_q_act: Optional[str] = "silu" if self.q_act == "silu" else None  # applied by the kernels as they load q
         if kernel_q_act is None:
-            q = _query_activation(self.q_act, q)
+            q = apply_activation(self.q_act, q)
         theta: Optional[torch.Tensor] = None
         if self.lrpe is not None:
             theta = self.lrpe.angles(grid, offset=position_offset, cache=True).to(x.device)
@@ -293,7 +277,7 @@ class LightNetAttention(nn.Module):
         B, N = o.shape[:2]
         o = self.out_norm(o).reshape(B, N, self.dim)
         if self.gate is not None and gate_hidden is not None:
-            o = o * _gate_activation(self.gate_act, self.gate[1](gate_hidden))
+            o = o * apply_activation(self.gate_act, self.gate[1](gate_hidden))
         return o
 
     def extra_repr(self) -> str:

@@ -5,21 +5,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .activation import apply_activation
+
 __all__ = ["GLU", "SiluGatedProduct"]
 
 _ACTS = ("silu", "gelu", "relu", "sigmoid")
-
-
-def _activation(name: str, x: torch.Tensor) -> torch.Tensor:
-    """The GLU activation ``name`` (one of :data:`_ACTS`) applied to ``x`` (a function rather than a table of
-    callables, so that TorchScript compiles it)."""
-    if name == "silu":
-        return F.silu(x)
-    if name == "gelu":
-        return F.gelu(x)
-    if name == "relu":
-        return F.relu(x)
-    return torch.sigmoid(x)
 
 
 class SiluGatedProduct(torch.autograd.Function):
@@ -78,5 +68,5 @@ class GLU(nn.Module):
         if not torch.jit.is_scripting() and self.act_name == "silu" and torch.is_grad_enabled():
             hidden = SiluGatedProduct.apply(gate, up)  # (TorchScript: autograd's composite below)
         else:
-            hidden = _activation(self.act_name, gate) * up
+            hidden = apply_activation(self.act_name, gate) * up
         return self.drop(self.fc2(self.drop(hidden)))

@@ -340,3 +340,18 @@ def test_silu_glu_compiles_fullgraph_and_matches_eager():
     assert rel_err(compiled, eager) < 1e-6 and rel_err(g_compiled, g_eager) < 1e-6
     with torch.no_grad():  # inference takes the plain composite (nothing to save)
         assert torch.equal(glu(x), eager.detach())
+
+
+def test_named_activations_match_torch_and_unknown_names_raise():
+    from torch.nn import functional as F
+
+    from lightnet.layers.activation import ACTIVATIONS, apply_activation
+
+    x = torch.randn(3, 5)
+    want = {"silu": F.silu(x), "gelu": F.gelu(x), "relu": F.relu(x), "sigmoid": torch.sigmoid(x),
+            "elu1": F.elu(x) + 1, "identity": x}
+    assert set(want) == set(ACTIVATIONS)
+    for name, ref in want.items():
+        torch.testing.assert_close(apply_activation(name, x), ref, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="unknown activation 'tanh'"):
+        apply_activation("tanh", x)
