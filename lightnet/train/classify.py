@@ -30,7 +30,7 @@ from .checkpoint import CheckpointError, find_latest, load_model_weights
 from .config import ConfigError, apply_overrides, config_from_dict, load_yaml
 from .data import EpochBatchSampler, SeededDataset, make_loader
 from .datasets import DatasetError, DatasetInfo, build_image_dataset
-from .moving_fashion_mnist import MovingClipConfig, build_moving_dataset
+from .moving_fashion_mnist import MovingClipConfig, build_moving_dataset, is_video_dataset
 from .parallel import ParallelConfig, ParallelLayout, parallel_layout
 from .schema import OptimConfig, RunConfig, SchedConfig
 
@@ -55,11 +55,6 @@ class DataConfig:
     mean: Optional[list[float]] = None  # default: the dataset's statistics
     std: Optional[list[float]] = None
     moving: MovingClipConfig = field(default_factory=MovingClipConfig)  # clips of moving_fashion_mnist (label: ...)
-
-
-def is_video_dataset(name: str) -> bool:
-    """True for the clip datasets (``[C, T, H, W]`` samples, no image transforms)."""
-    return name.lower().replace("-", "_") == "moving_fashion_mnist"
 
 
 @dataclass

@@ -9,6 +9,12 @@
   (:mod:`lightnet.train.datasets`), resized to ``data.img_size`` and scaled to [−1, 1]. Pixel space by default;
   with ``vae.path`` (a local diffusers ``AutoencoderKL`` folder) images are encoded on the fly and the model is
   trained on ``latent · scaling_factor`` (DiT's latent recipe).
+* Clips: ``data.dataset: moving_fashion_mnist`` trains the video model on Moving Fashion-MNIST
+  (:mod:`lightnet.train.moving_fashion_mnist`, settings in ``data.moving``): clips ``[1, T, H, W]`` scaled to
+  [−1, 1], conditioned on ``data.moving.label`` (``class``, the item's class, by default), a
+  :class:`~lightnet.generation.LightNetDiTModel` with ``num_frames = data.moving.num_frames`` (and
+  ``model.kwargs.temporal_patch_size``), frame-grid samples (one row of frames per clip) and a saved
+  :class:`~lightnet.generation.LightNetVideoDiTPipeline`. Pixel space and ``model.arch: lightnet`` only.
 * Objective: DDPM noise schedule from diffusers' ``DDPMScheduler`` (linear betas, 1000 steps by default),
   ε-prediction MSE; with ``model.learn_sigma`` also the variational bound for the variance (Improved DDPM).
   Label dropout for classifier-free guidance happens inside the model (``class_dropout_prob``).
@@ -33,6 +39,7 @@ import torch
 from .config import ConfigError
 from .datasets import build_image_dataset
 from .engine import Trainer, fsdp_requested
+from .moving_fashion_mnist import MovingClipConfig, MovingFashionMNIST, is_video_dataset
 from .schema import OptimConfig, RunConfig, SchedConfig
 
 __all__ = ["DiTTrainConfig", "DiffusionTrainer", "EMA", "build_dit_model", "train_dit", "train_main"]
@@ -58,17 +65,19 @@ class DiTModelConfig:
 
 @dataclass
 class DiTDataConfig:
-    """Training images (pixel space at ``img_size``; the VAE input size in latent mode)."""
+    """Training images (pixel space at ``img_size``; the VAE input size in latent mode) or clips (``moving``)."""
 
-    dataset: str = "digits"  # digits | fashion_mnist | imagefolder
+    dataset: str = "digits"  # digits | fashion_mnist | imagefolder | moving_fashion_mnist (clips, video model)
     root: Optional[str] = None
-    img_size: int = 32
-    in_chans: Optional[int] = None  # default: the dataset's (1 for digits/Fashion-MNIST, 3 for imagefolder)
+    img_size: int = 32  # with clips: must equal moving.canvas
+    in_chans: Optional[int] = None  # default: the dataset's (1 for digits/Fashion-MNIST/clips, 3 for imagefolder)
     hflip: bool = False  # random horizontal flips (DiT uses them on ImageNet)
     batch_size: int = 64
     num_workers: int = 0
     eval_split: str = "test"
-    eval_samples: int = 256  # held-out images for the fixed denoising loss (0 = off)
+    eval_samples: int = 256  # held-out images (clips) for the fixed denoising loss (0 = off)
+    # clips of moving_fashion_mnist; label = the conditioning class (class: the item's class, or direction)
+    moving: MovingClipConfig = field(default_factory=lambda: MovingClipConfig(label="class"))
 
 
 @dataclass
@@ -104,8 +113,8 @@ class SampleConfig:
     """Sample grids written during training (from the EMA model)."""
 
     every: int = 500  # optimizer steps between grids; 0 = only the final grid
-    per_class: int = 8
-    max_classes: int = 10  # rows of the grid (first classes)
+    per_class: int = 8  # images per class (a row); with clips: clips per class (a row of frames each)
+    max_classes: int = 10  # first classes sampled
     steps: int = 50
     guidance_scale: float = 4.0
     scheduler: str = "ddim"  # ddim | ddpm | dpm | euler
@@ -129,14 +138,20 @@ class DiTTrainConfig:
 
 
 # --------------------------------------------------------------------------- model
-def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sample_size: int) -> torch.nn.Module:
-    """The transformer for ``cfg`` with the data-dependent fields (channels, classes, size) filled in."""
+def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sample_size: int,
+                    num_frames: Optional[int] = None) -> torch.nn.Module:
+    """The transformer for ``cfg`` with the data-dependent fields (channels, classes, size) filled in;
+    ``num_frames`` (clips) builds the video :class:`~lightnet.generation.LightNetDiTModel` (``model.arch: lightnet``
+    only)."""
     from lightnet.generation import DIT_PRESETS, LightNetDiTModel
     from lightnet.layers import rename_legacy_keys
 
     out_channels = 2 * in_channels if cfg.learn_sigma else in_channels
     if cfg.init not in _INIT_CLASS_STD:
         raise ConfigError(f"model.init must be one of {list(_INIT_CLASS_STD)}, got {cfg.init!r}")
+    if num_frames is not None and cfg.arch != "lightnet":
+        raise ConfigError(f"clips (data.dataset=moving_fashion_mnist) train the video LightNetDiTModel only; "
+                          f"model.arch={cfg.arch!r} is an image model (use model.arch=lightnet)")
     if cfg.arch == "lightnet":
         kwargs = dict(DIT_PRESETS[_check_preset(cfg.preset, DIT_PRESETS)]) if cfg.preset else {}
         kwargs.update(in_channels=in_channels, out_channels=out_channels, num_classes=num_classes,
@@ -144,9 +159,15 @@ def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sam
         if _INIT_CLASS_STD[cfg.init] is not None:
             kwargs["class_embed_init_std"] = _INIT_CLASS_STD[cfg.init]
         kwargs.update(rename_legacy_keys(cfg.kwargs, "model.kwargs"))  # a resumed run's config.yaml may be older
+        if num_frames is not None:
+            _check_clip_model(kwargs, num_frames, sample_size)
+            kwargs["num_frames"] = num_frames
+        elif kwargs.get("num_frames") is not None or kwargs.get("temporal_patch_size", 1) != 1:
+            raise ConfigError("model.kwargs.num_frames / temporal_patch_size make a video model; train one on clips "
+                              "(data.dataset=moving_fashion_mnist, clip length data.moving.num_frames)")
         try:
             return LightNetDiTModel(**kwargs)
-        except TypeError as e:  # an unknown constructor argument in model.kwargs
+        except (TypeError, ValueError) as e:  # an unknown or invalid constructor argument in model.kwargs
             raise ConfigError(f"model.kwargs rejected by LightNetDiTModel: {e}") from e
     if cfg.arch == "dit":
         from diffusers.models import DiTTransformer2DModel
@@ -170,6 +191,20 @@ def build_dit_model(cfg: DiTModelConfig, in_channels: int, num_classes: int, sam
             dit_paper_init(model, class_embed_init_std=_INIT_CLASS_STD[cfg.init])
         return model
     raise ConfigError(f"model.arch must be 'lightnet' or 'dit', got {cfg.arch!r}")
+
+
+def _check_clip_model(kwargs: dict, num_frames: int, sample_size: int) -> None:
+    """Clip length and frame size against the tubelet (``temporal_patch_size × patch_size²``), in config names."""
+    given = kwargs.get("num_frames")
+    if given is not None and given != num_frames:
+        raise ConfigError(f"model.kwargs.num_frames={given} differs from the clip length data.moving.num_frames="
+                          f"{num_frames} (leave model.kwargs.num_frames unset: it is taken from the data)")
+    k, p = kwargs.get("temporal_patch_size", 1), kwargs.get("patch_size", 2)
+    if not isinstance(k, int) or k < 1 or num_frames % k:
+        raise ConfigError(f"data.moving.num_frames={num_frames} is not divisible by model.kwargs.temporal_patch_size="
+                          f"{k} (tubelets of {k} frames)")
+    if sample_size % p:
+        raise ConfigError(f"data.moving.canvas={sample_size} is not divisible by the patch size {p}")
 
 
 # model.init -> std of the class embeddings (None: the model's own initialisation)
@@ -219,8 +254,45 @@ def _transform(img_size: int, in_chans: int, hflip: bool):
     return T.Compose(ops)
 
 
+class UnitRangeClips(torch.utils.data.Dataset):
+    """Moving Fashion-MNIST clips for diffusion: ``(float clip [1, T, H, W] in [−1, 1], label)``, the label being
+    ``cfg.label`` of the clip (:meth:`MovingFashionMNIST.clip_and_labels`), as the image path scales images."""
+
+    def __init__(self, clips: MovingFashionMNIST) -> None:
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        frames, labels = self.clips.clip_and_labels(index)  # uint8 [T, 1, H, W]
+        x = torch.from_numpy(frames).float().div_(127.5).sub_(1.0)
+        return x.permute(1, 0, 2, 3).contiguous(), labels[self.clips.cfg.label]
+
+
+def _clip_datasets(cfg: DiTTrainConfig):
+    d = cfg.data
+    m = d.moving
+    if d.img_size != m.canvas:
+        raise ConfigError(f"data.img_size={d.img_size} differs from data.moving.canvas={m.canvas}: clips are not "
+                          f"resized, set both to the frame size")
+    if d.in_chans not in (None, 1):
+        raise ConfigError(f"data.in_chans={d.in_chans}: Moving Fashion-MNIST clips have 1 channel")
+    if d.hflip:
+        raise ConfigError("data.hflip applies to images; clips are not flipped (set data.hflip=false)")
+    if cfg.vae.path or cfg.vae.required:
+        raise ConfigError("train-dit trains clips in pixel space only; a VAE (vae.path / vae.required) with "
+                          "data.dataset=moving_fashion_mnist is not supported")
+    train = MovingFashionMNIST(m, "train", seed=cfg.run.seed, root=d.root)
+    eval_ds = UnitRangeClips(MovingFashionMNIST(m, d.eval_split, seed=cfg.run.seed, root=d.root)) \
+        if d.eval_samples > 0 else None
+    return UnitRangeClips(train), eval_ds, train.info(), 1
+
+
 def _datasets(cfg: DiTTrainConfig):
     d = cfg.data
+    if is_video_dataset(d.dataset):
+        return _clip_datasets(cfg)
     _, info = build_image_dataset(d.dataset, "train", d.root, None, d.in_chans)
     in_chans = d.in_chans or info.in_chans
     train_ds, _ = build_image_dataset(d.dataset, "train", d.root, _transform(d.img_size, in_chans, d.hflip), in_chans)
@@ -279,13 +351,16 @@ class DiffusionTrainer(Trainer):
 
 
 def _make_pipeline(transformer, noise: NoiseConfig, vae, class_names: list[str]):
+    """:class:`LightNetDiTPipeline`, or :class:`LightNetVideoDiTPipeline` for a video transformer."""
     from diffusers import DDPMScheduler
 
-    from lightnet.generation import LightNetDiTPipeline
+    from lightnet.generation import LightNetDiTPipeline, LightNetVideoDiTPipeline
 
     scheduler = DDPMScheduler(num_train_timesteps=noise.num_train_timesteps, beta_schedule=noise.beta_schedule,
                               beta_start=noise.beta_start, beta_end=noise.beta_end)
-    return LightNetDiTPipeline(transformer, scheduler, vae=vae, class_names=class_names)
+    video = getattr(transformer.config, "num_frames", None) is not None
+    cls = LightNetVideoDiTPipeline if video else LightNetDiTPipeline
+    return cls(transformer, scheduler, vae=vae, class_names=class_names)
 
 
 def train_dit(cfg: DiTTrainConfig, resume_from: str | Path | None = None, run_dir: str | Path | None = None):
@@ -296,13 +371,14 @@ def train_dit(cfg: DiTTrainConfig, resume_from: str | Path | None = None, run_di
 
     from .engine import start_run
     from .rng import seed_everything
-    from .sample import sample_images, save_grid, set_scheduler
+    from .sample import sample_clips, sample_images, save_clip_grid, save_grid, set_scheduler
 
     if fsdp_requested():  # before a run folder is made; DiffusionTrainer checks the prepared model as well
         raise ConfigError(FSDP_UNSUPPORTED)
     accelerator, run_path = start_run(cfg.run, cfg.name, run_dir)
 
     train_ds, eval_ds, info, in_chans = _datasets(cfg)
+    num_frames = cfg.data.moving.num_frames if is_video_dataset(cfg.data.dataset) else None
     vae = _load_vae(cfg.vae)
     if vae is not None:
         if vae.config.in_channels != in_chans:
@@ -317,7 +393,7 @@ def train_dit(cfg: DiTTrainConfig, resume_from: str | Path | None = None, run_di
         channels, size, scaling = in_chans, cfg.data.img_size, 1.0
 
     seed_everything(cfg.run.seed)
-    model = build_dit_model(cfg.model, channels, info.num_classes, size)
+    model = build_dit_model(cfg.model, channels, info.num_classes, size, num_frames)
     if cfg.model.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     ema = EMA(model, cfg.ema.decay, cfg.ema.warmup)
@@ -355,20 +431,25 @@ def train_dit(cfg: DiTTrainConfig, resume_from: str | Path | None = None, run_di
     def sample_fn(step: int | str) -> Path:
         pipe = _make_pipeline(ema.model, cfg.noise, vae, info.class_names)
         set_scheduler(pipe, cfg.sample.scheduler)
-        images = sample_images(pipe, grid_labels, batch_size=len(grid_labels), seed=cfg.sample.seed,
-                               guidance_scale=cfg.sample.guidance_scale, num_inference_steps=cfg.sample.steps,
-                               progress=False)
         name = f"step_{step:08d}.png" if isinstance(step, int) else f"{step}.png"
+        kw = dict(seed=cfg.sample.seed, guidance_scale=cfg.sample.guidance_scale, num_inference_steps=cfg.sample.steps)
+        if num_frames is not None:  # one row of frames per clip
+            clips = sample_clips(pipe, grid_labels, batch_size=len(grid_labels), **kw)
+            return save_clip_grid(clips, run_path / "samples" / name)
+        images = sample_images(pipe, grid_labels, batch_size=len(grid_labels), progress=False, **kw)
         return save_grid(images, run_path / "samples" / name, nrow=cfg.sample.per_class)
 
     trainer = DiffusionTrainer(cfg.run, accelerator, model, dataset=train_ds, batch_size=cfg.data.batch_size,
                                loss_fn=loss_fn, optim=cfg.optim, sched=cfg.sched, run_dir=run_path, config=cfg,
                                evaluate_fn=eval_fn if eval_batch else None, num_workers=cfg.data.num_workers,
                                ema=ema, sample_fn=sample_fn, sample_every=cfg.sample.every)
-    space = f"latent {channels}x{size}x{size} (VAE x{scaling:g})" if vae is not None else f"pixel {channels}x{size}x{size}"
+    frames = f"{num_frames}x" if num_frames is not None else ""
+    space = (f"latent {channels}x{size}x{size} (VAE x{scaling:g})" if vae is not None
+             else f"pixel {channels}x{frames}{size}x{size}")
+    items = "clips" if num_frames is not None else "images"
     trainer.print(f"run folder: {run_path}")
     trainer.print(f"model {cfg.model.arch} {cfg.model.preset or ''}: {n_params / 1e6:.3f}M parameters; dataset "
-                  f"{info.name}: {len(train_ds)} images, {info.num_classes} classes, {space}; {trainer.total_steps} "
+                  f"{info.name}: {len(train_ds)} {items}, {info.num_classes} classes, {space}; {trainer.total_steps} "
                   f"steps ({cfg.run.epochs} epochs x {trainer.updates_per_epoch}), global batch {trainer.global_batch}, "
                   f"device {accelerator.device}, precision {accelerator.mixed_precision}")
     initial = eval_fn(model.to(accelerator.device)) if (eval_batch and resume_from is None) else {}
@@ -391,7 +472,7 @@ def train_dit(cfg: DiTTrainConfig, resume_from: str | Path | None = None, run_di
 
 
 def _fixed_eval_batch(dataset, n: int, objective, seed: int) -> dict[str, torch.Tensor]:
-    """The first ``n`` held-out images with fixed timesteps and noise (a deterministic denoising loss)."""
+    """The first ``n`` held-out images (or clips) with fixed timesteps and noise (a deterministic denoising loss)."""
     n = min(n, len(dataset))
     items = [dataset[i] for i in range(n)]
     x = torch.stack([it[0] for it in items])
@@ -433,6 +514,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         examples=["lightnet train-dit", "lightnet train-dit -c dit_fashion_mnist run.epochs=2",
                   "lightnet train-dit -c dit_fashion_mnist model.arch=dit model.preset=DiT-S/2",
                   "lightnet train-dit -c dit_imagenet256 data.root=/data/imagenet vae.path=/models/sd-vae-ft-ema",
+                  "lightnet train-dit -c dit_moving_fashion_mnist",
                   "lightnet train-dit --resume runs/20250101-120000-dit_digits"])
 
 

@@ -33,7 +33,8 @@ from torch.utils.data import Dataset
 
 from .datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, DatasetError, DatasetInfo, _digits_split, _fashion_split
 
-__all__ = ["DIRECTIONS", "LABELS", "MovingClipConfig", "MovingFashionMNIST", "build_moving_dataset", "render_clip"]
+__all__ = ["DIRECTIONS", "LABELS", "MovingClipConfig", "MovingFashionMNIST", "build_moving_dataset", "is_video_dataset",
+           "render_clip"]
 
 #: direction label → (sign of vy, sign of vx); index = label value
 DIRECTIONS: Dict[str, Tuple[int, int]] = {"down-right": (1, 1), "down-left": (1, -1), "up-right": (-1, 1),
@@ -41,6 +42,11 @@ DIRECTIONS: Dict[str, Tuple[int, int]] = {"down-right": (1, 1), "down-left": (1,
 #: label name → number of classes
 LABELS: Dict[str, int] = {"class": 10, "direction": len(DIRECTIONS), "faster": 10}
 _SPLIT_CODES = {"train": 0}
+
+
+def is_video_dataset(name: str) -> bool:
+    """True for the clip datasets (``[C, T, H, W]`` samples, no image transforms): ``moving_fashion_mnist``."""
+    return name.lower().replace("-", "_") == "moving_fashion_mnist"
 
 
 @dataclass
