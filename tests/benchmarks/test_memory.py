@@ -34,6 +34,7 @@ def test_saved_compiled_parts_keep_no_more_than_eager(tmp_path: Path) -> None:
     assert sum(row["per_token_block"].values()) <= sum(eager["rows"][0]["per_token_block"].values())
 
 
+@pytest.mark.slow  # ~11 s on 2 cores
 def test_peak_trains_the_peer_and_every_lightnet_variant(tmp_path: Path) -> None:
     assert memory.main(["peak", "--smoke", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "memory_peak.json").read_text())["rows"]

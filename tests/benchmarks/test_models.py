@@ -55,6 +55,7 @@ def test_profile_categorizes_kernel_names(name: str, category: str) -> None:
     assert models.categorize(name) == category
 
 
+@pytest.mark.slow  # ~15 s on 2 cores; the seg part of benchmarks/models.py
 def test_seg_trains_both_encoders_with_the_same_decoder(tmp_path: Path) -> None:
     pytest.importorskip("segmentation_models_pytorch")
     rows = _rows(tmp_path, "seg")
