@@ -1,8 +1,10 @@
 """Test-session settings: tests write only to temporary folders, so hypothesis keeps no example database and its
 storage (the example database, the constants cache) lives in a temporary folder removed at the end of the session
-instead of ``.hypothesis/`` in the working directory."""
+instead of ``.hypothesis/`` in the working directory. Worker subprocesses that run hypothesis (e.g. the Triton
+interpreter worker) inherit that folder through ``HYPOTHESIS_STORAGE_DIRECTORY``."""
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,6 +17,7 @@ settings.load_profile("lightnet")
 
 _HYPOTHESIS_HOME = Path(tempfile.mkdtemp(prefix="lightnet-tests-hypothesis-"))
 set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(_HYPOTHESIS_HOME)  # for worker subprocesses
 
 
 def pytest_unconfigure(config) -> None:

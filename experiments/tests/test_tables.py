@@ -218,7 +218,7 @@ def test_runner_compiled_step_trains(tmp_path: Path, scope: str):
 def test_runner_compile_blocks_needs_blocks():
     from experiments.run_classification import compile_for_training
 
-    with pytest.raises(ValueError, match="has no 'blocks' \(nn.Sequential / nn.ModuleList\)"):
+    with pytest.raises(ValueError, match=r"has no 'blocks' \(nn.Sequential / nn.ModuleList\)"):
         compile_for_training(torch.nn.Linear(2, 2), "blocks")
     with pytest.raises(ValueError, match="compile scope"):
         compile_for_training(torch.nn.Linear(2, 2), "layers")
