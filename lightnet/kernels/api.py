@@ -129,7 +129,7 @@ def additive_attention(
     Args:
         q: ``[B, N, H, D]`` queries.
         k: ``[B, N, H, D]`` raw key logits (normalised here by a softmax over tokens per channel;
-            a cumulative one when ``causal``).
+            a cumulative one when ``causal``). The causal Triton path needs ``|k| < 1e30`` (its padding sentinel).
         v: ``[B, N, H, E]`` values.
         causal: prefix-only (LM) form; otherwise the single order-free scan.
         scale: output scale; ``None`` means 1 (the paper's normalised form).

@@ -176,7 +176,7 @@ def test_triton_noncausal_logits_of_1e30(report):
 
 @pytest.mark.xfail(strict=True, reason="causal Triton kernel: a key logit <= -1e30 equals the NEG_BIG padding sentinel "
                    "(triton_utils.NEG_BIG = -1e30) and is treated as padding, so |k| ~ 1e30 gives a wrong output "
-                   "(max error ~7 vs the reference; fine up to 1e29). Kernel files are being edited by their owner.")
+                   "(max error ~7 vs the reference; fine up to 1e29); docs/robustness.md, known limitations")
 def test_triton_causal_logits_of_1e30(report):
     assert report["bad_input"].get("causal_logits_at_neg_big") == "ok", report["bad_input"]
 
