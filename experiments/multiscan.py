@@ -147,9 +147,10 @@ def decay_recurrence_chunked(
     carry = torch.exp(b_last.squeeze(-2))[..., None]  # [B, H, nc, D, 1]
     S = q.new_zeros(B, H, D, E, dtype=dt) if initial_state is None else initial_state.to(dt)
     previous = []
-    for c in range(nc):
+    # unbind once: indexing chunk c in the loop would make every chunk's backward zero-fill a full [B, H, nc, D, E]
+    for carry_c, local_c in zip(carry.unbind(2), local.unbind(2)):
         previous.append(S)
-        S = carry[:, :, c] * S + local[:, :, c]
+        S = carry_c * S + local_c
     o = o + (qc * torch.exp(b)) @ torch.stack(previous, dim=2)  # inter-chunk
     o = (o * scale).reshape(B, H, nc * L, E)[:, :, :N].permute(0, 2, 1, 3).to(q.dtype)
     return (o, S) if output_final_state else o
