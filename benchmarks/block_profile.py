@@ -7,7 +7,7 @@ angles minus the kernel without them), the output epilogue (per-head norm × low
 the output projection), the GLU, and the whole block; MD-TPE (applied once per model, after the embedding) is listed
 as its own row and per block (÷ depth). The ViT pieces come from timm's ``Block`` of ``vit_small_patch16_224``: the
 two norms, qkv, SDPA attention, output projection, MLP and the whole block. Each piece runs forward + backward
-(``out.backward(grad)``; inputs require gradients) under bf16 autocast, eager and ``torch.compile`` (default mode),
+(``out.backward(grad)``; inputs require gradients; the attention pieces get bf16 q / k / v as the projections hand them over) under bf16 autocast, eager and ``torch.compile`` (default mode),
 timed with CUDA events over ``--iters`` calls after warm-up; reported in µs per token and as a ratio to the whole
 ViT block. Tokens per image 196 / 1024 / 4096 / 16384 with the same tokens per step (``--tokens``, batch =
 tokens // N).
@@ -39,6 +39,20 @@ def _grid(n: int) -> Tuple[int, int]:
     return side, side
 
 
+def _inputs(device: torch.device) -> Tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]:
+    """Makers of leaf inputs requiring gradients: ``x_`` fp32 (the residual stream, cast by autocast as in the
+    model), ``h_`` in the dtype the model's projections hand the attention under autocast (bf16 on a GPU, fp32 on
+    the CPU), so that the kernels run on the dtype they get inside the block."""
+    half = torch.bfloat16 if device.type == "cuda" else torch.float32
+
+    def x_(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device=device).requires_grad_()
+
+    def h_(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device=device, dtype=half).requires_grad_()
+    return x_, h_
+
+
 def lightnet_pieces(model: torch.nn.Module, B: int, N: int, device: torch.device) -> List[Piece]:
     """The pieces of ``model.blocks[0]`` (and the model's MD-TPE) with their inputs ``[B, N, C]``."""
     from lightnet.kernels import additive_attention
@@ -48,8 +62,7 @@ def lightnet_pieces(model: torch.nn.Module, B: int, N: int, device: torch.device
     C, H, D = attn.dim, attn.num_heads, attn.head_dim
     r = attn.gate[0].out_features if attn.gate is not None else 0
 
-    def x_(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, device=device).requires_grad_()
+    x_, h_ = _inputs(device)
 
     theta = attn.lrpe.angles(grid, cache=True).to(device) if attn.lrpe is not None else None
 
@@ -64,10 +77,10 @@ def lightnet_pieces(model: torch.nn.Module, B: int, N: int, device: torch.device
     pieces: List[Piece] = [
         ("norms (2)", lambda x: block.norm1(x) + block.norm2(x), [x_(B, N, C)]),
         ("qkv projection", attn.qkv, [x_(B, N, C)]),
-        ("recurrence kernel (with MD-LRPE)", kernel, [x_(B, N, H, D), x_(B, N, H, D), x_(B, N, H, D)]),
+        ("recurrence kernel (with MD-LRPE)", kernel, [h_(B, N, H, D), h_(B, N, H, D), h_(B, N, H, D)]),
         ("recurrence kernel (no MD-LRPE)", lambda q, k, v: kernel(q, k, v, lrpe=False),
-         [x_(B, N, H, D), x_(B, N, H, D), x_(B, N, H, D)]),
-        (f"output epilogue (norm × gate r={r}, proj)", epilogue, [x_(B, N, H, D), x_(B, N, C)]),
+         [h_(B, N, H, D), h_(B, N, H, D), h_(B, N, H, D)]),
+        (f"output epilogue (norm × gate r={r}, proj)", epilogue, [h_(B, N, H, D), x_(B, N, C)]),
         ("MLP (GLU)", block.mlp, [x_(B, N, C)]),
         ("whole block", lambda x: block(x, grid), [x_(B, N, C)]),
     ]
@@ -85,14 +98,13 @@ def vit_pieces(model: torch.nn.Module, B: int, N: int, device: torch.device) -> 
     C, H = model.embed_dim, attn.num_heads
     D = C // H
 
-    def x_(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, device=device).requires_grad_()
+    x_, h_ = _inputs(device)
 
     return [
         ("norms (2)", lambda x: block.norm1(x) + block.norm2(x), [x_(B, N, C)]),
         ("qkv projection", attn.qkv, [x_(B, N, C)]),
         ("attention (SDPA)", lambda q, k, v: F.scaled_dot_product_attention(q, k, v),
-         [x_(B, H, N, D), x_(B, H, N, D), x_(B, H, N, D)]),
+         [h_(B, H, N, D), h_(B, H, N, D), h_(B, H, N, D)]),
         ("output projection", attn.proj, [x_(B, N, C)]),
         ("MLP", block.mlp, [x_(B, N, C)]),
         ("whole block", block, [x_(B, N, C)]),

@@ -19,6 +19,7 @@ kernels-lrpe  ~3 min  non-causal with / without MD-LRPE at the vision models' sh
 vision        ~8 min  lightnet_small vs vit_small: training img/s 224..2048 px + latency, torch.compile reduce-overhead
 vision-eager  ~4 min  the same, eager and torch.compile default mode
 seg           ~5 min  smp DPT on LightNet-S vs ViT-S encoders: training step img/s + memory at 512 / 1024 px, eager + compiled (carry the segmentation-models-pytorch wheel)
+video         ~5 min  video classifiers at 8 / 16 × 224²: LightNet vs space-time ViT vs 6-scan, training clips/s + memory (eager: all three; compiled: LightNet, ViT)
 dit           ~8 min  LightNet-DiT-B/2 vs DiT-B/2: training step and denoising step at 256 / 512 px, eager + compiled
 dit-1024      ~6 min  the same at 1024 px
 lm            ~4 min  LightNet LM vs GPT + KV cache decode tokens/s and memory, L = 1K, 8K, 64K
@@ -60,6 +61,10 @@ case $PART in
   vision) run $PY benchmarks/models.py vision --compile-mode reduce-overhead --fullgraph --out "$D" "$@" ;;
   vision-eager) run $PY benchmarks/models.py vision --compile-mode eager default --out "$D" "$@" ;;
   seg) run $PY benchmarks/models.py seg --compile-mode eager default --out "$D" "$@" ;;
+  video)
+    PART_S=$((PART_S * 2 / 5)) run $PY benchmarks/models.py video --compile-mode eager --out "$D/eager" "$@"
+    PART_S=$((PART_S * 3 / 5)) run $PY benchmarks/models.py video --compile-mode default --models lightnet vit \
+      --out "$D/compiled" "$@" ;;
   dit) run $PY benchmarks/models.py dit --compile-mode eager reduce-overhead --sizes 256 512 --batches 32 8 --out "$D" ;;
   dit-1024) run $PY benchmarks/models.py dit --compile-mode eager reduce-overhead --sizes 1024 --batches 2 --out "$D" ;;
   lm) run $PY benchmarks/lm_decode.py --out "$D" ;;

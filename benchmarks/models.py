@@ -10,6 +10,10 @@ guidance (batch 2, inference mode) at 256 / 512 / 1024 px.
 ``seg``: smp's DPT decoder (its default widths, 11 classes) on ``lightnet_small`` vs ``vit_small_patch16_224``
 encoders (:func:`lightnet.vision.segmentation.create_segmentation_model`, same decoder for both): a training step
 (per-pixel cross-entropy, AdamW, bf16 autocast) and its peak memory at 512 / 1024 px (1,024 / 4,096 tokens).
+``video``: clip classifiers ``[B, 3, T, 224, 224]`` (tubelet 2 × 16 × 16, width 384, depth 12, 6 heads, 400 classes;
+:mod:`experiments.video_models`): LightNet video (``lightnet_video_small``: one scan over T·H·W) vs a joint
+space-time ViT-S (timm blocks) vs the 6-scan multiplicative-decay model (± along T, H, W; PyTorch chunked scan, chunk
+64): a training step (cross-entropy, AdamW, bf16 autocast) and its peak memory at 8 and 16 frames (784 / 1,568 tokens).
 ``stats``: parameters and forward FLOPs (``torch.utils.flop_counter``, batch 1; ViT's attention products counted
 through timm's explicit attention; norms, activations and MD-TPE's FFT not counted), CPU.
 ``--profile`` adds, per model and size, the GPU time of one training step by kernel category (torch.profiler).
@@ -18,6 +22,7 @@ through timm's explicit attention; norms, activations and MD-TPE's FFT not count
     python benchmarks/models.py vision --compile-mode eager default --out $OUT/vision_eager
     python benchmarks/models.py dit --compile-mode reduce-overhead --out $OUT/dit
     python benchmarks/models.py seg --compile-mode eager default --out $OUT/seg
+    python benchmarks/models.py video --compile-mode eager --out $OUT/video
     python benchmarks/models.py stats --img-size 224 512 1024
     python benchmarks/models.py vision --smoke                      # CPU, seconds (also: dit --smoke)
 """
@@ -42,6 +47,8 @@ from benchmarks.common import (  # noqa: E402
 VISION = ("lightnet_small", "vit_small_patch16_224")
 SEG_CLASSES = 11
 DIT = ("LightNet-DiT-B/2", "DiT-B/2")
+VIDEO = ("lightnet", "vit", "scan6")  # experiments.video_models variants
+VIDEO_CLASSES = 400
 STATS_MODELS = ("lightnet_tiny", "vit_tiny_patch16_224", "lightnet_small", "vit_small_patch16_224", "lightnet_base",
                 "vit_base_patch16_224", "lightnet_small_patch8", "vit_small_patch8_224")
 VAE_FACTOR, LATENT_CHANNELS, NUM_CLASSES = 8, 4, 1000
@@ -185,6 +192,52 @@ def run_seg(args, device: torch.device) -> List[Row]:
     return rows
 
 
+def run_video(args, device: torch.device) -> List[Row]:
+    """Training steps of the video variants at ``args.sizes`` frames of ``args.video_px`` px (rows keyed by frames)."""
+    from experiments.video_models import VideoSize, build_video_classifier
+
+    rows = []
+    for mode in args.compile_mode:
+        for frames, batch in zip(args.sizes, args.batches):
+            geometry = VideoSize(img_size=args.video_px, num_frames=frames, in_chans=3, num_classes=VIDEO_CLASSES,
+                                 **args.video_size)
+            tokens = (frames // geometry.tubelet_size) * (args.video_px // geometry.patch_size) ** 2
+            g = torch.Generator(device=device).manual_seed(frames)
+            x = torch.randn(batch, 3, frames, args.video_px, args.video_px, device=device, generator=g)
+            y = torch.randint(0, VIDEO_CLASSES, (batch,), device=device, generator=g)
+            for name in args.models:
+                options = dict(backend="torch", chunk_size=args.scan_chunk) if name == "scan6" else {}
+                build = lambda name=name, options=options: build_video_classifier(  # noqa: E731
+                    name, geometry, **options)
+                row = measure(dict(kind="train", model=name, size=frames, px=args.video_px, tokens=tokens, batch=batch,
+                                   mode=mode), build,
+                              lambda m, md: train_step(m, md, (x, y), lambda m_, x_, y_: F.cross_entropy(m_(x_), y_),
+                                                       device), device, args, True)
+                row["clips_per_s"] = batch / row["ms"] * 1e3 if row["status"] == "ok" else float("nan")
+                rows.append(row)
+    return rows
+
+
+def render_video(rows: List[Row], args) -> str:
+    """One table per mode: clips/s and peak GiB of every variant, and LightNet's speed over each peer's."""
+    ours, peers = args.models[0], args.models[1:]
+    parts = []
+    for mode in args.compile_mode:
+        at = [r for r in rows if r["mode"] == mode]
+        lines = []
+        for frames, batch in dict.fromkeys((r["size"], r["batch"]) for r in at):
+            got = {m: pick(at, model=m, size=frames, batch=batch) for m in args.models}
+            lines.append((frames, got[ours].get("tokens", "—"), batch,
+                          *[cell(got[m], "clips_per_s", ".1f") for m in args.models],
+                          *[ratio(got[ours].get("clips_per_s", float("nan")), got[p].get("clips_per_s", float("nan")))
+                            for p in peers],
+                          *[cell(got[m], "peak_gib", ".2f") for m in args.models]))
+        parts.append(f"### video training step, {mode}, bf16 autocast ({args.video_px} px)\n\n" + md_table(
+            ["frames", "tokens", "batch", *[f"{m} clips/s" for m in args.models],
+             *[f"{ours} / {p} speed" for p in peers], *[f"{m} GiB" for m in args.models]], lines))
+    return "\n\n".join(parts)
+
+
 def run_dit(args, device: torch.device) -> List[Row]:
     rows = []
     for mode in args.compile_mode:
@@ -225,6 +278,8 @@ def run_stats(args) -> List[Row]:
 
 
 def render(rows: List[Row], args) -> str:
+    if args.part == "video":
+        return render_video(rows, args)
     if args.part == "stats":
         return md_table(["model", "image px", "params (M)", "GMACs"],
                         [(r["model"], r["size"], f"{r['params_m']:.2f}", f"{r['gmacs']:.2f}") for r in rows])
@@ -260,9 +315,12 @@ def render(rows: List[Row], args) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = parser(__doc__)
-    p.add_argument("part", choices=("vision", "seg", "dit", "stats"))
-    p.add_argument("--models", nargs=2, default=None, help="LightNet model, then its peer")
-    p.add_argument("--sizes", type=int, nargs="+", default=None, help="image sizes (px)")
+    p.add_argument("part", choices=("vision", "seg", "dit", "video", "stats"))
+    p.add_argument("--models", nargs="+", default=None,
+                   help="LightNet model, then its peer (video: variants of experiments.video_models, LightNet first)")
+    p.add_argument("--sizes", type=int, nargs="+", default=None, help="image sizes (px); video: frames per clip")
+    p.add_argument("--video-px", type=int, default=224, help="video: frame size (px)")
+    p.add_argument("--scan-chunk", type=int, default=64, help="video: the 6-scan model's chunk length")
     p.add_argument("--batches", type=int, nargs="+", default=None, help="training batch per size")
     p.add_argument("--compile-mode", nargs="+", choices=COMPILE_MODES, default=None,
                    help="eager and/or torch.compile modes, each runs every row (default: eager default; smoke: eager)")
@@ -275,11 +333,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--profile", action="store_true", help="GPU time of one step by kernel category")
     args = p.parse_args(argv)
-    vision, seg = args.part == "vision", args.part == "seg"
+    vision, seg, video = args.part == "vision", args.part == "seg", args.part == "video"
     args.models = args.models or (list(VISION) if vision or seg else list(DIT) if args.part == "dit"
-                                  else list(STATS_MODELS))
-    args.sizes = args.sizes or ([224, 512, 1024, 2048] if vision else [512, 1024] if seg else [256, 512, 1024])
-    args.batches = args.batches or ([128, 32, 8, 2] if vision else [16, 4] if seg else [32, 8, 2])
+                                  else list(VIDEO) if video else list(STATS_MODELS))
+    if args.part in ("vision", "seg", "dit") and len(args.models) != 2:
+        p.error(f"{args.part}: --models takes two names (LightNet, then its peer), got {args.models}")
+    if video and (args.models[0] != "lightnet" or not set(args.models) <= set(VIDEO)):
+        p.error(f"video: --models are variants of {list(VIDEO)} with 'lightnet' first, got {args.models}")
+    args.sizes = args.sizes or ([224, 512, 1024, 2048] if vision else [512, 1024] if seg else [8, 16] if video
+                                else [256, 512, 1024])
+    args.batches = args.batches or ([128, 32, 8, 2] if vision else [16, 4] if seg else [16, 8] if video
+                                    else [32, 8, 2])
+    args.video_size = dict(patch_size=16, tubelet_size=2, embed_dim=384, depth=12, num_heads=6, mlp_ratio=8 / 3)
     args.compile_mode = args.compile_mode or (["eager"] if args.smoke else ["eager", "default"])
     args.model_kwargs, args.decoder_kwargs = {}, {}
     if args.smoke and seg:  # 4 narrow blocks (DPT reads 4), a narrow decoder, 64 px
@@ -287,6 +352,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.decoder_kwargs = dict(decoder_intermediate_channels=(16, 32, 32, 32), decoder_fusion_channels=16)
         args.device, args.warmup, args.iters = "cpu", 1, 1
         args.sizes, args.batches = [64], [2]
+    elif args.smoke and video:  # 2 narrow blocks, 4 frames of 32 px (tubelet 2 × 8 × 8: 32 tokens)
+        args.video_size = dict(patch_size=8, tubelet_size=2, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
+        args.device, args.warmup, args.iters, args.video_px, args.scan_chunk = "cpu", 1, 1, 32, 8
+        args.sizes, args.batches = [4], [2]
     elif args.smoke:  # small models (2 blocks) at a tiny size: the script's plumbing, not its numbers
         args.model_kwargs = dict(depth=2) if vision else dict(num_layers=2, hidden_size=64, num_attention_heads=2)
         args.device, args.warmup, args.iters, args.latency_batches = "cpu", 1, 1, [1]
@@ -306,7 +375,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     env = environment(device)
     rows = (run_stats(args) if args.part == "stats" else run_vision(args, device) if vision
-            else run_seg(args, device) if seg else run_dit(args, device))
+            else run_seg(args, device) if seg else run_video(args, device) if video else run_dit(args, device))
     write_result(args.out, f"models_{args.part}", env, args, rows, render(rows, args))
     return 0 if all(r.get("status", "ok") in ("ok", "OOM") for r in rows) else 1
 

@@ -62,3 +62,15 @@ def test_seg_trains_both_encoders_with_the_same_decoder(tmp_path: Path) -> None:
     assert {(r["kind"], r["model"], r["size"]) for r in rows} == {("train", m, 64) for m in models.VISION}
     assert all(r["status"] == "ok" and r["ms"] > 0 and r["img_per_s"] > 0 for r in rows)
     assert "speed ratio" in (tmp_path / "models_seg.md").read_text()
+
+
+def test_video_trains_every_variant_and_compares_lightnet_with_each_peer(tmp_path: Path) -> None:
+    rows = _rows(tmp_path, "video")
+    assert {(r["model"], r["size"], r["tokens"]) for r in rows} == {(m, 4, 32) for m in models.VIDEO}
+    assert all(r["status"] == "ok" and r["ms"] > 0 and r["clips_per_s"] > 0 for r in rows)
+    table = (tmp_path / "models_video.md").read_text()
+    assert "lightnet / vit speed" in table and "lightnet / scan6 speed" in table
+    with pytest.raises(SystemExit):  # LightNet first: the ratios are LightNet's over each peer's
+        models.main(["video", "--smoke", "--models", "vit", "lightnet"])
+    with pytest.raises(SystemExit):
+        models.main(["vision", "--smoke", "--models", "lightnet_small"])  # vision compares exactly two models
