@@ -4,7 +4,7 @@ The LightNet pieces are the modules of ``timm.create_model('lightnet_small').blo
 same objects the model runs, nothing copied): the two norms, the qkv projection, the recurrence kernel
 (``additive_attention`` with the query's SiLU and MD-LRPE, as the mixer calls it), MD-LRPE (the kernel with the
 angles minus the kernel without them), the output epilogue (per-head norm × low-rank gate, both gate projections and
-the output projection), the GLU, and the whole block; MD-TPE (applied once per model, after the embedding) is listed
+the output projection), the GLU, and the whole block; MD-TPE (applied once per model, after the embedding; also with the FFT on every axis and with the direct product up to 64 tokens per axis) is listed
 as its own row and per block (÷ depth). The ViT pieces come from timm's ``Block`` of ``vit_small_patch16_224``: the
 two norms, qkv, SDPA attention, output projection, MLP and the whole block. Each piece runs forward + backward
 (``out.backward(grad)``; inputs require gradients; the attention pieces get bf16 q / k / v as the projections hand them over) under bf16 autocast, eager and ``torch.compile`` (default mode),
@@ -17,6 +17,7 @@ tokens // N).
 """
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -29,6 +30,8 @@ if not __package__:  # run as a file: the repository root replaces this folder o
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 from benchmarks.common import Row, environment, log, md_table, num, parser, sync, write_result  # noqa: E402
 
+#: MD-TPE's direct / FFT thresholds timed beside the model's default (``lightnet.layers.tpe.DIRECT_MAX_LEN``)
+TPE_DIRECT_MAX_LENS = (0, 64)
 Piece = Tuple[str, Callable[..., torch.Tensor], List[torch.Tensor]]  # name, fn, inputs (requiring grad)
 
 
@@ -86,6 +89,11 @@ def lightnet_pieces(model: torch.nn.Module, B: int, N: int, device: torch.device
     ]
     if model.tpe is not None:
         pieces.append(("MD-TPE (once per model)", lambda x: model.tpe(x, grid), [x_(B, N, C)]))
+        for longest in TPE_DIRECT_MAX_LENS:  # the same MD-TPE with another direct / FFT threshold (same values)
+            tpe = copy.deepcopy(model.tpe)
+            tpe.direct_max_len = longest
+            pieces.append((f"MD-TPE, direct product up to {longest} tokens per axis" if longest else
+                           "MD-TPE, FFT on every axis", lambda x, tpe=tpe: tpe(x, grid), [x_(B, N, C)]))
     return pieces
 
 

@@ -13,7 +13,8 @@ def test_smoke_times_every_piece(tmp_path: Path) -> None:
     assert all(r["status"] == "ok" for r in rows)
     for model, pieces in (("lightnet", {"norms (2)", "qkv projection", "recurrence kernel (with MD-LRPE)",
                                         "MD-LRPE (kernel with − without)", "MLP (GLU)", "whole block",
-                                        "MD-TPE (once per model)"}),
+                                        "MD-TPE (once per model)", "MD-TPE, FFT on every axis",
+                                        "MD-TPE, direct product up to 64 tokens per axis"}),
                           ("vit", {"norms (2)", "qkv projection", "attention (SDPA)", "MLP", "whole block"})):
         for N in (16, 64):
             got = {r["piece"] for r in rows if r["model"] == model and r["N"] == N}
