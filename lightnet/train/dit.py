@@ -351,14 +351,20 @@ class DiffusionTrainer(Trainer):
 
 
 def _make_pipeline(transformer, noise: NoiseConfig, vae, class_names: list[str]):
-    """:class:`LightNetDiTPipeline`, or :class:`LightNetVideoDiTPipeline` for a video transformer."""
+    """:class:`LightNetDiTPipeline`, or :class:`LightNetVideoDiTPipeline` for a video transformer.
+
+    A video pipeline's scheduler does not clip the predicted clean sample (``clip_sample=False``): at high noise
+    the per-pixel ``x0`` estimate of a trained model is far outside [−1, 1], and clipping it pixel by pixel erases
+    the clip's mean brightness (which a model resolves early from the many pixels of a clip); DDIM carries the
+    grey mean forward and the samples end as noise (``docs/generation.md``, Video). Images keep diffusers' default.
+    """
     from diffusers import DDPMScheduler
 
     from lightnet.generation import LightNetDiTPipeline, LightNetVideoDiTPipeline
 
-    scheduler = DDPMScheduler(num_train_timesteps=noise.num_train_timesteps, beta_schedule=noise.beta_schedule,
-                              beta_start=noise.beta_start, beta_end=noise.beta_end)
     video = getattr(transformer.config, "num_frames", None) is not None
+    scheduler = DDPMScheduler(num_train_timesteps=noise.num_train_timesteps, beta_schedule=noise.beta_schedule,
+                              beta_start=noise.beta_start, beta_end=noise.beta_end, clip_sample=not video)
     cls = LightNetVideoDiTPipeline if video else LightNetDiTPipeline
     return cls(transformer, scheduler, vae=vae, class_names=class_names)
 
