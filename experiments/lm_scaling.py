@@ -31,6 +31,7 @@ import torch
 
 from benchmarks.gpt_baseline import GPTBaseline, GPTConfig
 from experiments.lm_quality import eval_bpb, train
+from experiments.short_conv import add_short_conv
 from lightnet.lm import LightNetForCausalLM, LightNetLMConfig
 from lightnet.lm.corpus import load_corpus
 
@@ -39,6 +40,8 @@ FIELDS = ["size", "family", "seed", "params", "non_embedding_params", "steps", "
 FAMILIES = ("lightnet", "gpt")
 #: optimizer settings a variant may change (everything else is a LightNetLMConfig field)
 _OPTIM_KEYS = ("lr", "warmup")
+#: model changes a variant may make that are not LightNetLMConfig fields (studied here before the library has them)
+_STUDY_KEYS = ("short_conv",)  # kernel of a causal depthwise convolution on q / k / v (experiments.short_conv)
 
 
 def parse_variant(text: str) -> Dict[str, object]:
@@ -46,13 +49,13 @@ def parse_variant(text: str) -> Dict[str, object]:
     every key must be a :class:`~lightnet.lm.LightNetLMConfig` field or one of :data:`_OPTIM_KEYS`."""
     from dataclasses import fields
 
-    known = {f.name for f in fields(LightNetLMConfig)} | set(_OPTIM_KEYS)
+    known = {f.name for f in fields(LightNetLMConfig)} | set(_OPTIM_KEYS) | set(_STUDY_KEYS)
     out: Dict[str, object] = {}
     for item in filter(None, text.split(",")):
         key, sep, value = item.partition("=")
         if not sep or key not in known:
             raise ValueError(f"variant item {item!r}: expected key=value with key a LightNetLMConfig field or one of "
-                             f"{_OPTIM_KEYS}")
+                             f"{_OPTIM_KEYS + _STUDY_KEYS}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -85,9 +88,13 @@ def build(family: str, size: Tuple[int, int, int], seed: int, device: torch.devi
     dim, depth, heads = size
     torch.manual_seed(seed)
     if family.startswith("lightnet"):
-        overrides = {k: v for k, v in variant_of(family).items() if k not in _OPTIM_KEYS}
+        variant = variant_of(family)
+        overrides = {k: v for k, v in variant.items() if k not in _OPTIM_KEYS + _STUDY_KEYS}
         config = LightNetLMConfig(**{"dim": dim, "depth": depth, "num_heads": heads, **overrides})
-        model = LightNetForCausalLM(config).to(device)
+        model = LightNetForCausalLM(config)
+        if variant.get("short_conv"):
+            add_short_conv(model, int(variant["short_conv"]))
+        model = model.to(device)
         return model, (lambda m, ids: m(ids, labels=ids).loss), (lambda m, ids: m(ids).logits)
     model = GPTBaseline(GPTConfig(dim=dim, depth=depth, num_heads=heads)).to(device)
     return model, (lambda m, ids: m.loss(ids)), (lambda m, ids: m(ids))

@@ -57,3 +57,29 @@ def test_variants_change_the_model_or_the_optimizer_and_bad_ones_are_refused(tmp
     assert {r["family"] for r in rows} == {"lightnet", "lightnet[lr=0.02]"}
     by = {(r["size"], r["family"]): float(r["val_bpb"]) for r in rows}
     assert by[("32x1x2", "lightnet")] != by[("32x1x2", "lightnet[lr=0.02]")]  # the learning rate reached the trainer
+
+
+def test_short_conv_variant_wraps_every_mixer_and_stays_causal():
+    import torch
+
+    from experiments.short_conv import CausalShortConv, add_short_conv
+
+    model, loss_fn, logits_fn = lm_scaling.build("lightnet[short_conv=4]", (16, 2, 2), 0, torch.device("cpu"))
+    convs = [m for m in model.modules() if isinstance(m, CausalShortConv)]
+    assert len(convs) == 2 and all(c.conv.in_channels == 48 and c.kernel_size == 4 for c in convs)
+    ids = torch.randint(0, 256, (2, 12))
+    later = ids.clone()
+    later[:, 7:] = (later[:, 7:] + 1) % 256  # change tokens 7.. only
+    a, b = logits_fn(model, ids), logits_fn(model, later)
+    assert torch.allclose(a[:, :7], b[:, :7], atol=1e-6) and not torch.allclose(a[:, 7:], b[:, 7:])
+    assert torch.isfinite(loss_fn(model, ids))
+    conv = CausalShortConv(3, 2)
+    with torch.no_grad():
+        conv.conv.weight.copy_(torch.tensor([[[1.0, 2.0]]]).expand(3, 1, 2))  # y_t = 2 x_t + x_{t-1}
+    x = torch.arange(12.0).view(1, 4, 3)
+    want = x + 2 * x + torch.cat([torch.zeros(1, 1, 3), x[:, :-1]], 1)
+    assert torch.allclose(conv(x), want)
+    with pytest.raises(ValueError, match="no mixer"):
+        add_short_conv(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match=r"expected \[B, N, 3\]"):
+        conv(torch.zeros(4, 3))
