@@ -125,6 +125,16 @@ def infer_step(model: torch.nn.Module, mode: str, call: Callable, device: torch.
     return step
 
 
+def measure_classifier_train(row: Row, build: Callable[[], torch.nn.Module], x: torch.Tensor, y: torch.Tensor,
+                             device: torch.device, args, per_s: str) -> Row:
+    """:func:`measure` of a cross-entropy training step on ``(x, y)`` (logits in fp32; per-pixel targets too), with
+    the samples per second under ``row[per_s]`` (NaN unless the step ran)."""
+    loss = lambda m_, x_, y_: F.cross_entropy(m_(x_).float(), y_)  # noqa: E731
+    row = measure(row, build, lambda m, md: train_step(m, md, (x, y), loss, device), device, args, True)
+    row[per_s] = x.shape[0] / row["ms"] * 1e3 if row["status"] == "ok" else float("nan")
+    return row
+
+
 def run_vision(args, device: torch.device) -> List[Row]:
     import timm
 
@@ -137,11 +147,8 @@ def run_vision(args, device: torch.device) -> List[Row]:
         for size, batch in zip(args.sizes, args.batches):
             x, y = torch.randn(batch, 3, size, size, device=device), torch.randint(0, 1000, (batch,), device=device)
             for name in args.models:
-                row = measure(dict(kind="train", model=name, size=size, batch=batch, mode=mode), build(name),
-                              lambda m, md: train_step(m, md, (x, y), lambda m_, x_, y_: F.cross_entropy(m_(x_), y_),
-                                                       device), device, args, True)
-                row["img_per_s"] = batch / row["ms"] * 1e3 if row["status"] == "ok" else float("nan")
-                rows.append(row)
+                rows.append(measure_classifier_train(dict(kind="train", model=name, size=size, batch=batch, mode=mode),
+                                                     build(name), x, y, device, args, "img_per_s"))
         for batch in args.latency_batches:
             x = torch.randn(batch, 3, args.latency_size, args.latency_size, device=device)
             for name in args.models:
@@ -184,11 +191,8 @@ def run_seg(args, device: torch.device) -> List[Row]:
             for name in args.models:
                 build = lambda name=name: create_segmentation_model(  # noqa: E731
                     name, SEG_CLASSES, 3, encoder_kwargs=args.model_kwargs, decoder_kwargs=args.decoder_kwargs)
-                row = measure(dict(kind="train", model=name, size=size, batch=batch, mode=mode), build,
-                              lambda m, md: train_step(m, md, (x, y), lambda m_, x_, y_: F.cross_entropy(
-                                  m_(x_).float(), y_), device), device, args, True)
-                row["img_per_s"] = batch / row["ms"] * 1e3 if row["status"] == "ok" else float("nan")
-                rows.append(row)
+                rows.append(measure_classifier_train(dict(kind="train", model=name, size=size, batch=batch, mode=mode),
+                                                     build, x, y, device, args, "img_per_s"))
     return rows
 
 
@@ -209,12 +213,9 @@ def run_video(args, device: torch.device) -> List[Row]:
                 options = dict(backend="torch", chunk_size=args.scan_chunk) if name == "scan6" else {}
                 build = lambda name=name, options=options: build_video_classifier(  # noqa: E731
                     name, geometry, **options)
-                row = measure(dict(kind="train", model=name, size=frames, px=args.video_px, tokens=tokens, batch=batch,
-                                   mode=mode), build,
-                              lambda m, md: train_step(m, md, (x, y), lambda m_, x_, y_: F.cross_entropy(m_(x_), y_),
-                                                       device), device, args, True)
-                row["clips_per_s"] = batch / row["ms"] * 1e3 if row["status"] == "ok" else float("nan")
-                rows.append(row)
+                row = dict(kind="train", model=name, size=frames, px=args.video_px, tokens=tokens, batch=batch,
+                           mode=mode)
+                rows.append(measure_classifier_train(row, build, x, y, device, args, "clips_per_s"))
     return rows
 
 

@@ -46,7 +46,8 @@ _STUDY_KEYS = ("short_conv",)  # kernel of a causal depthwise convolution on q /
 
 def parse_variant(text: str) -> Dict[str, object]:
     """``'use_tpe=false,lr=4e-3'`` → ``{'use_tpe': False, 'lr': 0.004}`` (values read as JSON, else kept as text);
-    every key must be a :class:`~lightnet.lm.LightNetLMConfig` field or one of :data:`_OPTIM_KEYS`."""
+    every key must be a :class:`~lightnet.lm.LightNetLMConfig` field, one of :data:`_OPTIM_KEYS` (optimiser settings)
+    or one of :data:`_STUDY_KEYS` (model changes made outside the config, e.g. ``short_conv=4``)."""
     from dataclasses import fields
 
     known = {f.name for f in fields(LightNetLMConfig)} | set(_OPTIM_KEYS) | set(_STUDY_KEYS)

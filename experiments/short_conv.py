@@ -1,4 +1,4 @@
-"""A short causal convolution on q / k / v (as fla's LightNet layer offers, ``conv_size=4``), for the LM ablation.
+"""A short causal convolution on q / k / v (the idea of fla's ``conv_size=4`` option), for the LM ablation.
 
 :func:`add_short_conv` wraps every mixer's ``qkv`` projection of a model so that its output ``[B, N, 3C]`` goes
 through a depthwise causal convolution over the tokens (kernel ``K``, one filter per channel of q, k and v, i.e. a
@@ -16,22 +16,21 @@ __all__ = ["CausalShortConv", "add_short_conv"]
 
 
 class CausalShortConv(nn.Module):
-    """``x [B, N, C]`` → ``[B, N, C]``: ``y_t = Σ_{i<K} w_{c,i} x_{t−i}`` per channel (zeros before the first token),
-    plus ``x`` when ``residual`` (the default, so that the identity is one weight away at any initialisation)."""
+    """``x [B, N, C]`` → ``[B, N, C]``: ``x_t + Σ_{i<K} w_{c,i} x_{t−i}`` per channel (zeros before the first
+    token). The residual keeps the identity one weight away at any initialisation; there is no activation."""
 
-    def __init__(self, channels: int, kernel_size: int = 4, residual: bool = True) -> None:
+    def __init__(self, channels: int, kernel_size: int = 4) -> None:
         super().__init__()
         if kernel_size < 1:
             raise ValueError(f"CausalShortConv: kernel_size must be >= 1, got {kernel_size}")
-        self.kernel_size, self.residual = kernel_size, residual
+        self.kernel_size = kernel_size
         self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3 or x.shape[-1] != self.conv.in_channels:
             raise ValueError(f"CausalShortConv: expected [B, N, {self.conv.in_channels}], got {tuple(x.shape)}")
         h = F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0))  # [B, C, K − 1 + N]
-        y = self.conv(h).transpose(1, 2)
-        return x + y if self.residual else y
+        return x + self.conv(h).transpose(1, 2)
 
 
 def add_short_conv(model: nn.Module, kernel_size: int = 4) -> int:
