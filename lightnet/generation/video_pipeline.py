@@ -9,6 +9,7 @@ decodes frame by frame.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Union
 
@@ -51,6 +52,16 @@ class LightNetVideoDiTPipeline(LightNetDiTPipeline):
             raise ValueError(f"num_frames must be a positive multiple of the temporal patch size {k}, got {T!r}")
         return T
 
+    def _warn_if_clipping(self) -> None:
+        """A ``UserWarning`` when the scheduler clips its clean-sample estimate (``clip_sample=True``, diffusers'
+        default for DDPM / DDIM): at high noise that erases a clip's mean brightness and the samples end as noise."""
+        if getattr(self.scheduler.config, "clip_sample", False):
+            warnings.warn(
+                f"{type(self.scheduler).__name__} has clip_sample=True: clipping the predicted clean clip pixel by "
+                "pixel erases its mean brightness at high noise and video samples end as noise; use "
+                "pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, clip_sample=False)",
+                UserWarning, stacklevel=3)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -81,6 +92,7 @@ class LightNetVideoDiTPipeline(LightNetDiTPipeline):
             raise ValueError(f"output_type must be one of {_OUTPUT_TYPES}, got {output_type!r}")
         self._check_components()
         T = self._num_frames(num_frames)
+        self._warn_if_clipping()
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
         labels = self._labels(class_labels, batch_size)

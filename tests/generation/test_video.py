@@ -2,6 +2,8 @@
 training run on Moving Fashion-MNIST clips."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -100,9 +102,20 @@ def test_save_load_round_trip(tmp_path):
 
 
 def _pipe() -> LightNetVideoDiTPipeline:
-    pipe = LightNetVideoDiTPipeline(_model(), DDIMScheduler(num_train_timesteps=100), class_names=list("abcdefghij"))
+    pipe = LightNetVideoDiTPipeline(_model(), DDIMScheduler(num_train_timesteps=100, clip_sample=False),
+                                    class_names=list("abcdefghij"))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def test_pipeline_warns_about_a_clipping_scheduler():
+    pipe = _pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pipe([1], num_inference_steps=1)  # clip_sample=False: no warning
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=True)
+    with pytest.warns(UserWarning, match="clip_sample=True"):
+        pipe([1], num_inference_steps=1)
 
 
 def test_pipeline_frames_in_every_output_type():
