@@ -4,13 +4,14 @@ The LightNet pieces are the modules of ``timm.create_model('lightnet_small').blo
 same objects the model runs, nothing copied): the two norms, the qkv projection, the recurrence kernel
 (``additive_attention`` with the query's SiLU and MD-LRPE, as the mixer calls it), MD-LRPE (the kernel with the
 angles minus the kernel without them), the output epilogue (per-head norm × low-rank gate, both gate projections and
-the output projection), the GLU, and the whole block; MD-TPE (applied once per model, after the embedding; also with the FFT on every
-axis and with the direct product up to 64 tokens per axis) is listed as its own row and per block (÷ depth). The ViT pieces come from timm's ``Block`` of ``vit_small_patch16_224``: the
-two norms, qkv, SDPA attention, output projection, MLP and the whole block. Each piece runs forward + backward
-(``out.backward(grad)``; inputs require gradients; the attention pieces get bf16 q / k / v as the projections hand
-them over) under bf16 autocast, eager and ``torch.compile`` (default mode), timed with CUDA events over ``--iters`` calls after warm-up; reported in µs per token and as a ratio to the whole
-ViT block. Tokens per image 196 / 1024 / 4096 / 16384 with the same tokens per step (``--tokens``, batch =
-tokens // N).
+the output projection), the GLU, and the whole block; MD-TPE (applied once per model, after the embedding; also with
+the FFT on every axis and with the direct product up to 64 tokens per axis) is listed as its own row and per block (÷
+depth). The ViT pieces come from timm's ``Block`` of ``vit_small_patch16_224``: the two norms, qkv, SDPA attention,
+output projection, MLP and the whole block. Each piece runs forward + backward (``out.backward(grad)``; inputs
+require gradients; the attention pieces get bf16 q / k / v as the projections hand them over) under bf16 autocast,
+eager and ``torch.compile`` (default mode), timed with CUDA events over ``--iters`` calls after warm-up; reported in
+µs per token and as a ratio to the whole ViT block. Tokens per image 196 / 1024 / 4096 / 16384 with the same tokens
+per step (``--tokens``, batch = tokens // N).
 
     python benchmarks/block_profile.py --out $OUT/block-profile                 # GPU, ~6 min
     python benchmarks/block_profile.py --smoke --out /tmp/bp                     # CPU, seconds
